@@ -1,0 +1,111 @@
+// shm/reader.h — lock-free, read-only lookups in the table from any process.
+//
+// A Reader maps the segment PROT_READ and serves get() with no system call
+// and no lock: it walks the key's bucket chain, copies the item with relaxed
+// word loads, and re-checks the bucket's version (seqlock). It depends only
+// on the C++ standard library and POSIX, so the Python extension can link it.
+//
+// Outcomes: hit (value copied), miss (ask the daemon), busy (the writer kept
+// changing the bucket; ask the daemon), unavailable (no segment, writer
+// stopped or heartbeat stale; re-open later, use the socket meanwhile),
+// too_small (hit, but the caller's buffer is too small; value_len says how
+// much to provide).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "layout.h"
+
+namespace nearcache::shm {
+
+enum class ReadStatus : uint8_t { hit, miss, busy, unavailable, too_small };
+const char* read_status_name(ReadStatus s);
+
+struct ReadResult {
+  ReadStatus status = ReadStatus::unavailable;
+  uint8_t flags = 0;
+  uint32_t value_len = 0;  // hit, too_small
+  uint64_t expiry_ms = 0;  // hit: CLOCK_MONOTONIC ms, 0 = never
+  uint32_t retries = 0;    // times the bucket changed under this read
+};
+
+struct ReaderOptions {
+  bool posix_shm = false;   // `path` is a POSIX shared-memory name ("/name")
+  std::string hints_path;   // default: path + ".hints" (a file, or a shm name)
+  bool use_hints = true;    // report hits for eviction and status
+};
+
+// Counts this process's reader lookups (all Reader objects together).
+struct ReaderTotals {
+  uint64_t hits = 0, misses = 0, busy = 0;
+};
+
+class Reader {
+ public:
+  // Retries when the bucket changes under a read, before answering busy.
+  static constexpr int kMaxRetries = 16;
+
+  Reader() = default;
+  ~Reader() { close(); }
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  Reader(Reader&& o) noexcept { *this = static_cast<Reader&&>(o); }
+  Reader& operator=(Reader&& o) noexcept;
+
+  // Maps the segment and validates its header. Returns 0, or an errno value
+  // with a one-line reason in *why: ENOENT (no segment), EACCES, EAGAIN (still
+  // being created), EPROTONOSUPPORT (a layout this reader does not know: use
+  // the socket alone), EINVAL (not a nearcache segment, or inconsistent).
+  int open(const std::string& path, std::string* why, const ReaderOptions& opts = {});
+  void close();
+  bool is_open() const { return base_ != nullptr; }
+
+  // Looks up `key`; on a hit copies the value into buf[0..cap).
+  ReadResult get(const void* key, size_t key_len, void* buf, size_t cap);
+  ReadResult get_at(const void* key, size_t key_len, void* buf, size_t cap, uint64_t now_ms);
+
+  // The writer is running and its heartbeat is fresh.
+  bool alive(uint64_t now_ms) const;
+  // The segment says stopped, or its heartbeat is older than the grace period.
+  bool stale(uint64_t now_ms) const { return base_ && !alive(now_ms); }
+
+  uint64_t generation() const { return generation_; }
+  uint32_t key_limit() const { return key_limit_; }
+  uint32_t value_limit() const { return value_limit_; }
+  uint32_t heartbeat_grace_ms() const { return grace_ms_; }
+  uint32_t writer_pid() const { return writer_pid_; }
+  uint64_t mapped_bytes() const { return size_; }
+  bool has_hints() const { return hints_ != nullptr; }
+
+  static ReaderTotals totals();
+
+ private:
+  enum class Walk { found, absent, changed };
+  Walk walk(const void* key, uint32_t klen, uint64_t hash, void* buf, size_t cap, uint64_t now,
+            ReadResult* out);
+  ReaderCounters* counters();
+  void note(ReadStatus s);
+
+  const unsigned char* base_ = nullptr;  // whole segment, PROT_READ
+  size_t size_ = 0;
+  const Header* header_ = nullptr;
+  const Bucket* buckets_ = nullptr;
+  const unsigned char* data_ = nullptr;
+  uint64_t data_bytes_ = 0;
+  uint32_t bucket_count_ = 0, overflow_count_ = 0;
+  uint32_t key_limit_ = 0, value_limit_ = 0, grace_ms_ = 0, writer_pid_ = 0;
+  uint64_t generation_ = 0;
+  uint64_t hash_key_[2] = {0, 0};
+
+  unsigned char* hints_ = nullptr;  // hints file, read-write, may be absent
+  size_t hints_size_ = 0;
+  uint8_t* freq_ = nullptr;
+  ReaderCounters* slots_ = nullptr;
+  std::atomic<ReaderCounters*> mine_{nullptr};
+  std::atomic<uint32_t> mine_pid_{0};
+};
+
+}  // namespace nearcache::shm

@@ -1,0 +1,221 @@
+// shm/segment_file.cc — see segment_file.h.
+#include "segment_file.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/file_mapping.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+namespace nearcache::shm {
+
+namespace bip = boost::interprocess;
+
+struct MappedObject::Region {
+  bip::mapped_region region;
+};
+
+MappedObject::~MappedObject() = default;
+
+namespace {
+
+std::string temp_name(const ObjectSpec& spec) { return spec.name + ".new." + std::to_string(getpid()); }
+
+int fail(std::string* why, int err, const std::string& msg) {
+  if (why) *why = msg;
+  return err;
+}
+
+// Applies mode (exactly, regardless of umask) and group, then reserves the
+// memory. ENOSPC here means the tmpfs (or /dev/shm) is too small.
+int prepare_fd(int fd, const ObjectSpec& spec, uint64_t bytes, const std::string& shown, std::string* why) {
+  if (fchmod(fd, spec.mode) != 0) {
+    int e = errno;
+    return fail(why, e, "cannot chmod " + shown + ": " + std::strerror(e));
+  }
+  if (spec.group >= 0 && fchown(fd, uid_t(-1), gid_t(spec.group)) != 0) {
+    int e = errno;
+    return fail(why, e, "cannot set group " + std::to_string(spec.group) + " on " + shown + ": " + std::strerror(e));
+  }
+  uint64_t avail = cgroup_memory_available();
+  if (bytes > avail)
+    return fail(why, ENOMEM,
+                "cannot reserve " + std::to_string(bytes) + " bytes for " + shown + ": the memory limit of this cgroup " +
+                    "leaves " + std::to_string(avail) + " bytes; lower segment_size or raise the limit");
+  int rc = posix_fallocate(fd, 0, off_t(bytes));
+  if (rc != 0)
+    return fail(why, rc,
+                "cannot reserve " + std::to_string(bytes) + " bytes for " + shown + ": " + std::strerror(rc) +
+                    (rc == ENOSPC ? " (the filesystem holding it is too small; lower segment_size or enlarge it)" : ""));
+  return 0;
+}
+
+template <class Mappable>
+int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std::string* why, const std::string& shown) {
+  try {
+    auto r = std::make_unique<MappedObject::Region>();
+    r->region = bip::mapped_region(m, bip::read_write);
+    *region = std::move(r);
+    return 0;
+  } catch (const bip::interprocess_exception& e) {
+    return fail(why, e.get_native_error() ? e.get_native_error() : EIO,
+                "cannot map " + shown + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<MappedObject>* out, std::string* why) {
+  auto obj = std::make_unique<MappedObject>();
+  std::unique_ptr<MappedObject::Region> region;
+  if (spec.posix_shm) {
+    try {
+      bip::shared_memory_object::remove(spec.name.c_str());
+      bip::shared_memory_object shm(bip::create_only, spec.name.c_str(), bip::read_write,
+                                    bip::permissions(spec.mode));
+      int rc = prepare_fd(shm.get_mapping_handle().handle, spec, bytes, "shared memory " + spec.name, why);
+      if (rc != 0) {
+        bip::shared_memory_object::remove(spec.name.c_str());
+        return rc;
+      }
+      rc = map_rw(shm, &region, why, "shared memory " + spec.name);
+      if (rc != 0) return rc;
+    } catch (const bip::interprocess_exception& e) {
+      return fail(why, e.get_native_error() ? e.get_native_error() : EIO,
+                  "cannot create shared memory " + spec.name + ": " + e.what());
+    }
+  } else {
+    // Boost.Interprocess maps files but cannot create them with a mode; the
+    // file is created here (O_EXCL, exact mode via fchmod) and mapped by Boost.
+    const std::string tmp = temp_name(spec);
+    ::unlink(tmp.c_str());
+    int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      int e = errno;
+      return fail(why, e, "cannot create " + tmp + ": " + std::strerror(e));
+    }
+    int rc = prepare_fd(fd, spec, bytes, spec.name, why);
+    ::close(fd);
+    if (rc == 0) {
+      try {
+        bip::file_mapping fm(tmp.c_str(), bip::read_write);
+        rc = map_rw(fm, &region, why, tmp);
+      } catch (const bip::interprocess_exception& e) {
+        rc = fail(why, EIO, "cannot open " + tmp + ": " + e.what());
+      }
+    }
+    if (rc != 0) {
+      ::unlink(tmp.c_str());
+      return rc;
+    }
+  }
+  obj->data_ = static_cast<unsigned char*>(region->region.get_address());
+  obj->size_ = region->region.get_size();
+  obj->region_ = std::move(region);
+  *out = std::move(obj);
+  return 0;
+}
+
+int publish_object(const ObjectSpec& spec, std::string* why) {
+  if (spec.posix_shm) return 0;
+  const std::string tmp = temp_name(spec);
+  if (::rename(tmp.c_str(), spec.name.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return fail(why, e, "cannot rename " + tmp + " to " + spec.name + ": " + std::strerror(e));
+  }
+  return 0;
+}
+
+int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, std::string* why) {
+  auto obj = std::make_unique<MappedObject>();
+  std::unique_ptr<MappedObject::Region> region;
+  int rc;
+  try {
+    if (spec.posix_shm) {
+      bip::shared_memory_object shm(bip::open_only, spec.name.c_str(), bip::read_write);
+      rc = map_rw(shm, &region, why, spec.name);
+    } else {
+      bip::file_mapping fm(spec.name.c_str(), bip::read_write);
+      rc = map_rw(fm, &region, why, spec.name);
+    }
+  } catch (const bip::interprocess_exception& e) {
+    return fail(why, e.get_native_error() ? e.get_native_error() : ENOENT,
+                "cannot open " + spec.name + ": " + e.what());
+  }
+  if (rc != 0) return rc;
+  obj->data_ = static_cast<unsigned char*>(region->region.get_address());
+  obj->size_ = region->region.get_size();
+  obj->region_ = std::move(region);
+  *out = std::move(obj);
+  return 0;
+}
+
+void remove_object(const ObjectSpec& spec) {
+  if (spec.posix_shm)
+    bip::shared_memory_object::remove(spec.name.c_str());
+  else
+    bip::file_mapping::remove(spec.name.c_str());
+}
+
+ObjectLock::~ObjectLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock; the lock file stays (removing it would race)
+}
+
+int ObjectLock::acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why) {
+  const std::string name = spec.name + ".lock";
+  int fd = spec.posix_shm ? shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)
+                          : ::open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int e = errno;
+    return fail(why, e, "cannot open lock " + name + ": " + std::strerror(e));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK)
+      return fail(why, e, "segment " + spec.name + " is in use by another nearcached (lock " + name + " is held)");
+    return fail(why, e, "cannot lock " + name + ": " + std::strerror(e));
+  }
+  auto lock = std::make_unique<ObjectLock>();
+  lock->fd_ = fd;
+  lock->name_ = name;
+  lock->posix_shm_ = spec.posix_shm;
+  *out = std::move(lock);
+  return 0;
+}
+
+uint64_t cgroup_memory_available() {
+  constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
+  std::ifstream cg("/proc/self/cgroup");
+  std::string line, path;
+  while (std::getline(cg, line))
+    if (line.rfind("0::", 0) == 0) path = line.substr(3);
+  if (path.empty()) return kUnlimited;
+  auto read_u64 = [](const std::string& file, uint64_t* v) {
+    std::ifstream f(file);
+    std::string s;
+    if (!(f >> s) || s == "max") return false;
+    try {
+      *v = std::stoull(s);
+    } catch (...) {
+      return false;
+    }
+    return true;
+  };
+  const std::string dir = "/sys/fs/cgroup" + path;
+  uint64_t max = 0, cur = 0;
+  if (!read_u64(dir + "/memory.max", &max)) return kUnlimited;
+  if (!read_u64(dir + "/memory.current", &cur)) cur = 0;
+  return max > cur ? max - cur : 0;
+}
+
+}  // namespace nearcache::shm

@@ -1,0 +1,79 @@
+// shm/segment_file.h — creating, locking, mapping and removing the writer's
+// shared-memory objects (the segment and its hints file).
+//
+// An object is either a file (default: in the runtime directory next to the
+// daemon's socket, on a tmpfs such as /run) or a POSIX shared-memory name.
+// Files are created under a temporary name and renamed into place, so a
+// reader never opens a half-built segment and readers of the previous one
+// keep their mapping. Memory is reserved with posix_fallocate at creation:
+// if the tmpfs or the cgroup's memory limit cannot hold the segment, creation
+// fails with a clear message instead of a SIGBUS later.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace nearcache::shm {
+
+struct ObjectSpec {
+  std::string name;        // file path, or "/name" when posix_shm
+  bool posix_shm = false;
+  unsigned mode = 0640;    // exact permissions (umask does not apply)
+  int64_t group = -1;      // gid to fchown to; -1 keeps the creator's group
+};
+
+// A read-write mapping of one object; unmapped on destruction.
+class MappedObject {
+ public:
+  MappedObject() = default;
+  ~MappedObject();
+  MappedObject(const MappedObject&) = delete;
+  MappedObject& operator=(const MappedObject&) = delete;
+
+  unsigned char* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+  struct Region;  // the Boost.Interprocess mapping, kept out of this header
+
+ private:
+  friend int create_object(const ObjectSpec&, uint64_t, std::unique_ptr<MappedObject>*, std::string*);
+  friend int open_object_rw(const ObjectSpec&, std::unique_ptr<MappedObject>*, std::string*);
+  std::unique_ptr<Region> region_;
+  unsigned char* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Creates `spec` with `bytes` reserved (zero-filled) and maps it read-write.
+// A file is built as "<name>.new.<pid>" and must be published with
+// publish_object(); a POSIX shm name replaces any old object at once.
+// Returns 0 or an errno value with a one-line reason.
+int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<MappedObject>* out, std::string* why);
+// Makes a created object visible under its name (rename for files; no-op for shm).
+int publish_object(const ObjectSpec& spec, std::string* why);
+// Maps an existing object read-write (used to mark an old segment stopped).
+int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, std::string* why);
+// Removes the name (readers that mapped it keep their mapping).
+void remove_object(const ObjectSpec& spec);
+
+// Exclusive lock on "<name>.lock", held for the writer's lifetime, so that a
+// second writer on the same segment refuses instead of stealing it.
+class ObjectLock {
+ public:
+  ~ObjectLock();
+  // Returns 0, EWOULDBLOCK when another process holds it, or another errno.
+  static int acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why);
+
+ private:
+  int fd_ = -1;
+  std::string name_;
+  bool posix_shm_ = false;
+};
+
+// Bytes the current cgroup (v2) may still charge before its memory.max, or
+// UINT64_MAX when there is no limit or it cannot be read.
+uint64_t cgroup_memory_available();
+
+}  // namespace nearcache::shm

@@ -1,0 +1,221 @@
+// shm/writer.h — the table's one writer. nearcached's loop thread is its only
+// user; nothing here is thread-safe, by design (invariant 1).
+//
+// Memory: the data area is two circular logs, S3-FIFO's small queue (about
+// 10%) and main queue. A set appends the item to a log; a full log frees its
+// oldest bytes: dead items are skipped, live ones are evicted, moved from
+// small to main, or re-inserted in main, by the access frequency readers
+// record in the hints file. Any size up to the limit fits once enough of the
+// oldest bytes are freed, so a full, fragmented table keeps taking sets and
+// never needs to be wiped. Expired items are also reclaimed by a sweep
+// (expire_step) that the daemon runs from a timer, a slice at a time.
+//
+// Time: expiries are absolute CLOCK_MONOTONIC milliseconds, 0 = never.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "layout.h"
+
+namespace nearcache::shm {
+
+class MappedObject;
+class ObjectLock;
+
+struct WriterOptions {
+  std::string path;                      // segment file, or POSIX shm name ("/name") with posix_shm
+  bool posix_shm = false;
+  std::string hints_path;                // default: path + ".hints"
+  uint64_t segment_bytes = 64ull << 20;
+  uint32_t key_limit = 1024;
+  uint32_t value_limit = 1u << 20;
+  uint32_t expected_item_bytes = 256;    // sizes the index: data bytes / this = entries to plan for
+  unsigned mode = 0640;                  // segment: owner rw, group r
+  unsigned hints_mode = 0660;            // hints: readers of the group write access hints
+  int64_t group = -1;                    // gid for both objects; -1 keeps the creator's
+  uint32_t heartbeat_grace_ms = 2000;
+  uint32_t small_queue_percent = 10;
+};
+
+enum class Status : uint8_t {
+  ok,
+  not_found,        // no such key (or it expired)
+  exists,           // add: the key is present
+  key_too_long,     // longer than key_limit
+  value_too_large,  // longer than value_limit
+  not_integer,      // incr: the value is not a msgpack integer
+  out_of_range,     // incr: the result does not fit in int64/uint64
+};
+const char* status_name(Status s);
+
+// A live item; views point into the segment and stay valid until the next
+// call that changes the table.
+struct Item {
+  std::string_view key;
+  std::string_view value;
+  uint8_t flags = 0;
+  uint64_t expiry_ms = 0;
+};
+
+struct WriterStats {
+  uint64_t entries = 0;
+  uint64_t live_bytes = 0;        // key + value bytes of live items
+  uint64_t item_bytes = 0;        // live items with their headers and padding
+  uint64_t data_bytes = 0;        // capacity of the data area
+  uint64_t index_bytes = 0;       // buckets
+  uint64_t segment_bytes = 0;
+  uint64_t small_used = 0, main_used = 0;  // log bytes not yet reclaimed (live, dead, padding)
+  uint64_t sets = 0, adds = 0, deletes = 0, touches = 0, incrs = 0;
+  uint64_t gets = 0, get_hits = 0;             // lookups served by the writer (the daemon's GET)
+  uint64_t evictions = 0;                      // live items dropped to make room
+  uint64_t index_evictions = 0;                // ... because their bucket chain was full
+  uint64_t expirations = 0;                    // expired items reclaimed
+  uint64_t moved_to_main = 0, reinserted = 0, ghost_hits = 0;
+  uint64_t clears = 0, cleared = 0;
+  uint64_t overflow_buckets_used = 0, overflow_buckets = 0;
+  uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // from the hints file
+  uint32_t reader_processes = 0;                                 // counter slots claimed
+};
+
+class Writer {
+ public:
+  // Creates a new table (a new generation) and publishes it. Refuses when
+  // another writer holds the segment's lock, when the sizes are inconsistent,
+  // or when the memory cannot be reserved. Returns nullptr with *why set.
+  static std::unique_ptr<Writer> create(const WriterOptions& opts, std::string* why);
+  ~Writer();  // marks the segment stopped; the objects stay until remove()
+
+  Status set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Status add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Status del(std::string_view key);
+  Status touch(std::string_view key, uint64_t expiry_ms);
+  // Adds `delta` to a msgpack integer value, keeping its flags and expiry.
+  Status incr(std::string_view key, int64_t delta, int64_t* result);
+  // Looks a key up for the daemon and counts the access for eviction.
+  bool get(std::string_view key, Item* out);
+  bool contains(std::string_view key);
+
+  // CLEAR: removes every entry present when clear_begin was called (all of
+  // them, or those whose key starts with `prefix`). The work is done a slice
+  // at a time by clear_step; a bucket touched by another call first catches up
+  // with pending clears, so later writes are never lost and a cleared key is
+  // never served by the writer. Returns the clear's id.
+  uint64_t clear_begin(std::string_view prefix);
+  bool clear_step(size_t max_buckets);      // true when no clear is pending
+  bool clear_done(uint64_t id) const { return id <= clear_completed_; }
+  uint64_t clear_removed(uint64_t id) const;  // entries removed by a completed clear (recent ones)
+
+  // Reclaims expired items in the next `max_buckets` buckets; returns how many.
+  size_t expire_step(size_t max_buckets);
+  void heartbeat();
+  void stop();    // state = stopped: readers stop serving from this table
+  void remove();  // removes the names (segment, hints); mappings stay valid
+  // Returns counter slots of processes that no longer exist to the pool.
+  void reap_reader_slots();
+
+  void for_each(const std::function<void(const Item&)>& fn);
+  WriterStats stats() const;
+
+  uint64_t generation() const;
+  uint32_t key_limit() const { return opts_.key_limit; }
+  uint32_t value_limit() const { return opts_.value_limit; }
+  const std::string& path() const { return opts_.path; }
+  const std::string& hints_path() const { return opts_.hints_path; }
+  const WriterOptions& options() const { return opts_; }
+  uint64_t max_item_bytes() const;
+
+  // Tests replace the clock to step through expiries.
+  void set_clock(uint64_t (*now_ms)()) { now_ = now_ms; }
+
+ private:
+  Writer() = default;
+  struct Ring {
+    uint64_t begin = 0, end = 0;  // data-area offsets
+    uint64_t head = 0, tail = 0, used = 0;
+    uint64_t size() const { return end - begin; }
+  };
+  struct Loc {
+    uint64_t bucket = 0;  // global bucket index
+    uint32_t way = 0;
+    bool found() const { return way < kWaysPerBucket; }
+  };
+  struct Clear {
+    uint64_t id;
+    std::string prefix;
+    uint64_t removed = 0;
+  };
+  enum class Why { deleted, replaced, expired, evicted, cleared };
+
+  int init(const WriterOptions& opts, std::string* why);
+  uint64_t hash(std::string_view key) const;
+  Bucket* bucket(uint64_t i) const { return buckets_ + i; }
+  ItemHeader* item_at(uint64_t off) const { return reinterpret_cast<ItemHeader*>(data_ + off); }
+  std::string_view item_key(const ItemHeader* ih) const;
+  Loc find(std::string_view key, uint64_t h) const;
+  Loc find_unit(uint64_t h, uint64_t unit) const;
+  Loc free_way(uint64_t h, bool* evicted);
+  void begin_write(Bucket* b);
+  void end_write(Bucket* b);
+  void remove_at(const Loc& loc, Why why);
+  void unlink_if_empty(uint64_t primary, uint64_t idx);
+  Ring& ring_of(uint64_t off) { return off < small_.end ? small_ : main_; }
+  uint64_t alloc(Ring& r, uint64_t n);
+  bool place(Ring& r, uint64_t n, uint64_t* off);
+  void free_tail(Ring& r, int* reinserts);
+  void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  uint8_t* freq(const Loc& l) const { return freq_ ? freq_ + l.bucket * 8 + l.way : nullptr; }
+  void settle(uint64_t primary);
+  void clear_bucket(uint64_t primary, Clear& c);
+  Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
+  bool lookup(std::string_view key, Item* out, bool touch_freq);
+  bool ghost_take(uint64_t h);
+  void ghost_put(uint64_t h);
+  bool expired(const ItemHeader* ih, uint64_t now) const;
+
+  WriterOptions opts_;
+  std::unique_ptr<ObjectLock> lock_;
+  std::unique_ptr<MappedObject> segment_, hints_;
+  Header* header_ = nullptr;
+  Bucket* buckets_ = nullptr;
+  unsigned char* data_ = nullptr;
+  uint8_t* freq_ = nullptr;
+  ReaderCounters* slots_ = nullptr;
+  uint32_t nprimary_ = 0, noverflow_ = 0;
+  Ring small_, main_;
+  std::vector<uint32_t> free_overflow_;
+  uint64_t (*now_)() = monotonic_ms;
+  std::vector<unsigned char> scratch_, move_scratch_;
+
+  // S3-FIFO ghost queue: fingerprints of keys evicted from the small queue
+  // unread, in a small set-associative table; an entry is in the queue while
+  // fewer than ghost_capacity_ insertions have followed it.
+  std::vector<uint64_t> ghost_;  // (fingerprint << 32) | insertion clock, 4 per set
+  uint64_t ghost_clock_ = 0, ghost_capacity_ = 0;
+
+  // Clears: pending ones in id order; applied_[b] = last clear applied to primary b.
+  std::deque<Clear> clears_;
+  std::vector<uint64_t> applied_;
+  uint64_t clear_latest_ = 0, clear_completed_ = 0, pass_target_ = 0, pass_cursor_ = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> clear_results_;  // (id, removed), recent
+
+  uint64_t expire_cursor_ = 0;
+  uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0
+  WriterStats st_;
+  uint64_t retired_hits_ = 0, retired_misses_ = 0, retired_busy_ = 0;
+};
+
+// TTL in milliseconds to an absolute expiry: ttl <= 0 is already expired
+// (returns 1, a time long past), saturating instead of overflowing.
+inline uint64_t expiry_from_ttl(int64_t ttl_ms, uint64_t now_ms) {
+  if (ttl_ms <= 0) return 1;
+  uint64_t t = uint64_t(ttl_ms);
+  return t > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + t;
+}
+
+}  // namespace nearcache::shm

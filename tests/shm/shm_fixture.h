@@ -1,0 +1,71 @@
+// tests/shm/shm_fixture.h — a table in a private temporary directory,
+// removed with everything in it when the fixture goes out of scope.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "reader.h"
+#include "writer.h"
+
+namespace nctest {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "nearcache-test-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline nearcache::shm::WriterOptions small_options(const TempDir& d, uint64_t bytes = 4 << 20) {
+  nearcache::shm::WriterOptions o;
+  o.path = d.file("segment");
+  o.segment_bytes = bytes;
+  o.key_limit = 250;
+  o.value_limit = 64 << 10;
+  o.expected_item_bytes = 128;
+  return o;
+}
+
+inline std::unique_ptr<nearcache::shm::Writer> make_writer(const nearcache::shm::WriterOptions& o) {
+  std::string why;
+  auto w = nearcache::shm::Writer::create(o, &why);
+  if (!w) throw std::runtime_error("Writer::create: " + why);
+  return w;
+}
+
+inline nearcache::shm::Reader open_reader(const std::string& path) {
+  nearcache::shm::Reader r;
+  std::string why;
+  if (r.open(path, &why) != 0) throw std::runtime_error("Reader::open: " + why);
+  return r;
+}
+
+// Reads a key through a Reader into a string; "" with status otherwise.
+inline nearcache::shm::ReadStatus read(nearcache::shm::Reader& r, const std::string& key, std::string* value,
+                                       uint64_t now = 0) {
+  std::string buf(1 << 20, '\0');
+  auto res = now ? r.get_at(key.data(), key.size(), buf.data(), buf.size(), now)
+                 : r.get(key.data(), key.size(), buf.data(), buf.size());
+  if (res.status == nearcache::shm::ReadStatus::hit) value->assign(buf.data(), res.value_len);
+  return res.status;
+}
+
+}  // namespace nctest

@@ -1,0 +1,122 @@
+"""Start and stop real nearcached processes for tests.
+
+    with Daemon(tmp_path, value_limit="64K") as d:
+        d.socket, d.segment          # paths inside tmp_path
+        d.restart(); d.kill(); d.stop()
+
+Options are the daemon's own (`nearcached --help`), passed as `--name=value`.
+The binary is `$NEARCACHE_BUILD/daemon/nearcached` (default build/). Every
+daemon started here is stopped when the context exits or the test process
+ends, and its files live in the test's temporary directory.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("NEARCACHE_BUILD", ROOT / "build"))
+if not BUILD.is_absolute():
+    BUILD = ROOT / BUILD
+NEARCACHED = BUILD / "daemon" / "nearcached"
+NEARCACHE_CLI = BUILD / "daemon" / "nearcache"
+
+_live: set["Daemon"] = set()
+
+
+@atexit.register
+def _reap() -> None:
+    for d in list(_live):
+        d.kill()
+
+
+class Daemon:
+    def __init__(self, directory, name: str = "nc", start: bool = True, **options):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.socket = str(self.dir / f"{name}.sock")
+        self.segment = str(self.dir / f"{name}.seg")
+        self.options = {"socket": self.socket, "segment": self.segment, "segment_size": "16M",
+                        "log_level": "debug"}
+        self.options.update({k: str(v) for k, v in options.items()})
+        self.log_path = self.dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        if start:
+            self.start()
+
+    # -- lifecycle ---------------------------------------------------------
+    def args(self) -> list[str]:
+        return [str(NEARCACHED)] + [f"--{k}={v}" for k, v in self.options.items()]
+
+    def start(self, timeout: float = 10.0, env: dict | None = None) -> "Daemon":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        log.close()
+        _live.add(self)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"nearcached exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(self.socket)
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise TimeoutError(f"nearcached did not listen on {self.socket}:\n{self.log()}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; returns the exit status."""
+        if not self.proc:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        _live.discard(self)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, like a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        _live.discard(self)
+
+    def restart(self, **changes) -> "Daemon":
+        self.stop()
+        self.options.update({k: str(v) for k, v in changes.items()})
+        return self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

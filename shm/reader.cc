@@ -68,7 +68,7 @@ const char* read_status_name(ReadStatus s) {
 Reader& Reader::operator=(Reader&& o) noexcept {
   if (this == &o) return *this;
   close();
-  base_ = o.base_; size_ = o.size_; header_ = o.header_; buckets_ = o.buckets_;
+  base_ = o.base_; size_ = o.size_; owned_ = o.owned_; header_ = o.header_; buckets_ = o.buckets_;
   data_ = o.data_; data_bytes_ = o.data_bytes_;
   bucket_count_ = o.bucket_count_; overflow_count_ = o.overflow_count_;
   key_limit_ = o.key_limit_; value_limit_ = o.value_limit_; grace_ms_ = o.grace_ms_;
@@ -83,7 +83,8 @@ Reader& Reader::operator=(Reader&& o) noexcept {
 }
 
 void Reader::close() {
-  if (base_) munmap(const_cast<unsigned char*>(base_), size_);
+  if (base_ && owned_) munmap(const_cast<unsigned char*>(base_), size_);
+  owned_ = false;
   if (hints_) munmap(hints_, hints_size_);
   base_ = nullptr; size_ = 0; header_ = nullptr; buckets_ = nullptr; data_ = nullptr;
   hints_ = nullptr; hints_size_ = 0; freq_ = nullptr; slots_ = nullptr;
@@ -91,31 +92,17 @@ void Reader::close() {
   generation_ = 0;
 }
 
-int Reader::open(const std::string& path, std::string* why, const ReaderOptions& opts) {
+int Reader::attach(const void* base, size_t size, std::string* why) {
   close();
-  int fd = open_object(path, opts.posix_shm, O_RDONLY);
-  if (fd < 0) {
-    int e = errno;
-    return fail(why, e, "cannot open segment " + path + ": " + std::strerror(e));
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size < off_t(kHeaderBytes)) {
-    ::close(fd);
-    return fail(why, EINVAL, "segment " + path + " is too small to be a nearcache segment");
-  }
-  size_t size = size_t(st.st_size);
-  void* m = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) {
-    int e = errno;
-    return fail(why, e, "cannot map segment " + path + ": " + std::strerror(e));
-  }
-  auto* base = static_cast<const unsigned char*>(m);
+  return validate(static_cast<const unsigned char*>(base), size, why);
+}
+
+// Checks the header against the mapped size and takes a private copy of the
+// geometry: later changes to the header cannot move a reader out of bounds.
+int Reader::validate(const unsigned char* base, size_t size, std::string* why) {
+  if (size < kHeaderBytes) return fail(why, EINVAL, "too small to be a nearcache segment");
   auto* h = reinterpret_cast<const Header*>(base);
-  auto bad = [&](int err, const std::string& msg) {
-    munmap(m, size);
-    return fail(why, err, "segment " + path + ": " + msg);
-  };
+  auto bad = [&](int err, const std::string& msg) { return fail(why, err, msg); };
 
   // The writer publishes the immutable fields with a release store of state.
   uint32_t state = load_acquire(&h->state);
@@ -134,7 +121,7 @@ int Reader::open(const std::string& path, std::string* why, const ReaderOptions&
   if (load_relaxed(&h->header_bytes) != kHeaderBytes) return bad(EINVAL, "unexpected header size");
   if (seg != size) return bad(EINVAL, "size in header does not match the file");
   if (nb == 0 || boff < kHeaderBytes || boff % kBucketBytes) return bad(EINVAL, "bad bucket geometry");
-  if (no > nb * uint64_t(4)) return bad(EINVAL, "bad overflow geometry");
+  if (no > uint64_t(nb) * 4 + 64) return bad(EINVAL, "bad overflow geometry");
   const uint64_t bucket_end = boff + (uint64_t(nb) + no) * kBucketBytes;  // no overflow: nb, no < 2^32
   if (bucket_end > doff || doff % kBucketBytes || dbytes % kItemAlign || dbytes < kItemHeaderBytes ||
       doff > seg || dbytes > seg - doff)
@@ -156,6 +143,36 @@ int Reader::open(const std::string& path, std::string* why, const ReaderOptions&
   generation_ = load_relaxed(&h->generation);
   hash_key_[0] = load_relaxed(&h->hash_key[0]);
   hash_key_[1] = load_relaxed(&h->hash_key[1]);
+  return 0;
+}
+
+int Reader::open(const std::string& path, std::string* why, const ReaderOptions& opts) {
+  close();
+  int fd = open_object(path, opts.posix_shm, O_RDONLY);
+  if (fd < 0) {
+    int e = errno;
+    return fail(why, e, "cannot open segment " + path + ": " + std::strerror(e));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size < off_t(kHeaderBytes)) {
+    ::close(fd);
+    return fail(why, EINVAL, "segment " + path + " is too small to be a nearcache segment");
+  }
+  size_t size = size_t(st.st_size);
+  void* m = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) {
+    int e = errno;
+    return fail(why, e, "cannot map segment " + path + ": " + std::strerror(e));
+  }
+  int rc = validate(static_cast<const unsigned char*>(m), size, why);
+  if (rc != 0) {
+    munmap(m, size);
+    if (why) *why = "segment " + path + ": " + *why;
+    return rc;
+  }
+  owned_ = true;
+  const uint32_t nb = bucket_count_, no = overflow_count_;
 
   if (opts.use_hints) {
     std::string hp = opts.hints_path.empty() ? path + ".hints" : opts.hints_path;

@@ -60,6 +60,9 @@ class Reader {
   // being created), EPROTONOSUPPORT (a layout this reader does not know: use
   // the socket alone), EINVAL (not a nearcache segment, or inconsistent).
   int open(const std::string& path, std::string* why, const ReaderOptions& opts = {});
+  // Validates and reads a segment image the caller keeps mapped (tests and
+  // fuzzing); no hints, nothing unmapped by close(). Same return values.
+  int attach(const void* base, size_t size, std::string* why);
   void close();
   bool is_open() const { return base_ != nullptr; }
 
@@ -84,6 +87,7 @@ class Reader {
 
  private:
   enum class Walk { found, absent, changed };
+  int validate(const unsigned char* base, size_t size, std::string* why);
   Walk walk(const void* key, uint32_t klen, uint64_t hash, void* buf, size_t cap, uint64_t now,
             ReadResult* out);
   ReaderCounters* counters();
@@ -91,6 +95,7 @@ class Reader {
 
   const unsigned char* base_ = nullptr;  // whole segment, PROT_READ
   size_t size_ = 0;
+  bool owned_ = false;                   // base_ is our mapping
   const Header* header_ = nullptr;
   const Bucket* buckets_ = nullptr;
   const unsigned char* data_ = nullptr;

@@ -10,6 +10,7 @@
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -195,11 +196,6 @@ int ObjectLock::acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out
 
 uint64_t cgroup_memory_available() {
   constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
-  std::ifstream cg("/proc/self/cgroup");
-  std::string line, path;
-  while (std::getline(cg, line))
-    if (line.rfind("0::", 0) == 0) path = line.substr(3);
-  if (path.empty()) return kUnlimited;
   auto read_u64 = [](const std::string& file, uint64_t* v) {
     std::ifstream f(file);
     std::string s;
@@ -211,11 +207,29 @@ uint64_t cgroup_memory_available() {
     }
     return true;
   };
-  const std::string dir = "/sys/fs/cgroup" + path;
-  uint64_t max = 0, cur = 0;
-  if (!read_u64(dir + "/memory.max", &max)) return kUnlimited;
-  if (!read_u64(dir + "/memory.current", &cur)) cur = 0;
-  return max > cur ? max - cur : 0;
+  // cgroup v2 ("0::/path": memory.max) or v1 ("N:memory:/path": memory.limit_in_bytes).
+  std::ifstream cg("/proc/self/cgroup");
+  std::string line;
+  uint64_t avail = kUnlimited;
+  while (std::getline(cg, line)) {
+    std::string max_file, cur_file;
+    if (line.rfind("0::", 0) == 0) {
+      const std::string dir = "/sys/fs/cgroup" + line.substr(3);
+      max_file = dir + "/memory.max";
+      cur_file = dir + "/memory.current";
+    } else if (auto p = line.find(":memory:"); p != std::string::npos) {
+      const std::string dir = "/sys/fs/cgroup/memory" + line.substr(p + 8);
+      max_file = dir + "/memory.limit_in_bytes";
+      cur_file = dir + "/memory.usage_in_bytes";
+    } else {
+      continue;
+    }
+    uint64_t max = 0, cur = 0;
+    if (!read_u64(max_file, &max) || max >= (uint64_t{1} << 62)) continue;  // v1 says "unlimited" with a huge value
+    if (!read_u64(cur_file, &cur)) cur = 0;
+    avail = std::min(avail, max > cur ? max - cur : 0);
+  }
+  return avail;
 }
 
 }  // namespace nearcache::shm

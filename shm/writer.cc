@@ -416,13 +416,17 @@ bool Writer::place(Ring& r, uint64_t n, uint64_t* off) {
     }
     r.used += gap;
     r.head = r.begin;
+    st_.wraps++;
   }
   const uint64_t room = r.head < r.tail ? r.tail - r.head : r.end - r.head;
   if (room < n) return false;
   *off = r.head;
   r.head += n;
   r.used += n;
-  if (r.head == r.end) r.head = r.begin;
+  if (r.head == r.end) {
+    r.head = r.begin;
+    st_.wraps++;
+  }
   return true;
 }
 

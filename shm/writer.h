@@ -77,6 +77,7 @@ struct WriterStats {
   uint64_t index_evictions = 0;                // ... because their bucket chain was full
   uint64_t expirations = 0;                    // expired items reclaimed
   uint64_t moved_to_main = 0, reinserted = 0, ghost_hits = 0;
+  uint64_t wraps = 0;                          // times a log's head wrapped: its memory is being reused
   uint64_t clears = 0, cleared = 0;
   uint64_t overflow_buckets_used = 0, overflow_buckets = 0;
   uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // from the hints file
@@ -129,6 +130,9 @@ class Writer {
   const std::string& hints_path() const { return opts_.hints_path; }
   const WriterOptions& options() const { return opts_; }
   uint64_t max_item_bytes() const;
+  // The writer's own mapping (for readers in the same process: tests).
+  const void* segment_base() const { return header_; }
+  uint64_t segment_bytes() const { return st_.segment_bytes; }
 
   // Tests replace the clock to step through expiries.
   void set_clock(uint64_t (*now_ms)()) { now_ = now_ms; }

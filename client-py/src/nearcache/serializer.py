@@ -1,0 +1,83 @@
+"""How NearCache turns Python values into stored bytes and back.
+
+The default is nearcache msgpack (`nearcache._native.packb`): msgpack for what
+msgpack holds, extension types for tuples, sets, datetimes, Decimals, UUIDs
+and big ints, and pickle inside an extension type as the last resort
+(`PICKLE=False` turns that off). The codes are in EXT_CODES and documented in
+client-py/README.md.
+
+`SERIALIZER` may name another serializer ("pickle" or a dotted path to a class
+with `dumps(value) -> bytes` and `loads(data) -> value`). Its output is stored
+with flag bit FLAG_SERIALIZED so that any reader knows how to decode it;
+integers stay plain msgpack so that the daemon can incr/decr them.
+"""
+from __future__ import annotations
+
+import functools
+import pickle
+
+from nearcache import _native
+
+EXT_CODES: dict[str, int] = dict(_native.EXT_CODES)
+FLAG_SERIALIZED: int = _native.FLAG_SERIALIZED
+_INT64 = range(-(2 ** 63), 2 ** 64)
+
+
+class Serializer:
+    """nearcache msgpack, with an optional pickle fallback."""
+
+    #: decoder for values stored with FLAG_SERIALIZED (None: this serializer never writes them)
+    loads = None
+
+    def __init__(self, pickle_fallback: bool = True, pickle_protocol: int = pickle.HIGHEST_PROTOCOL):
+        self.fallback = functools.partial(pickle.dumps, protocol=pickle_protocol) if pickle_fallback else None
+
+    def dumps(self, value) -> tuple[bytes, int]:
+        """(data, flags)."""
+        return _native.packb(value, self.fallback), 0
+
+    def decode(self, data: bytes, flags: int):
+        if flags & FLAG_SERIALIZED:
+            if self.loads is None:
+                raise ValueError("nearcache: value was written by another SERIALIZER (flag 0x01); "
+                                 "configure the same SERIALIZER to read it")
+            return self.loads(data)
+        return _native.unpackb(data)
+
+
+class ForeignSerializer(Serializer):
+    """Wraps a dumps/loads pair (pickle or a user class); ints stay msgpack."""
+
+    def __init__(self, dumps, loads):
+        super().__init__(pickle_fallback=False)
+        self._dumps = dumps
+        self.loads = loads
+
+    def dumps(self, value) -> tuple[bytes, int]:
+        if type(value) is int and value in _INT64:
+            return _native.packb(value), 0
+        data = self._dumps(value)
+        if not isinstance(data, bytes):
+            raise TypeError(f"nearcache: SERIALIZER dumps() returned {type(data).__name__}, not bytes")
+        return data, FLAG_SERIALIZED
+
+
+def make_serializer(name: str | None = None, pickle_fallback: bool = True,
+                    pickle_protocol: int = pickle.HIGHEST_PROTOCOL) -> Serializer:
+    """The serializer for a SERIALIZER option value."""
+    if name in (None, "", "msgpack", "nearcache.serializer.Serializer"):
+        return Serializer(pickle_fallback, pickle_protocol)
+    if name == "pickle":
+        return ForeignSerializer(functools.partial(pickle.dumps, protocol=pickle_protocol), pickle.loads)
+    if isinstance(name, str):
+        from importlib import import_module
+        module, _, attr = name.rpartition(".")
+        if not module:
+            raise ValueError(f"nearcache: SERIALIZER {name!r} is not 'msgpack', 'pickle' or a dotted path")
+        cls = getattr(import_module(module), attr)
+    else:
+        cls = name
+    obj = cls() if isinstance(cls, type) else cls
+    if isinstance(obj, Serializer):
+        return obj
+    return ForeignSerializer(obj.dumps, obj.loads)

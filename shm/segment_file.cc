@@ -64,6 +64,8 @@ int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std
   try {
     auto r = std::make_unique<MappedObject::Region>();
     r->region = bip::mapped_region(m, bip::read_write);
+    // Huge pages where the kernel allows them for shared memory (shmem THP "advise").
+    madvise(r->region.get_address(), r->region.get_size(), MADV_HUGEPAGE);
     *region = std::move(r);
     return 0;
   } catch (const bip::interprocess_exception& e) {

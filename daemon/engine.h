@@ -1,0 +1,135 @@
+// daemon/engine.h — the dispatcher: decodes request frames from a Session,
+// executes them against the table (shm::Writer), the leases and the pending
+// clears, and appends replies to the Session. It does no I/O; the server
+// (server.h) moves bytes and runs its timers, and tests and the fuzzer drive
+// it directly.
+//
+// Single-threaded: everything runs on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "leases.h"
+#include "metrics.h"
+#include "options.h"
+#include "protocol.h"
+#include "session.h"
+
+namespace nearcache::shm {
+class Writer;
+}
+
+namespace nearcache::daemon {
+
+struct EngineHooks {
+  std::function<void(Session*)> dirty;     // the session has replies to send
+  std::function<void()> work_pending;      // clears are pending: call clear_work() soon
+  std::function<void()> deadlines_changed; // re-arm the timer for next_deadline()
+};
+
+// Counters the server keeps and STATUS shows.
+struct ServerCounters {
+  uint64_t connections_total = 0, refused_total = 0, slow_clients_total = 0;
+  uint64_t bytes_received_total = 0, bytes_sent_total = 0;
+  double loop_lag_max_ms = 0;
+};
+
+class Engine {
+ public:
+  Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void set_hooks(EngineHooks hooks) { hooks_ = std::move(hooks); }
+  // Applies the reloadable limits of `cfg` (max_ttl_ms, max_outstanding, ...).
+  void configure(const Config& cfg);
+  const Config& config() const { return cfg_; }
+
+  // Sessions are registered while connected; detach() ends their leases and waits.
+  void attach(Session* s);
+  void detach(Session* s);
+  Session* session(uint64_t id) const;
+  const std::unordered_map<uint64_t, Session*>& sessions() const { return sessions_; }
+
+  // Executes every complete frame in s->in; stops at a framing error (after
+  // its reply, with s->closing set) or when s->closing/kill is set.
+  void feed(Session* s);
+  // Answers [nil, code, message] and marks the session closing (NOT_ALLOWED...).
+  void refuse(Session* s, Code code, const std::string& message);
+
+  // Lease deadlines up to now.
+  void on_deadlines();
+  uint64_t next_deadline() const { return leases_.next_deadline(); }
+  // Clears a slice of the table for at most `budget_us`; true when no clear is pending.
+  bool clear_work(uint64_t budget_us);
+  bool clears_pending() const { return !pending_clears_.empty(); }
+
+  // SIGTERM: finish pending clears, answer waiters SHUTTING_DOWN; later
+  // requests are answered SHUTTING_DOWN and their connections closed.
+  void begin_shutdown();
+  bool stopping() const { return stopping_; }
+
+  ServerCounters& counters() { return counters_; }
+  void collect(MetricValue out[kMetricCount]) const;
+
+  // Clock (CLOCK_MONOTONIC ms); tests may replace it.
+  uint64_t now_ms() const { return clock_(); }
+  void set_clock(uint64_t (*clock)()) { clock_ = clock; }
+  shm::Writer* writer() const { return w_; }
+
+ private:
+  struct Args;
+  struct PendingClear {
+    uint64_t session, req, clear_id;
+  };
+
+  void dispatch(Session* s, const unsigned char* frame, size_t len);
+  void execute(Session* s, uint32_t op, uint64_t id, Args& a);
+  void op_hello(Session* s, uint64_t id, Args& a);
+  void op_get(Session* s, uint64_t id, Args& a);
+  void op_get_many(Session* s, uint64_t id, Args& a);
+  void op_store(Session* s, uint64_t id, Args& a, bool add);
+  void op_set_many(Session* s, uint64_t id, Args& a);
+  void op_delete(Session* s, uint64_t id, Args& a);
+  void op_delete_many(Session* s, uint64_t id, Args& a);
+  void op_touch(Session* s, uint64_t id, Args& a);
+  void op_incr(Session* s, uint64_t id, Args& a, bool decr);
+  void op_has_key(Session* s, uint64_t id, Args& a);
+  void op_clear(Session* s, uint64_t id, Args& a);
+  void op_lease(Session* s, uint64_t id, Args& a);
+  void op_release(Session* s, uint64_t id, Args& a);
+  void op_status(Session* s, uint64_t id, Args& a);
+
+  // Replies.
+  void reply(Session* s, uint64_t id, Code c);
+  void error(Session* s, const uint64_t* id, Code c, const std::string& message);
+  void reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry, bool with_meta);
+  void mark_dirty(Session* s);
+
+  bool expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry);
+  void after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void apply_events(const std::vector<Leases::Event>& ev);
+  void finish_clears();
+
+  shm::Writer* w_;
+  Config cfg_;
+  EngineHooks hooks_;
+  std::unordered_map<uint64_t, Session*> sessions_;
+  Leases leases_;
+  std::vector<PendingClear> pending_clears_;
+  struct Decoder;
+  std::unique_ptr<Decoder> dec_;
+  ServerCounters counters_;
+  uint64_t (*clock_)();
+  uint64_t started_ms_;
+  bool stopping_ = false;
+  uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;
+};
+
+}  // namespace nearcache::daemon

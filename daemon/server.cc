@@ -1,6 +1,7 @@
 // daemon/server.cc — see server.h.
 #include "server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -246,9 +247,18 @@ void Server::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     c->s.in.shrink(kKeepInput);
     self->flush(c);
   } else if (nread == UV_EOF) {
-    c->eof = true;
-    uv_read_stop(st);
-    self->flush(c);  // closes once every reply is out
+    // A peer that closed its socket is gone (its waits are dropped now); one
+    // that only shut down writing still gets every reply, then is closed.
+    uv_os_fd_t fd;
+    pollfd p{-1, 0, 0};
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(st), &fd) == 0) p.fd = fd;
+    if (p.fd < 0 || (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))) {
+      self->close_conn(c, "client closed the connection");
+    } else {
+      c->eof = true;
+      uv_read_stop(st);
+      self->flush(c);  // closes once every reply is out
+    }
   } else if (nread < 0) {
     self->close_conn(c, std::string("read: ") + uv_strerror(int(nread)));
   }

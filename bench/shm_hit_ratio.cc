@@ -117,10 +117,9 @@ double run_table(const Workload& wl, const std::string& path, uint64_t segment_b
     if (i % 65536 == 0) w->heartbeat();
   }
   const auto s = w->stats();
-  fprintf(stderr, "entries %llu item_bytes %llu data %llu overflow used %llu of %llu\n", (unsigned long long)s.entries, (unsigned long long)s.item_bytes, (unsigned long long)s.data_bytes, (unsigned long long)s.overflow_buckets_used, (unsigned long long)s.overflow_buckets);
   if (s.index_evictions > s.evictions / 100)
-    fprintf(stderr, "note: %llu index evictions of %llu\n", (unsigned long long)s.index_evictions,
-            (unsigned long long)s.evictions);
+    fprintf(stderr, "note: %llu of %llu evictions made room in the index, not the data area\n",
+            (unsigned long long)s.index_evictions, (unsigned long long)s.evictions);
   w->remove();
   return double(hits) / double(counted);
 }

@@ -8,17 +8,19 @@
 // Segment (one file, or one POSIX shared-memory object), offsets from its start:
 //
 //   0              Header (kHeaderBytes)
-//   buckets_offset Bucket[bucket_count + overflow_count], 64 bytes each
+//   buckets_offset Bucket[bucket_count], 64 bytes each
 //   data_offset    data area: items, each 8-aligned: ItemHeader, key, value
 //
 // Hints file (separate, group-writable, never read for correctness):
 //
 //   0              HintsHeader
 //   counters_offset ReaderCounters[counter_slots], 64 bytes each
-//   freq_offset    one byte per bucket way: access frequency 0..kMaxFreq
+//   freq_offset    8 bytes per bucket, one per way: access frequency 0..kMaxFreq
 //
 // Invariants (see doc/segment.md for the reasoning):
 //  - One writer. Readers map the segment PROT_READ and never write it.
+//  - A key lives in one of two buckets chosen by its hash (two-choice
+//    hashing), and stays in that bucket and way until it is removed.
 //  - Every word a reader and the writer may touch at once is accessed with
 //    __atomic builtins: relaxed for data, acquire/release for bucket versions.
 //  - A bucket's version is odd while the writer changes it, only ever grows,
@@ -42,7 +44,6 @@ inline constexpr uint32_t kBucketBytes = 64;
 inline constexpr uint32_t kItemAlign = 8;
 inline constexpr uint32_t kItemHeaderBytes = 16;
 inline constexpr uint32_t kMaxKeyLimit = 65535;        // key_len is 16 bits
-inline constexpr uint32_t kMaxChain = 8;               // buckets per chain, primary included
 inline constexpr uint8_t kMaxFreq = 3;                 // saturating access counter in hints
 
 enum class SegmentState : uint32_t { initializing = 0, running = 1, stopped = 2 };
@@ -56,8 +57,8 @@ struct Header {
   uint64_t generation;          // differs for every table the writer creates
   uint64_t hash_key[2];         // per-segment SipHash key (hash flooding)
   uint64_t buckets_offset;
-  uint32_t bucket_count;        // primary buckets, chosen by hash
-  uint32_t overflow_count;      // overflow buckets, linked from primaries
+  uint32_t bucket_count;
+  uint32_t bucket_ways;         // kWaysPerBucket
   uint64_t data_offset;
   uint64_t data_bytes;          // multiple of kItemAlign
   uint32_t key_limit;
@@ -75,13 +76,12 @@ struct Header {
 };
 static_assert(sizeof(Header) <= kHeaderBytes);
 
-// A bucket: a seqlock version, a link to the next bucket of the chain and
-// seven ways. A way is 0 (empty) or (tag << 48) | (unit + 1), where unit is
+// A bucket: a seqlock version and seven ways. A way is 0 (empty) or (tag << 48) | (unit + 1), where unit is
 // the item's offset in the data area divided by kItemAlign and tag is the
 // top 16 bits of the key's hash.
 struct Bucket {
   uint32_t version;
-  uint32_t next;  // 1 + overflow index (0 .. overflow_count-1), 0 = end of chain
+  uint32_t reserved;
   uint64_t way[kWaysPerBucket];
 };
 static_assert(sizeof(Bucket) == kBucketBytes);
@@ -127,7 +127,7 @@ struct HintsHeader {
   uint64_t generation;        // equals the segment's generation
   uint64_t counters_offset;
   uint64_t freq_offset;
-  uint64_t freq_bytes;        // (bucket_count + overflow_count) * 8
+  uint64_t freq_bytes;        // bucket_count * 8
   uint64_t total_bytes;
 };
 

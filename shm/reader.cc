@@ -70,7 +70,7 @@ Reader& Reader::operator=(Reader&& o) noexcept {
   close();
   base_ = o.base_; size_ = o.size_; owned_ = o.owned_; header_ = o.header_; buckets_ = o.buckets_;
   data_ = o.data_; data_bytes_ = o.data_bytes_;
-  bucket_count_ = o.bucket_count_; overflow_count_ = o.overflow_count_;
+  bucket_count_ = o.bucket_count_;
   key_limit_ = o.key_limit_; value_limit_ = o.value_limit_; grace_ms_ = o.grace_ms_;
   writer_pid_ = o.writer_pid_; generation_ = o.generation_;
   hash_key_[0] = o.hash_key_[0]; hash_key_[1] = o.hash_key_[1];
@@ -115,14 +115,14 @@ int Reader::validate(const unsigned char* base, size_t size, std::string* why) {
 
   const uint64_t seg = load_relaxed(&h->segment_bytes);
   const uint64_t boff = load_relaxed(&h->buckets_offset);
-  const uint32_t nb = load_relaxed(&h->bucket_count), no = load_relaxed(&h->overflow_count);
+  const uint32_t nb = load_relaxed(&h->bucket_count);
   const uint64_t doff = load_relaxed(&h->data_offset), dbytes = load_relaxed(&h->data_bytes);
   const uint32_t klim = load_relaxed(&h->key_limit), vlim = load_relaxed(&h->value_limit);
   if (load_relaxed(&h->header_bytes) != kHeaderBytes) return bad(EINVAL, "unexpected header size");
   if (seg != size) return bad(EINVAL, "size in header does not match the file");
-  if (nb == 0 || boff < kHeaderBytes || boff % kBucketBytes) return bad(EINVAL, "bad bucket geometry");
-  if (no > uint64_t(nb) * 4 + 64) return bad(EINVAL, "bad overflow geometry");
-  const uint64_t bucket_end = boff + (uint64_t(nb) + no) * kBucketBytes;  // no overflow: nb, no < 2^32
+  if (nb == 0 || boff < kHeaderBytes || boff % kBucketBytes || load_relaxed(&h->bucket_ways) != kWaysPerBucket)
+    return bad(EINVAL, "bad bucket geometry");
+  const uint64_t bucket_end = boff + uint64_t(nb) * kBucketBytes;  // no overflow: nb < 2^32
   if (bucket_end > doff || doff % kBucketBytes || dbytes % kItemAlign || dbytes < kItemHeaderBytes ||
       doff > seg || dbytes > seg - doff)
     return bad(EINVAL, "bad data geometry");
@@ -135,7 +135,6 @@ int Reader::validate(const unsigned char* base, size_t size, std::string* why) {
   data_ = base + doff;
   data_bytes_ = dbytes;
   bucket_count_ = nb;
-  overflow_count_ = no;
   key_limit_ = klim;
   value_limit_ = vlim;
   grace_ms_ = load_relaxed(&h->heartbeat_grace_ms);
@@ -176,13 +175,12 @@ int Reader::open(const std::string& path, std::string* why, const ReaderOptions&
     return rc;
   }
   owned_ = true;
-  const uint32_t nb = bucket_count_, no = overflow_count_;
 
   if (opts.use_hints) {
     std::string hp = opts.hints_path.empty() ? path + ".hints" : opts.hints_path;
     int hfd = open_object(hp, opts.posix_shm, O_RDWR);
     struct stat hst;
-    const uint64_t want = hints_total_bytes(uint64_t(nb) + no);
+    const uint64_t want = hints_total_bytes(bucket_count_);
     if (hfd >= 0 && fstat(hfd, &hst) == 0 && uint64_t(hst.st_size) == want) {
       void* hm = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, hfd, 0);
       if (hm != MAP_FAILED) {
@@ -289,14 +287,15 @@ ReadResult Reader::get_at(const void* key, size_t key_len, void* buf, size_t cap
   return r;
 }
 
-// One attempt at the chain of the key's bucket. Every value taken from the
-// segment is bounds-checked before use; anything inconsistent is either a
+// One attempt at the key's two buckets. Every value taken from the segment
+// is bounds-checked before use; anything inconsistent is either a
 // concurrent change (the version re-check says so) or corruption (a miss).
 Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* buf, size_t cap, uint64_t now,
                           ReadResult* out) {
   const uint16_t tag = tag_of(hash);
-  uint64_t idx = bucket_of(hash, bucket_count_);
-  for (uint32_t hop = 0; hop < kMaxChain; ++hop) {
+  const BucketPair pair = buckets_of(hash, bucket_count_);
+  __builtin_prefetch(&buckets_[pair.second]);  // both lines in flight at once
+  for (const uint32_t idx : {pair.first, pair.second}) {
     const Bucket* b = &buckets_[idx];
     const uint32_t v1 = load_acquire(&b->version);
     if (v1 & 1) return Walk::changed;
@@ -334,17 +333,16 @@ Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* b
       out->flags = meta_flags(meta);
       out->expiry_ms = expiry;
       if (status == ReadStatus::hit && freq_) {
-        uint8_t* f = freq_ + idx * 8 + i;
+        uint8_t* f = freq_ + uint64_t(idx) * 8 + i;
         uint8_t cur = load_relaxed(f);
         if (cur < kMaxFreq) store_relaxed(f, uint8_t(cur + 1));
       }
       return Walk::found;
     }
-    const uint32_t next = load_relaxed(&b->next);
+    // A key the writer moved into this bucket while we scanned it would be
+    // missed: re-check, so that a miss is a consistent answer for this bucket.
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (load_relaxed(&b->version) != v1) return Walk::changed;
-    if (next == 0 || next > overflow_count_) return Walk::absent;
-    idx = uint64_t(bucket_count_) + next - 1;
   }
   return Walk::absent;
 }

@@ -100,7 +100,7 @@ class Reader {
   const Bucket* buckets_ = nullptr;
   const unsigned char* data_ = nullptr;
   uint64_t data_bytes_ = 0;
-  uint32_t bucket_count_ = 0, overflow_count_ = 0;
+  uint32_t bucket_count_ = 0;
   uint32_t key_limit_ = 0, value_limit_ = 0, grace_ms_ = 0, writer_pid_ = 0;
   uint64_t generation_ = 0;
   uint64_t hash_key_[2] = {0, 0};

@@ -46,9 +46,19 @@ inline uint64_t key_hash(const uint64_t key[2], const void* data, size_t len) {
   return siphash<1, 3>(key[0], key[1], data, len);
 }
 
-// Primary bucket of a hash: the low 32 bits scaled to [0, n) (Lemire's
-// multiply-shift; n need not be a power of two). The tag uses the top 16 bits.
-inline uint32_t bucket_of(uint64_t h, uint32_t n) { return uint32_t((uint64_t(uint32_t(h)) * n) >> 32); }
+// The two buckets a key may live in: bits 0..31 and 16..47 of its hash,
+// each scaled to [0, n) (Lemire's multiply-shift; n need not be a power of
+// two); when they coincide the second is the next bucket. The tag is the top
+// 16 bits. With n == 1 both are bucket 0.
+struct BucketPair {
+  uint32_t first, second;
+};
+inline BucketPair buckets_of(uint64_t h, uint32_t n) {
+  const uint32_t a = uint32_t((uint64_t(uint32_t(h)) * n) >> 32);
+  uint32_t b = uint32_t((uint64_t(uint32_t(h >> 16)) * n) >> 32);
+  if (b == a) b = a + 1 == n ? 0 : a + 1;
+  return {a, b};
+}
 inline uint16_t tag_of(uint64_t h) { return uint16_t(h >> 48); }
 
 }  // namespace nearcache::shm

@@ -18,10 +18,10 @@ namespace nearcache::shm {
 
 namespace {
 
-// Index sizing: a primary bucket is planned for kPlannedWays of its 7 ways;
-// overflow buckets take the Poisson tail.
+// Index sizing: buckets are planned three-quarters full at the expected item
+// size. Two-choice placement keeps nearly every bucket below full until the
+// table holds about a third more entries than that.
 constexpr double kPlannedWays = 5.25;
-constexpr uint32_t kOverflowDivisor = 4;
 // Re-insertions of hot main-queue items one allocation may do before it
 // evicts regardless; bounds the work of one set.
 constexpr int kMaxReinserts = 32;
@@ -131,14 +131,13 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   // Geometry: plan the index for the entries that fit when items are of the
   // expected size, then give the rest to the data area.
   const uint64_t seg = opts_.segment_bytes & ~uint64_t(4095);
-  const uint64_t per_entry = opts_.expected_item_bytes + uint64_t(kBucketBytes * 1.25 / kPlannedWays) + 1;
+  const uint64_t per_entry = opts_.expected_item_bytes + uint64_t(kBucketBytes / kPlannedWays) + 1;
   const uint64_t entries = seg > 2 * kHeaderBytes ? (seg - 2 * kHeaderBytes) / per_entry : 0;
-  const uint64_t primaries = std::max<uint64_t>(1, uint64_t(entries / kPlannedWays) + 1);
-  if (primaries > UINT32_MAX / 2) return bad("segment too large for the index");
-  nprimary_ = uint32_t(primaries);
-  noverflow_ = std::max<uint32_t>(8, nprimary_ / kOverflowDivisor);
+  const uint64_t buckets = std::max<uint64_t>(2, uint64_t(entries / kPlannedWays) + 1);
+  if (buckets > UINT32_MAX / 2) return bad("segment too large for the index");
+  nbuckets_ = uint32_t(buckets);
   const uint64_t buckets_offset = kHeaderBytes;
-  const uint64_t data_offset = round_up(buckets_offset + uint64_t(nprimary_ + noverflow_) * kBucketBytes, 4096);
+  const uint64_t data_offset = round_up(buckets_offset + uint64_t(nbuckets_) * kBucketBytes, 4096);
   const uint64_t data_bytes = seg > data_offset ? (seg - data_offset) & ~uint64_t(kItemAlign - 1) : 0;
   if (data_bytes < 8 * max_item_bytes())
     return bad("segment of " + std::to_string(opts_.segment_bytes) + " bytes is too small for items of up to " +
@@ -160,7 +159,7 @@ int Writer::init(const WriterOptions& in, std::string* why) {
     old.reset();
   }
 
-  const uint64_t hints_bytes = hints_total_bytes(uint64_t(nprimary_) + noverflow_);
+  const uint64_t hints_bytes = hints_total_bytes(nbuckets_);
   rc = create_object(hints_spec(opts_), hints_bytes, &hints_, why);
   if (rc != 0) return rc;
   rc = create_object(segment_spec(opts_), seg, &segment_, why);
@@ -180,7 +179,7 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   hh->generation = generation;
   hh->counters_offset = kHintsCountersOffset;
   hh->freq_offset = kHintsFreqOffset;
-  hh->freq_bytes = (uint64_t(nprimary_) + noverflow_) * 8;
+  hh->freq_bytes = uint64_t(nbuckets_) * 8;
   hh->total_bytes = hints_bytes;
   slots_ = reinterpret_cast<ReaderCounters*>(hints_->data() + kHintsCountersOffset);
   freq_ = hints_->data() + kHintsFreqOffset;
@@ -195,8 +194,8 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   header_->hash_key[0] = key[0];
   header_->hash_key[1] = key[1];
   header_->buckets_offset = buckets_offset;
-  header_->bucket_count = nprimary_;
-  header_->overflow_count = noverflow_;
+  header_->bucket_count = nbuckets_;
+  header_->bucket_ways = kWaysPerBucket;
   header_->data_offset = data_offset;
   header_->data_bytes = data_bytes;
   header_->key_limit = opts_.key_limit;
@@ -213,16 +212,15 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   small_.end = small;
   main_.begin = main_.head = main_.tail = small;
   main_.end = data_bytes;
-  for (uint32_t i = noverflow_; i-- > 0;) free_overflow_.push_back(i);
-  applied_.assign(nprimary_, 0);
-  const uint64_t planned = uint64_t(nprimary_ * kPlannedWays);
+  applied_.assign(nbuckets_, 0);
+  const uint64_t planned = uint64_t(nbuckets_ * kPlannedWays);
   size_t sets = 16;
   while (sets * 2 < planned) sets *= 2;  // about 2 ghost entries per planned entry, 4 per set
   ghost_.assign(sets * 4, 0);
   st_.data_bytes = data_bytes;
-  st_.index_bytes = uint64_t(nprimary_ + noverflow_) * kBucketBytes;
+  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
+  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
   st_.segment_bytes = seg;
-  st_.overflow_buckets = noverflow_;
 
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
@@ -264,28 +262,24 @@ bool Writer::expired(const ItemHeader* ih, uint64_t now) const {
 
 Writer::Loc Writer::find(std::string_view key, uint64_t h) const {
   const uint16_t tag = tag_of(h);
-  uint64_t idx = bucket_of(h, nprimary_);
-  for (uint32_t hop = 0; hop < kMaxChain; ++hop) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  for (const uint32_t idx : {pair.first, pair.second}) {
     const Bucket* b = bucket(idx);
     for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
       const uint64_t way = b->way[w];
       if (way == 0 || way_tag(way) != tag) continue;
       if (item_key(item_at(way_unit(way) * kItemAlign)) == key) return {idx, w};
     }
-    if (b->next == 0) break;
-    idx = nprimary_ + b->next - 1;
   }
   return {0, kWaysPerBucket};
 }
 
 Writer::Loc Writer::find_unit(uint64_t h, uint64_t unit) const {
-  uint64_t idx = bucket_of(h, nprimary_);
-  for (uint32_t hop = 0; hop < kMaxChain; ++hop) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  for (const uint32_t idx : {pair.first, pair.second}) {
     const Bucket* b = bucket(idx);
     for (uint32_t w = 0; w < kWaysPerBucket; ++w)
       if (b->way[w] != 0 && way_unit(b->way[w]) == unit) return {idx, w};
-    if (b->next == 0) break;
-    idx = nprimary_ + b->next - 1;
   }
   return {0, kWaysPerBucket};
 }
@@ -299,43 +293,63 @@ void Writer::begin_write(Bucket* b) {
 
 void Writer::end_write(Bucket* b) { store_release(&b->version, b->version + 1); }
 
-// A way for a new key in h's chain: an empty way, a new overflow bucket
-// linked at the end of the chain, or, when the chain cannot grow, the way of
-// the chain's least used entry, which is evicted.
-Writer::Loc Writer::free_way(uint64_t h, bool* evicted) {
-  uint64_t idx = bucket_of(h, nprimary_);
-  Loc victim{0, kWaysPerBucket};
+// A way for a new key: an empty way in the emptier of its two buckets; when
+// both are full, a way freed by moving an entry to its other bucket; failing
+// that, the way of the least used entry of the two, which is evicted.
+Writer::Loc Writer::free_way(uint64_t h) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  Loc empty{0, kWaysPerBucket}, victim{0, kWaysPerBucket};
+  uint32_t most_empty = 0;
   int victim_score = 1 << 30;
   const uint64_t now = now_();
-  uint32_t hop = 0;
-  for (;; ++hop) {
-    Bucket* b = bucket(idx);
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    const Bucket* b = bucket(idx);
+    uint32_t n_empty = 0;
+    Loc first_empty{0, kWaysPerBucket};
     for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-      if (b->way[w] == 0) return {idx, w};
+      if (b->way[w] == 0) {
+        if (n_empty++ == 0) first_empty = {idx, w};
+        continue;
+      }
       const uint64_t off = way_unit(b->way[w]) * kItemAlign;
       // Prefer expired entries, then the small queue, then the least used.
       const int score =
           expired(item_at(off), now) ? -1 : (off < small_.end ? 0 : 4) + (freq_ ? load_relaxed(freq_ + idx * 8 + w) : 0);
       if (score < victim_score) victim_score = score, victim = {idx, w};
     }
-    if (b->next == 0) break;
-    idx = nprimary_ + b->next - 1;
+    if (n_empty > most_empty) most_empty = n_empty, empty = first_empty;
   }
-  if (hop + 1 < kMaxChain && !free_overflow_.empty()) {
-    const uint32_t o = free_overflow_.back();
-    free_overflow_.pop_back();
-    st_.overflow_buckets_used++;
-    Bucket* last = bucket(idx);
-    begin_write(last);
-    store_relaxed(&last->next, o + 1);
-    end_write(last);
-    return {uint64_t(nprimary_) + o, 0};
+  if (empty.found()) return empty;
+  // Both full: move one of their entries to its own other bucket if that has
+  // room (one cuckoo step). The entry is published there before it leaves
+  // here, so a reader finds it in one bucket or the other.
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    Bucket* b = bucket(idx);
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+      const uint64_t way = b->way[w];
+      const BucketPair other = buckets_of(hash(item_key(item_at(way_unit(way) * kItemAlign))), nbuckets_);
+      const uint32_t alt = other.first == idx ? other.second : other.first;
+      Bucket* a = bucket(alt);
+      for (uint32_t aw = 0; aw < kWaysPerBucket; ++aw) {
+        if (a->way[aw] != 0) continue;
+        begin_write(a);
+        store_relaxed(&a->way[aw], way);
+        end_write(a);
+        begin_write(b);
+        store_relaxed(&b->way[w], uint64_t{0});
+        end_write(b);
+        if (freq_) {
+          store_relaxed(freq_ + uint64_t(alt) * 8 + aw, load_relaxed(freq_ + uint64_t(idx) * 8 + w));
+          store_relaxed(freq_ + uint64_t(idx) * 8 + w, uint8_t{0});
+        }
+        st_.index_moves++;
+        return {idx, w};
+      }
+    }
   }
-  // Evict, then look again: the victim's bucket may have been unlinked.
-  *evicted = true;
   remove_at(victim, victim_score < 0 ? Why::expired : Why::evicted);
   if (victim_score >= 0) st_.index_evictions++;
-  return free_way(h, evicted);
+  return victim;
 }
 
 void Writer::remove_at(const Loc& loc, Why why) {
@@ -360,32 +374,6 @@ void Writer::remove_at(const Loc& loc, Why why) {
     case Why::cleared: st_.cleared++; break;
     case Why::deleted:
     case Why::replaced: break;
-  }
-  if (loc.bucket >= nprimary_) unlink_if_empty(bucket_of(hash(item_key(ih)), nprimary_), loc.bucket);
-}
-
-// Returns an emptied overflow bucket to the pool. A reader standing on it
-// may walk into another chain afterwards: that is a miss, never a wrong value.
-void Writer::unlink_if_empty(uint64_t primary, uint64_t idx) {
-  Bucket* b = bucket(idx);
-  for (uint32_t w = 0; w < kWaysPerBucket; ++w)
-    if (b->way[w] != 0) return;
-  uint64_t prev = primary;
-  for (uint32_t hop = 0; hop < kMaxChain && bucket(prev)->next != 0; ++hop) {
-    Bucket* p = bucket(prev);
-    const uint64_t next = nprimary_ + p->next - 1;
-    if (next == idx) {
-      begin_write(p);
-      store_relaxed(&p->next, b->next);
-      end_write(p);
-      begin_write(b);
-      store_relaxed(&b->next, uint32_t{0});
-      end_write(b);
-      free_overflow_.push_back(uint32_t(idx - nprimary_));
-      st_.overflow_buckets_used--;
-      return;
-    }
-    prev = next;
   }
 }
 
@@ -484,7 +472,7 @@ void Writer::free_tail(Ring& r, int* reinserts) {
       // Main's own evictions below use scratch_, hence a second buffer.
       move_scratch_.assign(data_ + off, data_ + off + size);
       const uint64_t to = alloc(main_, size);
-      loc = find_unit(h, off / kItemAlign);  // main's evictions may have relinked the chain
+      loc = find_unit(h, off / kItemAlign);  // main's evictions may have moved it to another way
       relocate(to, move_scratch_);
       if (freq_) store_relaxed(freq_ + loc.bucket * 8 + loc.way, uint8_t{0});
       st_.moved_to_main++;
@@ -555,7 +543,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
   if (value.size() > opts_.value_limit) return Status::value_too_large;
   const uint64_t now = now_();
   const uint64_t h = hash(key);
-  settle(bucket_of(h, nprimary_));
+  settle_key(h);
   Loc loc = find(key, h);
   if (loc.found() && expired(item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign), now)) {
     remove_at(loc, Why::expired);
@@ -580,8 +568,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
   write_item(off, key, value, flags, expiry);
 
   loc = find(key, h);  // the allocation may have evicted or moved the old item
-  bool evicted = false;
-  if (!loc.found()) loc = free_way(h, &evicted);
+  if (!loc.found()) loc = free_way(h);
   Bucket* b = bucket(loc.bucket);
   const uint64_t old = b->way[loc.way];
   begin_write(b);
@@ -617,7 +604,7 @@ Status Writer::del(std::string_view key) {
   if (key.size() > opts_.key_limit) return Status::key_too_long;
   st_.deletes++;
   const uint64_t h = hash(key);
-  settle(bucket_of(h, nprimary_));
+  settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return Status::not_found;
   const bool was_expired = expired(item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign), now_());
@@ -630,7 +617,7 @@ Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
   st_.touches++;
   const uint64_t now = now_();
   const uint64_t h = hash(key);
-  settle(bucket_of(h, nprimary_));
+  settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return Status::not_found;
   Bucket* b = bucket(loc.bucket);
@@ -675,7 +662,7 @@ bool Writer::get(std::string_view key, Item* out) {
 bool Writer::lookup(std::string_view key, Item* out, bool touch_freq) {
   if (key.size() > opts_.key_limit) return false;
   const uint64_t h = hash(key);
-  settle(bucket_of(h, nprimary_));
+  settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return false;
   ItemHeader* ih = item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign);
@@ -714,37 +701,34 @@ uint64_t Writer::clear_begin(std::string_view prefix) {
   return id;
 }
 
-void Writer::settle(uint64_t primary) {
-  if (applied_[primary] >= clear_latest_) return;
+void Writer::settle(uint32_t idx) {
+  if (applied_[idx] >= clear_latest_) return;
   for (Clear& c : clears_)
-    if (c.id > applied_[primary]) clear_bucket(primary, c);
-  applied_[primary] = clear_latest_;
+    if (c.id > applied_[idx]) clear_bucket(idx, c);
+  applied_[idx] = clear_latest_;
 }
 
-void Writer::clear_bucket(uint64_t primary, Clear& c) {
-  Loc victims[kMaxChain * kWaysPerBucket];
-  size_t n = 0;
-  uint64_t idx = primary;
-  for (uint32_t hop = 0; hop < kMaxChain; ++hop) {
-    const Bucket* b = bucket(idx);
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-      if (b->way[w] == 0) continue;
-      if (c.prefix.empty() || item_key(item_at(way_unit(b->way[w]) * kItemAlign)).starts_with(c.prefix))
-        victims[n++] = {idx, w};
+void Writer::settle_key(uint64_t h) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  settle(pair.first);
+  settle(pair.second);
+}
+
+void Writer::clear_bucket(uint32_t idx, Clear& c) {
+  const Bucket* b = bucket(idx);
+  for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+    if (b->way[w] == 0) continue;
+    if (c.prefix.empty() || item_key(item_at(way_unit(b->way[w]) * kItemAlign)).starts_with(c.prefix)) {
+      remove_at({idx, w}, Why::cleared);
+      c.removed++;
     }
-    if (b->next == 0) break;
-    idx = nprimary_ + b->next - 1;
   }
-  // Last first: removing an overflow bucket's last entry unlinks it, which
-  // leaves the earlier buckets' positions unchanged.
-  c.removed += n;
-  while (n > 0) remove_at(victims[--n], Why::cleared);
 }
 
 bool Writer::clear_step(size_t max_buckets) {
   if (clears_.empty()) return true;
-  for (size_t i = 0; i < max_buckets && pass_cursor_ < nprimary_; ++i) settle(pass_cursor_++);
-  if (pass_cursor_ < nprimary_) return false;
+  for (size_t i = 0; i < max_buckets && pass_cursor_ < nbuckets_; ++i) settle(uint32_t(pass_cursor_++));
+  if (pass_cursor_ < nbuckets_) return false;
   // Every bucket has caught up to at least pass_target_.
   clear_completed_ = pass_target_;
   while (!clears_.empty() && clears_.front().id <= clear_completed_) {
@@ -772,20 +756,14 @@ size_t Writer::expire_step(size_t max_buckets) {
   const uint64_t now = now_();
   size_t reclaimed = 0;
   for (size_t i = 0; i < max_buckets; ++i) {
-    const uint64_t primary = expire_cursor_;
-    expire_cursor_ = (expire_cursor_ + 1) % nprimary_;
-    Loc victims[kMaxChain * kWaysPerBucket];
-    size_t n = 0;
-    uint64_t idx = primary;
-    for (uint32_t hop = 0; hop < kMaxChain; ++hop) {
-      const Bucket* b = bucket(idx);
-      for (uint32_t w = 0; w < kWaysPerBucket; ++w)
-        if (b->way[w] != 0 && expired(item_at(way_unit(b->way[w]) * kItemAlign), now)) victims[n++] = {idx, w};
-      if (b->next == 0) break;
-      idx = nprimary_ + b->next - 1;
-    }
-    reclaimed += n;
-    while (n > 0) remove_at(victims[--n], Why::expired);
+    const uint32_t idx = uint32_t(expire_cursor_);
+    expire_cursor_ = (expire_cursor_ + 1) % nbuckets_;
+    const Bucket* b = bucket(idx);
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w)
+      if (b->way[w] != 0 && expired(item_at(way_unit(b->way[w]) * kItemAlign), now)) {
+        remove_at({idx, w}, Why::expired);
+        ++reclaimed;
+      }
   }
   return reclaimed;
 }
@@ -825,7 +803,7 @@ WriterStats Writer::stats() const {
 
 void Writer::for_each(const std::function<void(const Item&)>& fn) {
   const uint64_t now = now_();
-  for (uint64_t i = 0; i < uint64_t(nprimary_) + noverflow_; ++i) {
+  for (uint32_t i = 0; i < nbuckets_; ++i) {
     const Bucket* b = bucket(i);
     for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
       if (b->way[w] == 0) continue;

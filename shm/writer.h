@@ -79,7 +79,8 @@ struct WriterStats {
   uint64_t moved_to_main = 0, reinserted = 0, ghost_hits = 0;
   uint64_t wraps = 0;                          // times a log's head wrapped: its memory is being reused
   uint64_t clears = 0, cleared = 0;
-  uint64_t overflow_buckets_used = 0, overflow_buckets = 0;
+  uint64_t index_ways = 0;                     // entries the index can hold (7 per bucket)
+  uint64_t index_moves = 0;                    // entries moved to their other bucket to make room
   uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // from the hints file
   uint32_t reader_processes = 0;                                 // counter slots claimed
 };
@@ -145,7 +146,7 @@ class Writer {
     uint64_t size() const { return end - begin; }
   };
   struct Loc {
-    uint64_t bucket = 0;  // global bucket index
+    uint64_t bucket = 0;
     uint32_t way = 0;
     bool found() const { return way < kWaysPerBucket; }
   };
@@ -163,19 +164,19 @@ class Writer {
   std::string_view item_key(const ItemHeader* ih) const;
   Loc find(std::string_view key, uint64_t h) const;
   Loc find_unit(uint64_t h, uint64_t unit) const;
-  Loc free_way(uint64_t h, bool* evicted);
+  Loc free_way(uint64_t h);
   void begin_write(Bucket* b);
   void end_write(Bucket* b);
   void remove_at(const Loc& loc, Why why);
-  void unlink_if_empty(uint64_t primary, uint64_t idx);
   Ring& ring_of(uint64_t off) { return off < small_.end ? small_ : main_; }
   uint64_t alloc(Ring& r, uint64_t n);
   bool place(Ring& r, uint64_t n, uint64_t* off);
   void free_tail(Ring& r, int* reinserts);
   void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   uint8_t* freq(const Loc& l) const { return freq_ ? freq_ + l.bucket * 8 + l.way : nullptr; }
-  void settle(uint64_t primary);
-  void clear_bucket(uint64_t primary, Clear& c);
+  void settle(uint32_t idx);
+  void settle_key(uint64_t h);
+  void clear_bucket(uint32_t idx, Clear& c);
   Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
   bool lookup(std::string_view key, Item* out, bool touch_freq);
   bool ghost_take(uint64_t h);
@@ -190,9 +191,8 @@ class Writer {
   unsigned char* data_ = nullptr;
   uint8_t* freq_ = nullptr;
   ReaderCounters* slots_ = nullptr;
-  uint32_t nprimary_ = 0, noverflow_ = 0;
+  uint32_t nbuckets_ = 0;
   Ring small_, main_;
-  std::vector<uint32_t> free_overflow_;
   uint64_t (*now_)() = monotonic_ms;
   std::vector<unsigned char> scratch_, move_scratch_;
 
@@ -202,7 +202,7 @@ class Writer {
   std::vector<uint64_t> ghost_;  // (fingerprint << 32) | insertion clock, 4 per set
   uint64_t ghost_clock_ = 0, ghost_capacity_ = 0;
 
-  // Clears: pending ones in id order; applied_[b] = last clear applied to primary b.
+  // Clears: pending ones in id order; applied_[b] = last clear applied to bucket b.
   std::deque<Clear> clears_;
   std::vector<uint64_t> applied_;
   uint64_t clear_latest_ = 0, clear_completed_ = 0, pass_target_ = 0, pass_cursor_ = 0;

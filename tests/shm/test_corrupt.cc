@@ -29,7 +29,7 @@ Image real_segment(std::vector<std::string>* keys) {
   o.expected_item_bytes = 64;
   auto w = nctest::make_writer(o);
   std::mt19937_64 rng(7);
-  for (int i = 0; i < 3000; ++i) {  // enough to wrap the logs and use overflow buckets
+  for (int i = 0; i < 3000; ++i) {  // enough to wrap the logs and fill buckets
     std::string k = "key-" + std::to_string(rng() % 600);
     REQUIRE(w->set(k, std::string(rng() % 300, 'v'), uint8_t(i), i % 3 ? 0 : kNow + 100) == Status::ok);
   }
@@ -101,8 +101,8 @@ TEST_CASE("random bytes, with and without a valid header, never crash a reader")
       Header* h = header(img);
       h->buckets_offset = kHeaderBytes;
       h->bucket_count = 1 + rng() % 16;
-      h->overflow_count = rng() % 8;
-      h->data_offset = kHeaderBytes + (h->bucket_count + h->overflow_count) * kBucketBytes;
+      h->bucket_ways = kWaysPerBucket;
+      h->data_offset = kHeaderBytes + h->bucket_count * kBucketBytes;
       h->data_offset = (h->data_offset + 63) / 64 * 64;
       if (h->data_offset + 64 > img.size() * 8) continue;
       h->data_bytes = (img.size() * 8 - h->data_offset) / 8 * 8;
@@ -173,7 +173,7 @@ TEST_CASE("lying geometry is refused at open") {
   };
   CHECK(refused([](Header& h) { h.bucket_count = 0; }));
   CHECK(refused([](Header& h) { h.bucket_count = UINT32_MAX; }));
-  CHECK(refused([](Header& h) { h.overflow_count = UINT32_MAX; }));
+  CHECK(refused([](Header& h) { h.bucket_ways = 8; }));
   CHECK(refused([](Header& h) { h.buckets_offset = 8; }));
   CHECK(refused([](Header& h) { h.data_offset = UINT64_MAX - 63; }));
   CHECK(refused([](Header& h) { h.data_bytes = UINT64_MAX - 7; }));

@@ -67,8 +67,9 @@ fuzz-ci:
 	$(MAKE) fuzz FUZZ_SECONDS=30
 
 bench: deps build venv
-	scripts/install-deps.sh bench
-	bench/run-all.sh
+	@scripts/install-deps.sh bench
+	@[ ! -f bench/requirements.txt ] || $(VENV)/bin/python -m pip install -q -r bench/requirements.txt
+	BUILD=$(BUILD) VENV=$(VENV) bench/run-all.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz

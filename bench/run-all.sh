@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes its output to bench/results/<name>.txt.
+# Benchmarks compare alternatives side by side within one run; run this on
+# an otherwise idle machine. Usage: bench/run-all.sh [name ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD:-build}
+venv=${VENV:-.venv}
+mkdir -p bench/results
+
+run() {  # run <name> <command...>
+  local name=$1; shift
+  if [ "${#selected[@]}" -gt 0 ] && [[ ! " ${selected[*]} " =~ " $name " ]]; then return; fi
+  echo "== $name"
+  { echo "# $(date -u +%Y-%m-%d) $(uname -m), $(nproc) cores; command: $*"; "$@"; } 2>&1 | tee "bench/results/$name.txt"
+}
+selected=("$@")
+
+run shm_reader "$build/bench/bench_shm_reader" --rounds 5
+# The same on a tmpfs with transparent huge pages, when this machine lets us mount one.
+hp=$(mktemp -d)
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1G,huge=always tmpfs "$hp" 2>/dev/null; then
+  run shm_reader_hugepages "$build/bench/bench_shm_reader" --rounds 5 --dir "$hp"
+  umount "$hp"
+fi
+rmdir "$hp"
+run shm_hit_ratio "$build/bench/bench_shm_hit_ratio"
+
+# Benchmarks of the daemon and the Python client, where present.
+for script in bench/daemon_*.py bench/client_*.py bench/redis_*.py; do
+  [ -e "$script" ] || continue
+  run "$(basename "$script" .py)" env NEARCACHE_BUILD="$build" "$venv/bin/python" "$script"
+done

@@ -534,3 +534,25 @@ TEST_CASE("per-entry metadata is at most 32 bytes at the planned item size") {
   CHECK(per_entry <= 32.0);
   CHECK(s.index_evictions == 0);
 }
+
+TEST_CASE("a full index moves entries between their two buckets, then evicts; every entry stays readable") {
+  nctest::TempDir d;
+  auto o = nctest::small_options(d, 4 << 20);
+  o.expected_item_bytes = 4096;  // plans far fewer entries than the tiny values below make
+  auto w = nctest::make_writer(o);
+  auto r = nctest::open_reader(o.path);
+  for (int i = 0; i < 20000; ++i) REQUIRE(w->set("k" + std::to_string(i), std::to_string(i), 0, 0) == Status::ok);
+  const auto s = w->stats();
+  CHECK(s.index_moves > 0);
+  CHECK(s.index_evictions > 0);
+  CHECK(s.entries > s.index_ways * 9 / 10);  // the index fills almost completely before it evicts
+  CHECK(s.entries <= s.index_ways);
+  size_t seen = 0;
+  std::string v;
+  w->for_each([&](const Item& it) {
+    REQUIRE(read(r, std::string(it.key), &v) == ReadStatus::hit);
+    REQUIRE(v == it.value);
+    ++seen;
+  });
+  CHECK(seen == s.entries);
+}

@@ -37,7 +37,8 @@ void FrameScanner::element_done() {
 
 FrameScanner::Result FrameScanner::scan(const unsigned char* buf, size_t len) {
   for (;;) {
-    if (pos_ > 0 && depth_ == 0) return Result::complete;
+    // Done when the last element closed the array and its payload is here.
+    if (pos_ > 0 && depth_ == 0) return pos_ <= len ? Result::complete : Result::need_more;
     if (pos_ >= len) return Result::need_more;
     const unsigned char t = buf[pos_];
     size_t hdr = 1;        // type byte + length/value bytes

@@ -5,6 +5,7 @@
 // 1 when the daemon cannot start (socket or segment in use, permissions),
 // 2 for a bad command line or configuration.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -55,6 +56,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  // Every client is a file descriptor: allow as many as the hard limit permits.
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
 
   // The default runtime directory is created on demand; an explicit path's
   // directory must exist.

@@ -174,3 +174,15 @@ def test_random_garbage_never_kills_daemon(daemon, bystander):
         c.send_raw(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))))
         c.close()
     assert daemon.proc.poll() is None
+
+
+def test_key_arriving_in_pieces(daemon, bystander):
+    """The last element's bytes come in two writes: the request waits for all of them."""
+    c = RawConn(daemon.socket)
+    c.call(SET, b"k" * 600, b"long-key", None)
+    frame = pack(GET, 5, b"k" * 600)
+    c.send_raw(frame[:300])
+    import time
+    time.sleep(0.05)
+    c.send_raw(frame[300:])
+    assert c.recv()[:3] == [5, OK, b"long-key"]

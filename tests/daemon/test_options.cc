@@ -1,0 +1,165 @@
+// tests/daemon/test_options.cc — the option table: parsing, files, flags, validation.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "options.h"
+
+using namespace nearcache::daemon;
+
+namespace {
+struct TempFile {
+  std::string path;
+  explicit TempFile(const std::string& text) {
+    char tmpl[] = "/tmp/nearcache-options-XXXXXX";
+    const int fd = mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    close(fd);
+    path = tmpl;
+    std::ofstream(path) << text;
+  }
+  ~TempFile() { std::filesystem::remove(path); }
+};
+}  // namespace
+
+TEST_CASE("sizes take K, M and G suffixes") {
+  uint64_t v;
+  CHECK((parse_size("4096", &v) && v == 4096));
+  CHECK((parse_size("64M", &v) && v == 64ull << 20));
+  CHECK((parse_size("1k", &v) && v == 1024));
+  CHECK((parse_size(" 2G ", &v) && v == 2ull << 30));
+  CHECK_FALSE(parse_size("", &v));
+  CHECK_FALSE(parse_size("M", &v));
+  CHECK_FALSE(parse_size("12T", &v));
+  CHECK_FALSE(parse_size("-1", &v));
+  CHECK_FALSE(parse_size("99999999999999999999", &v));
+  CHECK_FALSE(parse_size("17179869184G", &v));  // overflows 64 bits
+}
+
+TEST_CASE("defaults") {
+  Config c;
+  std::string err;
+  REQUIRE(load_config({{"socket", "/tmp/x.sock"}}, &c, &err));
+  CHECK(c.socket == "/tmp/x.sock");
+  CHECK(c.segment == default_runtime_dir() + "/nearcached.seg");
+  CHECK(c.segment_size == 64ull << 20);
+  CHECK(c.socket_mode == 0660);
+  CHECK(c.segment_mode == 0640);
+  CHECK(c.hints_mode == 0660);
+  CHECK(c.key_limit == 1024);
+  CHECK(c.value_limit == 1ull << 20);
+  CHECK(c.max_frame_bytes == (4ull << 20) + 1024 + (1ull << 20));
+  CHECK(c.max_outstanding == 4096);
+  CHECK(c.max_output_bytes == 64ull << 20);
+  CHECK(c.heartbeat_interval_ms == 100);
+  CHECK(c.heartbeat_grace_ms == 2000);
+  CHECK(c.log_level == "info");
+}
+
+TEST_CASE("default runtime directory follows XDG_RUNTIME_DIR, then root, then /tmp") {
+  const char* old = getenv("XDG_RUNTIME_DIR");
+  const std::string saved = old ? old : "";
+  setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
+  CHECK(default_runtime_dir() == "/run/user/1234/nearcache");
+  CHECK(default_socket_path() == "/run/user/1234/nearcache/nearcached.sock");
+  unsetenv("XDG_RUNTIME_DIR");
+  CHECK(default_runtime_dir() == (getuid() == 0 ? std::string("/run/nearcache")
+                                                : "/tmp/nearcache-" + std::to_string(getuid())));
+  if (old) setenv("XDG_RUNTIME_DIR", saved.c_str(), 1);
+}
+
+TEST_CASE("a config file, overridden by flags") {
+  TempFile f(
+      "# comment\n"
+      "socket = /tmp/from-file.sock\n"
+      "segment_size = 32M\n"
+      "key_limit = 250   \n"
+      "posix_shm = true\n"
+      "socket_mode = 0600\n"
+      "allow_users = root, 0\n");
+  Config c;
+  std::string err;
+  REQUIRE(load_config({{"config", f.path}, {"key_limit", "300"}}, &c, &err));
+  CHECK(c.config == f.path);
+  CHECK(c.socket == "/tmp/from-file.sock");
+  CHECK(c.segment_size == 32ull << 20);
+  CHECK(c.key_limit == 300);
+  CHECK(c.posix_shm);
+  CHECK(c.segment == "/nearcache-" + std::to_string(getuid()));
+  CHECK(c.socket_mode == 0600);
+  CHECK(c.allow_users == "root, 0");
+}
+
+TEST_CASE("errors name the option and the value") {
+  Config c;
+  std::string err;
+  CHECK_FALSE(load_config({{"segment_size", "lots"}}, &c, &err));
+  CHECK(err.find("segment_size") != std::string::npos);
+  CHECK(err.find("lots") != std::string::npos);
+  CHECK_FALSE(load_config({{"socket_mode", "0666"}}, &c, &err));
+  CHECK(err.find("world-writable") != std::string::npos);
+  CHECK_FALSE(load_config({{"log_level", "loud"}}, &c, &err));
+  CHECK(err.find("log_level") != std::string::npos);
+  CHECK_FALSE(load_config({{"key_limit", "70000"}}, &c, &err));
+  CHECK_FALSE(load_config({{"allow_users", "no-such-user-here"}}, &c, &err));
+  CHECK(err.find("no-such-user-here") != std::string::npos);
+  CHECK_FALSE(load_config({{"heartbeat_grace_ms", "50"}}, &c, &err));
+  CHECK_FALSE(load_config({{"config", "/nonexistent/nearcache.conf"}}, &c, &err));
+  CHECK(err.find("/nonexistent/nearcache.conf") != std::string::npos);
+
+  TempFile bad("no_such_option = 1\n");
+  CHECK_FALSE(load_config({{"config", bad.path}}, &c, &err));
+  CHECK(err.find("no_such_option") != std::string::npos);
+  TempFile junk("segment_size = 12Q\n");
+  CHECK_FALSE(load_config({{"config", junk.path}}, &c, &err));
+  CHECK(err.find(junk.path) == 0);
+}
+
+TEST_CASE("--print-config output is a config file that loads to the same values") {
+  Config a, b;
+  std::string err;
+  REQUIRE(load_config({{"socket", "/tmp/a.sock"}, {"segment_size", "8M"}, {"max_ttl_ms", "5000"},
+                       {"redis_prefix", "p:"}, {"allow_groups", "0"}},
+                      &a, &err));
+  TempFile f(config_text(a));
+  REQUIRE(load_config({{"config", f.path}}, &b, &err));
+  for (const auto& o : option_table()) {
+    if (std::string(o.name) == "config") continue;
+    INFO(o.name);
+    CHECK(format_option(a, o) == format_option(b, o));
+  }
+}
+
+TEST_CASE("command line") {
+  const char* argv[] = {"nearcached", "--socket=/tmp/s", "--posix_shm", "--print-config", "--log_level", "debug"};
+  Invocation inv;
+  std::string err;
+  REQUIRE(parse_command_line(6, const_cast<char**>(argv), &inv, &err));
+  CHECK(inv.print_config);
+  CHECK(inv.flags.at("socket") == "/tmp/s");
+  CHECK(inv.flags.at("posix_shm") == "true");
+  CHECK(inv.flags.at("log_level") == "debug");
+  const char* bad[] = {"nearcached", "--nope=1"};
+  CHECK_FALSE(parse_command_line(2, const_cast<char**>(bad), &inv, &err));
+  const char* abbrev[] = {"nearcached", "--sock=/tmp/s"};  // no guessing of abbreviations
+  CHECK_FALSE(parse_command_line(2, const_cast<char**>(abbrev), &inv, &err));
+}
+
+TEST_CASE("credentials in redis_url are masked") {
+  Config c;
+  c.redis_url = "redis://user:secret@cache.internal:6379/0";
+  CHECK(format_option(c, *find_option("redis_url")) == "redis://***@cache.internal:6379/0");
+}
+
+TEST_CASE("every option has a help text and the docs list it") {
+  const std::string md = config_markdown();
+  for (const auto& o : option_table()) {
+    INFO(o.name);
+    CHECK(std::string(o.help).size() > 10);
+    CHECK(md.find(std::string("`") + o.name + "`") != std::string::npos);
+    CHECK(help_text("nearcached").find(std::string("--") + o.name + "=") != std::string::npos);
+  }
+}

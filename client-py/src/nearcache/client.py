@@ -46,7 +46,9 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_MANY_CHUNK = 1000  # keys per GET_MANY / SET_MANY / DELETE_MANY frame
+_MANY_CHUNK = 1000
+# Replies that mean "the daemon cannot serve this now": handled like a failed connection.
+_UNREACHABLE_STATUSES = frozenset({P.SHUTTING_DOWN, P.UNAVAILABLE, P.TOO_MANY_REQUESTS})  # keys per GET_MANY / SET_MANY / DELETE_MANY frame
 
 
 def ttl_ms(ttl: float | None) -> int | None:
@@ -111,7 +113,7 @@ class Client:
     # -- connections ---------------------------------------------------------
     def _conn(self) -> P.Connection:
         c = getattr(self._local, "conn", None)
-        if c is not None and not c.closed and c.epoch == _fork_epoch:
+        if c is not None and c.sock is not None and c.epoch == _fork_epoch:
             return c
         if time.monotonic() < self._down_until:
             raise socket.timeout("nearcached timed out recently; not retrying yet")
@@ -121,6 +123,7 @@ class Client:
             self._down_until = time.monotonic() + min(1.0, self.timeout)
             raise
         c.epoch = _fork_epoch
+        c.used = False
         reply = c.call(P.HELLO, P.PROTOCOL_VERSION, self.client_name)
         self._hello(c, reply)
         self._local.conn = c
@@ -201,29 +204,32 @@ class Client:
                         "raising (STRICT)" if self.strict else "reads are misses and writes are skipped")
         raise CacheUnavailable(f"nearcached at {self.path} unreachable: {exc}") from exc
 
-    def _requests(self, reqs: list[tuple], timeout: float | None = None, retry: bool = True) -> list[list]:
+    def _requests(self, reqs, timeout: float | None = None, retry: bool = True) -> list[list]:
         """Runs requests on this thread's connection; raises CacheUnavailable or ProtocolError."""
-        for attempt in (0, 1):
+        try:
+            conn = self._conn()
+            reused = conn.used
+            conn.used = True
             try:
-                conn = self._conn()
-                fresh = getattr(conn, "_used", False) is False
-                conn._used = True
                 replies = conn.call_many(reqs, timeout=timeout)
-            except (ConnectionResetError, BrokenPipeError) as e:
-                # The daemon restarted under us: one more try on a new connection.
-                if attempt == 0 and retry and not fresh:
-                    continue
-                self._unreachable(e)
-            except OSError as e:
-                self._unreachable(e)
-            for r in replies:
-                if r[0] in (P.SHUTTING_DOWN, P.UNAVAILABLE, P.TOO_MANY_REQUESTS):
-                    self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
-            return replies
-        raise AssertionError("unreachable")
+            except (ConnectionResetError, BrokenPipeError):
+                # The daemon restarted under a connection we had used: one more try on a new one.
+                if not (retry and reused):
+                    raise
+                conn = self._conn()
+                conn.used = True
+                replies = conn.call_many(reqs, timeout=timeout)
+        except OSError as e:
+            if isinstance(e, socket.timeout):
+                self._down_until = time.monotonic() + min(1.0, self.timeout)
+            self._unreachable(e)
+        for r in replies:
+            if r[0] in _UNREACHABLE_STATUSES:
+                self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
+        return replies
 
     def _one(self, op: int, *args, timeout: float | None = None, retry: bool = True) -> list:
-        return self._requests([(op, *args)], timeout=timeout, retry=retry)[0]
+        return self._requests(((op, *args),), timeout=timeout, retry=retry)[0]
 
     def _check(self, reply: list, *ok: int) -> list:
         if reply[0] in ok:
@@ -472,6 +478,7 @@ class Client:
     async def _aopen(self) -> P.AsyncConnection:
         c = await P.AsyncConnection.open(self.path, self.timeout, self.connect_timeout)
         c.epoch = _fork_epoch
+        c.used = False
         try:
             reply = await c.call(P.HELLO, P.PROTOCOL_VERSION, self.client_name)
             self._hello(c, reply)
@@ -480,24 +487,25 @@ class Client:
             raise
         return c
 
-    async def _arequests(self, reqs: list[tuple], timeout: float | None = None, retry: bool = True) -> list[list]:
-        for attempt in (0, 1):
+    async def _arequests(self, reqs, timeout: float | None = None, retry: bool = True) -> list[list]:
+        try:
+            conn = await self._aconn()
+            reused = conn.used
+            conn.used = True
             try:
-                conn = await self._aconn()
-                fresh = getattr(conn, "_used", False) is False
-                conn._used = True
                 replies = await conn.call_many(reqs, timeout=timeout)
-            except (ConnectionResetError, BrokenPipeError) as e:
-                if attempt == 0 and retry and not fresh:
-                    continue
-                self._unreachable(e)
-            except (OSError, asyncio.TimeoutError) as e:
-                self._unreachable(e)
-            for r in replies:
-                if r[0] in (P.SHUTTING_DOWN, P.UNAVAILABLE, P.TOO_MANY_REQUESTS):
-                    self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
-            return replies
-        raise AssertionError("unreachable")
+            except (ConnectionResetError, BrokenPipeError):
+                if not (retry and reused):
+                    raise
+                conn = await self._aconn()
+                conn.used = True
+                replies = await conn.call_many(reqs, timeout=timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            self._unreachable(e)
+        for r in replies:
+            if r[0] in _UNREACHABLE_STATUSES:
+                self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
+        return replies
 
     async def _aone(self, op: int, *args, timeout: float | None = None, retry: bool = True) -> list:
         return (await self._arequests([(op, *args)], timeout=timeout, retry=retry))[0]

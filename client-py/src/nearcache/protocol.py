@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 import socket
+import struct
 import time
 
 import msgpack
@@ -96,26 +97,42 @@ def _new_unpacker() -> msgpack.Unpacker:
     return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
 
 
+def _timeval(seconds: float) -> bytes:
+    seconds = max(seconds, 0.001)
+    return struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
+
+
 class Connection:
-    """One blocking connection. Not thread-safe: the Client keeps one per thread."""
+    """One blocking connection. Not thread-safe: the Client keeps one per thread.
+
+    Timeouts are the kernel's (SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket):
+    a call costs one send and one receive system call, with no poll() before
+    each as Python's socket timeouts would add.
+    """
 
     def __init__(self, path: str, timeout: float, connect_timeout: float | None = None):
         self.path = path
         self.timeout = timeout
-        self.pid = os.getpid()
         self._ids = itertools.count(1)
         self._unpacker = _new_unpacker()
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._pack = msgpack.Packer(use_bin_type=True).pack
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(connect_timeout if connect_timeout is not None else timeout)
             sock.connect(path)
-            sock.settimeout(timeout)
+            sock.settimeout(None)
+            self._set_timeout(sock, timeout)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
         self.info: dict = {}
+
+    @staticmethod
+    def _set_timeout(sock, seconds: float) -> None:
+        tv = _timeval(seconds)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -139,44 +156,58 @@ class Connection:
         Raises OSError (socket.timeout included) when the connection fails;
         the connection is then closed. Error statuses are returned, not raised.
         """
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             raise ConnectionResetError("connection closed")
-        ids = []
-        out = bytearray()
-        for req in requests:
-            rid = next(self._ids)
-            ids.append(rid)
-            out += self._packer.pack([req[0], rid, *req[1:]])
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        replies: dict = {}
+        pack = self._pack
+        first = next(self._ids)
+        if len(requests) == 1:
+            req = requests[0]
+            out = pack([req[0], first, *req[1:]])
+        else:
+            out = b"".join([pack([req[0], first + i, *req[1:]]) for i, req in enumerate(requests)])
+            self._ids = itertools.count(first + len(requests))
+        n = len(requests)
+        replies: list = [None] * n
+        got = 0
+        total = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + total
+        unpacker = self._unpacker
         try:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            self.sock.sendall(out)
-            while len(replies) < len(ids):
-                for frame in self._unpacker:
-                    if not isinstance(frame, list) or len(frame) < 2:
+            if timeout is not None:
+                self._set_timeout(sock, timeout)
+            sock.sendall(out)
+            while True:
+                for frame in unpacker:
+                    if type(frame) is not list or len(frame) < 2:
                         raise ConnectionError(f"nearcached sent a malformed reply: {frame!r}")
-                    rid, status = frame[0], frame[1]
+                    rid = frame[0]
                     if rid is None:  # framing error: the daemon closes the connection
-                        raise error_for(status, frame[2] if len(frame) > 2 else "")
-                    replies[rid] = frame[1:]
-                if len(replies) >= len(ids):
+                        raise error_for(frame[1], frame[2] if len(frame) > 2 else "")
+                    i = rid - first
+                    if 0 <= i < n and replies[i] is None:
+                        replies[i] = frame[1:]
+                        got += 1
+                if got == n:
                     break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise socket.timeout("nearcached did not answer in time")
-                self.sock.settimeout(left)
-                data = self.sock.recv(262144)
+                data = sock.recv(262144)
                 if not data:
                     raise ConnectionResetError("nearcached closed the connection")
-                self._unpacker.feed(data)
+                unpacker.feed(data)
+                if time.monotonic() > deadline:
+                    raise socket.timeout("nearcached did not answer in time")
+            if timeout is not None:
+                self._set_timeout(sock, self.timeout)
+        except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired
+            self.close()
+            raise socket.timeout(f"nearcached did not answer within {total:g} s") from None
         except BaseException:
             self.close()
             raise
-        result = [replies[i] for i in ids]
-        if any(r[0] in CLOSING for r in result):
-            self.close()
-        return result
+        for r in replies:
+            if r[0] in CLOSING:
+                self.close()
+        return replies
 
 
 class AsyncConnection:

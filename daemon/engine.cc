@@ -236,6 +236,8 @@ void Engine::error(Session* s, const uint64_t* id, Code c, const std::string& me
 
 void Engine::refuse(Session* s, Code c, const std::string& message) {
   error(s, nullptr, c, message);
+  s->closing = true;
+  if (s->close_reason.empty()) s->close_reason = message;
   mark_dirty(s);
 }
 
@@ -737,7 +739,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::expirations_total, st.expirations);
   set(Metric::clears_total, st.clears);
   set(Metric::cleared_total, st.cleared);
-  set(Metric::connections, sessions_.size());
+  set(Metric::connections_open, sessions_.size());
   set(Metric::connections_total, counters_.connections_total);
   set(Metric::connections_refused_total, counters_.refused_total);
   set(Metric::slow_clients_total, counters_.slow_clients_total);

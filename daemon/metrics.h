@@ -39,7 +39,7 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(expirations_total, counter, count, "expirations", "Expired entries reclaimed")                                 \
   X(clears_total, counter, count, "clears", "CLEAR requests")                                                      \
   X(cleared_total, counter, count, "entries cleared", "Entries removed by CLEAR")                                  \
-  X(connections, gauge, count, "connections", "Open client connections")                                           \
+  X(connections_open, gauge, count, "connections", "Open client connections")                                           \
   X(connections_total, counter, count, "connections accepted", "Connections accepted since start")                 \
   X(connections_refused_total, counter, count, "connections refused",                                               \
     "Connections refused (allow-list, max_connections, shutting down)")                                            \

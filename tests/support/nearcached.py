@@ -45,6 +45,9 @@ class Daemon:
         self.options = {"socket": self.socket, "segment": self.segment, "segment_size": "16M",
                         "log_level": "debug"}
         self.options.update({k: str(v) for k, v in options.items()})
+        # An explicit socket or segment option replaces the default path.
+        self.socket = self.options["socket"]
+        self.segment = self.options["segment"]
         self.log_path = self.dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         if start:
@@ -103,6 +106,8 @@ class Daemon:
     def restart(self, **changes) -> "Daemon":
         self.stop()
         self.options.update({k: str(v) for k, v in changes.items()})
+        self.socket = self.options.get("socket", self.socket)
+        self.segment = self.options.get("segment", self.segment)
         return self.start()
 
     def log(self) -> str:

@@ -71,5 +71,10 @@ bench: deps build venv
 	@[ ! -f bench/requirements.txt ] || $(VENV)/bin/python -m pip install -q -r bench/requirements.txt
 	BUILD=$(BUILD) VENV=$(VENV) bench/run-all.sh
 
+# dist/: the Debian package (lintian-checked), the Python client's wheel and sdist.
+package:
+	@scripts/install-deps.sh build package
+	scripts/build-package.sh
+
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz

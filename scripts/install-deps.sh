@@ -10,7 +10,7 @@ declare -A groups=(
   [test]="redis-server"
   [sanitize]="clang-14 libclang-rt-14-dev"
   [bench]="redis-server memcached"
-  [package]="debhelper devscripts lintian fakeroot systemd"
+  [package]="debhelper devscripts lintian fakeroot systemd help2man python3-venv python3-seccomp"
 )
 
 wanted=("$@")

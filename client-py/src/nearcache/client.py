@@ -132,7 +132,13 @@ class Client:
     def _hello(self, conn, reply: list) -> None:
         if reply[0] != P.OK:
             conn.close()
-            raise P.error_for(reply[0], reply[1] if len(reply) > 1 else "")
+            message = reply[1] if len(reply) > 1 else P.STATUS_NAMES.get(reply[0], "")
+            # Refusals are an unreachable daemon for the failure policy.
+            if reply[0] == P.NOT_ALLOWED:
+                raise PermissionError(errno.EACCES, f"nearcached refused this user: {message}")
+            if reply[0] == P.SHUTTING_DOWN:
+                raise ConnectionRefusedError(errno.ECONNREFUSED, f"nearcached is shutting down: {message}")
+            raise P.error_for(reply[0], message)
         info = reply[1] if len(reply) > 1 and isinstance(reply[1], dict) else {}
         conn.info = info
         self.info = info

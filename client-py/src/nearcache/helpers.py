@@ -32,12 +32,13 @@ def get_cached_data(key, fetch_func, timeout=60 * 60 * 24, cache=None):
     """
     if cache is None:
         from django.core.cache import cache
+    from nearcache.client import HIT
     from nearcache.django import NearCache
 
     if isinstance(cache, NearCache):
         kb = cache._key(key)
         st, value = cache._probe(kb)
-        if st == 0:  # HIT
+        if st == HIT:
             log.debug("Cache | action=get status=hit key='%s'", key)
             return value
         log.debug("Cache | action=get status=miss key='%s'", key)

@@ -12,7 +12,7 @@ import pytest
 from django.core.cache.backends.locmem import LocMemCache
 
 from nearcache import _native, get_cached_data
-from test_serializer import VALUES, same
+from nc_values import VALUES, same
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import tempfile
 
 import pytest
 
-import conftest
+import nc_django
 from support.nearcached import Daemon
 
-if conftest.DJANGO_SUITE_ERROR is not None:
-    raise RuntimeError(f"cannot fetch Django's cache test suite: {conftest.DJANGO_SUITE_ERROR}")
+if nc_django.DJANGO_SUITE_ERROR is not None:
+    raise RuntimeError(f"cannot fetch Django's cache test suite: {nc_django.DJANGO_SUITE_ERROR}")
 
 from cache.tests import BaseCacheTests, caches_setting_for_tests, redis_excluded_caches  # noqa: E402
 from django.test import TestCase, override_settings  # noqa: E402

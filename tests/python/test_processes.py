@@ -11,7 +11,7 @@ from django.core import signals
 from django.core.cache import caches
 from django.test import override_settings
 
-from conftest import nearcache_settings
+from nc_django import nearcache_settings
 from nearcache import get_cached_data
 
 fork = multiprocessing.get_context("fork")

@@ -1,0 +1,46 @@
+"""Django configuration for the Python client's tests (imported by conftest.py).
+
+Configured once, the way Django's own runner configures it for tests/cache:
+sqlite in memory, and the `cache` test app when Django's suite could be
+fetched (DJANGO_SUITE_ERROR says why not; test_django_suite.py reports it).
+"""
+from __future__ import annotations
+
+import sys
+
+DJANGO_SUITE_ERROR: BaseException | None = None
+urlpatterns: list = []
+
+
+def configure() -> None:
+    global DJANGO_SUITE_ERROR
+    import django
+    from django.conf import settings
+
+    if settings.configured:
+        return
+    apps = ["django.contrib.contenttypes", "django.contrib.auth"]
+    try:
+        from django_suite import suite_dir
+        sys.path.insert(0, str(suite_dir()))
+        apps.append("cache")
+    except Exception as e:  # reported by test_django_suite.py
+        DJANGO_SUITE_ERROR = e
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="nearcache-tests",
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        INSTALLED_APPS=apps,
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        MIDDLEWARE=[],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+        USE_TZ=False,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        ROOT_URLCONF=__name__,
+    )
+    django.setup()
+
+
+def nearcache_settings(socket_path: str, **options) -> dict:
+    """A CACHES entry for NearCache on that socket."""
+    return {"BACKEND": "nearcache.django.NearCache", "LOCATION": socket_path, "OPTIONS": options}

@@ -46,3 +46,35 @@ def django_environment():
 )
 class NearCacheDjangoSuiteTests(BaseCacheTests, TestCase):
     pass
+
+
+def test_get_cached_data_freezes_a_real_queryset(django_environment, caplog):
+    """A QuerySet result is stored as the list of its rows; later hits need no query."""
+    import logging
+
+    from cache.models import Poll
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from nearcache import get_cached_data
+    from nearcache.django import NearCache
+
+    caplog.set_level(logging.DEBUG, logger="nearcache")
+    cache = NearCache(_SOCKET, {"OPTIONS": {"STRICT": True}})
+    cache.clear()
+    Poll.objects.create(question="q1", answer="a1")
+    Poll.objects.create(question="q2", answer="a2")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            rows = get_cached_data("polls", lambda: Poll.objects.order_by("question"), cache=cache)
+        assert [p.question for p in rows] == ["q1", "q2"] and isinstance(rows, list)
+        assert len(queries) == 1
+        with CaptureQueriesContext(connection) as queries:
+            again = get_cached_data("polls", lambda: Poll.objects.order_by("question"), cache=cache)
+        assert len(queries) == 0 and [(p.pk, p.question) for p in again] == [(p.pk, p.question) for p in rows]
+        assert [r.getMessage() for r in caplog.records if r.name == "nearcache"] == [
+            "Cache | action=get status=miss key='polls'",
+            "Cache | action=set status=success key='polls' timeout=86400",
+            "Cache | action=get status=hit key='polls'"]
+    finally:
+        Poll.objects.all().delete()

@@ -1,0 +1,302 @@
+// daemon/redis/atomics.cc — see atomics.h.
+#include "redis/atomics.h"
+
+#include <hiredis/hiredis.h>
+
+#include <random>
+#include <vector>
+
+#include "redis/util.h"
+#include "redis/value.h"
+
+namespace nearcache::redis {
+
+namespace {
+
+AtomicResult unavailable(const std::string& why) {
+  AtomicResult r;
+  r.kind = AtomicResult::Kind::unavailable;
+  r.error = why;
+  return r;
+}
+
+std::string_view str_at(const redisReply* x, size_t i) {
+  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_STRING) return {};
+  return {x->element[i]->str, x->element[i]->len};
+}
+
+long long int_at(const redisReply* x, size_t i) {
+  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_INTEGER) return -2;
+  return x->element[i]->integer;
+}
+
+}  // namespace
+
+struct Atomics::Wait {
+  Atomics* a;
+  uint64_t id;
+  std::string key;
+  uint64_t token, lease_ms, deadline;  // deadline: uv_now time
+  AtomicFn cb;
+  uv_timer_t timer;
+  uint64_t backoff;
+  bool polling = false, again = false;
+};
+
+Atomics::Atomics(uv_loop_t* loop, Link* link, Scripts* scripts, WriteBehind* queue, const Config& cfg)
+    : loop_(loop), link_(link), scripts_(scripts), queue_(queue), cfg_(cfg) {
+  std::random_device rd;
+  char buf[17];
+  snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  host_id_ = buf;
+}
+
+Atomics::~Atomics() { close(); }
+
+std::string Atomics::token_string(uint64_t token) const { return host_id_ + ":" + std::to_string(token); }
+
+std::string Atomics::lease_key(std::string_view key) const {
+  std::string k(kLeaseMark);
+  k += cfg_.prefix;
+  k += key;
+  return k;
+}
+
+uint64_t Atomics::expiry_of(long long pttl) const {
+  const uint64_t now = mono_ms();
+  uint64_t e = pttl > 0 ? now + uint64_t(pttl) : 0;
+  if (cfg_.local_ttl_max_ms && (e == 0 || e > now + cfg_.local_ttl_max_ms)) e = now + cfg_.local_ttl_max_ms;
+  return e;
+}
+
+// Runs `send` once the key's queued writes are ahead of it; reports a lost
+// link to *cb instead.
+bool Atomics::run(std::string_view key, std::function<void()> send, AtomicFn* cb) {
+  if (!link_->ready()) return false;
+  queue_->after(key, [this, send = std::move(send), cb = std::move(*cb)](bool ordered) {
+    if (!ordered) {
+      st_.errors_total++;
+      return cb(unavailable("Redis connection lost before the operation could be sent"));
+    }
+    send();
+  });
+  return true;
+}
+
+bool Atomics::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const std::string rk = cfg_.prefix + std::string(key), v = encode_value(value, flags);
+  auto send = [this, rk, v, expiry_ms, done] {
+    auto on = [this, done](const Reply& r) {
+      AtomicResult out;
+      if (r.is_error()) {
+        st_.errors_total++;
+        out = unavailable("ADD: " + r.error());
+      } else if (r.r->type == REDIS_REPLY_INTEGER) {  // EXISTS
+        out.kind = r.r->integer ? AtomicResult::Kind::exists : AtomicResult::Kind::ok;
+      } else {
+        out.kind = r.r->type == REDIS_REPLY_NIL ? AtomicResult::Kind::exists : AtomicResult::Kind::ok;
+      }
+      (*done)(out);
+    };
+    const uint64_t now = mono_ms();
+    bool sent;
+    if (expiry_ms && expiry_ms <= now) sent = link_->command({"EXISTS", rk}, on);
+    else if (expiry_ms) sent = link_->command({"SET", rk, v, "NX", "PX", std::to_string(expiry_ms - now)}, on);
+    else sent = link_->command({"SET", rk, v, "NX"}, on);
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  if (!run(key, std::move(send), &relay)) return false;
+  st_.adds_total++;
+  return true;
+}
+
+bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const std::string rk = cfg_.prefix + std::string(key);
+  // delta = hi * 2^32 + lo with 0 <= lo < 2^32: each half is exact in a Lua number.
+  const std::string hi = std::to_string(int64_t(delta >> 32)), lo = std::to_string(uint64_t(delta & 0xffffffffu));
+  auto send = [this, rk, hi, lo, done] {
+    const bool sent = scripts_->eval(Script::incr, {rk}, {hi, lo}, [this, done](const Reply& r) {
+      AtomicResult out;
+      const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
+      __int128 v = 0;
+      if (s == "ok" && parse_msgpack_int(str_at(r.r, 1), &v)) {
+        out.kind = AtomicResult::Kind::ok;
+        out.number = int64_t(v);
+        out.value.assign(str_at(r.r, 1));
+        out.expiry_ms = expiry_of(int_at(r.r, 2));
+        out.flags = uint8_t(int_at(r.r, 3));
+      } else if (s == "missing") {
+        out.kind = AtomicResult::Kind::not_found;
+      } else if (s == "notint") {
+        out.kind = AtomicResult::Kind::not_integer;
+      } else if (s == "range") {
+        out.kind = AtomicResult::Kind::out_of_range;
+      } else {
+        st_.errors_total++;
+        out = unavailable("INCR: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+      }
+      (*done)(out);
+    });
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  if (!run(key, std::move(send), &relay)) return false;
+  st_.incrs_total++;
+  return true;
+}
+
+bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const std::string rk = cfg_.prefix + std::string(key), lk = lease_key(key), tok = token_string(token),
+                    ms = std::to_string(std::max<uint64_t>(lease_ms, 1));
+  auto send = [this, rk, lk, tok, ms, done] {
+    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms}, [this, done](const Reply& r) {
+      AtomicResult out;
+      const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
+      if (s == "value") {
+        out.kind = AtomicResult::Kind::value;
+        std::string_view v;
+        decode_value(str_at(r.r, 1), &v, &out.flags);
+        out.value.assign(v);
+        out.expiry_ms = expiry_of(int_at(r.r, 2));
+      } else if (s == "granted") {
+        out.kind = AtomicResult::Kind::granted;
+      } else if (s == "held") {
+        out.kind = AtomicResult::Kind::held;
+        const long long left = int_at(r.r, 1);
+        out.retry_ms = left > 0 ? uint64_t(left) : 1;
+      } else {
+        st_.errors_total++;
+        out = unavailable("LEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+      }
+      (*done)(out);
+    });
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  if (!run(key, std::move(send), &relay)) return false;
+  st_.leases_total++;
+  return true;
+}
+
+bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const std::string lk = lease_key(key), tok = token_string(token);
+  // After the key's queued writes: a holder's SET must reach Redis before its
+  // lease ends, or a waiter elsewhere would take the lease and compute again.
+  auto send = [this, lk, tok, done] {
+    const bool sent = scripts_->eval(Script::release, {lk}, {tok}, [this, done](const Reply& r) {
+      AtomicResult out;
+      if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
+        st_.errors_total++;
+        out = unavailable("RELEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+      } else {
+        out.kind = r.r->integer ? AtomicResult::Kind::ok : AtomicResult::Kind::not_found;
+      }
+      (*done)(out);
+    });
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  if (!run(key, std::move(send), &relay)) return false;
+  st_.releases_total++;
+  return true;
+}
+
+// ------------------------------------------------------------ lease waits
+
+uint64_t Atomics::wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
+                             AtomicFn cb) {
+  auto* w = new Wait;
+  w->a = this;
+  w->id = next_wait_++;
+  w->key = std::string(key);
+  w->token = token;
+  w->lease_ms = lease_ms;
+  const uint64_t now = mono_ms();
+  w->deadline = uv_now(loop_) + (deadline_ms > now ? deadline_ms - now : 0);
+  w->cb = std::move(cb);
+  w->backoff = cfg_.lease_poll_min_ms;
+  uv_timer_init(loop_, &w->timer);
+  w->timer.data = w;
+  waits_[w->id] = w;
+  st_.lease_waits++;
+  // First poll after the minimum delay: the caller has just seen the lease held.
+  uv_timer_start(&w->timer, [](uv_timer_t* t) { auto* x = static_cast<Wait*>(t->data); x->a->poll(x); },
+                 std::min<uint64_t>(w->backoff, w->deadline > uv_now(loop_) ? w->deadline - uv_now(loop_) : 0), 0);
+  return w->id;
+}
+
+void Atomics::poll(Wait* w) {
+  if (uv_now(loop_) >= w->deadline) {
+    AtomicResult r;
+    r.kind = AtomicResult::Kind::timeout;
+    return finish_wait(w, &r);
+  }
+  w->polling = true;
+  w->again = false;
+  st_.lease_polls_total++;
+  const uint64_t id = w->id;
+  const bool sent = lease(w->key, w->token, w->lease_ms, [this, id](const AtomicResult& r) {
+    auto it = waits_.find(id);
+    if (it == waits_.end()) return;  // cancelled
+    Wait* w = it->second;
+    w->polling = false;
+    if (r.kind != AtomicResult::Kind::held) return finish_wait(w, &r);
+    if (w->again) return poll(w);
+    const uint64_t now = uv_now(loop_);
+    uint64_t delay = std::min(w->backoff, r.retry_ms + 1);
+    w->backoff = std::min(w->backoff * 2, cfg_.lease_poll_max_ms);
+    if (now + delay > w->deadline) delay = w->deadline > now ? w->deadline - now : 0;
+    uv_timer_start(&w->timer, [](uv_timer_t* t) { auto* x = static_cast<Wait*>(t->data); x->a->poll(x); }, delay, 0);
+  });
+  if (!sent) {
+    w->polling = false;
+    const AtomicResult r = unavailable("Redis is not connected");
+    finish_wait(w, &r);
+  }
+}
+
+void Atomics::finish_wait(Wait* w, const AtomicResult* r) {
+  waits_.erase(w->id);
+  uv_timer_stop(&w->timer);
+  auto cb = std::move(w->cb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->timer), [](uv_handle_t* h) { delete static_cast<Wait*>(h->data); });
+  if (r && cb) cb(*r);
+}
+
+void Atomics::cancel_wait(uint64_t id) {
+  auto it = waits_.find(id);
+  if (it != waits_.end()) finish_wait(it->second, nullptr);
+}
+
+void Atomics::wake(std::string_view key) {
+  std::vector<Wait*> ws;
+  for (auto& [id, w] : waits_)
+    if (w->key == key) ws.push_back(w);
+  for (Wait* w : ws) {
+    if (w->polling) {
+      w->again = true;
+      continue;
+    }
+    uv_timer_stop(&w->timer);
+    poll(w);
+  }
+}
+
+void Atomics::close() {
+  std::vector<Wait*> ws;
+  for (auto& [id, w] : waits_) ws.push_back(w);
+  for (Wait* w : ws) finish_wait(w, nullptr);
+}
+
+AtomicStats Atomics::stats() const {
+  AtomicStats s = st_;
+  s.lease_waits = waits_.size();
+  return s;
+}
+
+}  // namespace nearcache::redis

@@ -1,0 +1,59 @@
+// daemon/redis/config.h — the Redis tier's settings and their option rows.
+//
+// The daemon owns the option table (daemon/options.*); redis_options() lists
+// the rows to add there (name, type, default, reloadable, help) with the same
+// type names, and Config is what the daemon hands to the tier after parsing.
+// validate() checks a Config and parses its URL.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "redis/url.h"
+
+namespace nearcache::redis {
+
+// What ADD, INCR/DECR and LEASE do while Redis is unreachable.
+enum class DownPolicy {
+  local,  // decide on this host alone; STATUS reports the cache degraded
+  error,  // answer UNAVAILABLE
+};
+
+struct Config {
+  std::string url;                          // redis_url; empty = no Redis tier
+  std::string prefix = "nearcache:";        // Redis key = prefix + local key
+  uint64_t connect_timeout_ms = 1000;       // resolve + connect + AUTH/SELECT + setup
+  uint64_t command_timeout_ms = 1000;       // per command; a timeout closes the connection
+  uint64_t queue_max_entries = 100000;      // write-behind bound (operations) ...
+  uint64_t queue_max_bytes = 64ull << 20;   // ... and (keys + values + overhead)
+  uint64_t local_ttl_max_ms = 300000;       // ceiling on the local TTL of values read from Redis; 0 = none
+  uint64_t reconnect_min_ms = 100;          // first reconnect delay, doubled per failure ...
+  uint64_t reconnect_max_ms = 10000;        // ... up to this
+  uint64_t reconnect_jitter_percent = 50;   // each delay is shortened by up to this much, at random
+  uint64_t drain_timeout_ms = 5000;         // SIGTERM: how long to flush the queue before exiting
+  uint64_t heartbeat_ms = 1000;             // invalidation link check period (3 missed = link lost)
+  uint64_t lease_poll_min_ms = 10;          // LEASE waiters on a lease held by another host poll ...
+  uint64_t lease_poll_max_ms = 250;         // ... with this backoff (and wake on invalidations)
+  DownPolicy down = DownPolicy::local;      // redis_down
+  uint64_t pipeline = 1024;                 // write-behind commands in flight at once (not an option)
+};
+
+struct OptionRow {
+  const char* name;
+  const char* type;  // the daemon's OptType names: string, secret, count, size
+  const char* def;
+  bool reloadable;
+  const char* help;
+};
+// Rows for the daemon's option table, in the order to document them.
+// (redis_url and redis_prefix already exist there; their help text changes.)
+const std::vector<OptionRow>& redis_options();
+
+bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err);
+const char* down_policy_name(DownPolicy p);
+
+// Checks ranges and parses cfg.url into *ep (cfg.url must not be empty).
+bool validate(const Config& cfg, Endpoint* ep, std::string* err);
+
+}  // namespace nearcache::redis

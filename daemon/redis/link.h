@@ -1,0 +1,191 @@
+// daemon/redis/link.h — one Redis connection on the daemon's libuv loop,
+// kept up for as long as the Link runs.
+//
+// hiredis 0.14 has no timeouts and resolves host names with a blocking call,
+// so the Link does both itself: names are resolved with uv_getaddrinfo (on
+// libuv's threadpool, at most one lookup in flight per Link, so a resolver
+// that hangs holds one pool thread and never the loop) and hiredis connects
+// to the numeric address; a timer bounds resolve + connect + AUTH + SELECT +
+// the owner's setup steps (connect_timeout_ms), and every command
+// (command_timeout_ms). A command that times out closes the connection: its
+// effect is unknown and everything pipelined behind it would wait as long.
+// After any failure the Link reconnects with exponential backoff and jitter.
+//
+// Commands: command() sends one command if the link is ready (or in its
+// setup steps) and returns true; its callback then runs exactly once, with
+// the reply or with a failure (timeout, disconnected). It returns false,
+// and never calls the callback, when the link is not ready. Commands of one
+// Link reach Redis in the order sent.
+//
+// Listeners (on_up / on_down) hear when the link becomes ready and when a
+// ready link is lost; on_down runs after every pending command's callback
+// has failed.
+//
+// Lifetime: start(), ..., close(cb); the Link may be destroyed once cb has
+// run (all its libuv handles are closed). Single-threaded: loop thread only.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis/url.h"
+#include "redis/util.h"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace nearcache::redis {
+
+enum class LinkState { idle, resolving, connecting, handshaking, ready, backoff, stopped };
+const char* link_state_name(LinkState s);
+
+struct Reply {
+  enum class Fail { none, timeout, disconnected };
+  const redisReply* r = nullptr;  // the reply (may be an error reply) when fail == none
+  Fail fail = Fail::none;
+  std::string_view why;           // failure or error reply text
+
+  bool failed() const { return fail != Fail::none; }
+  bool is_error() const;          // a failure or a Redis error reply
+  std::string error() const;      // text of the failure or error reply ("" if neither)
+};
+using ReplyFn = std::function<void(const Reply&)>;
+
+struct LinkOptions {
+  std::string name = "redis";       // for log lines: "data", "invalidation"
+  uint64_t connect_timeout_ms = 1000;
+  uint64_t command_timeout_ms = 1000;
+  uint64_t reconnect_min_ms = 100, reconnect_max_ms = 10000, jitter_percent = 50;
+};
+
+struct LinkStatus {
+  LinkState state = LinkState::idle;
+  uint64_t since_unix_ms = 0;         // when the state last went from ready to not ready (or started)
+  std::string last_error;             // "" until a failure
+  uint64_t connects_total = 0;        // times the link became ready
+  uint64_t failures_total = 0;        // failed attempts and lost connections
+  uint64_t resolves_total = 0;        // uv_getaddrinfo lookups started
+  uint64_t timeouts_total = 0;        // command timeouts
+  uint64_t pending = 0;               // commands awaiting a reply
+};
+
+class Link {
+ public:
+  using Done = std::function<void(bool ok, const std::string& error)>;
+  using SetupStep = std::function<void(Link&, Done)>;
+
+  Link(uv_loop_t* loop, Endpoint ep, LinkOptions opts);
+  ~Link();
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+
+  // Steps run in order after AUTH and SELECT on every new connection; each
+  // may send commands and must call Done once. The link is ready after the last.
+  void add_setup(SetupStep step) { setup_.push_back(std::move(step)); }
+  // Listeners; the returned id removes them.
+  int on_up(std::function<void()> fn);
+  int on_down(std::function<void(const std::string& why)> fn);
+  void remove_listener(int id);
+
+  void start();
+  // Stops for good: pending commands fail ("link closed"), handles close, then `closed` runs.
+  void close(std::function<void()> closed);
+
+  bool ready() const { return state_ == LinkState::ready; }
+  LinkState state() const { return state_; }
+  LinkStatus status() const;
+  // Increments every time the link becomes ready (a new Redis connection).
+  uint64_t generation() const { return generation_; }
+  // Commands sent since start; with generation(), tells whether anything was
+  // sent after a given command on this connection.
+  uint64_t sent() const { return sent_; }
+
+  bool command(const std::vector<std::string_view>& argv, ReplyFn cb);
+  bool command(std::initializer_list<std::string_view> argv, ReplyFn cb);
+
+  // SUBSCRIBE (setup steps only: hiredis 0.14 cannot mix pub/sub with other
+  // commands on one connection). `fn` gets every pub/sub reply of the
+  // connection — the confirmations, then the messages — until it ends.
+  using MessageFn = std::function<void(const redisReply* msg)>;
+  bool subscribe(const std::vector<std::string_view>& channels, MessageFn fn);
+
+  // Closes the current connection as failed (reconnects after backoff).
+  void fail(const std::string& why);
+
+  // Tests: stop reading replies (they wait in the socket) until released.
+  void hold_replies(bool hold);
+
+  const Endpoint& endpoint() const { return ep_; }
+  const LinkOptions& options() const { return opts_; }
+
+ private:
+  struct Pending;
+  struct Resolve;
+  struct Events;
+  struct Sub;
+  friend struct Events;
+
+  void attempt();
+  void on_resolved(int status, struct addrinfo* res);
+  void connect_to(const std::string& ip, const std::string& path);
+  void on_connected(int status);
+  void on_disconnected(int status);
+  void handshake();
+  void run_setup(size_t i);
+  void become_ready();
+  void teardown(const std::string& why, bool schedule_retry);
+  void schedule_retry();
+  void arm_command_timer();
+  uint64_t backoff_delay();
+  bool send(int argc, const char** argv, const size_t* lens, ReplyFn cb);
+
+  static void on_reply(redisAsyncContext* ac, void* reply, void* priv);
+  static void on_connect_cb(const redisAsyncContext* ac, int status);
+  static void on_disconnect_cb(const redisAsyncContext* ac, int status);
+  static void on_connect_timer(uv_timer_t* t);
+  static void on_retry_timer(uv_timer_t* t);
+  static void on_command_timer(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  Endpoint ep_;
+  LinkOptions opts_;
+  LinkState state_ = LinkState::idle;
+  redisAsyncContext* ac_ = nullptr;
+  Events* ev_ = nullptr;              // the poll adapter of ac_
+  Resolve* resolving_ = nullptr;      // the lookup in flight, if any
+  bool resolve_wanted_ = false;       // an attempt waits for the lookup in flight
+  std::vector<std::string> addrs_;    // last resolved addresses, tried in turn
+  size_t next_addr_ = 0;
+  uv_timer_t connect_timer_, retry_timer_, command_timer_;
+  int handles_open_ = 0;
+  std::function<void()> closed_;
+  std::vector<SetupStep> setup_;
+  struct Listener {
+    int id;
+    std::function<void()> up;
+    std::function<void(const std::string&)> down;
+  };
+  std::vector<Listener> listeners_;
+  int next_listener_ = 1;
+  Pending* head_ = nullptr;           // commands in send order (replies come in this order)
+  Pending* tail_ = nullptr;
+  uint64_t pending_count_ = 0;
+  uint64_t attempt_no_ = 0, generation_ = 0, sent_ = 0, setup_token_ = 0;
+  bool hold_ = false;
+  bool was_ready_ = false;
+  bool failing_ = false;              // fail() called: teardown on the next loop turn
+  std::string fail_reason_;
+  std::vector<std::unique_ptr<Sub>> subs_;  // callbacks hiredis holds for this connection
+  Throttle fail_log_{30000};
+  std::string phase_;                 // what the connect timer interrupts: "resolving x", "connecting to y", ...
+  LinkStatus st_;
+  uint64_t rng_;
+};
+
+}  // namespace nearcache::redis

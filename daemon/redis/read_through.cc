@@ -1,0 +1,142 @@
+// daemon/redis/read_through.cc — see read_through.h.
+#include "redis/read_through.h"
+
+#include <hiredis/hiredis.h>
+
+#include "redis/util.h"
+#include "redis/value.h"
+
+namespace nearcache::redis {
+
+ReadThrough::ReadThrough(Link* link, WriteBehind* queue, const Config& cfg) : link_(link), queue_(queue), cfg_(cfg) {}
+
+Lookup ReadThrough::get(std::string_view key, Fetched* now, FetchFn done) {
+  PendingValue pv;
+  switch (queue_->pending(key, &pv)) {
+    case Pending::value:
+      st_.queue_hits_total++;
+      now->kind = Fetched::Kind::hit;
+      now->value.assign(pv.value);
+      now->flags = pv.flags;
+      now->expiry_ms = pv.expiry_ms;
+      now->installable = true;
+      return Lookup::hit;
+    case Pending::deleted:
+      st_.misses_total++;
+      now->kind = Fetched::Kind::miss;
+      return Lookup::miss;
+    default: break;  // touched: Redis has the value; after() sends the TOUCH first
+  }
+  if (!link_->ready()) {
+    st_.unavailable_total++;
+    now->kind = Fetched::Kind::unavailable;
+    now->error = "Redis is not connected";
+    return Lookup::unavailable;
+  }
+  const std::string k(key);
+  auto it = flights_.find(k);
+  if (it != flights_.end()) {
+    st_.joined_total++;
+    it->second->waiters.push_back(std::move(done));
+    return Lookup::pending;
+  }
+  auto f = std::make_shared<Flight>();
+  f->key = k;
+  f->waiters.push_back(std::move(done));
+  flights_[k] = f;
+  // The link is ready, so after() either sends now or parks behind a CLEAR;
+  // it never calls back with false before returning.
+  queue_->after(key, [this, f](bool ordered) {
+    if (!ordered) {
+      Fetched r;
+      r.kind = Fetched::Kind::unavailable;
+      r.error = "Redis connection lost before the read could be sent";
+      return finish(f, std::move(r));
+    }
+    send(f);
+  });
+  return Lookup::pending;
+}
+
+void ReadThrough::send(const std::shared_ptr<Flight>& f) {
+  f->coherent = coherent_ ? coherent_() : false;
+  const std::string rk = cfg_.prefix + f->key;
+  st_.gets_total++;
+  auto fail = [this, f](const Reply& r) {
+    Fetched x;
+    x.kind = Fetched::Kind::unavailable;
+    x.error = r.is_error() ? r.error() : "unexpected reply";
+    finish(f, std::move(x));
+  };
+  const bool ok1 = link_->command({"GET", rk}, [f, fail](const Reply& r) {
+    if (f->done) return;
+    if (r.is_error() || (r.r->type != REDIS_REPLY_STRING && r.r->type != REDIS_REPLY_NIL)) return fail(r);
+    if (r.r->type == REDIS_REPLY_STRING) f->have_value = true, f->stored.assign(r.r->str, r.r->len);
+  });
+  const bool ok2 = ok1 && link_->command({"PTTL", rk}, [this, f, fail](const Reply& r) {
+    if (f->done) return;
+    if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) return fail(r);
+    Fetched x;
+    const long long pttl = r.r->integer;
+    if (!f->have_value || pttl == -2 || pttl == 0) {
+      // -2: deleted between GET and PTTL; its invalidation is on the way.
+      x.kind = Fetched::Kind::miss;
+      return finish(f, std::move(x));
+    }
+    x.kind = Fetched::Kind::hit;
+    std::string_view v;
+    decode_value(f->stored, &v, &x.flags);
+    x.value.assign(v);
+    const uint64_t now = mono_ms();
+    uint64_t expiry = pttl > 0 ? now + uint64_t(pttl) : 0;
+    if (cfg_.local_ttl_max_ms && (expiry == 0 || expiry > now + cfg_.local_ttl_max_ms))
+      expiry = now + cfg_.local_ttl_max_ms;
+    x.expiry_ms = expiry;
+    finish(f, std::move(x));
+  });
+  if (!ok2) {
+    Fetched x;
+    x.kind = Fetched::Kind::unavailable;
+    x.error = "Redis is not connected";
+    if (!ok1) finish(f, std::move(x));  // else GET's callback reports the failure
+  }
+}
+
+void ReadThrough::finish(const std::shared_ptr<Flight>& f, Fetched r) {
+  if (f->done) return;
+  f->done = true;
+  auto it = flights_.find(f->key);
+  if (it != flights_.end() && it->second == f) flights_.erase(it);
+  switch (r.kind) {
+    case Fetched::Kind::hit:
+      st_.hits_total++;
+      r.installable = !f->stale && f->coherent && (!coherent_ || coherent_());
+      if (f->stale) st_.stale_total++;
+      if (r.installable && install_) install_(f->key, r);
+      break;
+    case Fetched::Kind::miss: st_.misses_total++; break;
+    case Fetched::Kind::unavailable: st_.errors_total++; break;
+  }
+  auto waiters = std::move(f->waiters);
+  for (auto& w : waiters) w(r);
+}
+
+void ReadThrough::invalidate(std::string_view key) {
+  auto it = flights_.find(std::string(key));
+  if (it == flights_.end()) return;
+  it->second->stale = true;
+  flights_.erase(it);
+}
+
+void ReadThrough::invalidate_all() {
+  for (auto& [k, f] : flights_) f->stale = true;
+  flights_.clear();
+}
+
+ReadStats ReadThrough::stats() const {
+  ReadStats s = st_;
+  s.in_flight = flights_.size();
+  return s;
+}
+
+}  // namespace nearcache::redis

@@ -1,0 +1,103 @@
+// daemon/redis/read_through.h — a local miss asks Redis, once per key.
+//
+// Single flight: concurrent misses of one key share one GET + PTTL
+// (pipelined on the data connection); any number of local waiters get the
+// result. The flight is the key's "in progress" mark: invalidate(key) (an
+// invalidation from another host, or a local write) and invalidate_all()
+// (coherence lost) make it stale, so its result is still handed to the
+// waiters that asked before (it was Redis's value when they asked) but is
+// never installed in the table; a later miss starts a new flight.
+//
+// Read-your-writes: a key this host wrote and has not flushed yet is answered
+// from the write-behind queue (its newest value, or a miss after a queued
+// delete or CLEAR) without asking Redis, and a GET is only sent once the key's
+// queued writes are ahead of it on the wire (WriteBehind::after).
+//
+// Installing: set_install's function gets each installable hit once, before
+// the waiters' callbacks; a hit is installable when no invalidation, local
+// write or coherence loss happened between the GET being sent and its reply,
+// and invalidations were being received when it was sent (coherent()).
+// Expiries are Redis's remaining TTL, bounded by local_ttl_max_ms.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "redis/config.h"
+#include "redis/link.h"
+#include "redis/write_behind.h"
+
+namespace nearcache::redis {
+
+struct Fetched {
+  enum class Kind { hit, miss, unavailable } kind = Kind::miss;
+  std::string value;       // hit: the entry's value (envelope removed)
+  uint8_t flags = 0;
+  uint64_t expiry_ms = 0;  // hit: absolute CLOCK_MONOTONIC ms, 0 = none
+  bool installable = false;
+  std::string error;       // unavailable: why
+};
+using FetchFn = std::function<void(const Fetched&)>;
+
+enum class Lookup {
+  hit,          // *now holds this host's queued value: answer it (and install it)
+  miss,         // a queued delete or CLEAR: the key is absent; do not ask Redis
+  unavailable,  // Redis is not reachable now: answer a miss without waiting
+  pending,      // `done` runs once, later (never before get() returns)
+};
+
+struct ReadStats {
+  uint64_t hits_total = 0;         // Redis had the key
+  uint64_t misses_total = 0;       // Redis did not have it (or a queued delete said so)
+  uint64_t queue_hits_total = 0;   // answered from the write-behind queue
+  uint64_t errors_total = 0;       // flights that failed (timeout, lost connection, error reply)
+  uint64_t unavailable_total = 0;  // misses answered at once because Redis was unreachable
+  uint64_t gets_total = 0;         // GETs sent to Redis (flights)
+  uint64_t joined_total = 0;       // misses that joined a flight in progress
+  uint64_t stale_total = 0;        // hits not installed: invalidated or written while in flight
+  uint64_t in_flight = 0;
+};
+
+class ReadThrough {
+ public:
+  ReadThrough(Link* link, WriteBehind* queue, const Config& cfg);
+
+  void set_install(std::function<void(std::string_view key, const Fetched&)> fn) { install_ = std::move(fn); }
+  // Whether invalidations are being received now (Invalidation::coherent).
+  void set_coherent(std::function<bool()> fn) { coherent_ = std::move(fn); }
+
+  Lookup get(std::string_view key, Fetched* now, FetchFn done);
+
+  void invalidate(std::string_view key);
+  void invalidate_all();
+
+  ReadStats stats() const;
+
+ private:
+  struct Flight {
+    std::string key;
+    std::vector<FetchFn> waiters;
+    bool stale = false, coherent = false, done = false;
+    bool have_value = false;
+    std::string stored;
+  };
+  void send(const std::shared_ptr<Flight>& f);
+  void finish(const std::shared_ptr<Flight>& f, Fetched r);
+
+  Link* link_;
+  WriteBehind* queue_;
+  Config cfg_;
+  std::function<void(std::string_view, const Fetched&)> install_;
+  std::function<bool()> coherent_;
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+  ReadStats st_;
+};
+
+}  // namespace nearcache::redis

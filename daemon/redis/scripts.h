@@ -1,0 +1,52 @@
+// daemon/redis/scripts.h — the Lua scripts the tier runs in Redis, loaded
+// with SCRIPT LOAD on every new data connection and run with EVALSHA.
+//
+// NOSCRIPT (someone ran SCRIPT FLUSH, or a failover to a replica without the
+// scripts) is retried with EVAL only when nothing was sent on the
+// connection after the EVALSHA, so the retry keeps its place in the
+// command order; otherwise the call fails with a clear error and the
+// scripts are reloaded for the next calls.
+//
+// Scripts (see scripts.cc for the code):
+//   incr        KEYS: value key; ARGV: delta high 32 bits (signed), low 32 bits
+//               -> {"ok", new value bytes (unwrapped), pttl, flags}
+//                  | {"missing"} | {"notint"} | {"range"}
+//   lease       KEYS: value key, lease key; ARGV: token, lease_ms
+//               -> {"value", stored bytes, pttl} | {"granted"} | {"held", pttl}
+//   release     KEYS: lease key; ARGV: token -> 1 released | 0 not the holder
+//   clear_step  ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis/link.h"
+
+namespace nearcache::redis {
+
+enum class Script { incr, lease, release, clear_step };
+inline constexpr size_t kScriptCount = 4;
+const char* script_source(Script s);
+
+class Scripts {
+ public:
+  // Adds a setup step to `link` that loads every script (SCRIPT LOAD).
+  explicit Scripts(Link* link);
+
+  // False when the link is not ready (cb not called).
+  bool eval(Script s, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
+            ReplyFn cb);
+
+  uint64_t noscript_total() const { return noscript_total_; }
+
+ private:
+  void reload();
+  Link* link_;
+  std::array<std::string, kScriptCount> sha_;
+  uint64_t noscript_total_ = 0;
+};
+
+}  // namespace nearcache::redis

@@ -1,0 +1,146 @@
+// daemon/redis/tier.cc — see tier.h.
+#include "redis/tier.h"
+
+#include <spdlog/spdlog.h>
+
+#include "redis/util.h"
+
+namespace nearcache::redis {
+
+std::unique_ptr<Tier> Tier::create(uv_loop_t* loop, const Config& cfg, TableHooks hooks, std::string* err) {
+  Endpoint ep;
+  if (!validate(cfg, &ep, err)) return nullptr;
+  return std::unique_ptr<Tier>(new Tier(loop, cfg, ep, std::move(hooks)));
+}
+
+Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks)
+    : loop_(loop), cfg_(cfg), ep_(ep), hooks_(std::move(hooks)) {
+  LinkOptions o;
+  o.name = "data";
+  o.connect_timeout_ms = cfg.connect_timeout_ms;
+  o.command_timeout_ms = cfg.command_timeout_ms;
+  o.reconnect_min_ms = cfg.reconnect_min_ms;
+  o.reconnect_max_ms = cfg.reconnect_max_ms;
+  o.jitter_percent = cfg.reconnect_jitter_percent;
+  link_ = std::make_unique<Link>(loop, ep, o);
+  scripts_ = std::make_unique<Scripts>(link_.get());
+  queue_ = std::make_unique<WriteBehind>(loop, link_.get(), scripts_.get(), cfg);
+  reads_ = std::make_unique<ReadThrough>(link_.get(), queue_.get(), cfg);
+  atomics_ = std::make_unique<Atomics>(loop, link_.get(), scripts_.get(), queue_.get(), cfg);
+  Invalidation::Handlers h;
+  h.key = [this](std::string_view key) {
+    reads_->invalidate(key);
+    if (hooks_.drop) hooks_.drop(key);
+    atomics_->wake(key);
+  };
+  h.flush_all = [this] { drop_all("Redis was flushed (FLUSHDB/FLUSHALL)"); };
+  h.lost = [this](const std::string&) { drop_all("invalidations stopped"); };
+  h.coherent = [this] { drop_all("invalidations (re)started"); };
+  inval_ = std::make_unique<Invalidation>(loop, link_.get(), ep, cfg, std::move(h));
+  reads_->set_coherent([this] { return inval_->coherent(); });
+  reads_->set_install([this](std::string_view key, const Fetched& f) {
+    if (hooks_.install) hooks_.install(key, f.value, f.flags, f.expiry_ms);
+  });
+}
+
+Tier::~Tier() {
+  if (started_ && !closing_) spdlog::critical("redis tier destroyed without shutdown()");
+}
+
+void Tier::start() {
+  if (started_) return;
+  started_ = true;
+  spdlog::info("redis: tier for {} (prefix '{}')", ep_.masked(), printable(cfg_.prefix));
+  link_->start();
+  inval_->start();
+}
+
+void Tier::drop_all(const char* why) {
+  reads_->invalidate_all();
+  local_flushes_++;
+  if (hooks_.drop_all) hooks_.drop_all(why);
+}
+
+void Tier::shutdown(std::function<void(uint64_t)> done) {
+  if (closing_) return;
+  closing_ = true;
+  auto finish = [this, done = std::move(done)](uint64_t left) {
+    atomics_->close();
+    auto pending = std::make_shared<int>(3);
+    auto one = [pending, left, done] {
+      if (--*pending == 0) done(left);
+    };
+    queue_->close(one);
+    inval_->close(one);
+    link_->close(one);
+  };
+  if (!started_) {
+    started_ = true;
+    return finish(queue_->stats().depth);
+  }
+  queue_->drain(mono_ms() + cfg_.drain_timeout_ms, std::move(finish));
+}
+
+Enqueued Tier::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
+  reads_->invalidate(key);
+  return queue_->set(key, value, flags, expiry_ms);
+}
+
+Enqueued Tier::del(std::string_view key) {
+  reads_->invalidate(key);
+  return queue_->del(key);
+}
+
+Enqueued Tier::touch(std::string_view key, uint64_t expiry_ms) {
+  reads_->invalidate(key);
+  return queue_->touch(key, expiry_ms);
+}
+
+Enqueued Tier::clear(std::string_view prefix) {
+  reads_->invalidate_all();
+  return queue_->clear(prefix);
+}
+
+Lookup Tier::get(std::string_view key, Fetched* now, FetchFn done) { return reads_->get(key, now, std::move(done)); }
+
+bool Tier::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  reads_->invalidate(key);
+  return atomics_->add(key, value, flags, expiry_ms, std::move(cb));
+}
+
+bool Tier::incr(std::string_view key, __int128 delta, AtomicFn cb) {
+  reads_->invalidate(key);
+  return atomics_->incr(key, delta, std::move(cb));
+}
+
+bool Tier::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
+  return atomics_->lease(key, token, lease_ms, std::move(cb));
+}
+
+bool Tier::release(std::string_view key, uint64_t token, AtomicFn cb) {
+  return atomics_->release(key, token, std::move(cb));
+}
+
+uint64_t Tier::wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb) {
+  return atomics_->wait_lease(key, token, lease_ms, deadline_ms, std::move(cb));
+}
+
+void Tier::cancel_wait(uint64_t id) { atomics_->cancel_wait(id); }
+
+TierStatus Tier::status() const {
+  TierStatus s;
+  s.data = link_->status();
+  s.invalidation = static_cast<const Invalidation&>(*inval_).link().status();
+  s.coherent = inval_->coherent();
+  s.degraded = !link_->ready() && cfg_.down == DownPolicy::local;
+  s.queue = queue_->stats();
+  s.reads = reads_->stats();
+  s.inval = inval_->stats();
+  s.atomics = atomics_->stats();
+  s.local_flushes_total = local_flushes_;
+  s.local_decisions_total = local_decisions_;
+  s.url = ep_.masked();
+  return s;
+}
+
+}  // namespace nearcache::redis

@@ -1,0 +1,118 @@
+// daemon/redis/tier.h — the Redis tier as the daemon sees it: one object that
+// owns the data link, the write-behind queue, the read-through, the atomic
+// operations and the invalidation listener, and wires them together:
+//
+//   - every local write (set/del/touch/clear) is queued and makes an
+//     in-flight read-through of the key stale (a read never installs a value
+//     older than this host's own write);
+//   - an invalidation from another host drops the local entry, makes the
+//     in-flight read stale and wakes lease waiters of the key;
+//   - when invalidations stop or (re)start, every local entry is dropped
+//     (TableHooks::drop_all) and in-flight reads go stale.
+//
+// The tier never touches the table: the daemon gives it TableHooks. All
+// calls and callbacks run on the loop thread. See daemon/redis/README.md for
+// where each call hooks into the daemon.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "redis/atomics.h"
+#include "redis/config.h"
+#include "redis/invalidation.h"
+#include "redis/link.h"
+#include "redis/read_through.h"
+#include "redis/scripts.h"
+#include "redis/write_behind.h"
+
+namespace nearcache::redis {
+
+struct TableHooks {
+  std::function<void(std::string_view key)> drop;   // remove one local entry
+  std::function<void(const char* why)> drop_all;    // remove every local entry
+  // A value read from Redis (or from this host's queue) to store locally:
+  // no write-behind, no lease wake-up beyond what a local SET does.
+  std::function<void(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms)> install;
+};
+
+struct TierStatus {
+  LinkStatus data, invalidation;
+  bool coherent = false;
+  bool degraded = false;  // Redis unreachable and redis_down = local
+  QueueStats queue;
+  ReadStats reads;
+  InvalidationStats inval;
+  AtomicStats atomics;
+  uint64_t local_flushes_total = 0;     // drop_all calls
+  uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
+  std::string url;                      // masked
+};
+
+class Tier {
+ public:
+  // Validates cfg (see config.h); nullptr with *err set when it is wrong.
+  static std::unique_ptr<Tier> create(uv_loop_t* loop, const Config& cfg, TableHooks hooks, std::string* err);
+  ~Tier();
+
+  void start();
+  // SIGTERM: flushes the queue for at most drain_timeout_ms, then closes both
+  // links; done(operations that did not reach Redis) runs when every handle is
+  // closed (the Tier may then be destroyed).
+  void shutdown(std::function<void(uint64_t left)> done);
+
+  // ---- after the local table applied a write (the reply may go out at once)
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Enqueued del(std::string_view key);
+  Enqueued touch(std::string_view key, uint64_t expiry_ms);
+  Enqueued clear(std::string_view prefix);
+
+  // ---- a local miss (GET, GET_MANY per key, LEASE before taking a lease)
+  Lookup get(std::string_view key, Fetched* now, FetchFn done);
+
+  // ---- decided in Redis; false = Redis unreachable now: apply down_policy()
+  bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
+  bool incr(std::string_view key, __int128 delta, AtomicFn cb);
+  bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb);
+  bool release(std::string_view key, uint64_t token, AtomicFn cb);
+  uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb);
+  void cancel_wait(uint64_t id);
+
+  DownPolicy down_policy() const { return cfg_.down; }
+  // The daemon decided an atomic operation locally because Redis was down.
+  void note_local_decision() { local_decisions_++; }
+
+  TierStatus status() const;
+  const Config& config() const { return cfg_; }
+
+  // The parts, for tests and for the daemon's finer needs.
+  Link& data() { return *link_; }
+  Invalidation& invalidation() { return *inval_; }
+  WriteBehind& queue() { return *queue_; }
+  ReadThrough& reads() { return *reads_; }
+  Atomics& atomics() { return *atomics_; }
+
+ private:
+  Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks);
+  void drop_all(const char* why);
+
+  uv_loop_t* loop_;
+  Config cfg_;
+  Endpoint ep_;
+  TableHooks hooks_;
+  std::unique_ptr<Link> link_;
+  std::unique_ptr<Scripts> scripts_;
+  std::unique_ptr<WriteBehind> queue_;
+  std::unique_ptr<ReadThrough> reads_;
+  std::unique_ptr<Atomics> atomics_;
+  std::unique_ptr<Invalidation> inval_;
+  uint64_t local_flushes_ = 0, local_decisions_ = 0;
+  bool started_ = false, closing_ = false;
+};
+
+}  // namespace nearcache::redis

@@ -1,0 +1,37 @@
+// daemon/redis/url.h — the redis_url option: where Redis is and how to log in.
+//
+//   redis://[[user]:password@]host[:port][/db]     TCP; host may be a name, an
+//                                                  IPv4 address or [IPv6]
+//   unix://[[user]:password@]/path[?db=N]          Unix socket
+//
+// User and password are percent-decoded. `rediss://` is refused: Debian 12's
+// hiredis (0.14) has no TLS; put a TLS proxy on this host and point redis://
+// or unix:// at it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace nearcache::redis {
+
+struct Endpoint {
+  bool unix_socket = false;
+  std::string host;  // TCP: name or address (without brackets)
+  uint16_t port = 6379;
+  std::string path;  // unix socket path
+  std::string user;  // empty: AUTH password only (or no AUTH)
+  std::string password;
+  bool has_password = false;  // `redis://user:@host` sends AUTH with an empty password
+  unsigned db = 0;
+
+  // "redis://alice:***@host:6379/2" — never the password.
+  std::string masked() const;
+  // "host:port" or the socket path, for log lines.
+  std::string where() const;
+};
+
+// Parses `url` into *out; false with *err naming the problem.
+bool parse_url(std::string_view url, Endpoint* out, std::string* err);
+
+}  // namespace nearcache::redis

@@ -1,0 +1,443 @@
+// daemon/redis/write_behind.cc — see write_behind.h.
+#include "redis/write_behind.h"
+
+#include <hiredis/hiredis.h>
+
+#include <spdlog/spdlog.h>
+#include <vector>
+
+#include "redis/value.h"
+
+namespace nearcache::redis {
+
+namespace {
+
+constexpr size_t kEntryOverhead = 64;
+constexpr const char* kClearCount = "1000";  // SCAN COUNT per CLEAR step
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// SCAN MATCH treats * ? [ ] \ specially; the prefix is matched literally.
+std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+const char* kind_name(int k) {
+  static const char* names[] = {"SET", "DELETE", "TOUCH", "CLEAR", "call"};
+  return names[k];
+}
+
+}  // namespace
+
+WriteBehind::WriteBehind(uv_loop_t* loop, Link* link, Scripts* scripts, const Config& cfg)
+    : loop_(loop), link_(link), scripts_(scripts), cfg_(cfg), drop_log_(10000), fail_log_(10000) {
+  uv_timer_init(loop_, &timer_);
+  timer_.data = this;
+  up_id_ = link_->on_up([this] { on_up(); });
+  down_id_ = link_->on_down([this](const std::string&) { on_down(); });
+}
+
+WriteBehind::~WriteBehind() {
+  link_->remove_listener(up_id_);
+  link_->remove_listener(down_id_);
+}
+
+void WriteBehind::close(std::function<void()> closed) {
+  uv_timer_stop(&timer_);
+  closed_ = std::move(closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
+    auto* self = static_cast<WriteBehind*>(h->data);
+    if (self->closed_) {
+      auto fn = std::move(self->closed_);
+      fn();
+    }
+  });
+}
+
+// ------------------------------------------------------------ queueing
+
+Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
+  Entry e{Entry::set, std::string(key)};
+  e.value = encode_value(value, flags);
+  e.expiry = expiry_ms;
+  return put(std::move(e));
+}
+
+Enqueued WriteBehind::del(std::string_view key) { return put(Entry{Entry::del, std::string(key)}); }
+
+Enqueued WriteBehind::touch(std::string_view key, uint64_t expiry_ms) {
+  Entry e{Entry::touch, std::string(key)};
+  e.expiry = expiry_ms;
+  return put(std::move(e));
+}
+
+Enqueued WriteBehind::put(Entry e) {
+  st_.enqueued_total++;
+  auto kit = keys_.find(e.key);
+  if (kit != keys_.end() && kit->second.has_latest && !kit->second.latest->sealed) {
+    It old = kit->second.latest;
+    if (e.kind == Entry::touch) {
+      if (old->kind == Entry::del) return st_.coalesced_total++, Enqueued::coalesced;  // nothing to touch
+      if (old->kind == Entry::set) e.kind = Entry::set, e.value = std::move(old->value);
+    }
+    e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
+    Enqueued r = Enqueued::coalesced;
+    if (bytes_ - old->bytes + e.bytes > cfg_.queue_max_bytes) {
+      // The newer write does not fit; the older one must not reach Redis after it.
+      note_drop(e);
+      e = Entry{Entry::del, std::move(e.key)};
+      e.bytes = e.key.size() + kEntryOverhead;
+      r = Enqueued::dropped;
+    } else {
+      st_.coalesced_total++;
+    }
+    remove_queued(old);
+    append(std::move(e));
+    pump();
+    return r;
+  }
+  e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
+  if (depth_ + 1 > cfg_.queue_max_entries || bytes_ + e.bytes > cfg_.queue_max_bytes) {
+    note_drop(e);
+    return Enqueued::dropped;
+  }
+  append(std::move(e));
+  pump();
+  return Enqueued::queued;
+}
+
+Enqueued WriteBehind::clear(std::string_view prefix) {
+  st_.enqueued_total++;
+  // Queued writes under the prefix would be removed by the CLEAR anyway.
+  for (auto kit = keys_.begin(); kit != keys_.end();) {
+    KeyState& ks = kit->second;
+    if (ks.has_latest && starts_with(kit->first, prefix)) {
+      if (!ks.latest->sealed) {
+        It e = ks.latest;
+        ks.has_latest = false;
+        ks.entries--;
+        depth_--;
+        bytes_ -= e->bytes;
+        fifo_.erase(e);
+        st_.coalesced_total++;
+        if (ks.entries == 0) {
+          kit = keys_.erase(kit);
+          continue;
+        }
+      } else {
+        ks.has_latest = false;  // stays queued for the call behind it; the CLEAR comes later
+      }
+    }
+    ++kit;
+  }
+  Entry c{Entry::clear, std::string(prefix)};
+  c.bytes = prefix.size() + kEntryOverhead;
+  append(std::move(c));
+  pump();
+  return Enqueued::queued;
+}
+
+void WriteBehind::append(Entry&& e) {
+  if (e.kind != Entry::call) depth_++, bytes_ += e.bytes;
+  fifo_.push_back(std::move(e));
+  const It it = std::prev(fifo_.end());
+  switch (it->kind) {
+    case Entry::clear: clears_.push_back(it); break;
+    case Entry::call: calls_.push_back(it); break;
+    default: {
+      KeyState& ks = keys_[it->key];
+      ks.entries++;
+      ks.latest = it;
+      ks.has_latest = true;
+    }
+  }
+}
+
+void WriteBehind::unindex(It it) {
+  auto kit = keys_.find(it->key);
+  if (kit == keys_.end()) return;
+  if (kit->second.has_latest && kit->second.latest == it) kit->second.has_latest = false;
+  if (--kit->second.entries == 0 && !kit->second.has_latest) keys_.erase(kit);
+}
+
+void WriteBehind::remove_queued(It it) {
+  unindex(it);
+  depth_--;
+  bytes_ -= it->bytes;
+  fifo_.erase(it);
+}
+
+void WriteBehind::note_drop(const Entry& e) {
+  st_.dropped_total++;
+  uint64_t skipped = 0;
+  if (drop_log_.allow(&skipped))
+    spdlog::warn("redis write-behind queue full ({} operations, {} bytes; limits {} and {}): dropped {} of '{}'{}; "
+                 "Redis keeps its older value",
+                 depth_, bytes_, cfg_.queue_max_entries, cfg_.queue_max_bytes, kind_name(e.kind), printable(e.key),
+                 skipped ? " and " + std::to_string(skipped) + " more since the last report" : "");
+}
+
+// ------------------------------------------------------------ read-your-writes
+
+bool WriteBehind::covered(std::string_view key) const {
+  for (const It& c : clears_)
+    if (starts_with(key, c->key)) return true;
+  return false;
+}
+
+Pending WriteBehind::pending(std::string_view key, PendingValue* out) const {
+  auto kit = keys_.find(std::string(key));
+  if (kit != keys_.end() && kit->second.has_latest) {
+    const Entry& e = *kit->second.latest;
+    switch (e.kind) {
+      case Entry::set:
+        if (e.expiry && e.expiry <= mono_ms()) return Pending::deleted;
+        if (out) decode_value(e.value, &out->value, &out->flags), out->expiry_ms = e.expiry;
+        return Pending::value;
+      case Entry::del: return Pending::deleted;
+      case Entry::touch: return Pending::touched;
+      default: break;
+    }
+  }
+  return covered(key) ? Pending::deleted : Pending::none;
+}
+
+void WriteBehind::after(std::string_view key, std::function<void(bool)> fn) {
+  if (!link_->ready()) return fn(false);
+  const std::string k(key);
+  auto kit = keys_.find(k);
+  if (!covered(key)) {
+    if (kit == keys_.end()) return fn(true);  // writes in flight are already ahead on the wire
+    if (kit->second.entries == 1 && kit->second.has_latest) {
+      // Out of queue order, which is safe: no CLEAR covers the key and it has
+      // no other queued write.
+      send_op(kit->second.latest);
+      return fn(true);
+    }
+  }
+  if (kit != keys_.end() && kit->second.has_latest) kit->second.latest->sealed = true;
+  Entry c{Entry::call, k};
+  c.fn = std::move(fn);
+  c.deadline = uv_now(loop_) + cfg_.command_timeout_ms;
+  append(std::move(c));
+  arm_timer();
+  pump();
+}
+
+// ------------------------------------------------------------ flushing
+
+void WriteBehind::pump() {
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    while (link_->ready() && !fifo_.empty()) {
+      const It it = fifo_.begin();
+      if (it->kind == Entry::clear) {
+        if (!clear_running_) clear_step(it);
+        break;  // the barrier: nothing after it until its SCAN is done
+      }
+      if (it->kind == Entry::call) {
+        auto fn = std::move(it->fn);
+        calls_.remove(it);
+        fifo_.erase(it);
+        fn(true);
+        continue;
+      }
+      if (inflight_.size() >= cfg_.pipeline) break;
+      send_op(it);
+    }
+  } while (pump_again_);
+  pumping_ = false;
+  check_drain();
+}
+
+void WriteBehind::send_op(It it) {
+  unindex(it);
+  inflight_.splice(inflight_.end(), fifo_, it);
+  const std::string k = rkey(it->key);
+  const uint64_t now = mono_ms();
+  const bool expired = it->expiry && it->expiry <= now;
+  const std::string ms = it->expiry && !expired ? std::to_string(it->expiry - now) : std::string();
+  std::vector<std::string_view> argv;
+  switch (it->kind) {
+    case Entry::set:
+      if (expired) argv = {"UNLINK", k};
+      else if (it->expiry) argv = {"SET", k, it->value, "PX", ms};
+      else argv = {"SET", k, it->value};
+      break;
+    case Entry::touch:
+      if (expired) argv = {"UNLINK", k};
+      else if (it->expiry) argv = {"PEXPIRE", k, ms};
+      else argv = {"PERSIST", k};
+      break;
+    default: argv = {"UNLINK", k}; break;
+  }
+  const bool sent = link_->command(argv, [this, it](const Reply& r) {
+    if (r.failed()) return;  // back to the queue when the link reports it down
+    if (r.is_error()) {
+      st_.failed_total++;
+      uint64_t skipped = 0;
+      if (fail_log_.allow(&skipped))
+        spdlog::error("redis: {} of '{}' failed: {}{}", kind_name(it->kind), printable(it->key), r.error(),
+                      skipped ? " (and " + std::to_string(skipped) + " more failures since the last report)" : "");
+    } else {
+      st_.flushed_total++;
+    }
+    depth_--;
+    bytes_ -= it->bytes;
+    inflight_.erase(it);
+    pump();
+  });
+  if (!sent) requeue_front(inflight_.size() - 1);
+}
+
+// Moves the last `n`... (see on_down): entries from inflight_ back to the
+// front of the queue, oldest first, indexed unless a newer write exists.
+void WriteBehind::requeue_front(size_t keep) {
+  auto first = inflight_.begin();
+  std::advance(first, keep);
+  std::vector<It> moved;
+  for (auto i = first; i != inflight_.end(); ++i) moved.push_back(i);
+  fifo_.splice(fifo_.begin(), inflight_, first, inflight_.end());
+  for (It it : moved) {
+    KeyState& ks = keys_[it->key];
+    ks.entries++;
+    if (!ks.has_latest) ks.latest = it, ks.has_latest = true;
+    it->sealed = false;
+  }
+}
+
+void WriteBehind::clear_step(It it) {
+  clear_running_ = true;
+  const std::string pattern = glob_escape(cfg_.prefix + it->key) + "*";
+  const bool sent = scripts_->eval(Script::clear_step, {}, {it->cursor, pattern, kClearCount}, [this, it](const Reply& r) {
+    clear_running_ = false;
+    if (r.failed()) {
+      // Lost connection: on_down restarts the CLEAR on the next one. Else the
+      // script was refused (NOSCRIPT): retry a few times.
+      if (link_->ready() && ++it->retries > 3) {
+        spdlog::error("redis: CLEAR of prefix '{}' abandoned: {}", printable(it->key), r.error());
+        st_.failed_total++;
+        finish_clear(it);
+      }
+      pump();
+      return;
+    }
+    const redisReply* x = r.r;
+    if (r.is_error() || x->type != REDIS_REPLY_ARRAY || x->elements != 2 || x->element[0]->type != REDIS_REPLY_STRING) {
+      spdlog::error("redis: CLEAR of prefix '{}' failed: {}", printable(it->key),
+                    r.is_error() ? r.error() : std::string("unexpected reply to the SCAN step"));
+      st_.failed_total++;
+      finish_clear(it);
+      pump();
+      return;
+    }
+    st_.cleared_keys_total += uint64_t(x->element[1]->integer);
+    it->cursor.assign(x->element[0]->str, x->element[0]->len);
+    if (it->cursor == "0") {
+      st_.flushed_total++;
+      finish_clear(it);
+    }
+    pump();
+  });
+  if (!sent) clear_running_ = false;
+}
+
+void WriteBehind::finish_clear(It it) {
+  clears_.remove(it);
+  depth_--;
+  bytes_ -= it->bytes;
+  fifo_.erase(it);
+}
+
+void WriteBehind::on_up() { pump(); }
+
+void WriteBehind::on_down() {
+  st_.requeued_total += inflight_.size();
+  requeue_front(0);
+  clear_running_ = false;
+  for (It c : clears_) c->cursor = "0", c->retries = 0;
+  fail_calls();
+}
+
+void WriteBehind::fail_calls() {
+  std::vector<std::function<void(bool)>> fns;
+  for (It c : calls_) {
+    fns.push_back(std::move(c->fn));
+    fifo_.erase(c);
+  }
+  calls_.clear();
+  for (auto& fn : fns) fn(false);
+}
+
+// ------------------------------------------------------------ deadlines, drain
+
+void WriteBehind::arm_timer() {
+  uint64_t when = UINT64_MAX;
+  if (!calls_.empty()) when = calls_.front()->deadline;
+  if (drain_done_) when = std::min(when, drain_deadline_);
+  if (when == UINT64_MAX) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  const uint64_t now = uv_now(loop_);
+  uv_timer_start(&timer_, on_timer, when > now ? when - now : 0, 0);
+}
+
+void WriteBehind::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<WriteBehind*>(t->data);
+  const uint64_t now = uv_now(self->loop_);
+  std::vector<std::function<void(bool)>> late;
+  while (!self->calls_.empty() && self->calls_.front()->deadline <= now) {
+    It c = self->calls_.front();
+    self->calls_.pop_front();
+    late.push_back(std::move(c->fn));
+    self->fifo_.erase(c);
+  }
+  for (auto& fn : late) fn(false);
+  if (self->drain_done_ && now >= self->drain_deadline_) {
+    auto done = std::move(self->drain_done_);
+    self->drain_done_ = nullptr;
+    const uint64_t left = self->depth_;
+    if (left)
+      spdlog::error("redis: write-behind drain deadline passed with {} operation(s) not in Redis ({}); they are lost",
+                    left, self->link_->ready() ? "Redis is slow" : "Redis is unreachable");
+    done(left);
+  }
+  self->arm_timer();
+}
+
+void WriteBehind::drain(uint64_t deadline_ms, std::function<void(uint64_t)> done) {
+  const uint64_t now = mono_ms();
+  drain_deadline_ = uv_now(loop_) + (deadline_ms > now ? deadline_ms - now : 0);
+  drain_done_ = std::move(done);
+  arm_timer();
+  pump();
+}
+
+void WriteBehind::check_drain() {
+  if (!drain_done_ || depth_ != 0) return;
+  auto done = std::move(drain_done_);
+  drain_done_ = nullptr;
+  arm_timer();
+  done(0);
+}
+
+QueueStats WriteBehind::stats() const {
+  QueueStats s = st_;
+  s.depth = depth_;
+  s.bytes = bytes_;
+  s.in_flight = inflight_.size();
+  return s;
+}
+
+}  // namespace nearcache::redis

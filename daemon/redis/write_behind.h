@@ -1,0 +1,168 @@
+// daemon/redis/write_behind.h — the write-behind queue: SET, DELETE, TOUCH
+// and CLEAR are applied to the local table, acknowledged, and queued here for
+// Redis.
+//
+// Order. Operations reach Redis in the order they were queued, minus the
+// ones a later operation on the same key made useless (coalescing: the later
+// one replaces the earlier and goes to the tail; SET then TOUCH becomes a SET
+// with the new TTL). A CLEAR removes the queued operations on keys under its
+// prefix and is a barrier: nothing queued after it is sent before its SCAN
+// has finished, so a key written after a CLEAR survives it.
+//
+// Bound. max_entries operations and max_bytes (keys + values + 64 per
+// operation). When full, a new operation is dropped (Enqueued::dropped) and
+// counted; a write to a key that is already queued replaces the queued one
+// with a DELETE instead, so an older value never reaches Redis after a newer
+// one was acknowledged. CLEAR is never dropped. Drops are logged (at most
+// every 10 s, with the count) and reported in stats(). The caller should
+// drop its local copy of a dropped write's key so that this host does not
+// keep serving a value the shared tier never got.
+//
+// Flushing. While the link is ready, operations are pipelined (at most
+// `pipeline` unanswered). TTLs are absolute (CLOCK_MONOTONIC ms, as in the
+// table) and become PX of the time left when sent; an expired SET is sent as
+// a delete. Operations in flight when the link is lost go back to the front
+// of the queue and are sent again on the next connection; an operation is
+// forgotten only once Redis answered it (an error answer is counted as
+// failed and logged, not retried).
+//
+// Read-your-writes. pending(key) says what this host last wrote to a key and
+// Redis may not have yet; after(key, fn) runs fn once every queued write to
+// the key is on the wire ahead of whatever fn sends (pipelining on one
+// connection keeps the order), so a Redis-decided operation never overtakes
+// the key's queued writes.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "redis/config.h"
+#include "redis/link.h"
+#include "redis/scripts.h"
+#include "redis/util.h"
+
+namespace nearcache::redis {
+
+enum class Enqueued { queued, coalesced, dropped };
+enum class Pending { none, value, deleted, touched };
+
+struct PendingValue {
+  std::string_view value;  // valid until the queue changes
+  uint8_t flags = 0;
+  uint64_t expiry_ms = 0;  // absolute, 0 = none
+};
+
+struct QueueStats {
+  uint64_t depth = 0;           // operations queued or in flight
+  uint64_t bytes = 0;
+  uint64_t in_flight = 0;       // sent, not yet answered
+  uint64_t enqueued_total = 0;  // operations accepted (including coalesced ones)
+  uint64_t coalesced_total = 0; // operations that replaced a queued one
+  uint64_t flushed_total = 0;   // operations Redis acknowledged
+  uint64_t dropped_total = 0;   // operations dropped because the queue was full
+  uint64_t failed_total = 0;    // operations Redis answered with an error
+  uint64_t requeued_total = 0;  // operations sent again after a lost connection
+  uint64_t cleared_keys_total = 0;  // keys CLEAR removed from Redis
+};
+
+class WriteBehind {
+ public:
+  // `prefix` is prepended to every key in Redis. The queue registers
+  // listeners on `link` and removes them in its destructor.
+  WriteBehind(uv_loop_t* loop, Link* link, Scripts* scripts, const Config& cfg);
+  ~WriteBehind();
+  WriteBehind(const WriteBehind&) = delete;
+  WriteBehind& operator=(const WriteBehind&) = delete;
+
+  // Expiries are absolute CLOCK_MONOTONIC ms; 0 = no expiry.
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Enqueued del(std::string_view key);
+  Enqueued touch(std::string_view key, uint64_t expiry_ms);
+  // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix).
+  Enqueued clear(std::string_view prefix);
+
+  // What this host queued for `key` (a queued CLEAR covering the key counts as deleted).
+  Pending pending(std::string_view key, PendingValue* out = nullptr) const;
+
+  // Runs fn(true) once every write queued for `key` so far has been sent
+  // (before returning, when nothing holds them back; later, when a CLEAR
+  // ahead of them must finish first). Runs fn(false) — and fn must then not
+  // use the link — when the link is not ready, goes down, or the writes are
+  // not sent within the command timeout.
+  void after(std::string_view key, std::function<void(bool ordered)> fn);
+
+  // SIGTERM: keeps flushing until the queue is empty or `deadline_ms`
+  // (CLOCK_MONOTONIC) passes, then calls done(operations left unsent).
+  void drain(uint64_t deadline_ms, std::function<void(uint64_t left)> done);
+
+  // Closes its timer; the queue may be destroyed once `closed` ran.
+  void close(std::function<void()> closed);
+
+  QueueStats stats() const;
+
+ private:
+  struct Entry {
+    enum Kind : uint8_t { set, del, touch, clear, call } kind;
+    Entry(Kind k, std::string k2) : kind(k), key(std::move(k2)) {}
+    std::string key;     // local key; the prefix for clear
+    std::string value;   // set: the Redis value (value.h)
+    uint64_t expiry = 0;
+    size_t bytes = 0;
+    bool sealed = false;  // a call entry for this key follows: never coalesce into it
+    std::function<void(bool)> fn;  // call
+    uint64_t deadline = 0;         // call
+    std::string cursor = "0";      // clear
+    int retries = 0;               // clear
+  };
+  using It = std::list<Entry>::iterator;
+  struct KeyState {
+    It latest;
+    bool has_latest = false;  // latest: the newest queued op on the key (not in flight)
+    uint32_t entries = 0;     // op entries of the key in fifo_ (not in flight)
+  };
+
+  Enqueued put(Entry e);
+  void append(Entry&& e);
+  void remove_queued(It it);
+  void unindex(It it);
+  void requeue_front(size_t keep);
+  void finish_clear(It it);
+  bool covered(std::string_view key) const;
+  void pump();
+  void send_op(It it);
+  void clear_step(It it);
+  void on_up();
+  void on_down();
+  void fail_calls();
+  void check_drain();
+  void arm_timer();
+  static void on_timer(uv_timer_t* t);
+  void note_drop(const Entry& e);
+  std::string rkey(std::string_view key) const { return cfg_.prefix + std::string(key); }
+
+  uv_loop_t* loop_;
+  Link* link_;
+  Scripts* scripts_;
+  Config cfg_;
+  int up_id_, down_id_;
+  std::list<Entry> fifo_, inflight_;
+  std::unordered_map<std::string, KeyState> keys_;
+  std::list<It> clears_, calls_;  // clear and call entries in fifo_, in order
+  bool clear_running_ = false;
+  bool pumping_ = false, pump_again_ = false;
+  uint64_t depth_ = 0, bytes_ = 0;
+  QueueStats st_;
+  uv_timer_t timer_;
+  uint64_t drain_deadline_ = 0;
+  std::function<void(uint64_t)> drain_done_;
+  std::function<void()> closed_;
+  Throttle drop_log_, fail_log_;
+};
+
+}  // namespace nearcache::redis

@@ -210,3 +210,42 @@ def test_key_and_value_limits(module_daemon, make_cache):
         strict = make_cache(module_daemon, STRICT=True)
         with pytest.raises(nearcache.KeyTooLong):
             strict.set(long_key, 1)
+
+
+def test_threads_keep_reading_while_the_daemon_restarts(tmp_path, make_cache):
+    """Re-mapping happens under readers in other threads: no crash, no error,
+    only values that were stored, and hits from the new table afterwards."""
+    import threading
+
+    d = Daemon(tmp_path)
+    c = make_cache(d, STRICT=False)
+    c.set("k", "v1")
+    stop = threading.Event()
+    seen, errors = set(), []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                seen.add(c.get("k"))
+                c.get_many(["k", "x"])
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for value in ("v2", "v3"):
+            time.sleep(0.2)
+            d.restart()
+            c.set("k", value)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert seen <= {"v1", "v2", "v3", None} and "v3" in seen
+    hits = _native.Segment.totals()["hits"]
+    assert c.get("k") == "v3" and _native.Segment.totals()["hits"] == hits + 1
+    d.stop()

@@ -35,6 +35,15 @@ def user_exists(name: str) -> bool:
         return False
 
 
+def ensure_user(name: str, group: str | None = None) -> None:
+    """A test user without home or login shell, in `group` besides its own."""
+    if not user_exists(name):
+        run("useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *(["--groups", group] if group else []),
+            name)
+    if group:
+        run("usermod", "--append", "--groups", group, name)
+
+
 def group_exists(name: str) -> bool:
     try:
         grp.getgrnam(name)

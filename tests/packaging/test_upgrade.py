@@ -20,7 +20,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pkgtest import APP_USER, ROOT, app_env, package_status, run
+from pkgtest import APP_USER, ROOT, app_env, ensure_user, package_status, run
 from unitrun import Service
 
 UNIT = "/lib/systemd/system/nearcached.service"
@@ -66,7 +66,7 @@ def test_upgrade_restarts_and_clients_remap(dist, system_state, app_venv, workdi
     (next_deb,) = next_dist.glob("nearcache_*.deb")
 
     run("dpkg", "-i", dist["deb"])
-    run("useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--groups", "nearcache", APP_USER)
+    ensure_user(APP_USER, "nearcache")
     old = Service(UNIT).start()
     client = ContainerClient(app_venv, workdir)
     try:

@@ -305,6 +305,7 @@ class Service:
         self._after_stop()
 
     def _after_stop(self) -> None:
+        self._final_log = self.log()  # the log may live in self.work, removed below
         if self.notify:
             self.notify.close()
             self.notify = None
@@ -319,7 +320,7 @@ class Service:
         try:
             return Path(self.log_path).read_text(errors="replace")
         except FileNotFoundError:
-            return ""
+            return getattr(self, "_final_log", "")
 
 
 def ipc_objects(uid: int, gid: int) -> list[str]:

@@ -326,12 +326,12 @@ void Link::handshake() {
         if (!command({"SELECT", db}, [this, token](const Reply& r2) {
               if (token != setup_token_ || state_ != LinkState::handshaking) return;
               if (r2.is_error()) return fail("SELECT " + std::to_string(ep_.db) + " failed: " + r2.error());
-              run_setup(0);
+              ping_then_setup();
             }))
           fail("cannot send SELECT");
         return;
       }
-      run_setup(0);
+      ping_then_setup();
     };
   };
   if (ep_.has_password) {
@@ -343,6 +343,19 @@ void Link::handshake() {
   }
   Reply none;
   next(0)(none);
+}
+
+void Link::ping_then_setup() {
+  // Proves the server answers (not stopped, not loading, no NOAUTH) before
+  // anyone relies on the link; before the setup steps, which may SUBSCRIBE.
+  const uint64_t token = setup_token_;
+  phase_ = "waiting for PING";
+  if (!command({"PING"}, [this, token](const Reply& r) {
+        if (token != setup_token_ || state_ != LinkState::handshaking) return;
+        if (r.is_error()) return fail("PING failed: " + r.error());
+        run_setup(0);
+      }))
+    fail("cannot send PING");
 }
 
 void Link::run_setup(size_t i) {
@@ -361,10 +374,11 @@ void Link::become_ready() {
   state_ = LinkState::ready;
   generation_++;
   st_.connects_total++;
-  const bool again = attempt_no_ > 0 || st_.connects_total > 1;
+  const uint64_t failed = attempt_no_;
   attempt_no_ = 0;
   was_ready_ = true;
-  spdlog::info("redis {}: {} {}", opts_.name, again ? "reconnected to" : "connected to", ep_.masked());
+  spdlog::info("redis {}: {} {}{}", opts_.name, st_.connects_total > 1 ? "reconnected to" : "connected to", ep_.masked(),
+               failed ? " after " + std::to_string(failed) + " failed attempt(s)" : "");
   st_.since_unix_ms = unix_ms();
   const auto ls = listeners_;
   for (const auto& l : ls)

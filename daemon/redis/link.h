@@ -137,6 +137,7 @@ class Link {
   void on_connected(int status);
   void on_disconnected(int status);
   void handshake();
+  void ping_then_setup();
   void run_setup(size_t i);
   void become_ready();
   void teardown(const std::string& why, bool schedule_retry);

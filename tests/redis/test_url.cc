@@ -1,0 +1,161 @@
+// URL parsing, the refusal of rediss://, config validation and the value
+// envelope / msgpack integer codec.
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "redis/config.h"
+#include "redis/url.h"
+#include "redis/value.h"
+
+using namespace nearcache::redis;
+
+TEST_CASE("redis:// URLs", "[redis][url]") {
+  Endpoint e;
+  std::string err;
+  REQUIRE(parse_url("redis://localhost", &e, &err));
+  CHECK_FALSE(e.unix_socket);
+  CHECK(e.host == "localhost");
+  CHECK(e.port == 6379);
+  CHECK(e.db == 0);
+  CHECK_FALSE(e.has_password);
+
+  REQUIRE(parse_url("redis://10.0.0.5:6380/3", &e, &err));
+  CHECK(e.host == "10.0.0.5");
+  CHECK(e.port == 6380);
+  CHECK(e.db == 3);
+
+  REQUIRE(parse_url("REDIS://:s%40cret@cache.example:7000/1", &e, &err));
+  CHECK(e.user.empty());
+  CHECK(e.password == "s@cret");
+  CHECK(e.has_password);
+  CHECK(e.host == "cache.example");
+  CHECK(e.masked() == "redis://:***@cache.example:7000/1");
+
+  REQUIRE(parse_url("redis://alice:p%3Aw@[::1]:6390", &e, &err));
+  CHECK(e.user == "alice");
+  CHECK(e.password == "p:w");
+  CHECK(e.host == "::1");
+  CHECK(e.port == 6390);
+  CHECK(e.masked() == "redis://alice:***@[::1]:6390");
+  CHECK(e.masked().find("p:w") == std::string::npos);
+
+  REQUIRE(parse_url("redis://h/", &e, &err));
+  CHECK(e.db == 0);
+}
+
+TEST_CASE("unix:// URLs", "[redis][url]") {
+  Endpoint e;
+  std::string err;
+  REQUIRE(parse_url("unix:///run/redis/redis.sock", &e, &err));
+  CHECK(e.unix_socket);
+  CHECK(e.path == "/run/redis/redis.sock");
+  CHECK(e.db == 0);
+  REQUIRE(parse_url("unix://bob:pw@/var/run/r.sock?db=2", &e, &err));
+  CHECK(e.user == "bob");
+  CHECK(e.password == "pw");
+  CHECK(e.path == "/var/run/r.sock");
+  CHECK(e.db == 2);
+  CHECK(e.masked() == "unix://bob:***@/var/run/r.sock?db=2");
+}
+
+TEST_CASE("bad URLs are refused with a message naming the problem", "[redis][url]") {
+  Endpoint e;
+  std::string err;
+  CHECK_FALSE(parse_url("rediss://cache:6380", &e, &err));
+  CHECK(err.find("TLS") != std::string::npos);
+  CHECK(err.find("hiredis 0.14") != std::string::npos);
+  struct Case {
+    const char* url;
+    const char* says;
+  } cases[] = {
+      {"http://x", "must start with redis:// or unix://"},
+      {"redis://", "no host"},
+      {"redis://h:0", "port must be 1-65535"},
+      {"redis://h:70000", "port must be 1-65535"},
+      {"redis://h:", "empty port"},
+      {"redis://h/x", "database must be a number"},
+      {"redis://secret@h", "user:password@"},
+      {"redis://h?timeout=1", "no query parameters"},
+      {"redis://[::1", "unterminated"},
+      {"redis://:%zz@h", "percent-escape"},
+      {"unix://", "absolute socket path"},
+      {"unix://host/path", "takes no host"},
+      {"unix:///p?timeout=3", "db=N"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.url);
+    err.clear();
+    CHECK_FALSE(parse_url(c.url, &e, &err));
+    CHECK(err.find(c.says) != std::string::npos);
+  }
+}
+
+TEST_CASE("config validation and the option rows", "[redis][url]") {
+  Config c;
+  Endpoint e;
+  std::string err;
+  c.url = "redis://127.0.0.1";
+  CHECK(validate(c, &e, &err));
+  c.prefix = "";
+  CHECK_FALSE(validate(c, &e, &err));
+  CHECK(err.find("redis_prefix") != std::string::npos);
+  c.prefix = std::string("a\0b", 3);
+  CHECK_FALSE(validate(c, &e, &err));
+  c.prefix = "p:";
+  c.reconnect_max_ms = 1;
+  c.reconnect_min_ms = 100;
+  CHECK_FALSE(validate(c, &e, &err));
+  CHECK(err.find("redis_reconnect_max_ms") != std::string::npos);
+
+  DownPolicy p;
+  CHECK(parse_down_policy("error", &p, &err));
+  CHECK(p == DownPolicy::error);
+  CHECK_FALSE(parse_down_policy("maybe", &p, &err));
+
+  // Every row has a help text; names are unique and start with redis_.
+  std::set<std::string> names;
+  for (const auto& r : redis_options()) {
+    CHECK(std::string(r.name).rfind("redis_", 0) == 0);
+    CHECK(std::string(r.help).size() > 20);
+    CHECK(names.insert(r.name).second);
+  }
+  CHECK(names.count("redis_down"));
+}
+
+TEST_CASE("values with flags travel in an ext-126 envelope; flags 0 are the exact bytes", "[redis][url]") {
+  std::string_view v;
+  uint8_t f;
+  const std::string plain = "\x93\x01\x02\x03";
+  CHECK(encode_value(plain, 0) == plain);
+  decode_value(plain, &v, &f);
+  CHECK(v == plain);
+  CHECK(f == 0);
+  for (size_t n : {0, 1, 200, 254, 255, 256, 70000}) {
+    const std::string val(n, 'x');
+    const std::string enc = encode_value(val, 0x41);
+    decode_value(enc, &v, &f);
+    CHECK(v == val);
+    CHECK(f == 0x41);
+  }
+  // A value that merely starts like an envelope is not one.
+  const std::string fake = std::string("\xc7\x05\x7e\x01", 4) + "ab";
+  decode_value(fake, &v, &f);
+  CHECK(f == 0);
+  CHECK(v == fake);
+}
+
+TEST_CASE("msgpack integer codec matches the table's", "[redis][url]") {
+  __int128 x;
+  for (int64_t v : {int64_t(0), int64_t(127), int64_t(128), int64_t(-32), int64_t(-33), int64_t(255), int64_t(256),
+                    int64_t(65535), int64_t(65536), int64_t(-129), int64_t(-32769), int64_t(4294967295),
+                    int64_t(4294967296), INT64_MAX, INT64_MIN, int64_t(INT32_MIN), int64_t(INT32_MIN) - 1}) {
+    const std::string e = encode_msgpack_int(v);
+    REQUIRE(parse_msgpack_int(e, &x));
+    CHECK(int64_t(x) == v);
+  }
+  CHECK(encode_msgpack_int(5) == "\x05");
+  CHECK(encode_msgpack_int(200) == "\xcc\xc8");
+  CHECK(encode_msgpack_int(-1) == "\xff");
+  CHECK_FALSE(parse_msgpack_int("\xa1x", &x));
+  CHECK_FALSE(parse_msgpack_int(std::string("\x05\x05"), &x));
+}

@@ -1,0 +1,134 @@
+// tests/redis/fixture.h — the tier's parts wired to a RedisServer on a Loop.
+#pragma once
+
+#include <map>
+#include <memory>
+
+#include "harness.h"
+#include "redis/atomics.h"
+#include "redis/config.h"
+#include "redis/link.h"
+#include "redis/read_through.h"
+#include "redis/scripts.h"
+#include "redis/tier.h"
+#include "redis/util.h"
+#include "redis/value.h"
+#include "redis/write_behind.h"
+
+namespace nctest {
+
+inline nearcache::redis::Config test_config(const std::string& url) {
+  nearcache::redis::Config c;
+  c.url = url;
+  c.prefix = "nc:";
+  c.connect_timeout_ms = 1000;
+  c.command_timeout_ms = 1000;
+  c.reconnect_min_ms = 10;
+  c.reconnect_max_ms = 50;
+  c.heartbeat_ms = 100;
+  return c;
+}
+
+inline nearcache::redis::Endpoint endpoint(const std::string& url) {
+  nearcache::redis::Endpoint e;
+  std::string err;
+  REQUIRE(nearcache::redis::parse_url(url, &e, &err));
+  return e;
+}
+
+// Link + Scripts + WriteBehind (+ ReadThrough): one host's data path without invalidations.
+struct DataPath {
+  Loop& loop;
+  nearcache::redis::Config cfg;
+  std::unique_ptr<nearcache::redis::Link> link;
+  std::unique_ptr<nearcache::redis::Scripts> scripts;
+  std::unique_ptr<nearcache::redis::WriteBehind> queue;
+  std::unique_ptr<nearcache::redis::ReadThrough> reads;
+  std::unique_ptr<nearcache::redis::Atomics> atomics;
+
+  DataPath(Loop& l, const nearcache::redis::Config& c) : loop(l), cfg(c) {
+    nearcache::redis::LinkOptions o;
+    o.name = "data";
+    o.connect_timeout_ms = c.connect_timeout_ms;
+    o.command_timeout_ms = c.command_timeout_ms;
+    o.reconnect_min_ms = c.reconnect_min_ms;
+    o.reconnect_max_ms = c.reconnect_max_ms;
+    link = std::make_unique<nearcache::redis::Link>(l, endpoint(c.url), o);
+    scripts = std::make_unique<nearcache::redis::Scripts>(link.get());
+    queue = std::make_unique<nearcache::redis::WriteBehind>(l, link.get(), scripts.get(), c);
+    reads = std::make_unique<nearcache::redis::ReadThrough>(link.get(), queue.get(), c);
+    atomics = std::make_unique<nearcache::redis::Atomics>(l, link.get(), scripts.get(), queue.get(), c);
+  }
+  void start() {
+    link->start();
+    REQUIRE(loop.until([&] { return link->ready(); }));
+  }
+  ~DataPath() {
+    atomics->close();
+    int open = 2;
+    queue->close([&] { open--; });
+    link->close([&] { open--; });
+    loop.until([&] { return open == 0; });
+  }
+};
+
+// A whole tier with a table stand-in (a map) for its hooks: one "host".
+struct Host {
+  struct Entry {
+    std::string value;
+    uint8_t flags;
+    uint64_t expiry;
+  };
+  Loop& loop;
+  std::map<std::string, Entry> table;
+  std::vector<std::string> dropped;
+  std::vector<std::string> flushes;
+  int installs = 0;
+  std::unique_ptr<nearcache::redis::Tier> tier;
+  bool closed = false;
+
+  Host(Loop& l, const nearcache::redis::Config& c) : loop(l) {
+    nearcache::redis::TableHooks h;
+    h.drop = [this](std::string_view k) {
+      dropped.emplace_back(k);
+      table.erase(std::string(k));
+    };
+    h.drop_all = [this](const char* why) {
+      flushes.emplace_back(why);
+      table.clear();
+    };
+    h.install = [this](std::string_view k, std::string_view v, uint8_t f, uint64_t e) {
+      installs++;
+      table[std::string(k)] = {std::string(v), f, e};
+    };
+    std::string err;
+    tier = nearcache::redis::Tier::create(l, c, std::move(h), &err);
+    INFO(err);
+    REQUIRE(tier);
+  }
+  void start(bool wait_coherent = true) {
+    tier->start();
+    if (wait_coherent) REQUIRE(loop.until([&] { return tier->invalidation().coherent(); }));
+  }
+  // What the daemon does on SET: the table, then the tier.
+  nearcache::redis::Enqueued set(const std::string& k, const std::string& v, uint64_t expiry = 0, uint8_t flags = 0) {
+    table[k] = {v, flags, expiry};
+    return tier->set(k, v, flags, expiry);
+  }
+  nearcache::redis::Enqueued del(const std::string& k) {
+    table.erase(k);
+    return tier->del(k);
+  }
+  void shutdown() {
+    if (closed) return;
+    bool done = false;
+    tier->shutdown([&](uint64_t) { done = true; });
+    REQUIRE(loop.until([&] { return done; }, 10000));
+    closed = true;
+  }
+  ~Host() { shutdown(); }
+};
+
+inline std::string mp_int(int64_t v) { return nearcache::redis::encode_msgpack_int(v); }
+
+}  // namespace nctest

@@ -14,12 +14,31 @@
 
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "server.h"
 #include "writer.h"
 
 using namespace nearcache::daemon;
 namespace shm = nearcache::shm;
+
+namespace {
+// The metrics section of doc/configuration.md, from the metric table.
+std::string metrics_markdown() {
+  std::string s =
+      "\n## Status and metrics\n\n"
+      "`nearcache status` prints these for people, `--json` for scripts (with `config`, `connections`, "
+      "`version`, `pid`, `uptime_s`), `--prometheus` in the Prometheus text format as `nearcache_<name>` "
+      "(plus `nearcache_build_info`; `nearcache_up 0` when the daemon cannot be reached). STATUS over the "
+      "socket returns the same map. Hits count both the values readers served from shared memory and the "
+      "ones the daemon returned.\n\n| metric | type | meaning |\n| --- | --- | --- |\n";
+  const MetricSpec* t = metric_table();
+  for (size_t i = 0; i < kMetricCount; ++i)
+    s += std::string("| `") + t[i].name + "` | " + (t[i].kind == MetricKind::counter ? "counter" : "gauge") +
+         " | " + t[i].help + " |\n";
+  return s;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   Invocation inv;
@@ -38,6 +57,7 @@ int main(int argc, char** argv) {
   }
   if (inv.print_config_doc) {
     fputs(config_markdown().c_str(), stdout);
+    fputs(metrics_markdown().c_str(), stdout);
     return 0;
   }
   Config cfg;

@@ -205,6 +205,12 @@ bool validate(Config* c, std::string* err) {
   return true;
 }
 
+// What an empty default means: derived from other settings, or nothing at all.
+const char* empty_default(const OptionSpec& o) {
+  if (std::string(o.name) == "config") return "none";
+  return o.type == OptType::path || o.type == OptType::size ? "automatic" : "none";
+}
+
 po::options_description describe(bool with_actions) {
   po::options_description d("nearcached options");
   for (const auto& o : kOptions) {
@@ -365,7 +371,7 @@ std::string help_text(const char* argv0) {
     << "nearcached: the nearcache daemon. Options (also valid in the config file as `name = value`):\n\n";
   for (const auto& o : kOptions) {
     s << "  --" << o.name << "=<" << opt_type_name(o.type) << ">";
-    s << "  (default: " << (o.def[0] ? o.def : "automatic") << (o.reloadable ? "; reloaded on SIGHUP" : "") << ")\n";
+    s << "  (default: " << (o.def[0] ? o.def : empty_default(o)) << (o.reloadable ? "; reloaded on SIGHUP" : "") << ")\n";
     s << "      " << o.help << "\n";
   }
   s << "\n  --print-config         print the effective configuration and exit\n"
@@ -397,9 +403,14 @@ std::string config_markdown() {
     << "Sizes take K, M and G suffixes (powers of 1024). Modes are octal.\n\n"
     << "| option | type | default | reloadable | meaning |\n| --- | --- | --- | --- | --- |\n";
   for (const auto& o : kOptions) {
-    std::string help = o.help;
-    for (size_t p = 0; (p = help.find('|', p)) != std::string::npos; p += 2) help.replace(p, 1, "\\|");
-    s << "| `" << o.name << "` | " << opt_type_name(o.type) << " | " << (o.def[0] ? std::string("`") + o.def + "`" : "automatic")
+    std::string help;
+    for (char ch : std::string(o.help)) {
+      if (ch == '|') help += "\\|";
+      else if (ch == '<') help += "&lt;";
+      else if (ch == '>') help += "&gt;";
+      else help += ch;
+    }
+    s << "| `" << o.name << "` | " << opt_type_name(o.type) << " | " << (o.def[0] ? std::string("`") + o.def + "`" : empty_default(o))
       << " | " << (o.reloadable ? "yes" : "no") << " | " << help << " |\n";
   }
   s << "\n## Default paths\n\n"
@@ -415,7 +426,35 @@ std::string config_markdown() {
        "written in the header), or the segment marked stopped, treats the segment as unavailable and "
        "uses the socket (or reports misses) until a daemon publishes a new generation. After `kill -9`, "
        "readers therefore stop serving the old table within `heartbeat_grace_ms` (2 s by default); a new "
-       "daemon replaces the stale socket and segment on start.\n";
+       "daemon replaces the stale socket and segment on start.\n\n"
+    << "## Signals, exit status, systemd\n\n"
+    << "- SIGTERM or SIGINT: stop accepting (the socket is removed), finish pending CLEARs, answer waiting "
+       "LEASEs with `SHUTTING_DOWN`, write the replies already produced, close every connection (at most 5 s "
+       "later), mark the segment stopped, remove its names, exit 0. Requests that arrive after the signal get "
+       "`SHUTTING_DOWN`; a second signal closes every connection at once.\n"
+    << "- SIGHUP: re-read the config file; apply the reloadable options; log each other change as needing a "
+       "restart. A file that does not parse changes nothing (logged).\n"
+    << "- A second daemon on the same socket (one that answers) or the same segment (its lock is held) "
+       "refuses to start, exit 1. A socket nobody answers on is stale and replaced; a non-socket file at the "
+       "socket path is never touched.\n"
+    << "- Exit status: 0 after a clean stop; 1 when the daemon cannot start (socket or segment in use, "
+       "permissions, memory); 2 for a bad command line or configuration (`redis_url` included, until the Redis "
+       "tier exists).\n"
+    << "- With `NOTIFY_SOCKET` set (systemd `Type=notify`) the daemon sends `READY=1` once listening and "
+       "`STOPPING=1` when it begins to stop. With `JOURNAL_STREAM` set, log lines carry a syslog priority "
+       "prefix (`<6>`) instead of a timestamp.\n\n"
+    << "## Limits and flow control\n\n"
+    << "- A frame longer than `max_frame_bytes` is refused as soon as a msgpack header shows it "
+       "(`FRAME_TOO_LARGE`, connection closed), before its bytes are buffered.\n"
+    << "- `max_outstanding` counts a connection's requests that wait (LEASE waiters, CLEARs in progress); "
+       "beyond it requests get `TOO_MANY_REQUESTS`.\n"
+    << "- `max_output_bytes` bounds the replies a client has not read; a client over it is disconnected "
+       "(logged, `slow_clients_total`). A GET_MANY whose reply alone would exceed it disconnects the client "
+       "too, before the reply is built.\n"
+    << "- `max_connections`: one more connection gets `[nil, UNAVAILABLE, message]` and is closed.\n"
+    << "- CLEAR and the expiry sweep run in slices (about 2 ms of work per loop turn, 1 ms per 100 ms for "
+       "expiry), so the heartbeat and other clients are never held up; `loop_lag_max_ms` in the status shows "
+       "the worst loop delay seen.\n";
   return s.str();
 }
 

@@ -48,9 +48,20 @@ struct WriteReq {
 Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std::string, std::string> flags)
     : loop_(loop), engine_(engine), cfg_(cfg), flags_(std::move(flags)) {
   resolve_allow_lists(cfg_);
+  uv_timer_init(loop_, &heartbeat_);
+  uv_timer_init(loop_, &expire_);
+  uv_timer_init(loop_, &deadline_);
+  uv_timer_init(loop_, &stop_timer_);
+  uv_idle_init(loop_, &idle_);
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
+                         reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
+                         reinterpret_cast<uv_handle_t*>(&idle_)})
+    h->data = this;
   engine_->set_hooks({
       [this](Session* s) { mark_dirty(static_cast<Conn*>(s->transport)); },
-      [this] { uv_idle_start(&idle_, on_idle); },
+      [this] {
+        if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
+      },
       [this] { arm_deadline(); },
   });
 }
@@ -138,15 +149,6 @@ bool Server::start(std::string* err) {
   }
   listening_ = true;
 
-  uv_timer_init(loop_, &heartbeat_);
-  uv_timer_init(loop_, &expire_);
-  uv_timer_init(loop_, &deadline_);
-  uv_timer_init(loop_, &stop_timer_);
-  uv_idle_init(loop_, &idle_);
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
-                         reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
-                         reinterpret_cast<uv_handle_t*>(&idle_)})
-    h->data = this;
   uv_timer_start(&heartbeat_, on_heartbeat, cfg_.heartbeat_interval_ms, cfg_.heartbeat_interval_ms);
   uv_timer_start(&expire_, on_expire, kExpireEveryMs, kExpireEveryMs);
   last_beat_ns_ = uv_hrtime();
@@ -272,12 +274,15 @@ void Server::mark_dirty(Conn* c) {
 }
 
 void Server::flush_dirty() {
-  // flush() may close connections, which never adds to dirty_; swap to be safe.
-  std::vector<Conn*> list;
-  list.swap(dirty_);
-  for (Conn* c : list) {
-    c->dirty = false;
-    flush(c);
+  // flush() may close a connection, whose departure can answer others (a
+  // lease handed over): repeat until nothing is left.
+  while (!dirty_.empty()) {
+    std::vector<Conn*> list;
+    list.swap(dirty_);
+    for (Conn* c : list) {
+      c->dirty = false;
+      flush(c);
+    }
   }
 }
 
@@ -341,6 +346,7 @@ void Server::on_write(uv_write_t* req, int status) {
   c->writing = 0;
   if (status < 0) {
     self->close_conn(c, std::string("write: ") + uv_strerror(status));
+    self->flush_dirty();
     return;
   }
   self->engine_->counters().bytes_sent_total += n;
@@ -406,6 +412,7 @@ void Server::on_expire(uv_timer_t* t) {
 }
 
 void Server::arm_deadline() {
+  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&deadline_))) return;
   const uint64_t d = engine_->next_deadline();
   if (d == armed_deadline_) return;
   armed_deadline_ = d;
@@ -444,6 +451,7 @@ void Server::on_signal(uv_signal_t* h, int signum) {
     std::vector<Conn*> all;
     for (auto& [id, c] : self->conns_) all.push_back(c);
     for (Conn* c : all) self->close_conn(c, "forced shutdown");
+    self->flush_dirty();
     return;
   }
   self->shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -490,6 +498,7 @@ void Server::on_stop_timeout(uv_timer_t* t) {
   std::vector<Conn*> all;
   for (auto& [id, c] : self->conns_) all.push_back(c);
   for (Conn* c : all) self->close_conn(c, "shutdown timeout");
+  self->flush_dirty();
 }
 
 void Server::maybe_finish_shutdown() {

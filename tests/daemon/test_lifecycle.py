@@ -276,3 +276,19 @@ def test_systemd_notify_and_journal_logs(tmp_path):
     lines = [l for l in d.log().splitlines() if l]
     assert lines and all(l.startswith("<") for l in lines)  # syslog priority, no timestamp
     assert any(l.startswith("<6>nearcached") for l in lines)
+
+
+def test_posix_shm_segment(tmp_path):
+    name = f"/nearcache-test-{os.getpid()}"
+    with Daemon(tmp_path, posix_shm="true", segment=name) as d:
+        c = RawConn(d.socket)
+        info = c.call(HELLO, 2)[2]
+        assert info["posix_shm"] is True and info["segment"] == name and info["hints"] == name + ".hints"
+        assert os.path.exists("/dev/shm" + name)
+        assert stat.S_IMODE(os.stat("/dev/shm" + name).st_mode) == 0o640
+        c.call(SET, b"k", b"v", None)
+        assert c.call(GET, b"k")[2] == b"v"
+    assert not os.path.exists("/dev/shm" + name)
+    lock = "/dev/shm" + name + ".lock"  # the writer's lock file stays (shm/ design); not ours to keep
+    if os.path.exists(lock):
+        os.unlink(lock)

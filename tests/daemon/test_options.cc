@@ -118,7 +118,7 @@ TEST_CASE("errors name the option and the value") {
   CHECK(err.find(junk.path) == 0);
 }
 
-TEST_CASE("--print-config output is a config file that loads to the same values") {
+TEST_CASE("print-config output is a config file that loads to the same values") {
   Config a, b;
   std::string err;
   REQUIRE(load_config({{"socket", "/tmp/a.sock"}, {"segment_size", "8M"}, {"max_ttl_ms", "5000"},

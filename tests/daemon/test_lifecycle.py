@@ -292,3 +292,13 @@ def test_posix_shm_segment(tmp_path):
     lock = "/dev/shm" + name + ".lock"  # the writer's lock file stays (shm/ design); not ours to keep
     if os.path.exists(lock):
         os.unlink(lock)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another group needs root")
+def test_segment_and_socket_group(tmp_path):
+    import grp
+    gid = grp.getgrnam("nogroup").gr_gid
+    with Daemon(tmp_path, segment_group="nogroup", socket_group=gid) as d:
+        assert os.stat(d.segment).st_gid == gid
+        assert os.stat(d.segment + ".hints").st_gid == gid
+        assert os.stat(d.socket).st_gid == gid

@@ -51,6 +51,8 @@ void pack_str(Packer& pk, std::string_view s) {
   pk.pack_str_body(s.data(), uint32_t(s.size()));
 }
 
+constexpr size_t kMaxPendingClears = 256;
+
 uint64_t mono_us() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -577,12 +579,17 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   std::string_view prefix;
   if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
+  // The table remembers the counts of its last 256 completed clears, and a
+  // pass can complete every pending one at once: more in flight would lose counts.
+  if (pending_clears_.size() >= kMaxPendingClears)
+    return error(s, &id, Code::too_many_requests,
+                 "TOO_MANY_REQUESTS: " + std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
   const uint64_t cid = w_->clear_begin(prefix);
   pending_clears_.push_back({s->id, id, cid});
   s->outstanding++;
   spdlog::debug("conn {}: CLEAR started (prefix of {} bytes)", s->id, prefix.size());
   // A small table clears within this turn; a large one continues from the loop.
-  if (!clear_work(500) && hooks_.work_pending) hooks_.work_pending();
+  if ((clear_first_slice_us_ == 0 || !clear_work(clear_first_slice_us_)) && hooks_.work_pending) hooks_.work_pending();
 }
 
 bool Engine::clear_work(uint64_t budget_us) {

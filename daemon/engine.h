@@ -69,6 +69,8 @@ class Engine {
   // Clears a slice of the table for at most `budget_us`; true when no clear is pending.
   bool clear_work(uint64_t budget_us);
   bool clears_pending() const { return !pending_clears_.empty(); }
+  // Work a CLEAR does at once before handing the rest to the loop (0: none).
+  void set_clear_first_slice_us(uint64_t us) { clear_first_slice_us_ = us; }
 
   // SIGTERM: finish pending clears, answer waiters SHUTTING_DOWN; later
   // requests are answered SHUTTING_DOWN and their connections closed.
@@ -129,6 +131,7 @@ class Engine {
   uint64_t (*clock_)();
   uint64_t started_ms_;
   bool stopping_ = false;
+  uint64_t clear_first_slice_us_ = 500;
   uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;
 };
 

@@ -198,3 +198,33 @@ TEST_CASE("STATUS carries every metric of the table, the config and the connecti
   CHECK(got.count("uptime_s"));
   REQUIRE(got.at("connections")->via.array.size == 1);
 }
+
+TEST_CASE("at most 256 CLEARs in flight; each reports its own count") {
+  Harness h(32 << 20);
+  h.engine->set_clear_first_slice_us(0);  // all the work waits for clear_work()
+  Session* s = h.connect();
+  auto key = [](int i) {  // no key is a prefix of another
+    char b[16];
+    snprintf(b, sizeof b, "k%03d", i);
+    return std::string(b);
+  };
+  for (int i = 0; i < 300; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  REQUIRE(h.writer->stats().entries == 60300);
+  h.send(s, op(Op::clear), 1, Bin{"f"});
+  for (int i = 0; i < 300; ++i) h.send(s, op(Op::clear), uint64_t(1000 + i), Bin{key(i)});
+  int refused = 0;
+  for (auto& r : h.replies(s)) refused += code_of(r) == int(Code::too_many_requests);
+  while (!h.engine->clear_work(1000)) {
+  }
+  auto done = h.replies(s);
+  CHECK(done.size() == 256);
+  CHECK(refused == 301 - 256);
+  for (auto& r : done) {
+    INFO(id_of(r));
+    if (id_of(r) == 1) CHECK(arg(r, 2).via.u64 == 60000);
+    else CHECK(arg(r, 2).via.u64 == 1);
+  }
+}

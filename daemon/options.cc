@@ -452,6 +452,8 @@ std::string config_markdown() {
        "(logged, `slow_clients_total`). A GET_MANY whose reply alone would exceed it disconnects the client "
        "too, before the reply is built.\n"
     << "- `max_connections`: one more connection gets `[nil, UNAVAILABLE, message]` and is closed.\n"
+    << "- At most 256 CLEARs can be in progress at once, daemon-wide; more get `TOO_MANY_REQUESTS` until "
+       "some complete (the table keeps the removed counts of its last 256 clears).\n"
     << "- CLEAR and the expiry sweep run in slices (about 2 ms of work per loop turn, 1 ms per 100 ms for "
        "expiry), so the heartbeat and other clients are never held up; `loop_lag_max_ms` in the status shows "
        "the worst loop delay seen.\n";

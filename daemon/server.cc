@@ -307,7 +307,7 @@ void Server::flush(Conn* c) {
     engine_->counters().bytes_sent_total += uint64_t(n);
     if (size_t(n) == out.size()) {
       out.clear();
-      if (out.capacity() > (1u << 20)) std::string().swap(out);
+      if (out.capacity() > kKeepInput) std::string().swap(out);  // idle connections hold little memory
     } else {
       auto* w = new WriteReq();
       w->c = c;
@@ -357,7 +357,10 @@ void Server::on_write(uv_write_t* req, int status) {
 void Server::close_conn(Conn* c, const std::string& reason) {
   if (c->closed) return;
   c->closed = true;
-  spdlog::debug("conn {}: closed ({}), {} requests", c->s.id, reason, c->s.requests);
+  // A client that broke the framing is worth an operator's attention; ordinary closes are not.
+  const bool broken = reason.rfind("BAD_FRAME", 0) == 0 || reason.rfind("FRAME_TOO_LARGE", 0) == 0;
+  spdlog::log(broken ? spdlog::level::info : spdlog::level::debug, "conn {} (uid {} pid {}): closed ({}), {} requests",
+              c->s.id, c->s.uid, c->s.pid, reason, c->s.requests);
   engine_->detach(&c->s);
   conns_.erase(c->s.id);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), on_close);

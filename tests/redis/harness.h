@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,6 +185,7 @@ class RedisServer {
     pid_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // no server outlives a crashed test
       execvp("redis-server", argv.data());
       fprintf(stderr, "cannot run redis-server: %s (install it: scripts/install-deps.sh test)\n", strerror(errno));
       _exit(127);

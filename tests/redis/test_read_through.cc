@@ -1,0 +1,196 @@
+// ReadThrough: single flight, TTL and its ceiling, answers from the queue
+// (read-your-writes), Redis unreachable or stopped, and a write racing a
+// read in flight.
+#include "fixture.h"
+
+using namespace nearcache::redis;
+using nctest::DataPath;
+using nctest::Loop;
+using nctest::RedisServer;
+
+namespace {
+struct Reads {
+  DataPath d;
+  std::vector<std::pair<std::string, Fetched>> installed;
+  bool coherent = true;
+  Reads(Loop& loop, const Config& cfg) : d(loop, cfg) {
+    d.reads->set_coherent([this] { return coherent; });
+    d.reads->set_install([this](std::string_view k, const Fetched& f) { installed.emplace_back(std::string(k), f); });
+  }
+};
+}  // namespace
+
+TEST_CASE("concurrent misses of one key cause one GET; every waiter gets the value; one install", "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  Reads r(loop, nctest::test_config(redis.unix_url()));
+  r.d.start();
+  redis.cmd("SET nc:k hello PX 100000");
+  redis.cmd("CONFIG RESETSTAT");
+  std::vector<Fetched> got;
+  int pending = 0;
+  for (int i = 0; i < 100; ++i) {
+    Fetched now;
+    const Lookup l = r.d.reads->get("k", &now, [&](const Fetched& f) { got.push_back(f); });
+    pending += l == Lookup::pending;
+  }
+  CHECK(pending == 100);
+  CHECK(r.d.reads->stats().joined_total == 99);
+  CHECK(got.empty());  // never called back before get() returned
+  REQUIRE(loop.until([&] { return got.size() == 100; }));
+  CHECK(redis.calls("get") == 1);
+  CHECK(redis.calls("pttl") == 1);
+  for (const auto& f : got) {
+    CHECK(f.kind == Fetched::Kind::hit);
+    CHECK(f.value == "hello");
+    CHECK(f.installable);
+  }
+  REQUIRE(r.installed.size() == 1);
+  const uint64_t now = mono_ms();
+  CHECK(r.installed[0].second.expiry_ms > now + 99000);
+  CHECK(r.installed[0].second.expiry_ms <= now + 100000);
+  // A later miss is a new flight.
+  Fetched now2;
+  bool done = false;
+  CHECK(r.d.reads->get("k", &now2, [&](const Fetched&) { done = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return done; }));
+  CHECK(redis.calls("get") == 2);
+}
+
+TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling; flags come back", "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  auto cfg = nctest::test_config(redis.unix_url());
+  cfg.local_ttl_max_ms = 5000;
+  Reads r(loop, cfg);
+  r.d.start();
+  redis.cmd("SET nc:forever v");
+  redis.cmd("SET nc:short v PX 2000");
+  redis.cmdv({"SET", "nc:flagged", encode_value("payload", 0x01)});
+  std::map<std::string, Fetched> got;
+  for (const char* k : {"forever", "short", "flagged", "absent"}) {
+    Fetched now;
+    REQUIRE(r.d.reads->get(k, &now, [&got, k](const Fetched& f) { got[k] = f; }) == Lookup::pending);
+  }
+  REQUIRE(loop.until([&] { return got.size() == 4; }));
+  const uint64_t now = mono_ms();
+  CHECK(got["forever"].expiry_ms > now + 4900);
+  CHECK(got["forever"].expiry_ms <= now + 5000);
+  CHECK(got["short"].expiry_ms <= now + 2000);
+  CHECK(got["short"].expiry_ms > now + 1900);
+  CHECK(got["flagged"].value == "payload");
+  CHECK(got["flagged"].flags == 0x01);
+  CHECK(got["absent"].kind == Fetched::Kind::miss);
+  CHECK(r.installed.size() == 3);
+  CHECK(r.d.reads->stats().misses_total == 1);
+  CHECK(r.d.reads->stats().hits_total == 3);
+}
+
+TEST_CASE("a key this host wrote is answered from the queue; a queued delete or CLEAR is a miss without Redis",
+          "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  Reads r(loop, nctest::test_config(redis.unix_url()));
+  redis.cmd("SET nc:d old");
+  redis.cmd("SET nc:c:x old");
+  // Redis unreachable: the queue still answers.
+  r.d.queue->set("s", "mine", 5, 0);
+  r.d.queue->del("d");
+  r.d.queue->clear("c:");
+  Fetched f;
+  auto never = [](const Fetched&) { FAIL("called back"); };
+  CHECK(r.d.reads->get("s", &f, never) == Lookup::hit);
+  CHECK(f.value == "mine");
+  CHECK(f.flags == 5);
+  CHECK(r.d.reads->get("d", &f, never) == Lookup::miss);
+  CHECK(r.d.reads->get("c:x", &f, never) == Lookup::miss);
+  CHECK(r.d.reads->get("other", &f, never) == Lookup::unavailable);
+  CHECK(r.d.reads->stats().queue_hits_total == 1);
+  // Once the writes are on the wire (sent, not yet answered), a read goes to
+  // Redis behind them on the same connection, so it sees them.
+  r.d.start();
+  REQUIRE(loop.until([&] { return r.d.queue->stats().depth == 0; }));
+  redis.cmd("SET nc:d2 old");
+  r.d.link->hold_replies(true);
+  r.d.queue->set("s2", "mine2", 0, 0);
+  r.d.queue->del("d2");
+  CHECK(r.d.queue->stats().in_flight == 2);
+  std::map<std::string, Fetched> got;
+  for (const char* k : {"s2", "d2"})
+    REQUIRE(r.d.reads->get(k, &f, [&got, k](const Fetched& x) { got[k] = x; }) == Lookup::pending);
+  r.d.link->hold_replies(false);
+  REQUIRE(loop.until([&] { return got.size() == 2; }));
+  CHECK(got["s2"].kind == Fetched::Kind::hit);
+  CHECK(got["s2"].value == "mine2");
+  CHECK(got["d2"].kind == Fetched::Kind::miss);
+  CHECK(r.d.queue->stats().depth == 0);
+}
+
+TEST_CASE("a stopped Redis: a read-through ends within the command timeout as unavailable", "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  auto cfg = nctest::test_config(redis.unix_url());
+  cfg.command_timeout_ms = 150;
+  Reads r(loop, cfg);
+  r.d.start();
+  redis.pause();
+  Fetched f, got;
+  bool done = false;
+  const uint64_t t0 = nctest::now_ms();
+  REQUIRE(r.d.reads->get("k", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return done; }));
+  const uint64_t took = nctest::now_ms() - t0;
+  CHECK(took >= 140);
+  CHECK(took < 600);
+  CHECK(got.kind == Fetched::Kind::unavailable);
+  // Now a miss is answered at once.
+  CHECK(r.d.reads->get("k", &f, [](const Fetched&) {}) == Lookup::unavailable);
+  redis.resume();
+}
+
+TEST_CASE("a local write while a read is in flight: the old value goes to those who asked, never into the table",
+          "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  Reads r(loop, nctest::test_config(redis.unix_url()));
+  r.d.start();
+  redis.cmd("SET nc:k old");
+  r.d.link->hold_replies(true);  // the GET's reply waits in the socket
+  Fetched f, got;
+  bool done = false;
+  REQUIRE(r.d.reads->get("k", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return redis.calls("get") == 1; }));
+  // What Tier::set does: the read in flight goes stale, the write is queued.
+  r.d.reads->invalidate("k");
+  r.d.queue->set("k", "new", 0, 0);
+  r.d.link->hold_replies(false);
+  REQUIRE(loop.until([&] { return done; }));
+  CHECK(got.kind == Fetched::Kind::hit);
+  CHECK(got.value == "old");
+  CHECK_FALSE(got.installable);
+  CHECK(r.installed.empty());
+  CHECK(r.d.reads->stats().stale_total == 1);
+  // The next miss reads this host's write (from the queue, or from Redis once flushed).
+  got = {};
+  done = false;
+  const Lookup l = r.d.reads->get("k", &f, [&](const Fetched& x) { got = x, done = true; });
+  if (l == Lookup::hit) got = f, done = true;
+  REQUIRE(loop.until([&] { return done; }));
+  CHECK(got.value == "new");
+}
+
+TEST_CASE("without invalidations, read-through values are served but not installed", "[redis][read]") {
+  RedisServer redis;
+  Loop loop;
+  Reads r(loop, nctest::test_config(redis.unix_url()));
+  r.coherent = false;
+  r.d.start();
+  redis.cmd("SET nc:k v");
+  Fetched f, got;
+  bool done = false;
+  REQUIRE(r.d.reads->get("k", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return done; }));
+  CHECK(got.kind == Fetched::Kind::hit);
+  CHECK_FALSE(got.installable);
+  CHECK(r.installed.empty());
+}

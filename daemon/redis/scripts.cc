@@ -132,7 +132,7 @@ Scripts::Scripts(Link* link) : link_(link) {
 
 void Scripts::reload() {
   for (size_t i = 0; i < kScriptCount; ++i)
-    link_->command({"SCRIPT", "LOAD", script_source(Script(i))}, [this, i](const Reply& r) {
+    reloads_sent_ += link_->command({"SCRIPT", "LOAD", script_source(Script(i))}, [this, i](const Reply& r) {
       if (!r.is_error() && r.r && r.r->type == REDIS_REPLY_STRING) sha_[i].assign(r.r->str, r.r->len);
     });
 }
@@ -146,14 +146,15 @@ bool Scripts::eval(Script s, const std::vector<std::string_view>& keys, const st
   argv.insert(argv.end(), args.begin(), args.end());
   // What a retry needs once this call has returned.
   auto saved = std::make_shared<std::vector<std::string>>(argv.begin() + 2, argv.end());
-  const uint64_t gen = link_->generation(), seq = link_->sent() + 1;
-  return link_->command(argv, [this, s, saved, gen, seq, cb = std::move(cb)](const Reply& r) {
+  const uint64_t gen = link_->generation(), seq = link_->sent() + 1, reloads = reloads_sent_;
+  return link_->command(argv, [this, s, saved, gen, seq, reloads, cb = std::move(cb)](const Reply& r) {
     if (!r.r || r.r->type != REDIS_REPLY_ERROR || std::string_view(r.r->str, r.r->len).substr(0, 8) != "NOSCRIPT") {
       cb(r);
       return;
     }
     noscript_total_++;
-    if (link_->generation() == gen && link_->sent() == seq) {
+    // Safe to retry when nothing but our own SCRIPT LOADs went out after it.
+    if (link_->generation() == gen && link_->sent() - (reloads_sent_ - reloads) == seq) {
       std::vector<std::string_view> argv{"EVAL", script_source(s)};
       for (const auto& a : *saved) argv.push_back(a);
       if (link_->command(argv, cb)) return;

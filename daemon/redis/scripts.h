@@ -47,6 +47,7 @@ class Scripts {
   Link* link_;
   std::array<std::string, kScriptCount> sha_;
   uint64_t noscript_total_ = 0;
+  uint64_t reloads_sent_ = 0;  // SCRIPT LOADs sent by reload(): they cannot reorder anything
 };
 
 }  // namespace nearcache::redis

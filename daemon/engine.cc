@@ -85,17 +85,6 @@ const OpSpec kOpSpecs[kMaxOp + 1] = {
     {0, 0, "no arguments"},                            // STATUS
 };
 
-bool parse_int_value(std::string_view v, int64_t* out) {
-  try {
-    msgpack::object_handle h = msgpack::unpack(v.data(), v.size());
-    const msgpack::object& o = h.get();
-    if (o.type == msgpack::type::NEGATIVE_INTEGER) return *out = o.via.i64, true;
-    if (o.type == msgpack::type::POSITIVE_INTEGER && o.via.u64 <= uint64_t(INT64_MAX)) return *out = int64_t(o.via.u64), true;
-  } catch (const std::exception&) {
-  }
-  return false;
-}
-
 }  // namespace
 
 struct Engine::Decoder {
@@ -529,19 +518,7 @@ void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
   std::string_view key;
   int64_t delta = 0, result = 0;
   if (!a.key(0, &key) || !a.i64(1, &delta, "delta")) return;
-  shm::Status st;
-  if (decr && delta == INT64_MIN) {
-    // -delta does not fit in int64: v - INT64_MIN is in range exactly when v < 0,
-    // and then v + INT64_MAX + 1 is done in two in-range steps.
-    shm::Item it;
-    int64_t v;
-    if (!w_->contains(key)) st = shm::Status::not_found;
-    else if (!w_->get(key, &it) || !parse_int_value(it.value, &v)) st = shm::Status::not_integer;
-    else if (v >= 0) st = shm::Status::out_of_range;
-    else if ((st = w_->incr(key, INT64_MAX, &result)) == shm::Status::ok) st = w_->incr(key, 1, &result);
-  } else {
-    st = w_->incr(key, decr ? -delta : delta, &result);
-  }
+  const shm::Status st = decr ? w_->decr(key, delta, &result) : w_->incr(key, delta, &result);
   switch (st) {
     case shm::Status::ok: {
       Packer pk(s->out);
@@ -579,8 +556,7 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   std::string_view prefix;
   if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
-  // The table remembers the counts of its last 256 completed clears, and a
-  // pass can complete every pending one at once: more in flight would lose counts.
+  // Each pending CLEAR is a pass over the table still to make: bound them.
   if (pending_clears_.size() >= kMaxPendingClears)
     return error(s, &id, Code::too_many_requests,
                  "TOO_MANY_REQUESTS: " + std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
@@ -610,12 +586,13 @@ void Engine::finish_clears() {
       ++it;
       continue;
     }
+    const uint64_t removed = w_->clear_take(it->clear_id);
     if (Session* s = session(it->session)) {
       Packer pk(s->out);
       pk.pack_array(3);
       pk.pack_uint64(it->req);
       pk.pack_uint8(uint8_t(Code::ok));
-      pk.pack_uint64(w_->clear_removed(it->clear_id));
+      pk.pack_uint64(removed);
       s->outstanding--;
       mark_dirty(s);
     }

@@ -405,7 +405,7 @@ void Server::on_expire(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
   shm::Writer* w = self->engine_->writer();
   const uint64_t t0 = uv_hrtime();
-  const uint64_t buckets = w->stats().index_bytes / shm::kBucketBytes;
+  const uint64_t buckets = w->bucket_count();
   uint64_t swept = 0;
   // At most one pass over the table and about a millisecond per tick.
   do {

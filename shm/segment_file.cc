@@ -175,25 +175,52 @@ ObjectLock::~ObjectLock() {
 
 int ObjectLock::acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why) {
   const std::string name = spec.name + ".lock";
-  int fd = spec.posix_shm ? shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)
+  auto open_lock = [&] {
+    return spec.posix_shm ? shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)
                           : ::open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    int e = errno;
-    return fail(why, e, "cannot open lock " + name + ": " + std::strerror(e));
+  };
+  auto same_file = [&](int fd) {  // the name still refers to the file we locked
+    struct stat a, b;
+    if (fstat(fd, &a) != 0) return false;
+    const int nfd = open_lock();
+    if (nfd < 0) return false;
+    const bool same = fstat(nfd, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+    ::close(nfd);
+    return same;
+  };
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    int fd = open_lock();
+    if (fd < 0) {
+      int e = errno;
+      return fail(why, e, "cannot open lock " + name + ": " + std::strerror(e));
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int e = errno;
+      ::close(fd);
+      if (e == EWOULDBLOCK)
+        return fail(why, e, "segment " + spec.name + " is in use by another nearcached (lock " + name + " is held)");
+      return fail(why, e, "cannot lock " + name + ": " + std::strerror(e));
+    }
+    if (!same_file(fd)) {  // removed by the previous holder as it stopped
+      ::close(fd);
+      continue;
+    }
+    auto lock = std::make_unique<ObjectLock>();
+    lock->fd_ = fd;
+    lock->name_ = name;
+    lock->posix_shm_ = spec.posix_shm;
+    *out = std::move(lock);
+    return 0;
   }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    ::close(fd);
-    if (e == EWOULDBLOCK)
-      return fail(why, e, "segment " + spec.name + " is in use by another nearcached (lock " + name + " is held)");
-    return fail(why, e, "cannot lock " + name + ": " + std::strerror(e));
-  }
-  auto lock = std::make_unique<ObjectLock>();
-  lock->fd_ = fd;
-  lock->name_ = name;
-  lock->posix_shm_ = spec.posix_shm;
-  *out = std::move(lock);
-  return 0;
+  return fail(why, EAGAIN, "cannot lock " + name + ": it keeps being replaced");
+}
+
+void ObjectLock::remove() {
+  if (fd_ < 0) return;
+  if (posix_shm_)
+    shm_unlink(name_.c_str());
+  else
+    ::unlink(name_.c_str());
 }
 
 uint64_t cgroup_memory_available() {

@@ -65,6 +65,9 @@ class ObjectLock {
   ~ObjectLock();
   // Returns 0, EWOULDBLOCK when another process holds it, or another errno.
   static int acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why);
+  // Removes the lock's name while still holding it (at a clean stop). A
+  // writer that locked the old file meanwhile sees it was unlinked and retries.
+  void remove();
 
  private:
   int fd_ = -1;

@@ -25,7 +25,6 @@ constexpr double kPlannedWays = 5.25;
 // Re-insertions of hot main-queue items one allocation may do before it
 // evicts regardless; bounds the work of one set.
 constexpr int kMaxReinserts = 32;
-constexpr size_t kClearResultsKept = 256;
 
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -246,6 +245,7 @@ void Writer::stop() {
 void Writer::remove() {
   remove_object(segment_spec(opts_));
   remove_object(hints_spec(opts_));
+  lock_->remove();
 }
 
 // ---------------------------------------------------------------- index
@@ -637,7 +637,13 @@ Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
   return Status::ok;
 }
 
-Status Writer::incr(std::string_view key, int64_t delta, int64_t* result) {
+Status Writer::incr(std::string_view key, int64_t delta, int64_t* result) { return add_to_int(key, delta, result); }
+
+Status Writer::decr(std::string_view key, int64_t delta, int64_t* result) {
+  return add_to_int(key, -__int128(delta), result);  // -INT64_MIN fits in 128 bits
+}
+
+Status Writer::add_to_int(std::string_view key, __int128 delta, int64_t* result) {
   if (key.size() > opts_.key_limit) return Status::key_too_long;
   st_.incrs++;
   Item it;
@@ -732,10 +738,9 @@ bool Writer::clear_step(size_t max_buckets) {
   // Every bucket has caught up to at least pass_target_.
   clear_completed_ = pass_target_;
   while (!clears_.empty() && clears_.front().id <= clear_completed_) {
-    clear_results_.emplace_back(clears_.front().id, clears_.front().removed);
+    clear_results_[clears_.front().id] = clears_.front().removed;
     clears_.pop_front();
   }
-  while (clear_results_.size() > kClearResultsKept) clear_results_.pop_front();
   if (!clears_.empty()) {
     pass_target_ = clear_latest_;
     pass_cursor_ = 0;
@@ -743,10 +748,12 @@ bool Writer::clear_step(size_t max_buckets) {
   return clears_.empty();
 }
 
-uint64_t Writer::clear_removed(uint64_t id) const {
-  for (const auto& [cid, removed] : clear_results_)
-    if (cid == id) return removed;
-  return 0;
+uint64_t Writer::clear_take(uint64_t id) {
+  auto it = clear_results_.find(id);
+  if (it == clear_results_.end()) return 0;
+  const uint64_t removed = it->second;
+  clear_results_.erase(it);
+  return removed;
 }
 
 // ---------------------------------------------------------------- maintenance

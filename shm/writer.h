@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "layout.h"
@@ -97,8 +98,10 @@ class Writer {
   Status add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
   Status del(std::string_view key);
   Status touch(std::string_view key, uint64_t expiry_ms);
-  // Adds `delta` to a msgpack integer value, keeping its flags and expiry.
+  // Adds (subtracts) `delta` to (from) a msgpack integer value, keeping its
+  // flags and expiry; the result must fit in int64 (else out_of_range).
   Status incr(std::string_view key, int64_t delta, int64_t* result);
+  Status decr(std::string_view key, int64_t delta, int64_t* result);
   // Looks a key up for the daemon and counts the access for eviction.
   bool get(std::string_view key, Item* out);
   bool contains(std::string_view key);
@@ -111,7 +114,8 @@ class Writer {
   uint64_t clear_begin(std::string_view prefix);
   bool clear_step(size_t max_buckets);      // true when no clear is pending
   bool clear_done(uint64_t id) const { return id <= clear_completed_; }
-  uint64_t clear_removed(uint64_t id) const;  // entries removed by a completed clear (recent ones)
+  // Entries a completed clear removed; its record is kept until taken once.
+  uint64_t clear_take(uint64_t id);
 
   // Reclaims expired items in the next `max_buckets` buckets; returns how many.
   size_t expire_step(size_t max_buckets);
@@ -131,6 +135,7 @@ class Writer {
   const std::string& hints_path() const { return opts_.hints_path; }
   const WriterOptions& options() const { return opts_; }
   uint64_t max_item_bytes() const;
+  uint32_t bucket_count() const { return nbuckets_; }
   // The writer's own mapping (for readers in the same process: tests).
   const void* segment_base() const { return header_; }
   uint64_t segment_bytes() const { return st_.segment_bytes; }
@@ -178,6 +183,7 @@ class Writer {
   void settle_key(uint64_t h);
   void clear_bucket(uint32_t idx, Clear& c);
   Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
+  Status add_to_int(std::string_view key, __int128 delta, int64_t* result);
   bool lookup(std::string_view key, Item* out, bool touch_freq);
   bool ghost_take(uint64_t h);
   void ghost_put(uint64_t h);
@@ -206,7 +212,7 @@ class Writer {
   std::deque<Clear> clears_;
   std::vector<uint64_t> applied_;
   uint64_t clear_latest_ = 0, clear_completed_ = 0, pass_target_ = 0, pass_cursor_ = 0;
-  std::deque<std::pair<uint64_t, uint64_t>> clear_results_;  // (id, removed), recent
+  std::unordered_map<uint64_t, uint64_t> clear_results_;  // id -> removed, until taken
 
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0

@@ -239,6 +239,15 @@ TEST_CASE("incr on msgpack integers keeps flags and expiry") {
     REQUIRE(t.w->set("bool", msgpack_int_bytes({0xc3}), 0, 0) == Status::ok);
     CHECK(t.w->incr("bool", 1, &out) == Status::not_integer);
   }
+  SECTION("decr by the most negative delta") {
+    REQUIRE(t.w->set("m", msgpack_int_bytes({0xff}), 0, 0) == Status::ok);  // -1
+    CHECK(t.w->decr("m", INT64_MIN, &out) == Status::ok);
+    CHECK(out == INT64_MAX);
+    REQUIRE(t.w->set("z", msgpack_int_bytes({0x00}), 0, 0) == Status::ok);
+    CHECK(t.w->decr("z", INT64_MIN, &out) == Status::out_of_range);
+    CHECK(t.w->decr("z", 5, &out) == Status::ok);
+    CHECK(out == -5);
+  }
   SECTION("overflow leaves the value unchanged") {
     REQUIRE(t.w->set("max", msgpack_int_bytes({0xd3, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), 0, 0) ==
             Status::ok);
@@ -281,7 +290,8 @@ TEST_CASE("clear removes everything, or exactly the keys under a prefix") {
     while (!t.w->clear_step(16)) {
     }
     CHECK(t.w->clear_done(id));
-    CHECK(t.w->clear_removed(id) == 500);
+    CHECK(t.w->clear_take(id) == 500);
+    CHECK(t.w->clear_take(id) == 0);  // taken once
     CHECK(t.get("a:7", &v) == ReadStatus::miss);
     CHECK(t.get("ab:7", &v) == ReadStatus::hit);
     CHECK(t.w->stats().entries == 500);
@@ -290,7 +300,7 @@ TEST_CASE("clear removes everything, or exactly the keys under a prefix") {
     const uint64_t id = t.w->clear_begin("");
     while (!t.w->clear_step(16)) {
     }
-    CHECK(t.w->clear_removed(id) == 1000);
+    CHECK(t.w->clear_take(id) == 1000);
     CHECK(t.w->stats().entries == 0);
     CHECK(t.get("ab:7", &v) == ReadStatus::miss);
   }
@@ -305,6 +315,7 @@ TEST_CASE("clear removes everything, or exactly the keys under a prefix") {
     }
     CHECK(t.w->clear_done(id));
     CHECK(t.w->clear_done(second));
+    CHECK(t.w->clear_take(id) + t.w->clear_take(second) == 1000);  // the old keys, each counted once
     CHECK(t.w->stats().entries == 501);
     for (int i = 0; i < 500; ++i) REQUIRE(t.get("new:" + std::to_string(i), &v) == ReadStatus::hit);
     CHECK(t.get("ab:new", &v) == ReadStatus::hit);
@@ -325,7 +336,7 @@ TEST_CASE("a new writer makes a new generation; readers of the old one see it st
   CHECK(Writer::create(opts, &why) == nullptr);  // a second writer refuses
   CHECK(why.find("in use by another nearcached") != std::string::npos);
 
-  w1.reset();  // the old writer stops (the segment stays)
+  w1.reset();  // the old writer stops (the segment stays; its lock file too, unlocked)
   CHECK_FALSE(r1.alive(monotonic_ms()));
   auto w2 = nctest::make_writer(opts);
   auto r2 = nctest::open_reader(opts.path);
@@ -555,4 +566,19 @@ TEST_CASE("a full index moves entries between their two buckets, then evicts; ev
     ++seen;
   });
   CHECK(seen == s.entries);
+}
+
+TEST_CASE("remove() takes the names away, lock included, and a new writer starts cleanly") {
+  nctest::TempDir d;
+  auto opts = nctest::small_options(d);
+  auto w1 = nctest::make_writer(opts);
+  w1->remove();
+  CHECK_FALSE(std::filesystem::exists(opts.path));
+  CHECK_FALSE(std::filesystem::exists(opts.path + ".hints"));
+  CHECK_FALSE(std::filesystem::exists(opts.path + ".lock"));
+  // w1 still holds the unlinked lock: a new writer locks a new file.
+  auto w2 = nctest::make_writer(opts);
+  CHECK(std::filesystem::exists(opts.path + ".lock"));
+  std::string why;
+  CHECK(Writer::create(opts, &why) == nullptr);  // but a third one is refused
 }

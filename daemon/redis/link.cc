@@ -443,8 +443,8 @@ void Link::teardown(const std::string& why, bool retry) {
     }
     st_.last_error = why;
   }
-  if (lost) {
-    st_.since_unix_ms = unix_ms();
+  if (lost) st_.since_unix_ms = unix_ms();
+  if (lost && retry) {  // close() is not news to the owner
     const auto ls = listeners_;
     for (const auto& l : ls)
       if (l.down) l.down(why);

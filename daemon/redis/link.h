@@ -18,8 +18,11 @@
 // Link reach Redis in the order sent.
 //
 // Listeners (on_up / on_down) hear when the link becomes ready and when a
-// ready link is lost; on_down runs after every pending command's callback
-// has failed.
+// ready link is lost (not when close() ends it); on_down runs after every
+// pending command's callback has failed.
+//
+// The process must ignore SIGPIPE (nearcached does): hiredis writes with
+// write(2), which raises it when Redis has gone away.
 //
 // Lifetime: start(), ..., close(cb); the Link may be destroyed once cb has
 // run (all its libuv handles are closed). Single-threaded: loop thread only.

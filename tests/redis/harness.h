@@ -32,6 +32,13 @@
 
 namespace nctest {
 
+// hiredis writes with write(2): a server that died makes that raise SIGPIPE.
+// nearcached ignores SIGPIPE (daemon/main.cc); so do these tests.
+inline const bool kSigpipeIgnored = [] {
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
 inline uint64_t now_ms() {
   return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now().time_since_epoch())

@@ -1,0 +1,199 @@
+"""Start and stop real redis-server processes for tests.
+
+    with RedisServer(tmp_path) as r:          # a Unix socket in tmp_path
+        r.url                                  # unix:///...sock, with credentials when set
+        r.tcp_url()                            # redis://127.0.0.1:PORT (tcp=True)
+        r.client().get("nc:k")                 # a redis-py client on the socket
+        r.kill(); r.start(); r.pause(); r.resume(); r.stop()
+
+Two daemons given the same `r.url` act as two hosts sharing one Redis.
+
+Options: tcp=True also listens on a free port of 127.0.0.1; password="..."
+sets requirepass; user=("alice", "pw") adds an ACL user with every
+permission; aof=True (the default) keeps an append-only file so that a
+SIGKILLed server comes back with every write it acknowledged. The binary is
+`redis-server` from PATH (scripts/install-deps.sh test installs it). Every
+server started here is killed when the test process ends, and its files
+live in the directory given.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+_live: set["RedisServer"] = set()
+
+
+@atexit.register
+def _reap() -> None:
+    for r in list(_live):
+        r.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, directory, name: str = "redis", tcp: bool = False, password: str | None = None,
+                 user: tuple[str, str] | None = None, aof: bool = True, start: bool = True, **config):
+        self.dir = Path(directory) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(self.dir / "redis.sock")
+        self.tcp = tcp
+        self.port = 0
+        self.password = password
+        self.user = user
+        self.aof = aof
+        self.config = {k: str(v) for k, v in config.items()}  # extra redis.conf settings
+        self.log_path = self.dir / "redis.log"
+        self.proc: subprocess.Popen | None = None
+        if start:
+            self.start()
+
+    # -- addresses -----------------------------------------------------------
+    def _creds(self, creds: str | None) -> str:
+        if creds is not None:
+            return creds + "@" if creds else ""
+        if self.password is not None:
+            return f":{self.password}@"
+        return ""
+
+    @property
+    def url(self) -> str:
+        """unix:// URL for redis_url, with the server's password if it has one."""
+        return f"unix://{self._creds(None)}{self.socket}"
+
+    def unix_url(self, creds: str | None = None, db: int = 0) -> str:
+        return f"unix://{self._creds(creds)}{self.socket}" + (f"?db={db}" if db else "")
+
+    def tcp_url(self, host: str = "127.0.0.1", creds: str | None = None, db: int = 0) -> str:
+        assert self.tcp, "RedisServer(tcp=True) for a TCP port"
+        return f"redis://{self._creds(creds)}{host}:{self.port}" + (f"/{db}" if db else "")
+
+    # -- lifecycle -----------------------------------------------------------
+    def args(self) -> list[str]:
+        a = ["redis-server", "--port", str(self.port if self.tcp else 0), "--bind", "127.0.0.1",
+             "--unixsocket", self.socket, "--unixsocketperm", "700", "--dir", str(self.dir),
+             "--logfile", str(self.log_path), "--save", "", "--appendonly", "yes" if self.aof else "no",
+             "--appendfsync", "no", "--daemonize", "no", "--protected-mode", "no"]
+        if self.password is not None:
+            a += ["--requirepass", self.password]
+        if self.user:
+            a += ["--user", self.user[0], "on", ">" + self.user[1], "~*", "&*", "+@all"]
+        for k, v in self.config.items():
+            a += ["--" + k.replace("_", "-"), v]
+        return a
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        for attempt in range(5):
+            if self.tcp and (self.port == 0 or attempt > 0):
+                self.port = free_port()
+            self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.STDOUT)
+            _live.add(self)
+            if self._wait_ready(timeout):
+                return self
+        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False  # e.g. lost the race for the port
+            try:
+                if self._ping():
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.kill()
+        raise TimeoutError(f"redis-server did not answer on {self.socket}:\n{self.log()}")
+
+    def _ping(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            s.connect(self.socket)
+            req = b""
+            if self.password is not None:
+                p = self.password.encode()
+                req += b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(p), p)
+            req += b"*1\r\n$4\r\nPING\r\n"
+            s.sendall(req)
+            data = b""
+            while b"PONG" not in data and b"-LOADING" not in data and b"-ERR" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return b"+PONG" in data
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the server saves nothing: --save ""); returns the exit status."""
+        if not self.proc:
+            return None
+        self.resume()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        _live.discard(self)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL: like a crash (with aof=True, acknowledged writes survive)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        _live.discard(self)
+
+    def restart(self) -> "RedisServer":
+        self.stop()
+        return self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    # -- inspection ----------------------------------------------------------
+    def client(self, **kwargs):
+        """A redis-py client on the Unix socket (bytes in, bytes out)."""
+        import redis  # from requirements-dev.txt
+
+        return redis.Redis(unix_socket_path=self.socket, password=self.password, **kwargs)
+
+    def calls(self, command: str) -> int:
+        """Calls of one command since start (or CONFIG RESETSTAT), from INFO commandstats."""
+        stats = self.client().info("commandstats")
+        return int(stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> "RedisServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

@@ -3,7 +3,10 @@
 // read-through/invalidation race forced deterministically, the invalidation
 // link dropping (server-side kill, missed heartbeats, Redis dying), lease
 // waiters woken by invalidations, status, and shutdown draining the queue.
+#include <set>
+
 #include "fixture.h"
+#include "redis/metrics.h"
 
 using namespace nearcache::redis;
 using nctest::Host;
@@ -229,6 +232,10 @@ TEST_CASE("tier: read-through between hosts, status, and shutdown draining the q
   CHECK(st.reads.hits_total == 1);
   CHECK(st.reads.gets_total == 1);
   CHECK(st.url == redis.unix_url());
+  CHECK(redis_metric_value(st, RedisMetric::redis_connected) == 1);
+  CHECK(redis_metric_value(st, RedisMetric::redis_coherent) == 1);
+  CHECK(redis_metric_value(st, RedisMetric::redis_readthrough_hits_total) == 1);
+  CHECK(redis_metric_value(st, RedisMetric::redis_degraded) == 0);
 
   // SIGTERM with a full queue: everything reaches Redis before the tier closes.
   a.tier->data().hold_replies(true);
@@ -242,4 +249,29 @@ TEST_CASE("tier: read-through between hosts, status, and shutdown draining the q
   a.closed = true;
   CHECK(left == 0);
   CHECK(redis.cmd("DBSIZE").integer() == 5001);
+}
+
+// The rows paste into the daemon's metric table: same shape, names unique.
+TEST_CASE("the metric rows have the daemon's shape", "[redis][tier]") {
+  enum Kind { counter, gauge };
+  enum Unit { count, bytes };
+  struct Row {
+    const char* name;
+    Kind kind;
+    Unit unit;
+    const char* label;
+    const char* help;
+  };
+  static const Row rows[] = {
+#define ROW(name, kind, unit, label, help) {#name, kind, unit, label, help},
+      NEARCACHE_REDIS_METRICS(ROW)
+#undef ROW
+  };
+  std::set<std::string> names;
+  for (const Row& r : rows) {
+    CHECK(std::string(r.name).rfind("redis_", 0) == 0);
+    CHECK(names.insert(r.name).second);
+    CHECK(std::string(r.help).size() > 10);
+  }
+  CHECK(names.size() == size_t(RedisMetric::count_));
 }

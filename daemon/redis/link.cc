@@ -197,7 +197,7 @@ void Link::attempt() {
   phase_ = "resolving " + ep_.host;
   if (!addrs_.empty() && next_addr_ == SIZE_MAX) {
     // A lookup that finished after the previous attempt gave up: use it once.
-    next_addr_ = 0;
+    next_addr_ = 1;
     connect_to(addrs_[0], "");
     return;
   }

@@ -100,7 +100,8 @@ class Link {
   // Stops for good: pending commands fail ("link closed"), handles close, then `closed` runs.
   void close(std::function<void()> closed);
 
-  bool ready() const { return state_ == LinkState::ready; }
+  // Ready and not failing: command() will take commands.
+  bool ready() const { return state_ == LinkState::ready && !failing_; }
   LinkState state() const { return state_; }
   LinkStatus status() const;
   // Increments every time the link becomes ready (a new Redis connection).

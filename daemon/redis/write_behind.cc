@@ -125,7 +125,7 @@ Enqueued WriteBehind::clear(std::string_view prefix) {
         bytes_ -= e->bytes;
         fifo_.erase(e);
         st_.coalesced_total++;
-        if (ks.entries == 0) {
+        if (ks.entries == 0 && ks.calls == 0) {
           kit = keys_.erase(kit);
           continue;
         }
@@ -148,7 +148,10 @@ void WriteBehind::append(Entry&& e) {
   const It it = std::prev(fifo_.end());
   switch (it->kind) {
     case Entry::clear: clears_.push_back(it); break;
-    case Entry::call: calls_.push_back(it); break;
+    case Entry::call:
+      calls_.push_back(it);
+      keys_[it->key].calls++;
+      break;
     default: {
       KeyState& ks = keys_[it->key];
       ks.entries++;
@@ -162,7 +165,15 @@ void WriteBehind::unindex(It it) {
   auto kit = keys_.find(it->key);
   if (kit == keys_.end()) return;
   if (kit->second.has_latest && kit->second.latest == it) kit->second.has_latest = false;
-  if (--kit->second.entries == 0 && !kit->second.has_latest) keys_.erase(kit);
+  if (--kit->second.entries == 0 && !kit->second.has_latest && kit->second.calls == 0) keys_.erase(kit);
+}
+
+void WriteBehind::drop_call(It it) {
+  auto kit = keys_.find(it->key);
+  if (kit != keys_.end() && --kit->second.calls == 0 && kit->second.entries == 0 && !kit->second.has_latest)
+    keys_.erase(kit);
+  calls_.remove(it);
+  fifo_.erase(it);
 }
 
 void WriteBehind::remove_queued(It it) {
@@ -213,9 +224,9 @@ void WriteBehind::after(std::string_view key, std::function<void(bool)> fn) {
   auto kit = keys_.find(k);
   if (!covered(key)) {
     if (kit == keys_.end()) return fn(true);  // writes in flight are already ahead on the wire
-    if (kit->second.entries == 1 && kit->second.has_latest) {
-      // Out of queue order, which is safe: no CLEAR covers the key and it has
-      // no other queued write.
+    if (kit->second.entries == 1 && kit->second.has_latest && kit->second.calls == 0) {
+      // Out of queue order, which is safe: no CLEAR covers the key, it has no
+      // other queued write and no earlier call waits for its turn.
       send_op(kit->second.latest);
       return fn(true);
     }
@@ -247,8 +258,7 @@ void WriteBehind::pump() {
       }
       if (it->kind == Entry::call) {
         auto fn = std::move(it->fn);
-        calls_.remove(it);
-        fifo_.erase(it);
+        drop_call(it);
         fn(true);
         continue;
       }
@@ -371,11 +381,11 @@ void WriteBehind::on_down() {
 
 void WriteBehind::fail_calls() {
   std::vector<std::function<void(bool)>> fns;
-  for (It c : calls_) {
+  while (!calls_.empty()) {
+    const It c = calls_.front();
     fns.push_back(std::move(c->fn));
-    fifo_.erase(c);
+    drop_call(c);
   }
-  calls_.clear();
   for (auto& fn : fns) fn(false);
 }
 
@@ -398,10 +408,9 @@ void WriteBehind::on_timer(uv_timer_t* t) {
   const uint64_t now = uv_now(self->loop_);
   std::vector<std::function<void(bool)>> late;
   while (!self->calls_.empty() && self->calls_.front()->deadline <= now) {
-    It c = self->calls_.front();
-    self->calls_.pop_front();
+    const It c = self->calls_.front();
     late.push_back(std::move(c->fn));
-    self->fifo_.erase(c);
+    self->drop_call(c);
   }
   for (auto& fn : late) fn(false);
   if (self->drain_done_ && now >= self->drain_deadline_) {

@@ -125,12 +125,14 @@ class WriteBehind {
     It latest;
     bool has_latest = false;  // latest: the newest queued op on the key (not in flight)
     uint32_t entries = 0;     // op entries of the key in fifo_ (not in flight)
+    uint32_t calls = 0;       // call entries of the key in fifo_
   };
 
   Enqueued put(Entry e);
   void append(Entry&& e);
   void remove_queued(It it);
   void unindex(It it);
+  void drop_call(It it);  // removes a call entry from fifo_ and calls_
   void requeue_front(size_t keep);
   void finish_clear(It it);
   bool covered(std::string_view key) const;

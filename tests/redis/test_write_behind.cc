@@ -318,3 +318,32 @@ TEST_CASE("a lost connection re-sends what was in flight; calls parked behind a 
   REQUIRE(loop.until([&] { return empty(d); }, 5000));
   CHECK(redis.cmd("DBSIZE").integer() == 101);
 }
+
+TEST_CASE("after(): calls on one key run in the order asked, even when a later one could go at once",
+          "[redis][queue]") {
+  RedisServer redis;
+  Loop loop;
+  auto cfg = nctest::test_config(redis.unix_url());
+  cfg.pipeline = 1;
+  DataPath d(loop, cfg);
+  d.start();
+  d.link->hold_replies(true);
+  d.queue->clear("c:");
+  // Runs as soon as the CLEAR is done and holds replies again, so the write
+  // sent next keeps the window (1) full and the call below stays parked.
+  bool first = false;
+  d.queue->after("c:y", [&](bool) { first = true, d.link->hold_replies(true); });
+  for (int i = 0; i < 5; ++i) d.queue->set("x" + std::to_string(i), "v", 0, 0);
+  std::vector<int> order;
+  d.queue->after("c:k", [&](bool o) { order.push_back(o ? 1 : -1); });
+  d.link->hold_replies(false);
+  REQUIRE(loop.until([&] { return first; }));
+  loop.run_for(10);
+  CHECK(d.queue->pending("c:k") == Pending::none);  // no CLEAR covers it any more ...
+  CHECK(order.empty());                             // ... but the first call still waits its turn
+  d.queue->after("c:k", [&](bool o) { order.push_back(o ? 2 : -2); });
+  CHECK(order.empty());
+  d.link->hold_replies(false);
+  REQUIRE(loop.until([&] { return order.size() == 2; }));
+  CHECK(order == std::vector<int>{1, 2});
+}

@@ -134,8 +134,9 @@ void Invalidation::try_track() {
   if (coherent_ && tracked_data_gen_ == data_->generation() && tracked_sub_gen_ == sub_->generation()) return;
   const uint64_t dgen = data_->generation(), sgen = sub_->generation();
   const std::string id = std::to_string(sub_id_);
-  // Tracking still on for an old subscriber: a prefix cannot be added twice.
-  if (tracked_data_gen_ == dgen) data_->command({"CLIENT", "TRACKING", "off"}, [](const Reply&) {});
+  // OFF first: tracking may still be on for an earlier subscriber (a prefix
+  // cannot be added twice); on a connection without tracking it is a no-op.
+  data_->command({"CLIENT", "TRACKING", "off"}, [](const Reply&) {});
   tracking_sent_ = true;
   const bool sent = data_->command(
       {"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST", "PREFIX", cfg_.prefix, "NOLOOP"},

@@ -34,7 +34,7 @@ TEST_CASE("a write on one host removes the key from the other; a host's own writ
   a.set("k", "new");
   REQUIRE(loop.until([&] { return has(b.dropped, "k"); }));
   const uint64_t delay = nctest::now_ms() - t0;
-  CHECK(delay < 500);
+  CHECK(delay < 1000);  // typically about 1 ms; generous for a loaded CI machine
   CHECK(b.table.count("k") == 0);
   CHECK(a.table.at("k").value == "new");
   // Someone else's writes reach both; keys outside the prefix reach neither.
@@ -203,7 +203,7 @@ TEST_CASE("a lease waiter on another host wakes on the invalidation, not the nex
   a.set("k", "computed");
   REQUIRE(a.tier->release("k", 1, [](const AtomicResult&) {}));
   REQUIRE(loop.until([&] { return done; }, 3000));
-  CHECK(nctest::now_ms() - t0 < 1000);
+  CHECK(nctest::now_ms() - t0 < 1500);  // a poll would come after 2000 ms
   CHECK(r.kind == AtomicResult::Kind::value);
   CHECK(r.value == "computed");
 }

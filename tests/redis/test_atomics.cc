@@ -234,7 +234,7 @@ TEST_CASE("NOSCRIPT is retried with EVAL when nothing is behind it, else reporte
   CHECK(r.number == 4);
 }
 
-TEST_CASE("leases from two hosts: one holder; the other waits for the value or the lapse", "[redis][atomic][lease]") {
+TEST_CASE("leases from two hosts: one holder, the other waits for the value or the lapse", "[redis][atomic][lease]") {
   RedisServer redis;
   Loop loop;
   auto cfg = nctest::test_config(redis.unix_url());

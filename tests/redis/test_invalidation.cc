@@ -22,7 +22,7 @@ size_t count_with(const std::vector<std::string>& v, const std::string& part) {
 }
 }  // namespace
 
-TEST_CASE("a write on one host removes the key from the other; a host's own writes do not come back",
+TEST_CASE("a write on one host removes the key from the other, a host's own writes do not come back",
           "[redis][inval]") {
   RedisServer redis;
   Loop loop;
@@ -150,7 +150,7 @@ TEST_CASE("missed heartbeats declare the invalidation path broken and restart it
   CHECK(a.tier->status().invalidation.connects_total == 2);
 }
 
-TEST_CASE("Redis dies: both hosts flush and report it; writes queue; all recovers when it returns",
+TEST_CASE("Redis dies: both hosts flush and report it, writes queue, all recovers when it returns",
           "[redis][inval][outage]") {
   RedisServer redis;
   Loop loop;

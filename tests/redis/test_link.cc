@@ -106,7 +106,7 @@ TEST_CASE("a numeric address needs no lookup", "[redis][link]") {
   close_link(loop, l);
 }
 
-TEST_CASE("AUTH with a password; a wrong one is a clear error and the link keeps retrying", "[redis][link]") {
+TEST_CASE("AUTH with a password, a wrong one is a clear error and the link keeps retrying", "[redis][link]") {
   RedisServer redis({.password = "s3cret"});
   Loop loop;
   SECTION("right password") {
@@ -174,7 +174,7 @@ TEST_CASE("a refused TCP connection fails at once, not at the connect timeout", 
   close_link(loop, l);
 }
 
-TEST_CASE("a command to a stopped server times out while the loop keeps turning; the link recovers", "[redis][link]") {
+TEST_CASE("a command to a stopped server times out while the loop keeps turning, the link recovers", "[redis][link]") {
   RedisServer redis;
   Loop loop;
   Link l(loop, ep_of(redis.unix_url()), fast(300, 200));

@@ -20,7 +20,7 @@ struct Reads {
 };
 }  // namespace
 
-TEST_CASE("concurrent misses of one key cause one GET; every waiter gets the value; one install", "[redis][read]") {
+TEST_CASE("concurrent misses of one key cause one GET, every waiter gets the value, one install", "[redis][read]") {
   RedisServer redis;
   Loop loop;
   Reads r(loop, nctest::test_config(redis.unix_url()));
@@ -57,7 +57,7 @@ TEST_CASE("concurrent misses of one key cause one GET; every waiter gets the val
   CHECK(redis.calls("get") == 2);
 }
 
-TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling; flags come back", "[redis][read]") {
+TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling, flags come back", "[redis][read]") {
   RedisServer redis;
   Loop loop;
   auto cfg = nctest::test_config(redis.unix_url());
@@ -86,7 +86,7 @@ TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling; fl
   CHECK(r.d.reads->stats().hits_total == 3);
 }
 
-TEST_CASE("a key this host wrote is answered from the queue; a queued delete or CLEAR is a miss without Redis",
+TEST_CASE("a key this host wrote is answered from the queue, a queued delete or CLEAR is a miss without Redis",
           "[redis][read]") {
   RedisServer redis;
   Loop loop;

@@ -122,7 +122,7 @@ TEST_CASE("config validation and the option rows", "[redis][url]") {
   CHECK(names.count("redis_down"));
 }
 
-TEST_CASE("values with flags travel in an ext-126 envelope; flags 0 are the exact bytes", "[redis][url]") {
+TEST_CASE("values with flags travel in an ext-126 envelope, flags 0 are the exact bytes", "[redis][url]") {
   std::string_view v;
   uint8_t f;
   const std::string plain = "\x93\x01\x02\x03";

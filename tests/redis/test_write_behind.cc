@@ -54,7 +54,7 @@ TEST_CASE("writes queued while Redis is unreachable coalesce per key, last one w
   CHECK(d.queue->stats().flushed_total == 4);
 }
 
-TEST_CASE("TTLs become the time left when sent; an expired write is sent as a delete", "[redis][queue]") {
+TEST_CASE("TTLs become the time left when sent, an expired write is sent as a delete", "[redis][queue]") {
   RedisServer redis;
   Loop loop;
   DataPath d(loop, nctest::test_config(redis.unix_url()));
@@ -296,7 +296,7 @@ TEST_CASE("after(): a key's queued writes go ahead of a command, even behind a C
   CHECK(redis.cmd("DBSIZE").integer() == 1);
 }
 
-TEST_CASE("a lost connection re-sends what was in flight; calls parked behind a CLEAR fail", "[redis][queue]") {
+TEST_CASE("a lost connection re-sends what was in flight, calls parked behind a CLEAR fail", "[redis][queue]") {
   RedisServer redis;
   Loop loop;
   DataPath d(loop, nctest::test_config(redis.unix_url()));

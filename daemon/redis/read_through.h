@@ -14,7 +14,7 @@
 // queued writes are ahead of it on the wire (WriteBehind::after).
 //
 // Installing: set_install's function gets each installable hit once, before
-// the waiters' callbacks; a hit is installable when no invalidation, local
+// the waiters' callbacks (or before get() returns a queue hit); a hit is installable when no invalidation, local
 // write or coherence loss happened between the GET being sent and its reply,
 // and invalidations were being received when it was sent (coherent()).
 // Expiries are Redis's remaining TTL, bounded by local_ttl_max_ms.
@@ -47,7 +47,7 @@ struct Fetched {
 using FetchFn = std::function<void(const Fetched&)>;
 
 enum class Lookup {
-  hit,          // *now holds this host's queued value: answer it (and install it)
+  hit,          // *now holds this host's queued value (already installed): answer it
   miss,         // a queued delete or CLEAR: the key is absent; do not ask Redis
   unavailable,  // Redis is not reachable now: answer a miss without waiting
   pending,      // `done` runs once, later (never before get() returns)

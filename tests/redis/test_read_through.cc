@@ -102,6 +102,9 @@ TEST_CASE("a key this host wrote is answered from the queue, a queued delete or 
   CHECK(r.d.reads->get("s", &f, never) == Lookup::hit);
   CHECK(f.value == "mine");
   CHECK(f.flags == 5);
+  REQUIRE(r.installed.size() == 1);  // put back into the table
+  CHECK(r.installed[0].first == "s");
+  CHECK(r.installed[0].second.value == "mine");
   CHECK(r.d.reads->get("d", &f, never) == Lookup::miss);
   CHECK(r.d.reads->get("c:x", &f, never) == Lookup::miss);
   CHECK(r.d.reads->get("other", &f, never) == Lookup::unavailable);

@@ -172,9 +172,13 @@ class RedisServer:
 
     # -- inspection ----------------------------------------------------------
     def client(self, **kwargs):
-        """A redis-py client on the Unix socket (bytes in, bytes out)."""
+        """A redis-py client on the Unix socket (bytes in, bytes out), without
+        redis-py's retries so that a stopped or killed server shows at once."""
         import redis  # from requirements-dev.txt
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        kwargs.setdefault("retry", Retry(NoBackoff(), 0))
         return redis.Redis(unix_socket_path=self.socket, password=self.password, **kwargs)
 
     def calls(self, command: str) -> int:

@@ -452,14 +452,17 @@ void Link::teardown(const std::string& why, bool retry) {
   if (retry && state_ == LinkState::backoff) schedule_retry();
 }
 
+uint64_t backoff_delay(uint64_t failures, uint64_t min_ms, uint64_t max_ms, uint64_t jitter_percent, double u) {
+  const uint64_t shift = std::min<uint64_t>(failures, 30);
+  uint64_t d = std::min<uint64_t>(max_ms, min_ms << shift);
+  d -= uint64_t(double(d) * double(std::min<uint64_t>(jitter_percent, 100)) / 100.0 * u);
+  return std::max<uint64_t>(d, 1);
+}
+
 uint64_t Link::backoff_delay() {
-  const uint64_t shift = std::min<uint64_t>(attempt_no_, 30);
-  uint64_t d = std::min<uint64_t>(opts_.reconnect_max_ms, opts_.reconnect_min_ms << shift);
-  attempt_no_++;
   rng_ ^= rng_ << 13, rng_ ^= rng_ >> 7, rng_ ^= rng_ << 17;
   const double u = double(rng_ >> 11) / double(1ull << 53);  // [0, 1)
-  d -= uint64_t(double(d) * double(opts_.jitter_percent) / 100.0 * u);
-  return std::max<uint64_t>(d, 1);
+  return redis::backoff_delay(attempt_no_++, opts_.reconnect_min_ms, opts_.reconnect_max_ms, opts_.jitter_percent, u);
 }
 
 void Link::schedule_retry() { uv_timer_start(&retry_timer_, on_retry_timer, backoff_delay(), 0); }

@@ -46,6 +46,11 @@ struct redisReply;
 namespace nearcache::redis {
 
 enum class LinkState { idle, resolving, connecting, handshaking, ready, backoff, stopped };
+
+// Reconnect delay after `failures` consecutive failures (0 = the first):
+// min_ms doubled per failure up to max_ms, then shortened by jitter_percent
+// of itself times u (uniform in [0, 1)); at least 1 ms.
+uint64_t backoff_delay(uint64_t failures, uint64_t min_ms, uint64_t max_ms, uint64_t jitter_percent, double u);
 const char* link_state_name(LinkState s);
 
 struct Reply {

@@ -332,3 +332,27 @@ TEST_CASE("closing a link fails its pending commands exactly once", "[redis][lin
   for (int c : calls) CHECK(c == 1);
   redis.resume();
 }
+
+TEST_CASE("reconnect delays double from the minimum to the maximum, shortened by the jitter", "[redis][link]") {
+  CHECK(backoff_delay(0, 100, 10000, 0, 0.9) == 100);
+  CHECK(backoff_delay(1, 100, 10000, 0, 0.9) == 200);
+  CHECK(backoff_delay(6, 100, 10000, 0, 0.9) == 6400);
+  CHECK(backoff_delay(7, 100, 10000, 0, 0.9) == 10000);
+  CHECK(backoff_delay(500, 100, 10000, 0, 0.9) == 10000);  // no overflow
+  CHECK(backoff_delay(3, 100, 10000, 50, 0.0) == 800);
+  CHECK(backoff_delay(3, 100, 10000, 50, 0.5) == 600);
+  CHECK(backoff_delay(3, 100, 10000, 50, 0.999) == 401);
+  CHECK(backoff_delay(0, 1, 10, 100, 0.999) == 1);  // never 0
+  // A failing link really waits: over ~300 ms with 20-40 ms delays, a handful of attempts, not hundreds.
+  Loop loop;
+  LinkOptions o = fast(1000);
+  o.reconnect_min_ms = 20;
+  o.reconnect_max_ms = 40;
+  Link l(loop, ep_of("unix:///nonexistent/redis.sock"), o);
+  l.start();
+  loop.run_for(300);
+  CHECK(l.status().failures_total >= 5);
+  CHECK(l.status().failures_total <= 20);
+  CHECK(l.status().last_error.find("No such file") != std::string::npos);
+  close_link(loop, l);
+}

@@ -41,7 +41,7 @@ TEST_CASE("max_ttl_ms clamps every TTL, no expiry included") {
   }
 }
 
-TEST_CASE("CLEAR of a full table is done in slices; others are served meanwhile; later sets survive") {
+TEST_CASE("CLEAR of a full table is done in slices, others are served meanwhile, later sets survive") {
   Harness h(32 << 20);
   Session* a = h.connect();
   Session* b = h.connect();
@@ -92,7 +92,7 @@ TEST_CASE("CLEAR answers with the number of entries it removed") {
   CHECK(arg(r, 2).via.u64 == 1);
 }
 
-TEST_CASE("max_outstanding: waiting leases count; further requests get TOO_MANY_REQUESTS until they drop") {
+TEST_CASE("max_outstanding: waiting leases count, further requests get TOO_MANY_REQUESTS until they drop") {
   Config c;
   c.max_outstanding = 2;
   Harness h(16 << 20, c);
@@ -199,7 +199,7 @@ TEST_CASE("STATUS carries every metric of the table, the config and the connecti
   REQUIRE(got.at("connections")->via.array.size == 1);
 }
 
-TEST_CASE("at most 256 CLEARs in flight; each reports its own count") {
+TEST_CASE("at most 256 CLEARs in flight, each reports its own count") {
   Harness h(32 << 20);
   h.engine->set_clear_first_slice_us(0);  // all the work waits for clear_work()
   Session* s = h.connect();

@@ -25,7 +25,7 @@ TEST_CASE("first asker gets the lease, others wait, a value releases everyone") 
   CHECK(l.next_deadline() == UINT64_MAX);
 }
 
-TEST_CASE("release hands the lease to the longest waiter; a wrong token changes nothing") {
+TEST_CASE("release hands the lease to the longest waiter, a wrong token changes nothing") {
   Leases l;
   bool to;
   const uint64_t t = l.acquire("k", 1, 10, 1000, 5000, 0, &to);

@@ -323,7 +323,7 @@ TEST_CASE("clear removes everything, or exactly the keys under a prefix") {
   }
 }
 
-TEST_CASE("a new writer makes a new generation; readers of the old one see it stopped") {
+TEST_CASE("a new writer makes a new generation, readers of the old one see it stopped") {
   nctest::TempDir d;
   auto opts = nctest::small_options(d);
   auto w1 = nctest::make_writer(opts);
@@ -546,7 +546,7 @@ TEST_CASE("per-entry metadata is at most 32 bytes at the planned item size") {
   CHECK(s.index_evictions == 0);
 }
 
-TEST_CASE("a full index moves entries between their two buckets, then evicts; every entry stays readable") {
+TEST_CASE("a full index moves entries between their two buckets, then evicts, every entry stays readable") {
   nctest::TempDir d;
   auto o = nctest::small_options(d, 4 << 20);
   o.expected_item_bytes = 4096;  // plans far fewer entries than the tiny values below make

@@ -13,6 +13,7 @@ reloadable, help); `--print-config` is the cross-check. The package build runs
 """
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -55,12 +56,18 @@ UNIT_NOTES = {
 def option_table(nearcached: str) -> list[dict]:
     doc = subprocess.run([nearcached, "--print-config-doc"], check=True, capture_output=True, text=True).stdout
     rows = []
+    in_table = False  # the option table only: the document has other tables (metrics)
     for line in doc.splitlines():
+        if line.startswith("| option | type |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            in_table = False
         m = re.match(r"^\| `([a-z_]+)` \| (.*) \|$", line)
-        if not m:
+        if not in_table or not m:
             continue
         # Cells are separated by " | "; a "|" inside the help text is escaped as "\|".
-        cells = [c.replace("\\|", "|") for c in re.split(r"(?<!\\) \| ", m.group(2))]
+        cells = [html.unescape(c.replace("\\|", "|")) for c in re.split(r"(?<!\\) \| ", m.group(2))]
         if len(cells) != 4:
             sys.exit(f"package-config: cannot parse option row: {line}")
         typ, default, reloadable, help_ = cells

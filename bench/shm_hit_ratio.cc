@@ -26,26 +26,11 @@
 
 #include "reader.h"
 #include "writer.h"
+#include "zipf.h"
 
 using namespace nearcache::shm;
 
 namespace {
-
-class Zipf {
- public:
-  Zipf(size_t n, double alpha) : cdf_(n) {
-    double sum = 0;
-    for (size_t i = 0; i < n; ++i) cdf_[i] = (sum += 1.0 / std::pow(double(i + 1), alpha));
-    for (auto& c : cdf_) c /= sum;
-  }
-  size_t operator()(std::mt19937_64& rng) const {
-    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return std::min(size_t(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin()), cdf_.size() - 1);
-  }
-
- private:
-  std::vector<double> cdf_;
-};
 
 class Lru {
  public:

@@ -24,6 +24,7 @@
 
 #include "reader.h"
 #include "writer.h"
+#include "zipf.h"
 
 using namespace nearcache::shm;
 using Clock = std::chrono::steady_clock;
@@ -76,23 +77,6 @@ double dram_latency_ns(size_t bytes) {
   const double ns = ns_since(t0) / steps;
   return p == SIZE_MAX ? 0 : ns;
 }
-
-// Zipf(alpha) ranks over n items by inverse transform on the CDF.
-class Zipf {
- public:
-  Zipf(size_t n, double alpha) : cdf_(n) {
-    double sum = 0;
-    for (size_t i = 0; i < n; ++i) cdf_[i] = (sum += 1.0 / std::pow(double(i + 1), alpha));
-    for (auto& c : cdf_) c /= sum;
-  }
-  size_t operator()(std::mt19937_64& rng) const {
-    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return size_t(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin());
-  }
-
- private:
-  std::vector<double> cdf_;
-};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

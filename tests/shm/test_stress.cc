@@ -53,6 +53,10 @@ std::string make_value(std::string_view key, size_t n, uint64_t seed) {
 
 struct ReaderTally {
   uint64_t verified = 0, torn = 0, retries = 0, busy = 0, misses = 0;
+  ReaderTally& operator+=(const ReaderTally& o) {
+    verified += o.verified, torn += o.torn, retries += o.retries, busy += o.busy, misses += o.misses;
+    return *this;
+  }
 };
 
 // Half the traffic on a few hot keys, so readers and the writer meet on the
@@ -152,8 +156,7 @@ TEST_CASE("no torn value under a rewriting writer: forked reader processes", "[p
     ReaderTally t;
     REQUIRE(read(p[0], &t, sizeof t) == sizeof t);
     close(p[0]);
-    sum.verified += t.verified, sum.torn += t.torn, sum.retries += t.retries, sum.busy += t.busy,
-        sum.misses += t.misses;
+    sum += t;
   }
   check(sum, w->stats(), target);
 }
@@ -180,8 +183,6 @@ TEST_CASE("no torn value under a rewriting writer: reader threads", "[threads]")
   }
   for (auto& t : threads) t.join();
   ReaderTally sum;
-  for (auto& t : tallies)
-    sum.verified += t.verified, sum.torn += t.torn, sum.retries += t.retries, sum.busy += t.busy,
-        sum.misses += t.misses;
+  for (auto& t : tallies) sum += t;
   check(sum, w->stats(), target);
 }

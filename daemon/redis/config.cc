@@ -1,6 +1,13 @@
 // daemon/redis/config.cc — see config.h.
 #include "redis/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace nearcache::redis {
 
 const std::vector<OptionRow>& redis_options() {
@@ -8,7 +15,12 @@ const std::vector<OptionRow>& redis_options() {
       {"redis_url", "secret", "", false,
        "Redis shared by the hosts: redis://[user:password@]host[:port][/db] or "
        "unix://[user:password@]/path[?db=N]. Empty: no Redis tier. rediss:// (TLS) is not supported "
-       "(hiredis 0.14); use a local TLS proxy."},
+       "(hiredis 0.14); use a local TLS proxy. Put a password in redis_password_file rather than here: "
+       "the packaged config file is readable by every member of the nearcache group."},
+      {"redis_password_file", "path", "", true,
+       "File holding the Redis password (its first line), read at start and on SIGHUP (used from the next "
+       "connection). It must be a regular file that only its owner may read (mode 0600 or 0400); with it, "
+       "redis_url may name an ACL user as redis://user@host but must not carry a password."},
       {"redis_prefix", "string", "nearcache:", false,
        "Prefix of every key this cache writes in Redis (the Redis key is prefix + cache key). CLEAR removes "
        "keys under it with SCAN + UNLINK; other hosts' near tiers are invalidated for keys under it."},
@@ -40,6 +52,10 @@ const std::vector<OptionRow>& redis_options() {
        "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ..."},
       {"redis_lease_poll_max_ms", "count", "250", false,
        "... up to this; invalidations of the key or the lease wake it earlier."},
+      {"redis_wait_ms", "count", "500", false,
+       "Longest a client request waits for Redis (read-through, ADD, INCR/DECR, LEASE). A read-through not "
+       "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "
+       "unknown). Keep it below the clients' timeouts (the Python client's default is 1 s)."},
       {"redis_down", "string", "local", false,
        "What ADD, INCR/DECR and LEASE do while Redis is unreachable: local (decide on this host; STATUS "
        "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE)."},
@@ -57,7 +73,16 @@ bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err) 
 const char* down_policy_name(DownPolicy p) { return p == DownPolicy::local ? "local" : "error"; }
 
 bool validate(const Config& c, Endpoint* ep, std::string* err) {
-  if (!parse_url(c.url, ep, err)) return false;
+  const bool from_file = !c.password_file.empty();
+  if (!parse_url(c.url, ep, err, from_file)) return false;
+  if (from_file) {
+    if (ep->has_password) {
+      *err = "redis_url carries a password and redis_password_file is set: remove the password from redis_url";
+      return false;
+    }
+    ep->password = c.password;
+    ep->has_password = true;
+  }
   if (c.prefix.empty()) {
     // An empty prefix would make CLEAR remove every key of the database and
     // the invalidation subscription cover keys of other applications.
@@ -86,7 +111,55 @@ bool validate(const Config& c, Endpoint* ep, std::string* err) {
          range("redis_heartbeat_ms", c.heartbeat_ms, 10, 3600000) &&
          range("redis_lease_poll_min_ms", c.lease_poll_min_ms, 1, 60000) &&
          range("redis_lease_poll_max_ms", c.lease_poll_max_ms, c.lease_poll_min_ms, 600000) &&
-         range("pipeline", c.pipeline, 1, 1u << 20);
+         range("redis_wait_ms", c.wait_ms, 1, 3600000) && range("pipeline", c.pipeline, 1, 1u << 20);
+}
+
+bool read_password_file(const std::string& path, std::string* password, std::string* err) {
+  auto fail = [&](const std::string& why) {
+    *err = "redis_password_file " + path + ": " + why;
+    return false;
+  };
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return fail(std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int e = errno;
+    close(fd);
+    return fail(std::strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return fail("not a regular file");
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    char mode[8];
+    snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+    return fail(std::string("mode ") + mode + " lets others than its owner read or change it; chmod 600 it");
+  }
+  std::string data;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      close(fd);
+      return fail(std::strerror(e));
+    }
+    if (n == 0) break;
+    data.append(buf, size_t(n));
+    if (data.size() > 65536) {
+      close(fd);
+      return fail("longer than 64 KiB; expected one line with the password");
+    }
+  }
+  close(fd);
+  const size_t eol = data.find_first_of("\r\n");
+  if (eol != std::string::npos) data.resize(eol);
+  if (data.empty()) return fail("empty (the password is its first line)");
+  *password = std::move(data);
+  return true;
 }
 
 }  // namespace nearcache::redis

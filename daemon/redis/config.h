@@ -36,6 +36,9 @@ struct Config {
   uint64_t lease_poll_min_ms = 10;          // LEASE waiters on a lease held by another host poll ...
   uint64_t lease_poll_max_ms = 250;         // ... with this backoff (and wake on invalidations)
   DownPolicy down = DownPolicy::local;      // redis_down
+  uint64_t wait_ms = 500;                   // longest a client request waits for Redis (the daemon's bound)
+  std::string password_file;                // redis_password_file; "" = the password is in the URL, if any
+  std::string password;                     // read from password_file by the daemon (not an option)
   uint64_t pipeline = 1024;                 // write-behind commands in flight at once (not an option)
 };
 
@@ -54,6 +57,14 @@ bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err);
 const char* down_policy_name(DownPolicy p);
 
 // Checks ranges and parses cfg.url into *ep (cfg.url must not be empty).
+// With password_file set, the URL must not carry a password (it may name a
+// user as `user@`) and ep gets cfg.password.
 bool validate(const Config& cfg, Endpoint* ep, std::string* err);
+
+// Reads the Redis password from `path`: its first line, without the line end.
+// Refuses a file that is not a regular file, is empty, or that anyone but its
+// owner may read or write (mode & 077): the packaged config is readable by
+// every app user, the password file must not be.
+bool read_password_file(const std::string& path, std::string* password, std::string* err);
 
 }  // namespace nearcache::redis

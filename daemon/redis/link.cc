@@ -465,7 +465,12 @@ uint64_t Link::backoff_delay() {
   return redis::backoff_delay(attempt_no_++, opts_.reconnect_min_ms, opts_.reconnect_max_ms, opts_.jitter_percent, u);
 }
 
-void Link::schedule_retry() { uv_timer_start(&retry_timer_, on_retry_timer, backoff_delay(), 0); }
+void Link::schedule_retry() {
+  const uint64_t failures = attempt_no_ + 1;
+  const uint64_t delay = backoff_delay();
+  spdlog::debug("redis {}: next attempt in {} ms ({} consecutive failure(s))", opts_.name, delay, failures);
+  uv_timer_start(&retry_timer_, on_retry_timer, delay, 0);
+}
 
 void Link::on_retry_timer(uv_timer_t* t) { static_cast<Link*>(t->data)->attempt(); }
 

@@ -131,6 +131,8 @@ class Link {
   void hold_replies(bool hold);
 
   const Endpoint& endpoint() const { return ep_; }
+  // A new password (redis_password_file reloaded): used from the next connection.
+  void set_password(const std::string& password) { ep_.password = password, ep_.has_password = true; }
   const LinkOptions& options() const { return opts_; }
 
  private:

@@ -127,6 +127,13 @@ uint64_t Tier::wait_lease(std::string_view key, uint64_t token, uint64_t lease_m
 
 void Tier::cancel_wait(uint64_t id) { atomics_->cancel_wait(id); }
 
+void Tier::set_password(const std::string& password) {
+  ep_.password = password;
+  ep_.has_password = true;
+  link_->set_password(password);
+  inval_->link().set_password(password);
+}
+
 TierStatus Tier::status() const {
   TierStatus s;
   s.data = link_->status();

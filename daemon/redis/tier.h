@@ -83,6 +83,9 @@ class Tier {
   uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb);
   void cancel_wait(uint64_t id);
 
+  // redis_password_file changed (SIGHUP): both links use it from their next connection.
+  void set_password(const std::string& password);
+
   DownPolicy down_policy() const { return cfg_.down; }
   // The daemon decided an atomic operation locally because Redis was down.
   void note_local_decision() { local_decisions_++; }

@@ -43,13 +43,15 @@ bool parse_uint(std::string_view s, uint64_t max, uint64_t* out) {
   return true;
 }
 
-// "[user]:password@" or "password@"-less authority part.
-bool parse_userinfo(std::string_view ui, Endpoint* e, std::string* err) {
+// "[user]:password@", or "user@" when the password comes from a file.
+bool parse_userinfo(std::string_view ui, Endpoint* e, std::string* err, bool user_only) {
   const size_t colon = ui.find(':');
   if (colon == std::string_view::npos) {
+    if (user_only) return pct_decode(ui, &e->user, err);
     // redis://secret@host is a common mistake for redis://:secret@host; the
     // form is ambiguous (user or password?), so say how to write it.
-    *err = "redis_url: credentials must be user:password@ or :password@ (got no ':' before '@')";
+    *err = "redis_url: credentials must be user:password@ or :password@ (got no ':' before '@'; "
+           "user@ alone is for use with redis_password_file)";
     return false;
   }
   if (!pct_decode(ui.substr(0, colon), &e->user, err) || !pct_decode(ui.substr(colon + 1), &e->password, err))
@@ -60,7 +62,7 @@ bool parse_userinfo(std::string_view ui, Endpoint* e, std::string* err) {
 
 }  // namespace
 
-bool parse_url(std::string_view url, Endpoint* out, std::string* err) {
+bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_only) {
   Endpoint e;
   std::string_view rest;
   auto starts = [&](std::string_view p) {
@@ -80,8 +82,12 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err) {
     rest = url.substr(7);
     e.unix_socket = true;
   } else {
-    *err = "redis_url must start with redis:// or unix:// (got \"" + std::string(url.substr(0, 16)) +
-           (url.size() > 16 ? "...\")" : "\")");
+    // Only the scheme is echoed: the rest may hold a password.
+    const size_t sep = url.find("://");
+    *err = "redis_url must start with redis:// or unix:// (got " +
+           (sep != std::string_view::npos && sep <= 16 ? "\"" + std::string(url.substr(0, sep + 3)) + "...\""
+                                                       : std::string("no such scheme")) +
+           ")";
     return false;
   }
 
@@ -98,7 +104,7 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err) {
         *err = "redis_url: unix:// takes no host; write unix:///path or unix://user:password@/path";
         return false;
       }
-      if (!parse_userinfo(auth.substr(0, auth.size() - 1), &e, err)) return false;
+      if (!parse_userinfo(auth.substr(0, auth.size() - 1), &e, err, user_only)) return false;
     }
     std::string_view path = rest.substr(slash);
     const size_t q = path.find('?');
@@ -124,7 +130,7 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err) {
   // redis://[[user]:password@]host[:port][/db]
   const size_t at = rest.rfind('@');
   if (at != std::string_view::npos) {
-    if (!parse_userinfo(rest.substr(0, at), &e, err)) return false;
+    if (!parse_userinfo(rest.substr(0, at), &e, err, user_only)) return false;
     rest = rest.substr(at + 1);
   }
   std::string_view hostport = rest, dbpart;

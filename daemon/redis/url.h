@@ -31,7 +31,9 @@ struct Endpoint {
   std::string where() const;
 };
 
-// Parses `url` into *out; false with *err naming the problem.
-bool parse_url(std::string_view url, Endpoint* out, std::string* err);
+// Parses `url` into *out; false with *err naming the problem. With
+// `user_without_password` (the password comes from redis_password_file),
+// `user@` names an ACL user and carries no password.
+bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_without_password = false);
 
 }  // namespace nearcache::redis

@@ -1,6 +1,11 @@
 // URL parsing, the refusal of rediss://, config validation and the value
 // envelope / msgpack integer codec.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 
 #include "redis/config.h"
@@ -120,6 +125,61 @@ TEST_CASE("config validation and the option rows", "[redis][url]") {
     CHECK(names.insert(r.name).second);
   }
   CHECK(names.count("redis_down"));
+}
+
+TEST_CASE("redis_password_file: a private file, its first line, and URLs without a password", "[redis][url]") {
+  char dir[] = "/tmp/nearcache-pwtest-XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string path = std::string(dir) + "/pw";
+  auto write = [&](const std::string& text, mode_t mode) {
+    FILE* f = fopen(path.c_str(), "w");
+    REQUIRE(f);
+    fputs(text.c_str(), f);
+    fclose(f);
+    REQUIRE(chmod(path.c_str(), mode) == 0);
+  };
+  std::string pw, err;
+  write("s3cret\nignored\n", 0600);
+  REQUIRE(read_password_file(path, &pw, &err));
+  CHECK(pw == "s3cret");
+  write("crlf\r\n", 0400);
+  REQUIRE(read_password_file(path, &pw, &err));
+  CHECK(pw == "crlf");
+  write("s3cret\n", 0640);  // the app users' group could read it
+  CHECK_FALSE(read_password_file(path, &pw, &err));
+  CHECK(err.find("0640") != std::string::npos);
+  CHECK(err.find("chmod 600") != std::string::npos);
+  CHECK(err.find("s3cret") == std::string::npos);
+  write("x", 0604);
+  CHECK_FALSE(read_password_file(path, &pw, &err));
+  write("\n", 0600);
+  CHECK_FALSE(read_password_file(path, &pw, &err));
+  CHECK(err.find("empty") != std::string::npos);
+  CHECK_FALSE(read_password_file(std::string(dir) + "/absent", &pw, &err));
+  CHECK(err.find("No such file") != std::string::npos);
+  CHECK_FALSE(read_password_file(dir, &pw, &err));  // a directory
+  unlink(path.c_str());
+  rmdir(dir);
+
+  Config c;
+  Endpoint e;
+  c.url = "redis://alice@h";
+  CHECK_FALSE(validate(c, &e, &err));  // user@ without a password file: ambiguous
+  c.password_file = "/etc/nearcache/redis.password";
+  c.password = "from-file";
+  REQUIRE(validate(c, &e, &err));
+  CHECK(e.user == "alice");
+  CHECK(e.password == "from-file");
+  CHECK(e.has_password);
+  CHECK(e.masked() == "redis://alice:***@h:6379");
+  c.url = "unix:///run/redis.sock";
+  REQUIRE(validate(c, &e, &err));
+  CHECK(e.password == "from-file");
+  CHECK(e.user.empty());
+  c.url = "redis://:inline@h";
+  CHECK_FALSE(validate(c, &e, &err));
+  CHECK(err.find("remove the password") != std::string::npos);
+  CHECK(err.find("inline") == std::string::npos);
 }
 
 TEST_CASE("values with flags travel in an ext-126 envelope, flags 0 are the exact bytes", "[redis][url]") {

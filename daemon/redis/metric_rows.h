@@ -1,0 +1,43 @@
+// daemon/redis/metric_rows.h — the Redis tier's rows for the daemon's metric
+// table (daemon/metrics.h), in the same X-macro shape:
+//   X(name, kind, unit, label, help)
+// Without dependencies, so that the CLI renders them too. The values come
+// from Tier::status() through redis_metric_value() (redis/metrics.h).
+#pragma once
+
+#define NEARCACHE_REDIS_METRICS(X)                                                                                   \
+  X(redis_connected, gauge, count, "Redis connected", "1 while the data connection to Redis is up")                    \
+  X(redis_coherent, gauge, count, "Redis invalidations", "1 while other hosts' writes invalidate this host's entries") \
+  X(redis_degraded, gauge, count, "Redis degraded",                                                                     \
+    "1 while Redis is unreachable and redis_down=local: ADD/INCR/LEASE are decided on this host alone")                 \
+  X(redis_connects_total, counter, count, "Redis connects", "Times the data connection became ready")                   \
+  X(redis_failures_total, counter, count, "Redis connection failures",                                                  \
+    "Failed connection attempts and lost connections (data link)")                                                      \
+  X(redis_timeouts_total, counter, count, "Redis timeouts", "Commands that got no reply within redis_command_timeout_ms") \
+  X(redis_queue_depth, gauge, count, "write-behind queue", "Operations queued for Redis or in flight")                   \
+  X(redis_queue_bytes, gauge, bytes, "write-behind bytes", "Bytes held by the write-behind queue")                       \
+  X(redis_queue_flushed_total, counter, count, "write-behind flushed", "Queued operations Redis acknowledged")           \
+  X(redis_queue_dropped_total, counter, count, "write-behind dropped",                                                   \
+    "Operations dropped because the write-behind queue was full")                                                        \
+  X(redis_queue_failed_total, counter, count, "write-behind failed", "Queued operations Redis answered with an error")    \
+  X(redis_queue_coalesced_total, counter, count, "write-behind coalesced",                                               \
+    "Queued operations replaced by a later one on the same key")                                                         \
+  X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \
+  X(redis_coherence_lost_total, counter, count, "invalidation link losses",                                              \
+    "Times invalidations stopped (the near tier was flushed)")                                                           \
+  X(redis_local_flushes_total, counter, count, "near tier flushes",                                                      \
+    "Times every local entry was dropped: invalidations stopped or restarted, FLUSHDB")                                  \
+  X(redis_readthrough_hits_total, counter, count, "read-through hits", "Local misses that Redis (or the queue) answered") \
+  X(redis_readthrough_misses_total, counter, count, "read-through misses", "Local misses Redis did not have either")      \
+  X(redis_readthrough_errors_total, counter, count, "read-through errors",                                               \
+    "Read-throughs that failed or timed out (answered as misses)")                                                       \
+  X(redis_readthrough_skipped_total, counter, count, "read-throughs skipped",                                            \
+    "Local misses answered at once because Redis was unreachable")                                                       \
+  X(redis_readthrough_joined_total, counter, count, "read-throughs joined",                                              \
+    "Local misses that joined a read of the same key already in flight (single flight)")                                 \
+  X(redis_readthrough_stale_total, counter, count, "read-throughs not installed",                                        \
+    "Redis values not installed because the key was invalidated or written while they were read")                        \
+  X(redis_atomic_errors_total, counter, count, "Redis-decided op errors",                                                \
+    "ADD/INCR/LEASE/RELEASE that Redis did not decide (timeout, lost connection, error)")                                \
+  X(redis_local_decisions_total, counter, count, "decided locally",                                                      \
+    "ADD/INCR/LEASE decided on this host because Redis was unreachable (redis_down=local)")

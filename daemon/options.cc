@@ -14,6 +14,8 @@
 #include <set>
 #include <sstream>
 
+#include "redis/config.h"
+
 namespace po = boost::program_options;
 
 namespace nearcache::daemon {
@@ -22,13 +24,58 @@ namespace {
 
 using C = Config;
 
+using Field = std::variant<std::string Config::*, bool Config::*, unsigned Config::*, uint64_t Config::*>;
+
+// The Redis tier's rows come from redis_options() (names, defaults, help);
+// this maps each to its field here.
+const std::map<std::string, Field>& redis_fields() {
+  static const std::map<std::string, Field> f = {
+      {"redis_url", &C::redis_url},
+      {"redis_password_file", &C::redis_password_file},
+      {"redis_prefix", &C::redis_prefix},
+      {"redis_connect_timeout_ms", &C::redis_connect_timeout_ms},
+      {"redis_command_timeout_ms", &C::redis_command_timeout_ms},
+      {"redis_queue_max_entries", &C::redis_queue_max_entries},
+      {"redis_queue_max_bytes", &C::redis_queue_max_bytes},
+      {"redis_local_ttl_max_ms", &C::redis_local_ttl_max_ms},
+      {"redis_reconnect_min_ms", &C::redis_reconnect_min_ms},
+      {"redis_reconnect_max_ms", &C::redis_reconnect_max_ms},
+      {"redis_reconnect_jitter_percent", &C::redis_reconnect_jitter_percent},
+      {"redis_drain_timeout_ms", &C::redis_drain_timeout_ms},
+      {"redis_heartbeat_ms", &C::redis_heartbeat_ms},
+      {"redis_lease_poll_min_ms", &C::redis_lease_poll_min_ms},
+      {"redis_lease_poll_max_ms", &C::redis_lease_poll_max_ms},
+      {"redis_wait_ms", &C::redis_wait_ms},
+      {"redis_down", &C::redis_down},
+  };
+  return f;
+}
+
+OptType redis_type(const std::string& t) {
+  if (t == "secret") return OptType::secret;
+  if (t == "path") return OptType::path;
+  if (t == "count") return OptType::count;
+  if (t == "size") return OptType::size;
+  return OptType::string;
+}
+
+std::vector<OptionSpec> with_redis_rows(std::vector<OptionSpec> rows) {
+  for (const auto& r : redis::redis_options()) {
+    auto f = redis_fields().find(r.name);
+    if (f == redis_fields().end()) abort();  // a row without a field: caught by every test run
+    rows.push_back({r.name, redis_type(r.type), r.def, r.reloadable, r.help, f->second});
+  }
+  return rows;
+}
+
 // The table. Order is the order of --help, --print-config and the docs.
-const std::vector<OptionSpec> kOptions = {
+const std::vector<OptionSpec> kOptions = with_redis_rows({
     {"config", OptType::path, "", false,
      "Config file to read (INI: `name = value`, `#` comments). Command-line flags override it.", &C::config},
     {"socket", OptType::path, "", false,
      "Unix socket path. Default: <runtime dir>/nearcached.sock, where the runtime dir is "
-     "$XDG_RUNTIME_DIR/nearcache, /run/nearcache for root, else /tmp/nearcache-<uid>.",
+     "$RUNTIME_DIRECTORY (set by systemd's RuntimeDirectory=), else $XDG_RUNTIME_DIR/nearcache, "
+     "/run/nearcache for root, else /tmp/nearcache-<uid>.",
      &C::socket},
     {"socket_mode", OptType::mode, "0660", false, "Permissions of the socket file (octal; never world-writable).",
      &C::socket_mode},
@@ -84,12 +131,7 @@ const std::vector<OptionSpec> kOptions = {
      "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
     {"log_level", OptType::string, "info", true, "trace, debug, info, warn, error, critical or off.",
      &C::log_level},
-    {"redis_url", OptType::secret, "", false,
-     "Redis tier (redis://host:port/db or unix:///path). Not implemented yet: setting it is an error.",
-     &C::redis_url},
-    {"redis_prefix", OptType::string, "nearcache:", false, "Key prefix in Redis (for the Redis tier).",
-     &C::redis_prefix},
-};
+});
 
 bool parse_bool(const std::string& s, bool* out) {
   static const std::set<std::string> yes = {"1", "true", "yes", "on"}, no = {"0", "false", "no", "off"};
@@ -198,6 +240,12 @@ bool validate(Config* c, std::string* err) {
     return bad("option heartbeat_grace_ms: must be at least twice heartbeat_interval_ms");
   if (c->max_lease_ms < 1) return bad("option max_lease_ms: must be at least 1");
   if (c->socket.size() >= 108) return bad("option socket: path longer than 107 bytes: " + c->socket);
+  redis::DownPolicy down;
+  if (!redis::parse_down_policy(c->redis_down, &down, err)) return false;
+  if (!c->redis_url.empty()) {
+    redis::Endpoint ep;
+    if (!redis::validate(redis_config(*c), &ep, err)) return false;
+  }
   std::vector<uint32_t> ids;
   if (!resolve_users(c->allow_users, &ids, err) || !resolve_groups(c->allow_groups, &ids, err)) return false;
   int64_t gid;
@@ -365,6 +413,29 @@ bool load_config(const std::map<std::string, std::string>& flags, Config* out, s
   return true;
 }
 
+redis::Config redis_config(const Config& c) {
+  redis::Config r;
+  r.url = c.redis_url;
+  r.prefix = c.redis_prefix;
+  r.password_file = c.redis_password_file;
+  r.connect_timeout_ms = c.redis_connect_timeout_ms;
+  r.command_timeout_ms = c.redis_command_timeout_ms;
+  r.queue_max_entries = c.redis_queue_max_entries;
+  r.queue_max_bytes = c.redis_queue_max_bytes;
+  r.local_ttl_max_ms = c.redis_local_ttl_max_ms;
+  r.reconnect_min_ms = c.redis_reconnect_min_ms;
+  r.reconnect_max_ms = c.redis_reconnect_max_ms;
+  r.reconnect_jitter_percent = c.redis_reconnect_jitter_percent;
+  r.drain_timeout_ms = c.redis_drain_timeout_ms;
+  r.heartbeat_ms = c.redis_heartbeat_ms;
+  r.lease_poll_min_ms = c.redis_lease_poll_min_ms;
+  r.lease_poll_max_ms = c.redis_lease_poll_max_ms;
+  r.wait_ms = c.redis_wait_ms;
+  std::string ignored;
+  redis::parse_down_policy(c.redis_down, &r.down, &ignored);
+  return r;
+}
+
 std::string help_text(const char* argv0) {
   std::ostringstream s;
   s << "Usage: " << argv0 << " [--config=FILE] [--name=value ...]\n"
@@ -414,7 +485,8 @@ std::string config_markdown() {
       << " | " << (o.reloadable ? "yes" : "no") << " | " << help << " |\n";
   }
   s << "\n## Default paths\n\n"
-    << "With no `socket` or `segment` option the daemon uses a runtime directory: "
+    << "With no `socket` or `segment` option the daemon uses a runtime directory: `$RUNTIME_DIRECTORY` "
+       "when systemd set it (`RuntimeDirectory=`; the first directory when it lists several), else "
        "`$XDG_RUNTIME_DIR/nearcache` when `XDG_RUNTIME_DIR` is set, else `/run/nearcache` for root, else "
        "`/tmp/nearcache-<uid>`. It is created with mode 0750 when missing. The socket is "
        "`<dir>/nearcached.sock`, the segment `<dir>/nearcached.seg` (hints `<segment>.hints`, lock "
@@ -429,17 +501,21 @@ std::string config_markdown() {
        "daemon replaces the stale socket and segment on start.\n\n"
     << "## Signals, exit status, systemd\n\n"
     << "- SIGTERM or SIGINT: stop accepting (the socket is removed), finish pending CLEARs, answer waiting "
-       "LEASEs with `SHUTTING_DOWN`, write the replies already produced, close every connection (at most 5 s "
-       "later), mark the segment stopped, remove its names, exit 0. Requests that arrive after the signal get "
+       "LEASEs and Redis reads with `SHUTTING_DOWN`, write the replies already produced, close every "
+       "connection (at most 5 s later, or `redis_drain_timeout_ms` when that is longer), flush the Redis "
+       "write-behind queue (for at most `redis_drain_timeout_ms`; what is left is logged as lost), mark the "
+       "segment stopped, remove its names, exit 0. Requests that arrive after the signal get "
        "`SHUTTING_DOWN`; a second signal closes every connection at once.\n"
     << "- SIGHUP: re-read the config file; apply the reloadable options; log each other change as needing a "
-       "restart. A file that does not parse changes nothing (logged).\n"
+       "restart. A file that does not parse changes nothing (logged). `redis_password_file` is read again; "
+       "the new password is used from the next Redis connection.\n"
     << "- A second daemon on the same socket (one that answers) or the same segment (its lock is held) "
        "refuses to start, exit 1. A socket nobody answers on is stale and replaced; a non-socket file at the "
        "socket path is never touched.\n"
     << "- Exit status: 0 after a clean stop; 1 when the daemon cannot start (socket or segment in use, "
-       "permissions, memory); 2 for a bad command line or configuration (`redis_url` included, until the Redis "
-       "tier exists).\n"
+       "permissions, memory); 2 for a bad command line or configuration (a bad `redis_url`, a "
+       "`redis_password_file` that cannot be read or that others may read, included). Redis being "
+       "unreachable is not an error: the daemon starts, serves its table and reconnects.\n"
     << "- With `NOTIFY_SOCKET` set (systemd `Type=notify`) the daemon sends `READY=1` once listening and "
        "`STOPPING=1` when it begins to stop. With `JOURNAL_STREAM` set, log lines carry a syslog priority "
        "prefix (`<6>`) instead of a timestamp.\n\n"
@@ -456,11 +532,22 @@ std::string config_markdown() {
        "some complete (the table keeps the removed counts of its last 256 clears).\n"
     << "- CLEAR and the expiry sweep run in slices (about 2 ms of work per loop turn, 1 ms per 100 ms for "
        "expiry), so the heartbeat and other clients are never held up; `loop_lag_max_ms` in the status shows "
-       "the worst loop delay seen.\n";
+       "the worst loop delay seen.\n"
+    << "\n## The Redis tier\n\n"
+    << "The `redis_*` options configure it; `doc/redis.md` describes what it guarantees, what "
+       "`redis_down = local` can lose, and the limits of the Redis client library (no TLS, no RESP3, no "
+       "Sentinel or Cluster).\n";
   return s.str();
 }
 
 std::string default_runtime_dir() {
+  // systemd's RuntimeDirectory= sets it to the directory it made for the unit
+  // (a colon-separated list when the unit names several).
+  const char* rt = getenv("RUNTIME_DIRECTORY");
+  if (rt && *rt) {
+    std::string dir(rt);
+    return dir.substr(0, dir.find(':'));
+  }
   const char* xdg = getenv("XDG_RUNTIME_DIR");
   if (xdg && *xdg) return std::string(xdg) + "/nearcache";
   if (getuid() == 0) return "/run/nearcache";

@@ -13,6 +13,10 @@
 #include <variant>
 #include <vector>
 
+namespace nearcache::redis {
+struct Config;
+}
+
 namespace nearcache::daemon {
 
 struct Config {
@@ -31,7 +35,15 @@ struct Config {
   uint64_t heartbeat_interval_ms = 100, heartbeat_grace_ms = 2000;
   uint64_t max_lease_ms = 300000, max_wait_ms = 300000;
   std::string log_level = "info";
-  std::string redis_url, redis_prefix = "nearcache:";
+  // The Redis tier (daemon/redis/config.h has their meaning and defaults).
+  std::string redis_url, redis_prefix = "nearcache:", redis_password_file, redis_down = "local";
+  uint64_t redis_connect_timeout_ms = 1000, redis_command_timeout_ms = 1000;
+  uint64_t redis_queue_max_entries = 100000, redis_queue_max_bytes = 64ull << 20;
+  uint64_t redis_local_ttl_max_ms = 300000;
+  uint64_t redis_reconnect_min_ms = 100, redis_reconnect_max_ms = 10000, redis_reconnect_jitter_percent = 50;
+  uint64_t redis_drain_timeout_ms = 5000, redis_heartbeat_ms = 1000;
+  uint64_t redis_lease_poll_min_ms = 10, redis_lease_poll_max_ms = 250;
+  uint64_t redis_wait_ms = 500;
 };
 
 enum class OptType { string, path, boolean, size, count, mode, list, secret };
@@ -69,14 +81,19 @@ bool parse_command_line(int argc, char** argv, Invocation* inv, std::string* err
 // validates. Returns false with *err naming the problem.
 bool load_config(const std::map<std::string, std::string>& flags, Config* out, std::string* err);
 
+// The Redis tier's settings (without the password, which main reads from
+// redis_password_file). load_config has validated them.
+redis::Config redis_config(const Config& c);
+
 // `--help` text and `--print-config` text (a valid config file).
 std::string help_text(const char* argv0);
 std::string config_text(const Config& c);
 // doc/configuration.md, generated from the table.
 std::string config_markdown();
 
-// Default runtime directory: $XDG_RUNTIME_DIR/nearcache, /run/nearcache for
-// root, else /tmp/nearcache-<uid>.
+// Default runtime directory: $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=;
+// the first one when it lists several), else $XDG_RUNTIME_DIR/nearcache,
+// /run/nearcache for root, else /tmp/nearcache-<uid>.
 std::string default_runtime_dir();
 std::string default_socket_path();
 // Creates the default runtime directory (mode 0750) if missing and checks that

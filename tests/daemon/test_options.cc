@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "options.h"
+#include "redis/config.h"
 
 using namespace nearcache::daemon;
 
@@ -60,6 +61,9 @@ TEST_CASE("defaults") {
 }
 
 TEST_CASE("default runtime directory follows XDG_RUNTIME_DIR, then root, then /tmp") {
+  const char* rt = getenv("RUNTIME_DIRECTORY");
+  const std::string saved_rt = rt ? rt : "";
+  unsetenv("RUNTIME_DIRECTORY");
   const char* old = getenv("XDG_RUNTIME_DIR");
   const std::string saved = old ? old : "";
   setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
@@ -69,6 +73,30 @@ TEST_CASE("default runtime directory follows XDG_RUNTIME_DIR, then root, then /t
   CHECK(default_runtime_dir() == (getuid() == 0 ? std::string("/run/nearcache")
                                                 : "/tmp/nearcache-" + std::to_string(getuid())));
   if (old) setenv("XDG_RUNTIME_DIR", saved.c_str(), 1);
+  if (rt) setenv("RUNTIME_DIRECTORY", saved_rt.c_str(), 1);
+}
+
+TEST_CASE("systemd's RUNTIME_DIRECTORY comes first, and is the directory itself") {
+  const char* rt = getenv("RUNTIME_DIRECTORY");
+  const std::string saved = rt ? rt : "";
+  setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
+  setenv("RUNTIME_DIRECTORY", "/run/nearcache-app", 1);
+  CHECK(default_runtime_dir() == "/run/nearcache-app");
+  CHECK(default_socket_path() == "/run/nearcache-app/nearcached.sock");
+  setenv("RUNTIME_DIRECTORY", "/run/a:/run/b", 1);  // RuntimeDirectory=a b
+  CHECK(default_runtime_dir() == "/run/a");
+  // Explicit paths (the packaged units pass them) are not affected.
+  Config c;
+  std::string err;
+  REQUIRE(load_config({{"socket", "/run/nearcache/nearcached.sock"}, {"segment", "/run/nearcache/nearcached.seg"}},
+                      &c, &err));
+  CHECK(c.socket == "/run/nearcache/nearcached.sock");
+  CHECK(c.segment == "/run/nearcache/nearcached.seg");
+  setenv("RUNTIME_DIRECTORY", "", 1);
+  CHECK(default_runtime_dir() == "/run/user/1234/nearcache");
+  unsetenv("XDG_RUNTIME_DIR");
+  if (rt) setenv("RUNTIME_DIRECTORY", saved.c_str(), 1);
+  else unsetenv("RUNTIME_DIRECTORY");
 }
 
 TEST_CASE("a config file, overridden by flags") {
@@ -152,6 +180,45 @@ TEST_CASE("credentials in redis_url are masked") {
   Config c;
   c.redis_url = "redis://user:secret@cache.internal:6379/0";
   CHECK(format_option(c, *find_option("redis_url")) == "redis://***@cache.internal:6379/0");
+  CHECK(config_text(c).find("secret") == std::string::npos);
+}
+
+TEST_CASE("the Redis tier's options are in the table and validated when redis_url is set") {
+  Config c;
+  std::string err;
+  REQUIRE(load_config({{"redis_url", "unix:///run/redis.sock"}, {"redis_wait_ms", "250"},
+                       {"redis_queue_max_bytes", "8M"}, {"redis_down", "error"}},
+                      &c, &err));
+  const auto r = redis_config(c);
+  CHECK(r.url == "unix:///run/redis.sock");
+  CHECK(r.wait_ms == 250);
+  CHECK(r.queue_max_bytes == 8ull << 20);
+  CHECK(r.down == nearcache::redis::DownPolicy::error);
+  CHECK(r.prefix == "nearcache:");
+  // Each row of redis_options() is an option with the same default.
+  for (const auto& row : nearcache::redis::redis_options()) {
+    INFO(row.name);
+    const OptionSpec* o = find_option(row.name);
+    REQUIRE(o);
+    CHECK(std::string(o->def) == row.def);
+    CHECK(o->reloadable == row.reloadable);
+  }
+  CHECK_FALSE(load_config({{"redis_down", "maybe"}}, &c, &err));
+  CHECK(err.find("redis_down") != std::string::npos);
+  CHECK_FALSE(load_config({{"redis_url", "rediss://h"}}, &c, &err));
+  CHECK(err.find("TLS") != std::string::npos);
+  CHECK_FALSE(load_config({{"redis_url", "redis://h"}, {"redis_prefix", ""}}, &c, &err));
+  CHECK_FALSE(load_config({{"redis_url", "redis://h"}, {"redis_reconnect_min_ms", "500"},
+                           {"redis_reconnect_max_ms", "100"}},
+                          &c, &err));
+  CHECK(err.find("redis_reconnect_max_ms") != std::string::npos);
+  // A password in the URL and a password file: which one? Refused.
+  CHECK_FALSE(load_config({{"redis_url", "redis://:pw@h"}, {"redis_password_file", "/etc/pw"}}, &c, &err));
+  CHECK(err.find("redis_password_file") != std::string::npos);
+  // With a password file, redis://user@host names an ACL user.
+  CHECK(load_config({{"redis_url", "redis://alice@h"}, {"redis_password_file", "/etc/pw"}}, &c, &err));
+  // Without redis_url, the other redis options are not checked against it.
+  CHECK(load_config({{"redis_prefix", ""}}, &c, &err));
 }
 
 TEST_CASE("every option has a help text and the docs list it") {

@@ -65,10 +65,12 @@ uint64_t Leases::acquire(std::string_view key, uint64_t conn, uint64_t req, uint
   return 0;
 }
 
-bool Leases::take_waiters(std::string_view key, std::vector<Waiter>* out) {
+bool Leases::take_waiters(std::string_view key, std::vector<Waiter>* out, uint64_t* redis_token) {
+  if (redis_token) *redis_token = 0;
   auto it = leases_.find(std::string(key));
   if (it == leases_.end()) return false;
   Lease& l = it->second;
+  if (l.redis && redis_token) *redis_token = l.token;
   deadlines_.erase({l.expires, l.token});
   deadline_keys_.erase(l.token);
   unref(l.holder, it->first);
@@ -82,11 +84,36 @@ bool Leases::take_waiters(std::string_view key, std::vector<Waiter>* out) {
   return true;
 }
 
+bool Leases::hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now) {
+  auto [it, fresh] = leases_.try_emplace(std::string(key));
+  if (!fresh) return false;
+  Lease& l = it->second;
+  l.token = token;
+  l.holder = conn;
+  l.redis = true;
+  l.expires = add_sat(now, std::max<uint64_t>(lease_ms, 1));
+  deadlines_.emplace(l.expires, l.token);
+  deadline_keys_.emplace(l.token, it->first);
+  by_conn_[conn][it->first]++;
+  granted_total_++;
+  return true;
+}
+
+bool Leases::local_lease(std::string_view key) const {
+  auto it = leases_.find(std::string(key));
+  return it != leases_.end() && !it->second.redis;
+}
+
 void Leases::hand_over(Map::iterator it, uint64_t now, std::vector<Event>* ev) {
   Lease& l = it->second;
   deadlines_.erase({l.expires, l.token});
   deadline_keys_.erase(l.token);
   unref(l.holder, it->first);
+  if (l.redis) {
+    // Its waiters (joined while Redis was unreachable) are handed over here as usual.
+    ev->push_back({Event::ended, l.holder, 0, l.token, it->first});
+    l.redis = false;
+  }
   if (l.waiters.empty()) {
     leases_.erase(it);
     return;
@@ -163,9 +190,11 @@ void Leases::expire(uint64_t now, std::vector<Event>* ev) {
   }
 }
 
-void Leases::drain(std::vector<Waiter>* out) {
-  for (auto& [k, l] : leases_)
+void Leases::drain(std::vector<Waiter>* out, std::vector<std::pair<std::string, uint64_t>>* redis_held) {
+  for (auto& [k, l] : leases_) {
     for (const Waiter& w : l.waiters) out->push_back(w);
+    if (l.redis && redis_held) redis_held->emplace_back(k, l.token);
+  }
   leases_.clear();
   deadlines_.clear();
   deadline_keys_.clear();

@@ -5,6 +5,13 @@
 // (grant a lease to a waiter, answer TIMEOUT) and on the waiters it hands back
 // when the key gets a value. Deadlines are kept in one ordered set so the
 // daemon needs one timer for all of them. Times are CLOCK_MONOTONIC ms.
+//
+// With Redis, leases are decided there: a lease Redis granted to this host is
+// recorded with hold() (token = the one Redis holds), other askers wait on
+// Redis, not here. Such a lease ends like any other (a value, RELEASE, the
+// holder's connection, lease_ms); an `ended` Event (or take_waiters'
+// *redis_token) tells the caller to release it in Redis. Leases decided here
+// while Redis is unreachable (acquire) work as without Redis.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +31,8 @@ class Leases {
     uint64_t conn, req, lease_ms, deadline, seq;
   };
   struct Event {
-    enum Kind { granted, timeout } kind;
+    // ended: a lease held in Redis ended without a value; release `token` there.
+    enum Kind { granted, timeout, ended } kind;
     uint64_t conn, req, token;
     std::string key;
   };
@@ -36,16 +44,25 @@ class Leases {
   // *timed_out is set).
   uint64_t acquire(std::string_view key, uint64_t conn, uint64_t req, uint64_t lease_ms, uint64_t wait_ms,
                    uint64_t now, bool* timed_out);
-  // The key got a value: its lease ends and every waiter is handed back.
-  bool take_waiters(std::string_view key, std::vector<Waiter>* out);
+  // The key got a value: its lease ends and every waiter is handed back;
+  // *redis_token gets the lease's token when it was held in Redis (else 0).
+  bool take_waiters(std::string_view key, std::vector<Waiter>* out, uint64_t* redis_token = nullptr);
+  // Redis granted `conn` the lease on `key` with `token` (from next_token()).
+  // False when the key got a lease here meanwhile (decided locally).
+  bool hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now);
+  // A fresh token to ask Redis for a lease with.
+  uint64_t next_token() { return next_id_++; }
+  // The key has a lease decided on this host (not one held in Redis).
+  bool local_lease(std::string_view key) const;
   // RELEASE: ends the lease when `token` is current; the longest waiter gets it.
   bool release(std::string_view key, uint64_t token, uint64_t now, std::vector<Event>* ev);
   // A connection closed: its leases end (handed over), its waits are dropped.
   void drop_conn(uint64_t conn, uint64_t now, std::vector<Event>* ev);
   // Every deadline up to `now`: expired leases are handed over, waits time out.
   void expire(uint64_t now, std::vector<Event>* ev);
-  // Shutdown: removes every lease and hands back every waiter.
-  void drain(std::vector<Waiter>* out);
+  // Shutdown: removes every lease and hands back every waiter (and the leases
+  // held in Redis, as (key, token), to release there).
+  void drain(std::vector<Waiter>* out, std::vector<std::pair<std::string, uint64_t>>* redis_held = nullptr);
 
   uint64_t next_deadline() const { return deadlines_.empty() ? UINT64_MAX : deadlines_.begin()->first; }
   bool empty() const { return leases_.empty(); }
@@ -57,6 +74,7 @@ class Leases {
  private:
   struct Lease {
     uint64_t token = 0, holder = 0, expires = 0;
+    bool redis = false;  // the token is held in Redis
     std::deque<Waiter> waiters;
   };
   using Map = std::unordered_map<std::string, Lease>;

@@ -116,3 +116,74 @@ TEST_CASE("drain hands back every waiter") {
   CHECK(l.empty());
   CHECK(l.waiting() == 0);
 }
+
+TEST_CASE("a lease held in Redis: recorded, ended by a value, a release, its holder or its deadline") {
+  Leases l;
+  std::vector<Leases::Event> ev;
+  std::vector<Leases::Waiter> ws;
+  const uint64_t t1 = l.next_token(), t2 = l.next_token();
+  CHECK(t1 != t2);
+  REQUIRE(l.hold("a", 1, t1, 1000, 0));
+  CHECK_FALSE(l.hold("a", 2, t2, 1000, 0));  // one lease per key here
+  CHECK_FALSE(l.local_lease("a"));
+  CHECK(l.active() == 1);
+  uint64_t redis_token = 0;
+  REQUIRE(l.take_waiters("a", &ws, &redis_token));  // a value: release t1 in Redis
+  CHECK(redis_token == t1);
+  CHECK(ws.empty());
+
+  REQUIRE(l.hold("b", 1, t2, 1000, 0));
+  CHECK(l.release("b", t2, 10, &ev));
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].kind == Leases::Event::ended);
+  CHECK(ev[0].key == "b");
+  CHECK(ev[0].token == t2);
+  ev.clear();
+
+  const uint64_t t3 = l.next_token();
+  REQUIRE(l.hold("c", 7, t3, 1000, 0));
+  l.drop_conn(7, 20, &ev);
+  REQUIRE(ev.size() == 1);
+  CHECK((ev[0].kind == Leases::Event::ended && ev[0].token == t3));
+  ev.clear();
+
+  const uint64_t t4 = l.next_token();
+  REQUIRE(l.hold("d", 1, t4, 100, 0));
+  CHECK(l.next_deadline() == 100);
+  l.expire(100, &ev);
+  REQUIRE(ev.size() == 1);
+  CHECK((ev[0].kind == Leases::Event::ended && ev[0].token == t4));
+  CHECK(l.empty());
+}
+
+TEST_CASE("waiters that joined a Redis-held lease while Redis was down get it locally when it ends") {
+  Leases l;
+  bool to;
+  std::vector<Leases::Event> ev;
+  const uint64_t t = l.next_token();
+  REQUIRE(l.hold("k", 1, t, 1000, 0));
+  CHECK(l.acquire("k", 2, 20, 1000, 5000, 0, &to) == 0);  // queued behind it
+  CHECK(l.release("k", t, 5, &ev));
+  REQUIRE(ev.size() == 2);
+  CHECK((ev[0].kind == Leases::Event::ended && ev[0].token == t));
+  CHECK((ev[1].kind == Leases::Event::granted && ev[1].conn == 2 && ev[1].req == 20));
+  CHECK(l.local_lease("k"));  // decided here now
+  uint64_t redis_token = 1;
+  std::vector<Leases::Waiter> ws;
+  REQUIRE(l.take_waiters("k", &ws, &redis_token));
+  CHECK(redis_token == 0);
+}
+
+TEST_CASE("drain reports the leases held in Redis") {
+  Leases l;
+  const uint64_t t = l.next_token();
+  REQUIRE(l.hold("k", 1, t, 1000, 0));
+  bool to;
+  l.acquire("local", 2, 1, 1000, 0, 0, &to);
+  std::vector<Leases::Waiter> ws;
+  std::vector<std::pair<std::string, uint64_t>> held;
+  l.drain(&ws, &held);
+  REQUIRE(held.size() == 1);
+  CHECK((held[0].first == "k" && held[0].second == t));
+  CHECK(l.empty());
+}

@@ -8,6 +8,8 @@
 #include <msgpack.hpp>
 #include <spdlog/spdlog.h>
 
+#include "engine_waits.h"
+#include "redis/tier.h"
 #include "writer.h"
 
 namespace nearcache::daemon {
@@ -185,6 +187,7 @@ void Engine::attach(Session* s) {
 
 void Engine::detach(Session* s) {
   sessions_.erase(s->id);
+  if (s->outstanding) cancel_waits(s->id);
   std::vector<Leases::Event> ev;
   leases_.drop_conn(s->id, now_ms(), &ev);
   apply_events(ev);
@@ -253,7 +256,7 @@ void Engine::reply_value(Session* s, uint64_t id, std::string_view value, uint8_
 
 void Engine::feed(Session* s) {
   const size_t before = s->out.bytes.size();
-  while (!s->closing && !s->kill && s->in.size() > 0) {
+  while (!s->closing && !s->kill && !s->blocked && s->in.size() > 0) {
     const auto r = s->scanner.scan(s->in.data(), s->in.size());
     if (r == FrameScanner::Result::need_more) break;
     if (r == FrameScanner::Result::complete) {
@@ -397,8 +400,9 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   shm::Item it;
-  if (!w_->get(key, &it)) return reply(s, id, Code::not_found);
-  reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (tier_) return redis_read(s, id, wait_get, key, 0);
+  reply(s, id, Code::not_found);
 }
 
 void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
@@ -407,6 +411,7 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   for (uint32_t i = 0; i < arr.size; ++i)  // all valid before any lookup
     if (!a.key_of(arr.ptr[i], &key)) return;
+  if (tier_) return get_many_redis(s, id, arr);
   const size_t start = s->out.bytes.size();
   Packer pk(s->out);
   pk.pack_array(3);
@@ -440,12 +445,36 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
   uint8_t flags = 0;
   if (!a.key(0, &key) || !a.value(1, &value) || !expiry_arg(s, id, a, 2, &expiry)) return;
   if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
-  const shm::Status st = add ? w_->add(key, value, flags, expiry) : w_->set(key, value, flags, expiry);
-  if (st == shm::Status::exists) return reply(s, id, Code::exists);
+  if (add && tier_) return add_redis(s, id, key, value, flags, expiry);
+  if (add) {
+    add_local(s, id, key, value, flags, expiry);
+    return;
+  }
+  const shm::Status st = w_->set(key, value, flags, expiry);
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
   reply(s, id, Code::ok);
+  wrote(key);
+  queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
+}
+
+bool Engine::add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                       uint64_t expiry) {
+  const shm::Status st = w_->add(key, value, flags, expiry);
+  if (st == shm::Status::exists) {
+    reply(s, id, Code::exists);
+    return false;
+  }
+  if (st != shm::Status::ok) {
+    error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+    return false;
+  }
+  reply(s, id, Code::ok);
+  wrote(key);
+  queue_store(key, value, flags, expiry);
+  after_store(key, value, flags, expiry);
+  return true;
 }
 
 void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
@@ -476,6 +505,8 @@ void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
       failed.push_back(key);
       continue;
     }
+    wrote(key);
+    queue_store(key, value, flags, expiry);
     after_store(key, value, flags, expiry);
   }
   Packer pk(s->out);
@@ -489,7 +520,10 @@ void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
 void Engine::op_delete(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
+  // The reply says whether this host had the key; Redis drops it in any case.
   reply(s, id, w_->del(key) == shm::Status::ok ? Code::ok : Code::not_found);
+  wrote(key);
+  if (tier_) tier_->del(key);
 }
 
 void Engine::op_delete_many(Session* s, uint64_t id, Args& a) {
@@ -499,7 +533,12 @@ void Engine::op_delete_many(Session* s, uint64_t id, Args& a) {
   for (uint32_t i = 0; i < arr.size; ++i)
     if (!a.key_of(arr.ptr[i], &key)) return;
   uint64_t deleted = 0;
-  for (uint32_t i = 0; i < arr.size; ++i) deleted += w_->del(bytes_of(arr.ptr[i])) == shm::Status::ok;
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    const std::string_view k = bytes_of(arr.ptr[i]);
+    deleted += w_->del(k) == shm::Status::ok;
+    wrote(k);
+    if (tier_) tier_->del(k);
+  }
   Packer pk(s->out);
   pk.pack_array(3);
   pk.pack_uint64(id);
@@ -511,13 +550,27 @@ void Engine::op_touch(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   uint64_t expiry;
   if (!a.key(0, &key) || !expiry_arg(s, id, a, 1, &expiry)) return;
-  reply(s, id, w_->touch(key, expiry) == shm::Status::ok ? Code::ok : Code::not_found);
+  if (w_->touch(key, expiry) == shm::Status::ok) {
+    reply(s, id, Code::ok);
+    wrote(key);
+    if (tier_) tier_->touch(key, expiry);
+    return;
+  }
+  // Not here: with Redis, the key may be there (read through it first).
+  if (tier_) return redis_read(s, id, wait_touch, key, expiry);
+  reply(s, id, Code::not_found);
 }
 
 void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
   std::string_view key;
-  int64_t delta = 0, result = 0;
+  int64_t delta = 0;
   if (!a.key(0, &key) || !a.i64(1, &delta, "delta")) return;
+  if (tier_) return incr_redis(s, id, key, delta, decr);
+  incr_local(s, id, key, delta, decr);
+}
+
+void Engine::incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr) {
+  int64_t result = 0;
   const shm::Status st = decr ? w_->decr(key, delta, &result) : w_->incr(key, delta, &result);
   switch (st) {
     case shm::Status::ok: {
@@ -526,11 +579,15 @@ void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
       pk.pack_uint64(id);
       pk.pack_uint8(uint8_t(Code::ok));
       pk.pack_int64(result);
-      if (!leases_.empty()) {
+      wrote(key);
+      if (!leases_.empty() || !lease_polls_.empty() || tier_) {
         shm::Item it;
         if (w_->get(key, &it)) {
           const std::string k(key), val(it.value);
-          after_store(k, val, it.flags, it.expiry_ms);
+          const uint8_t flags = it.flags;
+          const uint64_t expiry = it.expiry_ms;
+          queue_store(k, val, flags, expiry);
+          after_store(k, val, flags, expiry);
         }
       }
       return;
@@ -550,7 +607,9 @@ void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
 void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
-  reply(s, id, w_->contains(key) ? Code::ok : Code::not_found);
+  if (w_->contains(key)) return reply(s, id, Code::ok);
+  if (tier_) return redis_read(s, id, wait_has_key, key, 0);
+  reply(s, id, Code::not_found);
 }
 
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
@@ -561,6 +620,8 @@ void Engine::op_clear(Session* s, uint64_t id, Args& a) {
     return error(s, &id, Code::too_many_requests,
                  "TOO_MANY_REQUESTS: " + std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
   const uint64_t cid = w_->clear_begin(prefix);
+  write_epoch_++;
+  if (tier_) tier_->clear(prefix);  // SCAN + UNLINK under redis_prefix + prefix, write-behind
   pending_clears_.push_back({s->id, id, cid});
   s->outstanding++;
   spdlog::debug("conn {}: CLEAR started (prefix of {} bytes)", s->id, prefix.size());
@@ -608,6 +669,13 @@ void Engine::op_lease(Session* s, uint64_t id, Args& a) {
   wait_ms = std::min(wait_ms, cfg_.max_wait_ms);
   shm::Item it;
   if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, true);
+  // With Redis, leases are decided there, unless this host decided one while
+  // Redis was unreachable: its waiters then queue here as without Redis.
+  if (tier_ && !leases_.local_lease(key)) return lease_redis(s, id, key, lease_ms, wait_ms);
+  lease_local(s, id, key, lease_ms, wait_ms);
+}
+
+void Engine::lease_local(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms) {
   bool timed_out;
   const uint64_t token = leases_.acquire(key, s->id, id, lease_ms, wait_ms, now_ms(), &timed_out);
   if (token != 0) {
@@ -637,9 +705,13 @@ void Engine::op_release(Session* s, uint64_t id, Args& a) {
 }
 
 void Engine::after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+  wake_pollers(key);
   if (leases_.empty()) return;
   std::vector<Leases::Waiter> ws;
-  if (!leases_.take_waiters(key, &ws)) return;
+  uint64_t redis_token = 0;
+  if (!leases_.take_waiters(key, &ws, &redis_token)) return;
+  // The SET was queued before this: the RELEASE follows it to Redis.
+  if (redis_token && tier_) tier_->release(key, redis_token, [](const redis::AtomicResult&) {});
   lease_sets_++;
   for (const auto& w : ws) {
     Session* t = session(w.conn);
@@ -653,6 +725,12 @@ void Engine::after_store(std::string_view key, std::string_view value, uint8_t f
 
 void Engine::apply_events(const std::vector<Leases::Event>& ev) {
   for (const auto& e : ev) {
+    if (e.kind == Leases::Event::ended) {
+      // A lease held in Redis ended without a value: free it for every host.
+      if (tier_) tier_->release(e.key, e.token, [](const redis::AtomicResult&) {});
+      wake_pollers(e.key);
+      continue;
+    }
     Session* t = session(e.conn);
     if (!t) continue;
     Packer pk(t->out);
@@ -671,8 +749,15 @@ void Engine::apply_events(const std::vector<Leases::Event>& ev) {
 
 void Engine::on_deadlines() {
   std::vector<Leases::Event> ev;
-  leases_.expire(now_ms(), &ev);
+  const uint64_t now = now_ms();
+  leases_.expire(now, &ev);
   apply_events(ev);
+  expire_waits(now);
+}
+
+uint64_t Engine::next_deadline() const {
+  const uint64_t r = rdeadlines_.empty() ? UINT64_MAX : rdeadlines_.begin()->first;
+  return std::min(leases_.next_deadline(), r);
 }
 
 void Engine::begin_shutdown() {
@@ -681,8 +766,13 @@ void Engine::begin_shutdown() {
   while (!w_->clear_step(1 << 16)) {
   }
   finish_clears();
+  cancel_waits(0);  // every Redis wait: SHUTTING_DOWN
   std::vector<Leases::Waiter> ws;
-  leases_.drain(&ws);
+  std::vector<std::pair<std::string, uint64_t>> held;
+  leases_.drain(&ws, &held);
+  // Leases this host held in Redis: other hosts need not wait for them to lapse.
+  if (tier_)
+    for (const auto& [k, token] : held) tier_->release(k, token, [](const redis::AtomicResult&) {});
   for (const auto& w : ws) {
     Session* t = session(w.conn);
     if (!t) continue;
@@ -732,7 +822,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::bytes_received_total, counters_.bytes_received_total);
   set(Metric::bytes_sent_total, counters_.bytes_sent_total);
   set(Metric::leases_active, leases_.active());
-  set(Metric::lease_waiters, leases_.waiting());
+  set(Metric::lease_waiters, leases_.waiting() + lease_polls_total_);
   set(Metric::leases_granted_total, leases_.granted_total());
   set(Metric::lease_timeouts_total, leases_.timeouts_total());
   set(Metric::clears_pending, pending_clears_.size());
@@ -748,12 +838,13 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   pk.pack_array(3);
   pk.pack_uint64(id);
   pk.pack_uint8(uint8_t(Code::ok));
-  pk.pack_map(uint32_t(kMetricCount + 5));
+  pk.pack_map(uint32_t(kMetricCount + 5 + (tier_ ? kRedisMetricCount + 1 : 0)));
   for (size_t i = 0; i < kMetricCount; ++i) {
     pack_str(pk, table[i].name);
     if (table[i].unit == MetricUnit::ratio || table[i].unit == MetricUnit::millis) pk.pack_double(vals[i].real);
     else pk.pack_uint64(vals[i].count);
   }
+  if (tier_) redis_status(pk);
   pack_str(pk, "version"), pack_str(pk, kVersion);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
   pack_str(pk, "uptime_s"), pk.pack_uint64((now_ms() - started_ms_) / 1000);

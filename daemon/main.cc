@@ -6,6 +6,7 @@
 // 2 for a bad command line or configuration.
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +17,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
+#include "redis/config.h"
+#include "redis/tier.h"
 #include "server.h"
 #include "writer.h"
 
@@ -36,7 +39,32 @@ std::string metrics_markdown() {
   for (size_t i = 0; i < kMetricCount; ++i)
     s += std::string("| `") + t[i].name + "` | " + (t[i].kind == MetricKind::counter ? "counter" : "gauge") +
          " | " + t[i].help + " |\n";
+  s += "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
+       "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, `handshaking`), "
+       "`since_unix_ms` (when the data connection last went up or down), `last_error`, "
+       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n"
+       "| metric | type | meaning |\n| --- | --- | --- |\n";
+  const MetricSpec* r = redis_metric_table();
+  for (size_t i = 0; i < kRedisMetricCount; ++i)
+    s += std::string("| `") + r[i].name + "` | " + (r[i].kind == MetricKind::counter ? "counter" : "gauge") +
+         " | " + r[i].help + " |\n";
   return s;
+}
+
+// A password written into redis_url is readable by whoever can read where it
+// was written: say so (redis_password_file is the place for it).
+void warn_exposed_password(const Config& cfg, const Invocation& inv) {
+  nearcache::redis::Endpoint ep;
+  std::string err;
+  if (!nearcache::redis::parse_url(cfg.redis_url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
+  struct stat st;
+  if (inv.flags.count("redis_url"))
+    spdlog::warn("redis_url carries a password on the command line, where every local user can read it (ps); "
+                 "use redis_password_file");
+  else if (!cfg.config.empty() && stat(cfg.config.c_str(), &st) == 0 && (st.st_mode & 077))
+    spdlog::warn("redis_url carries a password and {} is readable by others than its owner (mode {:04o}); move "
+                 "the password to redis_password_file (mode 0600)",
+                 cfg.config, unsigned(st.st_mode & 07777));
 }
 }  // namespace
 
@@ -70,11 +98,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   setup_logging(cfg.log_level);
+  nearcache::redis::Config rcfg;
   if (!cfg.redis_url.empty()) {
-    spdlog::critical("redis_url is set, but the Redis tier is not implemented yet; remove redis_url to run "
-                     "nearcached as a host-local cache");
-    return 2;
+    rcfg = redis_config(cfg);
+    if (!rcfg.password_file.empty() &&
+        !nearcache::redis::read_password_file(rcfg.password_file, &rcfg.password, &err)) {
+      spdlog::critical("{}", err);
+      return 2;
+    }
+    warn_exposed_password(cfg, inv);
   }
+  // hiredis writes with write(2): a Redis that went away must not kill us.
   signal(SIGPIPE, SIG_IGN);
   // Every client is a file descriptor: allow as many as the hard limit permits.
   rlimit rl;
@@ -117,15 +151,55 @@ int main(int argc, char** argv) {
     return 1;
   }
   Engine engine(writer.get(), cfg);
+  std::unique_ptr<nearcache::redis::Tier> tier;
+  if (!cfg.redis_url.empty()) {
+    tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
+    if (!tier) {
+      spdlog::critical("{}", err);
+      writer->stop();
+      writer->remove();
+      return 2;
+    }
+    engine.set_tier(tier.get());
+  }
   Server server(&loop, &engine, cfg, inv.flags);
   server.print_banner = inv.print_socket_banner;
+  if (tier) {
+    // The queue drains while the connections finish; clients still connected
+    // are not cut before it is done.
+    server.set_stop_grace_ms(cfg.redis_drain_timeout_ms + 1000);
+    server.on_shutdown = [&tier] {
+      tier->shutdown([](uint64_t left) {
+        if (left == 0) spdlog::info("redis: write-behind queue flushed");
+        // else the queue logged what it lost
+      });
+    };
+    server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
+      if (c.redis_password_file.empty()) return;
+      std::string pw, why;
+      if (!nearcache::redis::read_password_file(c.redis_password_file, &pw, &why)) {
+        spdlog::error("SIGHUP: {}; keeping the previous password", why);
+        return;
+      }
+      if (pw == file) return;
+      file = pw;
+      tier->set_password(pw);
+      spdlog::info("SIGHUP: redis password changed; used from the next connection");
+    };
+  }
   if (!server.start(&err)) {
     spdlog::critical("{}", err);
+    if (tier) {
+      tier->shutdown([](uint64_t) {});
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
     writer->stop();
     writer->remove();
     return 1;
   }
+  if (tier) tier->start();
   server.run();
+  tier.reset();
 
   writer->stop();
   writer->remove();

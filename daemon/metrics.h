@@ -3,11 +3,14 @@
 // Each row: name, kind (counter or gauge), unit, label for humans, help. The
 // table drives STATUS's metric names, `nearcache status` (text), `--json`,
 // `--prometheus` (as nearcache_<name>) and the docs; the daemon fills the
-// values in engine.cc (collect_metrics), in table order.
+// values in engine.cc (collect_metrics), in table order. The Redis tier's
+// rows are a second table (redis_metric_table), present only with Redis.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "redis/metric_rows.h"
 
 namespace nearcache::daemon {
 
@@ -76,6 +79,20 @@ inline const MetricSpec* metric_table() {
   static const MetricSpec table[] = {
 #define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
       NEARCACHE_METRICS(NEARCACHE_METRIC_ROW)
+#undef NEARCACHE_METRIC_ROW
+  };
+  return table;
+}
+
+// The Redis tier's metrics (redis/metric_rows.h): in STATUS only when Redis is configured.
+#define NEARCACHE_REDIS_METRIC_COUNT_ROW(name, kind, unit, label, help) +1
+inline constexpr size_t kRedisMetricCount = 0 NEARCACHE_REDIS_METRICS(NEARCACHE_REDIS_METRIC_COUNT_ROW);
+#undef NEARCACHE_REDIS_METRIC_COUNT_ROW
+
+inline const MetricSpec* redis_metric_table() {
+  static const MetricSpec table[] = {
+#define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
+      NEARCACHE_REDIS_METRICS(NEARCACHE_METRIC_ROW)
 #undef NEARCACHE_METRIC_ROW
   };
   return table;

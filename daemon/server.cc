@@ -24,8 +24,10 @@ constexpr size_t kKeepInput = 64 << 10;      // an idle connection keeps at most
 constexpr uint64_t kExpireEveryMs = 100;     // expiry sweep tick
 constexpr uint64_t kExpireBudgetNs = 1000000; // per tick
 constexpr uint64_t kClearBudgetUs = 2000;    // CLEAR work per loop turn
-constexpr uint64_t kStopGraceMs = 5000;      // connections still open after this are cut on SIGTERM
 constexpr uint64_t kReapEveryMs = 2000;      // reader counter slots of dead processes
+// A connection whose requests wait behind a blocking one (Session::blocked)
+// stops being read once this much input is buffered.
+constexpr size_t kBlockedInputMax = 1 << 20;
 
 std::string errno_text(int e) { return std::strerror(e); }
 }  // namespace
@@ -36,6 +38,7 @@ struct Conn {
   Session s;
   size_t writing = 0;  // bytes in the uv_write in flight
   bool eof = false, closed = false, dirty = false;
+  bool paused = false;  // reading stopped while its session is blocked
 };
 
 struct WriteReq {
@@ -53,9 +56,10 @@ Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std:
   uv_timer_init(loop_, &deadline_);
   uv_timer_init(loop_, &stop_timer_);
   uv_idle_init(loop_, &idle_);
+  uv_check_init(loop_, &check_);
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
-                         reinterpret_cast<uv_handle_t*>(&idle_)})
+                         reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_)})
     h->data = this;
   engine_->set_hooks({
       [this](Session* s) { mark_dirty(static_cast<Conn*>(s->transport)); },
@@ -63,10 +67,24 @@ Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std:
         if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
       },
       [this] { arm_deadline(); },
+      [this](Session* s) {
+        resume_.push_back(s->id);
+        // The idle handle keeps the loop from sleeping until the session is fed.
+        if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
+      },
   });
 }
 
 Server::~Server() = default;
+
+void Server::set_stop_grace_ms(uint64_t ms) { stop_grace_ms_ = std::max<uint64_t>(ms, 5000); }
+
+void Server::on_check(uv_check_t* h) {
+  // Replies produced outside the server's own callbacks (the Redis tier's
+  // replies and timers) go out at the end of the loop turn that made them.
+  auto* self = static_cast<Server*>(h->data);
+  if (!self->dirty_.empty()) self->flush_dirty();
+}
 
 void Server::resolve_allow_lists(const Config& cfg) {
   std::string err;
@@ -151,6 +169,8 @@ bool Server::start(std::string* err) {
 
   uv_timer_start(&heartbeat_, on_heartbeat, cfg_.heartbeat_interval_ms, cfg_.heartbeat_interval_ms);
   uv_timer_start(&expire_, on_expire, kExpireEveryMs, kExpireEveryMs);
+  uv_check_start(&check_, on_check);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
   last_beat_ns_ = uv_hrtime();
   for (auto [h, sig] : {std::pair{&sig_term_, SIGTERM}, std::pair{&sig_int_, SIGINT}, std::pair{&sig_hup_, SIGHUP}}) {
     uv_signal_init(loop_, h);
@@ -170,7 +190,15 @@ bool Server::start(std::string* err) {
   return true;
 }
 
-void Server::run() { uv_run(loop_, UV_RUN_DEFAULT); }
+void Server::run() {
+  uv_run(loop_, UV_RUN_DEFAULT);
+  // The signal handlers stayed (unreferenced) until everything else was done,
+  // so that a second signal during the Redis drain is still handled.
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
+                         reinterpret_cast<uv_handle_t*>(&sig_hup_)})
+    if (h->loop == loop_ && !uv_is_closing(h)) uv_close(h, nullptr);
+  uv_run(loop_, UV_RUN_DEFAULT);
+}
 
 // ---------------------------------------------------------------- connections
 
@@ -245,7 +273,12 @@ void Server::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     c->s.in.commit(size_t(nread));
     self->engine_->counters().bytes_received_total += uint64_t(nread);
     self->engine_->feed(&c->s);
-    if (c->s.closing || c->s.kill) uv_read_stop(st);
+    if (c->s.closing || c->s.kill) {
+      uv_read_stop(st);
+    } else if (c->s.blocked && c->s.in.size() > kBlockedInputMax) {
+      uv_read_stop(st);  // read on once the blocking request completed
+      c->paused = true;
+    }
     c->s.in.shrink(kKeepInput);
     self->flush(c);
   } else if (nread == UV_EOF) {
@@ -437,8 +470,29 @@ void Server::on_deadline(uv_timer_t* t) {
 
 void Server::on_idle(uv_idle_t* h) {
   auto* self = static_cast<Server*>(h->data);
-  if (self->engine_->clear_work(kClearBudgetUs)) uv_idle_stop(h);
+  const bool cleared = self->engine_->clear_work(kClearBudgetUs);
+  self->resume_sessions();
+  if (cleared && self->resume_.empty()) uv_idle_stop(h);
   self->flush_dirty();
+}
+
+void Server::resume_sessions() {
+  while (!resume_.empty()) {
+    std::vector<uint64_t> ids;
+    ids.swap(resume_);
+    for (uint64_t id : ids) {
+      auto it = conns_.find(id);
+      if (it == conns_.end()) continue;
+      Conn* c = it->second;
+      if (c->closed || c->s.blocked) continue;
+      engine_->feed(&c->s);
+      if (c->paused && !c->s.blocked && !c->s.closing && !c->s.kill && !c->eof && !stopping_) {
+        c->paused = false;
+        uv_read_start(reinterpret_cast<uv_stream_t*>(&c->pipe), on_alloc, on_read);
+      }
+      flush(c);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- signals, reload, shutdown
@@ -450,7 +504,9 @@ void Server::on_signal(uv_signal_t* h, int signum) {
     return;
   }
   if (self->stopping_) {
-    spdlog::warn("second {}: closing every connection now", strsignal(signum));
+    spdlog::warn("second {}: closing every connection now{}", strsignal(signum),
+                 self->on_shutdown ? " (the Redis write-behind queue keeps draining until redis_drain_timeout_ms)"
+                                   : "");
     std::vector<Conn*> all;
     for (auto& [id, c] : self->conns_) all.push_back(c);
     for (Conn* c : all) self->close_conn(c, "forced shutdown");
@@ -491,7 +547,8 @@ void Server::shutdown(const char* why) {
     flush(c);
   }
   flush_dirty();
-  uv_timer_start(&stop_timer_, on_stop_timeout, kStopGraceMs, 0);
+  uv_timer_start(&stop_timer_, on_stop_timeout, stop_grace_ms_, 0);
+  if (on_shutdown) on_shutdown();
   maybe_finish_shutdown();
 }
 
@@ -509,8 +566,7 @@ void Server::maybe_finish_shutdown() {
   // Nothing left to serve: close the remaining handles so uv_run returns.
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
-                         reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&sig_term_),
-                         reinterpret_cast<uv_handle_t*>(&sig_int_), reinterpret_cast<uv_handle_t*>(&sig_hup_)})
+                         reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_)})
     if (!uv_is_closing(h)) uv_close(h, nullptr);
 }
 
@@ -542,6 +598,7 @@ void Server::reload() {
   resolve_allow_lists(cfg_);
   if (beat) uv_timer_start(&heartbeat_, on_heartbeat, cfg_.heartbeat_interval_ms, cfg_.heartbeat_interval_ms);
   spdlog::info("SIGHUP: configuration reloaded ({} option(s) changed, {} need a restart)", changed, ignored);
+  if (on_reload) on_reload(cfg_);
 }
 
 }  // namespace nearcache::daemon

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ class Server {
   void flush_dirty();
 
   bool print_banner = false;
+  // Called once SIGTERM/SIGINT began the shutdown (the Redis tier drains its
+  // queue meanwhile; the loop runs until every handle is closed).
+  std::function<void()> on_shutdown;
+  // Called after a SIGHUP reload with the configuration now in effect.
+  std::function<void(const Config&)> on_reload;
+  // Connections still open this long after SIGTERM are cut (at least 5 s).
+  void set_stop_grace_ms(uint64_t ms);
 
  private:
   static void on_connection(uv_stream_t* server, int status);
@@ -57,6 +65,7 @@ class Server {
   static void on_idle(uv_idle_t* h);
   static void on_signal(uv_signal_t* h, int signum);
   static void on_stop_timeout(uv_timer_t* t);
+  static void on_check(uv_check_t* h);
 
   void accept_one();
   bool allowed(uint32_t uid, uint32_t gid, std::string* why) const;
@@ -65,6 +74,7 @@ class Server {
   void close_conn(Conn* c, const std::string& reason);
   void arm_deadline();
   void maybe_finish_shutdown();
+  void resume_sessions();
 
   uv_loop_t* loop_;
   Engine* engine_;
@@ -74,8 +84,10 @@ class Server {
   bool listening_ = false;
   uv_timer_t heartbeat_, expire_, deadline_, stop_timer_;
   uv_idle_t idle_;
-  uv_signal_t sig_term_, sig_int_, sig_hup_;
+  uv_check_t check_;  // flushes replies that Redis callbacks produced this loop turn
+  uv_signal_t sig_term_{}, sig_int_{}, sig_hup_{};
   std::vector<Conn*> dirty_;
+  std::vector<uint64_t> resume_;  // connections whose blocking request completed (Session::blocked)
   std::map<uint64_t, Conn*> conns_;
   uint64_t next_conn_id_ = 1;
   uint64_t armed_deadline_ = UINT64_MAX;
@@ -83,6 +95,7 @@ class Server {
   std::vector<uint32_t> allow_uids_, allow_gids_;
   bool allow_list_ = false;
   bool stopping_ = false;
+  uint64_t stop_grace_ms_ = 5000;
   dev_t socket_dev_ = 0;
   ino_t socket_ino_ = 0;
 };

@@ -84,6 +84,10 @@ struct Session {
   int protocol = 2;
   uint64_t requests = 0;     // requests answered
   uint64_t outstanding = 0;  // received, not yet answered (waiting leases, clears)
+  // A request decided in Redis (ADD, INCR/DECR, LEASE, TOUCH of a key only
+  // Redis has) is running: the connection's later requests wait for it, so
+  // they see its effect as they would without Redis. Its wait's id.
+  uint64_t blocked = 0;
   ByteBuffer in;
   FrameScanner scanner;
   OutBuffer out;

@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <sstream>
 
 #include "metrics.h"
@@ -169,6 +170,45 @@ std::string status_text(const msgpack::object& st) {
     snprintf(line, sizeof line, "  %-27s %s\n", (std::string(m.label) + ":").c_str(), text.c_str());
     s << line;
   }
+  if (const msgpack::object* r = lookup(st, "redis")) {
+    auto text = [&](const char* k) {
+      const msgpack::object* v = lookup(*r, k);
+      return v ? std::string(str_of(*v)) : std::string("?");
+    };
+    auto yes = [&](const char* k) {
+      const msgpack::object* v = lookup(*r, k);
+      return v && v->type == msgpack::type::BOOLEAN && v->via.boolean;
+    };
+    s << "  redis: " << text("url") << " (prefix '" << text("prefix") << "')\n";
+    s << "    data link: " << text("state");
+    const double since = number(lookup(*r, "since_unix_ms"));
+    if (since > 0) {
+      char buf[64];
+      const time_t t = time_t(since / 1000);
+      struct tm tm;
+      gmtime_r(&t, &tm);
+      strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+      s << " since " << buf;
+    }
+    s << "; invalidations: " << text("invalidation_state") << (yes("coherent") ? " (coherent)" : " (not coherent)")
+      << "\n";
+    if (yes("degraded"))
+      s << "    DEGRADED: Redis is unreachable; ADD, INCR and LEASE are decided on this host alone (redis_down = "
+        << text("redis_down") << ")\n";
+    if (!text("last_error").empty()) s << "    last error: " << text("last_error") << "\n";
+    if (!text("invalidation_last_error").empty())
+      s << "    last invalidation error: " << text("invalidation_last_error") << "\n";
+    const MetricSpec* rt = redis_metric_table();
+    for (size_t i = 0; i < kRedisMetricCount; ++i) {
+      const msgpack::object* v = lookup(st, rt[i].name);
+      if (!v) continue;
+      const std::string value = rt[i].unit == MetricUnit::bytes ? human_bytes(number(v)) + " (" + number_text(v) + ")"
+                                                                : number_text(v);
+      char line[160];
+      snprintf(line, sizeof line, "    %-30s %s\n", (std::string(rt[i].label) + ":").c_str(), value.c_str());
+      s << line;
+    }
+  }
   const msgpack::object* conns = lookup(st, "connections");
   if (conns && conns->type == msgpack::type::ARRAY && conns->via.array.size > 0) {
     s << "  clients:\n";
@@ -193,6 +233,15 @@ std::string status_prometheus(const msgpack::object& st) {
     const MetricSpec& m = table[i];
     const msgpack::object* v = lookup(st, m.name);
     if (!v) continue;
+    s << "# HELP nearcache_" << m.name << " " << m.help << "\n";
+    s << "# TYPE nearcache_" << m.name << " " << (m.kind == MetricKind::counter ? "counter" : "gauge") << "\n";
+    s << "nearcache_" << m.name << " " << number_text(v) << "\n";
+  }
+  const MetricSpec* rt = redis_metric_table();
+  for (size_t i = 0; i < kRedisMetricCount; ++i) {
+    const MetricSpec& m = rt[i];
+    const msgpack::object* v = lookup(st, m.name);
+    if (!v) continue;  // no Redis tier
     s << "# HELP nearcache_" << m.name << " " << m.help << "\n";
     s << "# TYPE nearcache_" << m.name << " " << (m.kind == MetricKind::counter ? "counter" : "gauge") << "\n";
     s << "nearcache_" << m.name << " " << number_text(v) << "\n";

@@ -41,7 +41,7 @@ struct Harness {
     if (!writer) throw std::runtime_error(why);
     if (cfg.max_frame_bytes == 0) cfg.max_frame_bytes = (4u << 20) + cfg.key_limit + cfg.value_limit;
     engine = std::make_unique<Engine>(writer.get(), cfg);
-    engine->set_hooks({nullptr, [this] { clear_hooks++; }, [this] { deadline_hooks++; }});
+    engine->set_hooks({nullptr, [this] { clear_hooks++; }, [this] { deadline_hooks++; }, nullptr});
   }
   ~Harness() {
     engine.reset();

@@ -202,14 +202,21 @@ def test_kill9_readers_see_stale_heartbeat_then_new_daemon_starts(tmp_path):
     d.stop()
 
 
-def test_redis_url_is_refused_clearly(tmp_path):
-    r = subprocess.run(Daemon(tmp_path, start=False, redis_url="redis://localhost:6379/0").args(),
-                       capture_output=True, text=True, timeout=10)
+@pytest.mark.parametrize("url, says", [
+    ("rediss://cache:6380", "TLS"),
+    ("http://u:secret@h", "must start with redis:// or unix://"),
+    ("redis://h:99999", "port must be 1-65535"),
+    ("redis://secret@h", "user:password@"),
+])
+def test_a_bad_redis_url_is_refused_clearly(tmp_path, url, says):
+    r = subprocess.run(Daemon(tmp_path, start=False, redis_url=url).args(), capture_output=True, text=True,
+                       timeout=10)
     assert r.returncode == 2
-    assert "not implemented yet" in r.stderr
+    assert says in r.stderr and "secret" not in r.stderr
+    assert not (tmp_path / "nc.sock").exists() and not (tmp_path / "nc.seg").exists()
     shown = subprocess.run([str(NEARCACHED), "--redis_url=redis://u:pw@h:6379", "--print-config"],
                            capture_output=True, text=True, timeout=10)
-    assert "redis_url = redis://***@h:6379" in shown.stdout
+    assert "redis_url = redis://***@h:6379" in shown.stdout and "pw" not in shown.stdout
 
 
 def test_help_print_config_and_bad_flags(tmp_path):

@@ -1,0 +1,153 @@
+"""A Unix-socket proxy in front of a real redis-server that can hold back the
+replies of one connection, to stage a race deterministically.
+
+    with HoldingProxy(tmp_path, r.socket) as p:        # r: a RedisServer
+        Daemon(..., redis_url=p.url)                  # every connection goes through the proxy
+        p.hold_replies_after(b"nearcache:k")          # the connection that next sends these bytes ...
+        ...                                           # ... gets no more replies: they are buffered
+        p.wait_held()                                 # a reply is being held back
+        p.release()                                   # deliver them, in order; stop holding
+
+Bytes pass through unchanged in both directions; only their delivery to the
+client is delayed. Every other connection (e.g. the daemon's invalidation
+connection) is never held.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+
+class _Pair:
+    def __init__(self, client: socket.socket, upstream: socket.socket):
+        self.client = client
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.held = False
+        self.buffer = bytearray()
+
+
+class HoldingProxy:
+    def __init__(self, directory, upstream_socket: str, name: str = "proxy"):
+        self.path = str(Path(directory) / f"{name}.sock")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.upstream = upstream_socket
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        self.pairs: list[_Pair] = []
+        self.needle: bytes | None = None
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    # -- control -------------------------------------------------------------
+    def hold_replies_after(self, needle: bytes) -> None:
+        """The next connection that sends `needle` gets its later replies held back."""
+        with self.lock:
+            self.needle = needle
+
+    def held_bytes(self) -> int:
+        with self.lock:
+            return sum(len(p.buffer) for p in self.pairs if p.held)
+
+    def wait_held(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.held_bytes() == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no reply was held back")
+            time.sleep(0.001)
+
+    def release(self) -> None:
+        with self.lock:
+            self.needle = None
+            pairs = list(self.pairs)
+        for p in pairs:
+            with p.lock:
+                if p.buffer:
+                    p.client.sendall(bytes(p.buffer))
+                    p.buffer.clear()
+                p.held = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        with self.lock:
+            pairs = list(self.pairs)
+        for p in pairs:
+            for s in (p.client, p.upstream):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "HoldingProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- pumping -------------------------------------------------------------
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            p = _Pair(client, upstream)
+            with self.lock:
+                self.pairs.append(p)
+            threading.Thread(target=self._to_server, args=(p,), daemon=True).start()
+            threading.Thread(target=self._to_client, args=(p,), daemon=True).start()
+
+    def _to_server(self, p: _Pair) -> None:
+        try:
+            while True:
+                data = p.client.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    if self.needle is not None and self.needle in data:
+                        self.needle = None
+                        with p.lock:
+                            p.held = True
+                p.upstream.sendall(data)
+        except OSError:
+            pass
+        self._shut(p)
+
+    def _to_client(self, p: _Pair) -> None:
+        try:
+            while True:
+                data = p.upstream.recv(65536)
+                if not data:
+                    break
+                with p.lock:
+                    if p.held:
+                        p.buffer += data
+                        continue
+                p.client.sendall(data)
+        except OSError:
+            pass
+        self._shut(p)
+
+    def _shut(self, p: _Pair) -> None:
+        for s in (p.client, p.upstream):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -529,7 +529,8 @@ void Server::shutdown(const char* why) {
     if (lstat(cfg_.socket.c_str(), &st) == 0 && st.st_dev == socket_dev_ && st.st_ino == socket_ino_)
       unlink(cfg_.socket.c_str());
   }
-  engine_->begin_shutdown();  // finishes clears, answers lease waiters
+  engine_->begin_shutdown();  // finishes clears, answers lease waiters and Redis waits
+  resume_sessions();          // requests queued behind a Redis wait: SHUTTING_DOWN
   uv_idle_stop(&idle_);
   uv_timer_stop(&expire_);
   uv_timer_stop(&deadline_);

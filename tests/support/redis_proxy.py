@@ -5,6 +5,7 @@ replies of one connection, to stage a race deterministically.
         Daemon(..., redis_url=p.url)                  # every connection goes through the proxy
         p.hold_replies_after(b"nearcache:k")          # the connection that next sends these bytes ...
         ...                                           # ... gets no more replies: they are buffered
+        p.hold_where(b"SUBSCRIBE")                    # or every connection that already sent them
         p.wait_held()                                 # a reply is being held back
         p.release()                                   # deliver them, in order; stop holding
 
@@ -28,6 +29,7 @@ class _Pair:
         self.lock = threading.Lock()
         self.held = False
         self.buffer = bytearray()
+        self.sent = bytearray()  # the first bytes the client sent, for hold_where()
 
 
 class HoldingProxy:
@@ -54,6 +56,18 @@ class HoldingProxy:
         """The next connection that sends `needle` gets its later replies held back."""
         with self.lock:
             self.needle = needle
+
+    def hold_where(self, needle: bytes) -> int:
+        """Holds the replies of every open connection whose first bytes sent contain `needle`; returns how many."""
+        n = 0
+        with self.lock:
+            pairs = list(self.pairs)
+        for p in pairs:
+            with p.lock:
+                if needle in p.sent:
+                    p.held = True
+                    n += 1
+        return n
 
     def held_bytes(self) -> int:
         with self.lock:
@@ -120,6 +134,9 @@ class HoldingProxy:
                 data = p.client.recv(65536)
                 if not data:
                     break
+                with p.lock:
+                    if len(p.sent) < 65536:
+                        p.sent += data[:65536 - len(p.sent)]
                 with self.lock:
                     if self.needle is not None and self.needle in data:
                         self.needle = None

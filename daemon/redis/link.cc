@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <spdlog/spdlog.h>
 
 #include "redis/util.h"
@@ -119,7 +120,11 @@ Link::Link(uv_loop_t* loop, Endpoint ep, LinkOptions opts) : loop_(loop), ep_(st
     t->data = this;
     handles_open_++;
   }
-  rng_ = uint64_t(uv_hrtime()) ^ reinterpret_cast<uintptr_t>(this) ^ 0x9e3779b97f4a7c15ull;
+  // Seeded from the OS: links (and hosts) that fail together must not draw
+  // the same jitter, or they would reconnect in step.
+  std::random_device rd;
+  rng_ = (uint64_t(rd()) << 32 | rd()) ^ uint64_t(uv_hrtime());
+  if (rng_ == 0) rng_ = 0x9e3779b97f4a7c15ull;  // xorshift's one fixed point
   st_.since_unix_ms = unix_ms();
 }
 

@@ -12,7 +12,6 @@ import signal
 import time
 
 import msgpack
-import pytest
 
 from support.probe import Probe
 from support.nearcached import BUILD
@@ -248,7 +247,7 @@ def test_a_host_name_that_resolves_slowly_holds_up_nothing(tmp_path):
     """The resolver blocks for 3 s (LD_PRELOAD shim); meanwhile the heartbeat
     advances, shared-memory hits and sets go on, and then the link comes up."""
     shim = BUILD / "tests" / "daemon" / "libslow_resolver.so"
-    r = RedisServer(tmp_path, tcp=True)
+    r = RedisServer(tmp_path, name="tcp", tcp=True)
     from support.nearcached import Daemon
 
     d = Daemon(tmp_path, name="a", start=False, redis_url=f"redis://redis.slow.nearcache.test:{r.port}",
@@ -284,7 +283,7 @@ def test_a_host_name_that_resolves_slowly_holds_up_nothing(tmp_path):
 
 
 def test_password_right_wrong_and_from_a_file(tmp_path):
-    r = RedisServer(tmp_path, password="s3cret-pw")
+    r = RedisServer(tmp_path, name="pw", password="s3cret-pw")
     from support.nearcached import Daemon
 
     try:
@@ -367,7 +366,40 @@ def test_redis_decided_requests_keep_the_connection_s_order(host, redis_server):
     assert msgpack.unpackb(redis_server.client().get(P + b"n")) == 60
 
 
-@pytest.fixture(autouse=True)
-def _resume(redis_server):
-    yield
-    redis_server.resume()
+def test_an_acl_user_with_only_the_documented_permissions(tmp_path):
+    """The permissions doc/redis.md lists are enough for everything the daemon does."""
+    r = RedisServer(tmp_path, name="acl", password="admin-pw")
+    from support.nearcached import Daemon
+
+    try:
+        admin = r.client()
+        admin.execute_command(
+            "ACL", "SETUSER", "nc", "on", ">nc-pw", "~*", "&__redis__:invalidate", "&__nearcache__:heartbeat:*",
+            "+ping", "+select", "+client|id", "+client|tracking", "+subscribe", "+publish", "+get", "+pttl", "+set",
+            "+unlink", "+pexpire", "+persist", "+exists", "+script|load", "+evalsha", "+eval", "+scan", "+del")
+        pw = tmp_path / "pw"
+        pw.write_text("nc-pw\n")
+        pw.chmod(0o600)
+        a = Daemon(tmp_path, name="a", redis_url=f"unix://nc@{r.socket}?db=1", redis_password_file=str(pw))
+        b = Daemon(tmp_path, name="b", redis_url=f"unix://nc@{r.socket}?db=1", redis_password_file=str(pw))
+        wait_coherent(a, b)
+        with RawConn(a.socket) as ca, RawConn(b.socket) as cb:
+            assert ca.call(SET, b"k", mp(1), None)[1] == OK
+            assert ca.call(ADD, b"n", mp(5), None)[1] == OK
+            assert ca.call(INCR, b"n", 2)[2] == 7
+            assert ca.call(LEASE, b"l", 5000, 0)[1] == LEASED
+            assert ca.call(SET, b"l", mp("v"), None)[1] == OK
+            wait_flushed(a)
+            assert cb.call(GET, b"k")[2] == mp(1) and cb.call(GET, b"l")[2] == mp("v")
+            assert cb.call(13, b"n")[1] == OK  # HAS_KEY
+            assert cb.call(10, b"n", 60_000)[1] == OK  # TOUCH
+            assert cb.call(14, b"")[1] == OK  # CLEAR
+            wait_flushed(b)
+            for d in (a, b):
+                st = status(d)
+                assert st["redis_queue_failed_total"] == 0 and st["redis_atomic_errors_total"] == 0, st
+                assert "NOPERM" not in d.log()
+        assert r.client(db=1).dbsize() == 0
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        r.kill()

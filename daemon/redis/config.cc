@@ -19,8 +19,9 @@ const std::vector<OptionRow>& redis_options() {
        "the packaged config file is readable by every member of the nearcache group."},
       {"redis_password_file", "path", "", true,
        "File holding the Redis password (its first line), read at start and on SIGHUP (used from the next "
-       "connection). It must be a regular file that only its owner may read (mode 0600 or 0400); with it, "
-       "redis_url may name an ACL user as redis://user@host but must not carry a password."},
+       "connection). It must be a regular file that only its owner may read (mode 0600 or 0400), e.g. a systemd "
+       "credential (LoadCredential=redis-password:... then /run/credentials/nearcached.service/redis-password). "
+       "With it, redis_url may name an ACL user as redis://user@host but must not carry a password."},
       {"redis_prefix", "string", "nearcache:", false,
        "Prefix of every key this cache writes in Redis (the Redis key is prefix + cache key). CLEAR removes "
        "keys under it with SCAN + UNLINK; other hosts' near tiers are invalidated for keys under it."},

@@ -74,3 +74,52 @@ TEST_CASE("the human summary names what operators look for") {
   }
   CHECK(text.find("sets:                       1\n") != std::string::npos);
 }
+
+TEST_CASE("without Redis, STATUS has no redis metrics and the summary no redis section") {
+  Harness h;
+  Session* s = h.connect();
+  auto r = status_of(h, s);
+  const msgpack::object& st = arg(r, 2);
+  for (uint32_t i = 0; i < st.via.map.size; ++i) {
+    const auto& k = st.via.map.ptr[i].key;
+    CHECK(std::string(k.via.str.ptr, k.via.str.size).rfind("redis", 0) != 0);
+  }
+  CHECK(status_text(st).find("redis:") == std::string::npos);
+  CHECK(status_prometheus(st).find("nearcache_redis_") == std::string::npos);
+}
+
+TEST_CASE("the redis section: link state, errors, degraded mode and every redis metric") {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(uint32_t(kRedisMetricCount + 2));
+  pk.pack(std::string("version"));
+  pk.pack(std::string("0.1.0"));
+  for (size_t i = 0; i < kRedisMetricCount; ++i) {
+    pk.pack(std::string(redis_metric_table()[i].name));
+    pk.pack(uint64_t(i + 1));
+  }
+  pk.pack(std::string("redis"));
+  pk.pack_map(7);
+  pk.pack(std::string("url")), pk.pack(std::string("redis://app:***@cache:6379"));
+  pk.pack(std::string("prefix")), pk.pack(std::string("app:"));
+  pk.pack(std::string("state")), pk.pack(std::string("reconnecting"));
+  pk.pack(std::string("since_unix_ms")), pk.pack(uint64_t(1700000000000ull));
+  pk.pack(std::string("last_error")), pk.pack(std::string("AUTH failed: WRONGPASS invalid username-password pair"));
+  pk.pack(std::string("coherent")), pk.pack(false);
+  pk.pack(std::string("degraded")), pk.pack(true);
+  auto h = msgpack::unpack(b.data(), b.size());
+  const std::string text = status_text(h.get());
+  for (const char* want : {"redis: redis://app:***@cache:6379 (prefix 'app:')", "data link: reconnecting since 2023-11-14",
+                           "(not coherent)", "DEGRADED", "last error: AUTH failed: WRONGPASS", "write-behind dropped:",
+                           "invalidations received:", "read-through hits:"}) {
+    INFO(want);
+    CHECK(text.find(want) != std::string::npos);
+  }
+  const std::string prom = status_prometheus(h.get());
+  for (size_t i = 0; i < kRedisMetricCount; ++i) {
+    const std::string name = std::string("nearcache_") + redis_metric_table()[i].name;
+    INFO(name);
+    CHECK(prom.find("# TYPE " + name + " ") != std::string::npos);
+    CHECK(prom.find("\n" + name + " " + std::to_string(i + 1) + "\n") != std::string::npos);
+  }
+}

@@ -7,6 +7,7 @@ the Python client (shared-memory hits) or the raw protocol (pipelining).
 """
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -294,3 +295,27 @@ def test_clear_of_everything_keeps_other_prefixes_in_redis(host, redis_server):
         assert c.call(CLEAR)[1] == OK
     wait_flushed(a)
     assert r.get(b"app1:x") is None and r.get(b"app2:x") == b"1"
+
+
+def test_nearcache_status_shows_the_redis_tier(host, redis_server):
+    import json
+    import subprocess
+
+    from support.nearcached import NEARCACHE_CLI
+
+    a = host("a")
+    client(a).set("k", mp(1))
+    wait_flushed(a)
+
+    def cli(*args):
+        return subprocess.run([str(NEARCACHE_CLI), f"--socket={a.socket}", "status", *args], capture_output=True,
+                              text=True, timeout=10).stdout
+
+    text = cli()
+    assert f"redis: unix://{redis_server.socket} (prefix 'nearcache:')" in text
+    assert "data link: connected since" in text and "invalidations: connected (coherent)" in text
+    assert re.search(r"write-behind flushed:\s+1\n", text)
+    j = json.loads(cli("--json"))
+    assert j["redis"]["state"] == "connected" and j["redis_queue_flushed_total"] == 1
+    prom = cli("--prometheus")
+    assert "\nnearcache_redis_connected 1\n" in prom and "\nnearcache_redis_queue_depth 0\n" in prom

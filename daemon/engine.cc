@@ -824,7 +824,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::leases_active, leases_.active());
   set(Metric::lease_waiters, leases_.waiting() + lease_polls_total_);
   set(Metric::leases_granted_total, leases_.granted_total());
-  set(Metric::lease_timeouts_total, leases_.timeouts_total());
+  set(Metric::lease_timeouts_total, leases_.timeouts_total() + redis_lease_timeouts_);
   set(Metric::clears_pending, pending_clears_.size());
   out[size_t(Metric::loop_lag_max_ms)].real = counters_.loop_lag_max_ms;
   out[size_t(Metric::loop_lag_max_ms)].count = uint64_t(counters_.loop_lag_max_ms);

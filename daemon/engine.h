@@ -207,6 +207,7 @@ class Engine {
   uint64_t write_epoch_ = 0;                             // CLEARs and flushes: every key was written
   std::unordered_map<std::string, uint32_t> lease_polls_;  // keys with LEASEs waiting on Redis
   uint64_t lease_polls_total_ = 0;
+  uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
   uint64_t (*clock_)();
   uint64_t started_ms_;
   bool stopping_ = false;

@@ -131,7 +131,10 @@ void Engine::expire_waits(uint64_t now) {
       case wait_add:
       case wait_incr:
       case wait_lease: atomic_down(t, w->req, *w->ctx, why); break;
-      case wait_lease_poll: reply(t, w->req, Code::timeout); break;
+      case wait_lease_poll:
+        redis_lease_timeouts_++;
+        reply(t, w->req, Code::timeout);
+        break;
     }
     mark_dirty(t);
   }
@@ -486,6 +489,7 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const
       close_wait(wid);
       if (ctx->tracked) ctx->tracked = false, untrack(key, ctx->snap);
       if (t) {
+        redis_lease_timeouts_++;
         reply(t, req, Code::timeout);
         mark_dirty(t);
       }
@@ -533,7 +537,10 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const
       }
       break;
     case Kind::timeout:
-      if (t) reply(t, req, Code::timeout);
+      if (t) {
+        redis_lease_timeouts_++;
+        reply(t, req, Code::timeout);
+      }
       break;
     case Kind::held: break;  // its client was answered already
     default:

@@ -90,12 +90,15 @@ def test_redis_killed_and_restarted_during_100k_sets(host, redis_server):
     """Everything acknowledged that fit in the queue reaches Redis; the rest is
     counted as dropped, exactly, and is not served by this host either."""
     a = host("a", redis_queue_max_entries=20000)
-    r = redis_server.client()
+    reader = client(a)
     n, batch = 100_000, 1000
     with RawConn(a.socket) as c:
         for start in range(0, n, batch):
             if start == 30_000:
                 redis_server.kill()
+            if start == 45_000:  # Redis is dead: what was set since is served from shared memory
+                assert status(a)["redis_connected"] == 0
+                assert all(shm(reader, b"s%d" % i) == mp(i) for i in range(40_000, 41_000))
             if start == 70_000:
                 redis_server.start()
             for i in range(start, start + batch):

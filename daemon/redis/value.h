@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "msgpack_int.h"  // shm/, header only
+
 namespace nearcache::redis {
 
 inline constexpr int8_t kEnvelopeExt = 126;
@@ -24,9 +26,8 @@ std::string encode_value(std::string_view value, uint8_t flags);
 // envelope is returned as is with flags 0.
 void decode_value(std::string_view stored, std::string_view* value, uint8_t* flags);
 
-// msgpack integers, as the table's INCR reads and writes them: any integer
-// encoding is read; the smallest encoding is written.
-bool parse_msgpack_int(std::string_view v, __int128* out);
-std::string encode_msgpack_int(int64_t v);
+// msgpack integers exactly as the table's INCR reads and writes them.
+using shm::encode_msgpack_int;
+using shm::parse_msgpack_int;
 
 }  // namespace nearcache::redis

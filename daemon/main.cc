@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
 
   // The default runtime directory is created on demand; an explicit path's
   // directory must exist.
-  const std::string rundir = default_runtime_dir();
+  const std::string rundir = default_runtime_dir(true);
   for (const std::string& p : {cfg.socket, cfg.posix_shm ? std::string() : cfg.segment})
     if (!p.empty() && std::filesystem::path(p).parent_path() == rundir && !ensure_runtime_dir(rundir, &err)) {
       spdlog::critical("{}", err);

@@ -405,9 +405,9 @@ bool load_config(const std::map<std::string, std::string>& flags, Config* out, s
     }
     if (!assign(&c, *o, value, err)) return false;
   }
-  if (c.socket.empty()) c.socket = default_runtime_dir() + "/nearcached.sock";
+  if (c.socket.empty()) c.socket = default_runtime_dir(true) + "/nearcached.sock";
   if (c.segment.empty())
-    c.segment = c.posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir() + "/nearcached.seg";
+    c.segment = c.posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
   if (!validate(&c, err)) return false;
   *out = c;
   return true;
@@ -490,8 +490,8 @@ std::string config_markdown() {
        "`$XDG_RUNTIME_DIR/nearcache` when `XDG_RUNTIME_DIR` is set, else `/run/nearcache` for root, else "
        "`/tmp/nearcache-<uid>`. It is created with mode 0750 when missing. The socket is "
        "`<dir>/nearcached.sock`, the segment `<dir>/nearcached.seg` (hints `<segment>.hints`, lock "
-       "`<segment>.lock`). The CLI and the Python client resolve the same default and honour "
-       "`NEARCACHE_SOCKET`.\n\n"
+       "`<segment>.lock`). The CLI and the Python client resolve the same default, except "
+       "`$RUNTIME_DIRECTORY` (in a client it is the client's own unit's), and honour `NEARCACHE_SOCKET`.\n\n"
     << "## Liveness and the grace period\n\n"
     << "The daemon writes a heartbeat (CLOCK_MONOTONIC milliseconds) into the segment header every "
        "`heartbeat_interval_ms`. A reader that finds the heartbeat older than `heartbeat_grace_ms` (also "
@@ -540,10 +540,11 @@ std::string config_markdown() {
   return s.str();
 }
 
-std::string default_runtime_dir() {
+std::string default_runtime_dir(bool daemon) {
   // systemd's RuntimeDirectory= sets it to the directory it made for the unit
-  // (a colon-separated list when the unit names several).
-  const char* rt = getenv("RUNTIME_DIRECTORY");
+  // (a colon-separated list when the unit names several). Only the daemon's:
+  // in a client it names the client's own unit's directory.
+  const char* rt = daemon ? getenv("RUNTIME_DIRECTORY") : nullptr;
   if (rt && *rt) {
     std::string dir(rt);
     return dir.substr(0, dir.find(':'));
@@ -554,7 +555,7 @@ std::string default_runtime_dir() {
   return "/tmp/nearcache-" + std::to_string(getuid());
 }
 
-std::string default_socket_path() { return default_runtime_dir() + "/nearcached.sock"; }
+std::string default_socket_path() { return default_runtime_dir(false) + "/nearcached.sock"; }
 
 bool ensure_runtime_dir(const std::string& dir, std::string* err) {
   if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {

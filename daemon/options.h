@@ -93,8 +93,9 @@ std::string config_markdown();
 
 // Default runtime directory: $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=;
 // the first one when it lists several), else $XDG_RUNTIME_DIR/nearcache,
-// /run/nearcache for root, else /tmp/nearcache-<uid>.
-std::string default_runtime_dir();
+// /run/nearcache for root, else /tmp/nearcache-<uid>. $RUNTIME_DIRECTORY
+// counts for the daemon only; default_socket_path() is the clients' (the CLI).
+std::string default_runtime_dir(bool daemon);
 std::string default_socket_path();
 // Creates the default runtime directory (mode 0750) if missing and checks that
 // an existing one is a real directory owned by this user (or root).

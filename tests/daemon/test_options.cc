@@ -45,7 +45,7 @@ TEST_CASE("defaults") {
   std::string err;
   REQUIRE(load_config({{"socket", "/tmp/x.sock"}}, &c, &err));
   CHECK(c.socket == "/tmp/x.sock");
-  CHECK(c.segment == default_runtime_dir() + "/nearcached.seg");
+  CHECK(c.segment == default_runtime_dir(true) + "/nearcached.seg");
   CHECK(c.segment_size == 64ull << 20);
   CHECK(c.socket_mode == 0660);
   CHECK(c.segment_mode == 0640);
@@ -67,24 +67,26 @@ TEST_CASE("default runtime directory follows XDG_RUNTIME_DIR, then root, then /t
   const char* old = getenv("XDG_RUNTIME_DIR");
   const std::string saved = old ? old : "";
   setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
-  CHECK(default_runtime_dir() == "/run/user/1234/nearcache");
+  CHECK(default_runtime_dir(true) == "/run/user/1234/nearcache");
   CHECK(default_socket_path() == "/run/user/1234/nearcache/nearcached.sock");
   unsetenv("XDG_RUNTIME_DIR");
-  CHECK(default_runtime_dir() == (getuid() == 0 ? std::string("/run/nearcache")
+  CHECK(default_runtime_dir(true) == (getuid() == 0 ? std::string("/run/nearcache")
                                                 : "/tmp/nearcache-" + std::to_string(getuid())));
   if (old) setenv("XDG_RUNTIME_DIR", saved.c_str(), 1);
   if (rt) setenv("RUNTIME_DIRECTORY", saved_rt.c_str(), 1);
 }
 
-TEST_CASE("systemd's RUNTIME_DIRECTORY comes first, and is the directory itself") {
+TEST_CASE("systemd's RUNTIME_DIRECTORY comes first for the daemon, and is the directory itself") {
   const char* rt = getenv("RUNTIME_DIRECTORY");
   const std::string saved = rt ? rt : "";
   setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
   setenv("RUNTIME_DIRECTORY", "/run/nearcache-app", 1);
-  CHECK(default_runtime_dir() == "/run/nearcache-app");
-  CHECK(default_socket_path() == "/run/nearcache-app/nearcached.sock");
+  CHECK(default_runtime_dir(true) == "/run/nearcache-app");
+  // A client's RUNTIME_DIRECTORY is its own unit's, not the daemon's.
+  CHECK(default_runtime_dir(false) == "/run/user/1234/nearcache");
+  CHECK(default_socket_path() == "/run/user/1234/nearcache/nearcached.sock");
   setenv("RUNTIME_DIRECTORY", "/run/a:/run/b", 1);  // RuntimeDirectory=a b
-  CHECK(default_runtime_dir() == "/run/a");
+  CHECK(default_runtime_dir(true) == "/run/a");
   // Explicit paths (the packaged units pass them) are not affected.
   Config c;
   std::string err;
@@ -93,7 +95,7 @@ TEST_CASE("systemd's RUNTIME_DIRECTORY comes first, and is the directory itself"
   CHECK(c.socket == "/run/nearcache/nearcached.sock");
   CHECK(c.segment == "/run/nearcache/nearcached.seg");
   setenv("RUNTIME_DIRECTORY", "", 1);
-  CHECK(default_runtime_dir() == "/run/user/1234/nearcache");
+  CHECK(default_runtime_dir(true) == "/run/user/1234/nearcache");
   unsetenv("XDG_RUNTIME_DIR");
   if (rt) setenv("RUNTIME_DIRECTORY", saved.c_str(), 1);
   else unsetenv("RUNTIME_DIRECTORY");

@@ -335,7 +335,7 @@ def test_password_right_wrong_and_from_a_file(tmp_path):
         r.kill()
 
 
-def test_redis_down_error_policy_answers_unavailable(host, tmp_path):
+def test_redis_down_error_policy_answers_unavailable(host, tmp_path, caplog):
     late = RedisServer(tmp_path, name="never", start=False)
     a = host("a", url=late.url, wait=False, redis_down="error", redis_drain_timeout_ms=100)
     with RawConn(a.socket) as c:
@@ -347,6 +347,13 @@ def test_redis_down_error_policy_answers_unavailable(host, tmp_path):
         assert c.call(LEASE, b"l", 1000, 0)[1] == 26
     st = status(a)
     assert st["redis_degraded"] == 0 and st["redis_local_decisions_total"] == 0
+    # The Python client fails open on it, and says what happened: not "unreachable".
+    py = client(a, strict=False)
+    with caplog.at_level("WARNING", logger="nearcache"):
+        assert py.add("n", mp(1)) is False
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("answers but cannot serve this" in m for m in messages), messages
+    assert not any("unreachable" in m for m in messages), messages
 
 
 def test_redis_decided_requests_keep_the_connection_s_order(host, redis_server):

@@ -204,11 +204,15 @@ class Client:
     def _unreachable(self, exc: BaseException) -> None:
         """Logs (rate-limited) and raises CacheUnavailable; callers in fail-open mode catch it."""
         now = time.monotonic()
+        # UNAVAILABLE: the daemon answers, but a tier it needs (Redis, with
+        # redis_down = error) does not; the policy is the same, the words are not.
+        what = ("answers but cannot serve this" if isinstance(exc, P.ProtocolError) and exc.status == P.UNAVAILABLE
+                else "unreachable")
         if now - self._last_warning >= self.warn_interval:
             self._last_warning = now
-            log.warning("nearcache: daemon at %s unreachable (%s: %s); %s", self.path, type(exc).__name__, exc,
+            log.warning("nearcache: daemon at %s %s (%s: %s); %s", self.path, what, type(exc).__name__, exc,
                         "raising (STRICT)" if self.strict else "reads are misses and writes are skipped")
-        raise CacheUnavailable(f"nearcached at {self.path} unreachable: {exc}") from exc
+        raise CacheUnavailable(f"nearcached at {self.path} {what}: {exc}") from exc
 
     def _requests(self, reqs, timeout: float | None = None, retry: bool = True) -> list[list]:
         """Runs requests on this thread's connection; raises CacheUnavailable or ProtocolError."""

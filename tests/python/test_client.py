@@ -156,3 +156,26 @@ def test_asyncio_client(client):
     assert asyncio.run(main()) >= 48
     # A second event loop gets its own connection.
     assert asyncio.run(client.aset("y", b"2")) and client.get("y") == b"2"
+
+
+@pytest.mark.parametrize("busy_poll", [0.0, 50e-6, 0.5])
+def test_replies_arrive_whether_the_client_polls_or_blocks(module_daemon, busy_poll):
+    """busy_poll only decides how a reply is waited for: polled, blocked on, or both."""
+    c = Client(module_daemon.socket, busy_poll=busy_poll, use_shm=False)
+    try:
+        for i in range(200):
+            assert c.set(f"bp:{i}", b"v%d" % i, ttl=None)
+        assert [c.get(f"bp:{i}") for i in range(200)] == [b"v%d" % i for i in range(200)]
+        # A reply that takes longer than the poll (a lease wait) is still received.
+        key = f"bp:wait:{busy_poll}"
+        lease = c.lease(key, lease_ttl=5, wait=5)
+        assert lease.token
+        other = Client(module_daemon.socket, busy_poll=busy_poll, use_shm=False)
+        t = threading.Timer(0.05, lambda: c.set(key, b"done", ttl=None))
+        t.start()
+        waited = other.lease(key, lease_ttl=5, wait=5)
+        t.join()
+        assert waited.value == b"done"
+        other.close()
+    finally:
+        c.close()

@@ -88,7 +88,7 @@ class Client:
 
     def __init__(self, socket_path: str | None = None, *, timeout: float = 1.0, connect_timeout: float | None = None,
                  strict: bool = False, warn_interval: float = 60.0, use_shm: bool = True,
-                 client_name: str = "python", remap_interval: float = 1.0):
+                 client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6):
         self.path = P.socket_path(socket_path)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout is not None else self.timeout
@@ -97,6 +97,7 @@ class Client:
         self.use_shm = bool(use_shm)
         self.client_name = client_name
         self.remap_interval = float(remap_interval)
+        self.busy_poll = float(busy_poll)
         self.segment = _native.Segment()
         self.info: dict = {}              # the last HELLO
         self.shm_disabled_reason: str | None = None
@@ -118,7 +119,7 @@ class Client:
         if time.monotonic() < self._down_until:
             raise socket.timeout("nearcached timed out recently; not retrying yet")
         try:
-            c = P.Connection(self.path, self.timeout, self.connect_timeout)
+            c = P.Connection(self.path, self.timeout, self.connect_timeout, self.busy_poll)
         except socket.timeout:
             self._down_until = time.monotonic() + min(1.0, self.timeout)
             raise

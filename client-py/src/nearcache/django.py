@@ -70,6 +70,7 @@ class NearCache(_native.CacheCore, BaseCache):
             warn_interval=float(opts.get("WARN_INTERVAL", 60.0)),
             use_shm=self._use_shm,
             client_name=str(opts.get("CLIENT_NAME", "django")),
+            busy_poll=float(opts.get("BUSY_POLL_US", 50)) / 1e6,
         )
         self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
                                            int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))

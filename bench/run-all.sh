@@ -18,7 +18,8 @@ selected=("$@")
 
 run shm_reader "$build/bench/bench_shm_reader" --rounds 5
 # The same on a tmpfs with transparent huge pages, when this machine lets us mount one.
-hp=$(mktemp -d)
+hp=$build/hugepages-tmpfs  # inside the build tree
+mkdir -p "$hp"
 if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1G,huge=always tmpfs "$hp" 2>/dev/null; then
   run shm_reader_hugepages "$build/bench/bench_shm_reader" --rounds 5 --dir "$hp"
   umount "$hp"

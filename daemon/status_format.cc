@@ -143,8 +143,9 @@ std::string status_text(const msgpack::object& st) {
     return v ? std::string(str_of(*v)) : std::string("?");
   };
   const msgpack::object* version = lookup(st, "version");
+  const double up = number(lookup(st, "uptime_s"));  // NaN when absent: converting that is undefined
   s << "nearcached " << (version ? str_of(*version) : "?") << ", pid " << number_text(lookup(st, "pid")) << ", up "
-    << human_duration(uint64_t(number(lookup(st, "uptime_s")))) << "\n";
+    << (up >= 0 ? human_duration(uint64_t(up)) : std::string("?")) << "\n";
   s << "  socket: " << cfg_str("socket") << "\n  segment: " << cfg_str("segment") << "\n";
   const MetricSpec* table = metric_table();
   for (size_t i = 0; i < kMetricCount; ++i) {

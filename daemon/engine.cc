@@ -803,6 +803,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::misses_total, misses);
   out[size_t(Metric::hit_ratio)].real = hits + misses ? double(hits) / double(hits + misses) : 0.0;
   set(Metric::shm_misses_total, st.reader_misses);
+  set(Metric::shm_busy_total, st.reader_busy);
   set(Metric::reader_processes, st.reader_processes);
   set(Metric::sets_total, st.sets);
   set(Metric::adds_total, st.adds);
@@ -811,6 +812,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::incrs_total, st.incrs);
   set(Metric::evictions_total, st.evictions);
   set(Metric::expirations_total, st.expirations);
+  set(Metric::index_evictions_total, st.index_evictions);
   set(Metric::clears_total, st.clears);
   set(Metric::cleared_total, st.cleared);
   set(Metric::connections_open, sessions_.size());

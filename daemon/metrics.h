@@ -32,6 +32,7 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(misses_total, counter, count, "misses", "GET, GET_MANY and LEASE keys the daemon did not find")                \
   X(hit_ratio, gauge, ratio, "hit ratio", "hits_total / (hits_total + misses_total)")                              \
   X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
+  X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
   X(reader_processes, gauge, count, "reader processes", "Processes with a reader counter slot in the hints file")  \
   X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
   X(adds_total, counter, count, "adds", "ADD requests")                                                            \
@@ -40,6 +41,8 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(incrs_total, counter, count, "incr/decr", "INCR and DECR requests")                                            \
   X(evictions_total, counter, count, "evictions", "Live entries evicted to make room")                             \
   X(expirations_total, counter, count, "expirations", "Expired entries reclaimed")                                 \
+  X(index_evictions_total, counter, count, "index evictions",                                                       \
+    "Evictions made for room in the index, not the data area (lower expected_item_size if it grows)")               \
   X(clears_total, counter, count, "clears", "CLEAR requests")                                                      \
   X(cleared_total, counter, count, "entries cleared", "Entries removed by CLEAR")                                  \
   X(connections_open, gauge, count, "connections", "Open client connections")                                           \

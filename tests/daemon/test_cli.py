@@ -113,3 +113,20 @@ def test_operator_commands(daemon):
 def test_key_too_long_reported(daemon):
     r = cli("--socket=" + daemon.socket, "get", "k" * 2000)
     assert r.returncode == 1 and "KEY_TOO_LONG" in r.stderr
+
+
+def test_status_reports_index_evictions(tmp_path):
+    """An index planned for large items fills with small ones: status says so (the capacity-planning signal)."""
+    from support.nearcached import Daemon
+
+    d = Daemon(tmp_path, segment_size="4M", expected_item_size="16K", value_limit="64K")
+    try:
+        with RawConn(d.socket) as c:
+            ids = [c.send(SET, b"k%d" % i, mp(i), None) for i in range(5000)]
+            c.recv_n(len(ids))
+        st = json.loads(cli("--socket=" + d.socket, "status", "--json").stdout)
+        assert st["index_evictions_total"] > 0
+        assert st["entries"] < 5000 and st["memory_used_bytes"] < st["memory_data_bytes"] // 2
+        assert st["shm_busy_total"] == 0
+    finally:
+        assert d.stop() == 0, d.log()

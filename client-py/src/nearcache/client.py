@@ -278,6 +278,10 @@ class Client:
             if self.strict:
                 raise
             return None
+        return self._get_result(r)
+
+    def _get_result(self, r: list) -> tuple[bytes, int] | None:
+        """A GET reply as (value, flags), None for a miss; raises on errors."""
         if r[0] == P.OK:
             return r[1], (r[2] if len(r) > 2 else 0)
         if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
@@ -540,11 +544,7 @@ class Client:
             if self.strict:
                 raise
             return None
-        if r[0] == P.OK:
-            return r[1], (r[2] if len(r) > 2 else 0)
-        if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
-            return None
-        self._check(r)
+        return self._get_result(r)
 
     async def afetch_many(self, ks: list[bytes]) -> list:
         reqs = [(P.GET_MANY, ks[i:i + _MANY_CHUNK]) for i in range(0, len(ks), _MANY_CHUNK)]

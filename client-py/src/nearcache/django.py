@@ -177,18 +177,27 @@ class NearCache(_native.CacheCore, BaseCache):
     def delete_many(self, keys, version=None):
         self._client.delete_many([self._key(k, version) for k in keys])
 
+    @staticmethod
+    def _incr_error(e: ProtocolError) -> Exception:
+        """The exception Django's API raises for an INCR/DECR error reply."""
+        if e.status == NOT_INTEGER:
+            return TypeError(e.message)
+        if e.status == OUT_OF_RANGE:
+            return OverflowError(e.message)
+        return e
+
+    @staticmethod
+    def _incr_value(key, value):
+        if value is None:
+            raise ValueError("Key '%s' not found" % key)
+        return value
+
     def _incr_result(self, key, fn):
         try:
             value = fn()
         except ProtocolError as e:
-            if e.status == NOT_INTEGER:
-                raise TypeError(e.message) from None
-            if e.status == OUT_OF_RANGE:
-                raise OverflowError(e.message) from None
-            raise
-        if value is None:
-            raise ValueError("Key '%s' not found" % key)
-        return value
+            raise self._incr_error(e) from None
+        return self._incr_value(key, value)
 
     def incr(self, key, delta=1, version=None):
         kb = self._key(key, version)
@@ -299,14 +308,8 @@ class NearCache(_native.CacheCore, BaseCache):
         try:
             value = await self._client.aincr(kb, delta)
         except ProtocolError as e:
-            if e.status == NOT_INTEGER:
-                raise TypeError(e.message) from None
-            if e.status == OUT_OF_RANGE:
-                raise OverflowError(e.message) from None
-            raise
-        if value is None:
-            raise ValueError("Key '%s' not found" % key)
-        return value
+            raise self._incr_error(e) from None
+        return self._incr_value(key, value)
 
     async def aincr(self, key, delta=1, version=None):
         return await self._aincr(key, self._key(key, version), delta)

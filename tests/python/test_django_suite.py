@@ -8,6 +8,7 @@ Everything else must pass, against a real nearcached.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import pytest
@@ -36,6 +37,7 @@ def django_environment():
     teardown_databases(old, verbosity=0)
     teardown_test_environment()
     d.stop()
+    shutil.rmtree(_DIR, ignore_errors=True)
 
 
 @override_settings(

@@ -8,6 +8,7 @@ clears this cache's keys in Redis too.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import pytest
@@ -39,8 +40,11 @@ def django_environment():
     yield d, r
     teardown_databases(old, verbosity=0)
     teardown_test_environment()
-    assert d.stop() == 0, d.log()
-    r.kill()
+    try:
+        assert d.stop() == 0, d.log()
+    finally:
+        r.kill()
+        shutil.rmtree(_DIR, ignore_errors=True)
 
 
 @override_settings(

@@ -122,7 +122,8 @@ int Reader::validate(const unsigned char* base, size_t size, std::string* why) {
   if (seg != size) return bad(EINVAL, "size in header does not match the file");
   if (nb == 0 || boff < kHeaderBytes || boff % kBucketBytes || load_relaxed(&h->bucket_ways) != kWaysPerBucket)
     return bad(EINVAL, "bad bucket geometry");
-  const uint64_t bucket_end = boff + uint64_t(nb) * kBucketBytes;  // no overflow: nb < 2^32
+  if (boff > seg || uint64_t(nb) * kBucketBytes > seg - boff) return bad(EINVAL, "buckets run past the segment");
+  const uint64_t bucket_end = boff + uint64_t(nb) * kBucketBytes;  // cannot overflow: checked above
   if (bucket_end > doff || doff % kBucketBytes || dbytes % kItemAlign || dbytes < kItemHeaderBytes ||
       doff > seg || dbytes > seg - doff)
     return bad(EINVAL, "bad data geometry");

@@ -175,6 +175,8 @@ TEST_CASE("lying geometry is refused at open") {
   CHECK(refused([](Header& h) { h.bucket_count = UINT32_MAX; }));
   CHECK(refused([](Header& h) { h.bucket_ways = 8; }));
   CHECK(refused([](Header& h) { h.buckets_offset = 8; }));
+  CHECK(refused([](Header& h) { h.buckets_offset = UINT64_MAX - 511; }));  // found by fuzz_segment: offset + size wrapped
+  CHECK(refused([](Header& h) { h.buckets_offset = h.segment_bytes; }));
   CHECK(refused([](Header& h) { h.data_offset = UINT64_MAX - 63; }));
   CHECK(refused([](Header& h) { h.data_bytes = UINT64_MAX - 7; }));
   CHECK(refused([](Header& h) { h.data_bytes += 8; }));

@@ -338,8 +338,9 @@ void Writer::write_item(uint64_t off, std::string_view key, std::string_view val
   scratch_.resize(n);
   ItemHeader ih{expiry, make_meta(uint32_t(value.size()), uint16_t(key.size()), flags, ItemState::live)};
   std::memcpy(scratch_.data(), &ih, sizeof ih);
-  std::memcpy(scratch_.data() + kItemHeaderBytes, key.data(), key.size());
-  std::memcpy(scratch_.data() + kItemHeaderBytes + key.size(), value.data(), value.size());
+  // An empty string_view may carry a null data(); memcpy must not see it.
+  if (!key.empty()) std::memcpy(scratch_.data() + kItemHeaderBytes, key.data(), key.size());
+  if (!value.empty()) std::memcpy(scratch_.data() + kItemHeaderBytes + key.size(), value.data(), value.size());
   copy_to_shared(data_, off, scratch_.data(), n);
 }
 

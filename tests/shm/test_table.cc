@@ -91,6 +91,10 @@ TEST_CASE("keys are bytes: empty, binary, long, and Django-style") {
     CHECK(v == "v:" + k);
   }
   CHECK(t.get(std::string("a\0b\xff", 4), &v) == ReadStatus::miss);
+  // A default string_view has a null data(): a decoder hands these over (found by fuzz_protocol).
+  REQUIRE(t.w->set(std::string_view(), std::string_view(), 0, 0) == Status::ok);
+  REQUIRE(t.get(std::string(), &v) == ReadStatus::hit);
+  CHECK(v.empty());
 }
 
 TEST_CASE("add only when absent or expired") {

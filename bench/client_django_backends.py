@@ -21,18 +21,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = Path(os.environ.get("NEARCACHE_BUILD", ROOT / "build"))
-if not BUILD.is_absolute():
-    BUILD = ROOT / BUILD
+from servers import BenchServers
 
 KEY = "user:profile:0001234"  # 20 characters
 assert len(KEY) == 20
@@ -43,73 +37,22 @@ VALUE = {
 }
 
 
-def wait_socket(path: str, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"{what} did not listen on {path}")
-
-
-class Servers:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
-        self.nc_sock = str(tmp / "nc.sock")
-        self.redis_sock = str(tmp / "redis.sock")
-        self.mc_sock = str(tmp / "mc.sock")
-
-    def start(self) -> None:
-        nearcached = BUILD / "daemon" / "nearcached"
-        self._spawn([str(nearcached), f"--socket={self.nc_sock}", f"--segment={self.tmp / 'nc.seg'}",
-                     "--segment_size=64M", "--log_level=warn"], self.nc_sock, "nearcached")
-        redis = shutil.which("redis-server")
-        memcached = shutil.which("memcached")
-        if not redis or not memcached:
-            raise SystemExit("redis-server and memcached are needed (scripts/install-deps.sh bench)")
-        self._spawn([redis, "--port", "0", "--unixsocket", self.redis_sock, "--unixsocketperm", "700",
-                     "--save", "", "--appendonly", "no"], self.redis_sock, "redis-server")
-        mc = [memcached, "-s", self.mc_sock, "-a", "0700", "-m", "64"]
-        if os.getuid() == 0:
-            mc += ["-u", "root"]
-        self._spawn(mc, self.mc_sock, "memcached")
-
-    def _spawn(self, args, sock, what):
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        wait_socket(sock, p, what)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def configure(servers: Servers, tmp: Path) -> dict:
+def configure(servers: BenchServers) -> dict:
+    nc, rs, mc = (servers.sockets[n] for n in ("nearcached", "redis-server", "memcached"))
+    tmp = servers.tmp
     import django
     from django.conf import settings
     caches = {
-        "NearCache": {"BACKEND": "nearcache.django.NearCache", "LOCATION": servers.nc_sock},
+        "NearCache": {"BACKEND": "nearcache.django.NearCache", "LOCATION": nc},
         "LocMemCache": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bench",
                         "OPTIONS": {"MAX_ENTRIES": 100000}},
         "FileBasedCache": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                            "LOCATION": str(tmp / "filecache"), "OPTIONS": {"MAX_ENTRIES": 100000}},
         "RedisCache": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                       "LOCATION": f"unix://{servers.redis_sock}"},
-        "django_redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"unix://{servers.redis_sock}?db=1"},
+                       "LOCATION": f"unix://{rs}"},
+        "django_redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"unix://{rs}?db=1"},
         "PyMemcacheCache": {"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
-                            "LOCATION": f"unix:{servers.mc_sock}"},
+                            "LOCATION": f"unix:{mc}"},
         "diskcache": {"BACKEND": "diskcache.DjangoCache", "LOCATION": str(tmp / "diskcache")},
     }
     settings.configure(CACHES={"default": caches["LocMemCache"], **caches}, USE_TZ=True, SECRET_KEY="bench")
@@ -194,11 +137,8 @@ def main() -> None:
         print(s, flush=True)
         lines.append(s)
 
-    tmp = Path(tempfile.mkdtemp(prefix="nearcache-bench-"))
-    servers = Servers(tmp)
-    servers.start()
-    try:
-        caches_cfg = configure(servers, tmp)
+    with BenchServers() as servers:
+        caches_cfg = configure(servers)
         import django
         import msgpack
         from django.core.cache import caches
@@ -303,9 +243,6 @@ def main() -> None:
             out(f"   get_many  vs {alias:<16} {ratio:6.3f}x")
         out(f"   gets/s, 2 procs / 1 proc: NearCache {ncr['gets/s 2 procs'] / ncr['gets/s 1 proc']:.2f}, "
             f"LocMemCache {results['LocMemCache']['gets/s 2 procs'] / results['LocMemCache']['gets/s 1 proc']:.2f}")
-    finally:
-        servers.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n")
 

@@ -25,22 +25,16 @@ cores); redis-server and nearcached are single-threaded.
 from __future__ import annotations
 
 import argparse
-import os
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import msgpack
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = Path(os.environ.get("NEARCACHE_BUILD", ROOT / "build"))
-if not BUILD.is_absolute():
-    BUILD = ROOT / BUILD
+from servers import BUILD, BenchServers
 
 KEY = b"user:profile:0001234"
 VALUE = bytes(range(200))
@@ -101,57 +95,6 @@ def reply_len(sock: socket.socket, req: bytes) -> int:
     sock.settimeout(None)
     assert data, "no reply"
     return len(data)
-
-
-# ---------------------------------------------------------------- servers
-
-def wait_socket(path: str, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"{what} did not listen on {path}")
-
-
-def start_servers(tmp: str) -> dict[str, tuple[str, subprocess.Popen]]:
-    servers = {}
-    nc_sock = f"{tmp}/nc.sock"
-    nc = subprocess.Popen([str(BUILD / "daemon" / "nearcached"), f"--socket={nc_sock}", f"--segment={tmp}/nc.seg",
-                           "--segment_size=64M", "--log_level=warn"], stderr=subprocess.DEVNULL)
-    servers["nearcached"] = (nc_sock, nc)
-    r_sock = f"{tmp}/redis.sock"
-    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", r_sock, "--unixsocketperm", "700",
-                              "--save", "", "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"],
-                             stdout=subprocess.DEVNULL)
-    servers["redis-server"] = (r_sock, redis)
-    m_sock = f"{tmp}/memcached.sock"
-    mc_cmd = ["memcached", "-s", m_sock, "-a", "0700", "-m", "64", "-t", "2"]
-    if os.geteuid() == 0:
-        mc_cmd += ["-u", "root"]
-    mc = subprocess.Popen(mc_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    servers["memcached"] = (m_sock, mc)
-    for name, (path, proc) in servers.items():
-        wait_socket(path, proc, name)
-    return servers
-
-
-def server_version(name: str) -> str:
-    try:
-        if name == "nearcached":
-            out = subprocess.run([str(BUILD / "daemon" / "nearcached"), "--version"], capture_output=True, text=True)
-        elif name == "redis-server":
-            out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
-        else:
-            out = subprocess.run(["memcached", "-V"], capture_output=True, text=True)
-        return out.stdout.strip().split("\n")[0]
-    except OSError:
-        return "?"
 
 
 # ---------------------------------------------------------------- measurements
@@ -241,28 +184,23 @@ def main() -> int:
     n = 3000 if args.quick else 20000
     secs = 0.5 if args.quick else 2.0
     rounds = 1 if args.quick else args.rounds
-    for tool in ("redis-server", "memcached"):
-        if not shutil.which(tool):
-            print(f"{tool} not found: scripts/install-deps.sh bench", file=sys.stderr)
-            return 1
     protos = [NearcacheProto(), RedisProto(), MemcachedProto()]
-    tmp = tempfile.mkdtemp(prefix="nearcache-bench-")
-    servers = start_servers(tmp)
-    try:
-        print("servers: " + "; ".join(server_version(p.name) for p in protos))
+    with BenchServers() as servers:
+        sockets, tmp = servers.sockets, str(servers.tmp)
+        print("servers: " + "; ".join(servers.version(p.name) for p in protos))
         print(f"value {len(VALUE)} bytes, key {len(KEY)} bytes; {n} round trips per measurement, pipelined "
               f"batches of {BATCH} for {secs:g} s; best of {rounds} interleaved rounds\n")
         rt = {p.name: {"SET": [], "GET": []} for p in protos}
         thr = {p.name: {1: [], 2: []} for p in protos}
-        lens = {p.name: reply_lengths(servers[p.name][0], p) for p in protos}
+        lens = {p.name: reply_lengths(sockets[p.name], p) for p in protos}
         for _ in range(rounds):
             for p in protos:
-                r = round_trips(tmp, servers[p.name][0], p, lens[p.name], n)
+                r = round_trips(tmp, sockets[p.name], p, lens[p.name], n)
                 for what in ("SET", "GET"):
                     rt[p.name][what].append(r[what])
             for procs in (1, 2):
                 for p in protos:
-                    thr[p.name][procs].append(pipelined(tmp, servers[p.name][0], p, lens[p.name], procs, secs))
+                    thr[p.name][procs].append(pipelined(tmp, sockets[p.name], p, lens[p.name], procs, secs))
 
         best = {name: {what: min(v[what]) for what in v} for name, v in rt.items()}
         print("Round trip, one request at a time (microseconds; lower is better)")
@@ -288,18 +226,10 @@ def main() -> int:
             print(f"  nearcached / {other}: {tbest['nearcached'][1] / tbest[other][1]:.2f}x (1 process), "
                   f"{tbest['nearcached'][2] / tbest[other][2]:.2f}x (2 processes)")
 
-        total, after_set = min((lease_stampede(servers["nearcached"][0]) for _ in range(rounds)), key=lambda t: t[0])
+        total, after_set = min((lease_stampede(sockets["nearcached"]) for _ in range(rounds)), key=lambda t: t[0])
         print("\nLease stampede (nearcached): 1000 connections LEASE one missing key; one computes and SETs")
         print(f"  first LEASE sent -> all 999 waiters have the value: {total:.1f} ms "
               f"(of which SET -> last waiter served: {after_set:.1f} ms); 1 computation")
-    finally:
-        for name, (path, proc) in servers.items():
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -11,13 +11,13 @@ ends, and its files live in the test's temporary directory.
 """
 from __future__ import annotations
 
-import atexit
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from .process import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("NEARCACHE_BUILD", ROOT / "build"))
@@ -26,16 +26,8 @@ if not BUILD.is_absolute():
 NEARCACHED = BUILD / "daemon" / "nearcached"
 NEARCACHE_CLI = BUILD / "daemon" / "nearcache"
 
-_live: set["Daemon"] = set()
 
-
-@atexit.register
-def _reap() -> None:
-    for d in list(_live):
-        d.kill()
-
-
-class Daemon:
+class Daemon(ChildProcess):
     def __init__(self, directory, name: str = "nc", start: bool = True, **options):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +41,6 @@ class Daemon:
         self.socket = self.options["socket"]
         self.segment = self.options["segment"]
         self.log_path = self.dir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
         if start:
             self.start()
 
@@ -62,7 +53,7 @@ class Daemon:
         self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
         log.close()
-        _live.add(self)
+        self._started()
         self.wait_ready(timeout)
         return self
 
@@ -79,49 +70,12 @@ class Daemon:
                 time.sleep(0.01)
         raise TimeoutError(f"nearcached did not listen on {self.socket}:\n{self.log()}")
 
-    def signal(self, sig: int) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait; returns the exit status."""
-        if not self.proc:
-            return None
-        self.signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        _live.discard(self)
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, like a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        _live.discard(self)
-
     def restart(self, **changes) -> "Daemon":
         self.stop()
         self.options.update({k: str(v) for k, v in changes.items()})
         self.socket = self.options.get("socket", self.socket)
         self.segment = self.options.get("segment", self.segment)
         return self.start()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def __enter__(self) -> "Daemon":
-        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -18,22 +18,12 @@ live in the directory given.
 """
 from __future__ import annotations
 
-import atexit
-import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-_live: set["RedisServer"] = set()
-
-
-@atexit.register
-def _reap() -> None:
-    for r in list(_live):
-        r.kill()
-
+from .process import ChildProcess
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,7 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RedisServer:
+class RedisServer(ChildProcess):
+    log_tail = 4000
+
     def __init__(self, directory, name: str = "redis", tcp: bool = False, password: str | None = None,
                  user: tuple[str, str] | None = None, aof: bool = True, start: bool = True, **config):
         self.dir = Path(directory) / name
@@ -54,7 +46,6 @@ class RedisServer:
         self.aof = aof
         self.config = {k: str(v) for k, v in config.items()}  # extra redis.conf settings
         self.log_path = self.dir / "redis.log"
-        self.proc: subprocess.Popen | None = None
         if start:
             self.start()
 
@@ -98,7 +89,7 @@ class RedisServer:
                 self.port = free_port()
             self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.STDOUT)
-            _live.add(self)
+            self._started()
             if self._wait_ready(timeout):
                 return self
         raise RuntimeError(f"redis-server did not start:\n{self.log()}")
@@ -135,40 +126,9 @@ class RedisServer:
                 data += chunk
             return b"+PONG" in data
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (the server saves nothing: --save ""); returns the exit status."""
-        if not self.proc:
-            return None
-        self.resume()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        _live.discard(self)
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL: like a crash (with aof=True, acknowledged writes survive)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        _live.discard(self)
-
     def restart(self) -> "RedisServer":
         self.stop()
         return self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open, nothing is answered."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
 
     # -- inspection ----------------------------------------------------------
     def client(self, **kwargs):
@@ -185,19 +145,6 @@ class RedisServer:
         """Calls of one command since start (or CONFIG RESETSTAT), from INFO commandstats."""
         stats = self.client().info("commandstats")
         return int(stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except FileNotFoundError:
-            return ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def __enter__(self) -> "RedisServer":
-        return self
 
     def __exit__(self, *exc) -> None:
         self.kill()

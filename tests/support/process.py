@@ -1,0 +1,77 @@
+"""What the test helpers for real servers (nearcached, redis-server) share:
+one child process, signalled, stopped or killed, its log read back, and
+killed when the test process ends if a test left it running.
+
+Subclasses set `self.proc` (a Popen) and `self.log_path`, call
+`self._started()` after spawning, and choose what leaving a `with` block
+does.
+"""
+from __future__ import annotations
+
+import atexit
+import signal
+import subprocess
+from pathlib import Path
+
+_live: set["ChildProcess"] = set()
+
+
+@atexit.register
+def _reap() -> None:
+    for p in list(_live):
+        p.kill()
+
+
+class ChildProcess:
+    proc: subprocess.Popen | None = None
+    log_path: Path
+    log_tail: int | None = None  # characters of the log that log() returns; None: all
+
+    def _started(self) -> None:
+        _live.add(self)
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (after SIGCONT, should it be paused) and wait; returns the exit status."""
+        if not self.proc:
+            return None
+        self.resume()
+        self.signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        _live.discard(self)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, like a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        _live.discard(self)
+
+    def log(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return text[-self.log_tail:] if self.log_tail else text
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self):
+        return self

@@ -7,6 +7,7 @@ fetched (DJANGO_SUITE_ERROR says why not; test_django_suite.py reports it).
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 DJANGO_SUITE_ERROR: BaseException | None = None
 urlpatterns: list = []
@@ -44,3 +45,34 @@ def configure() -> None:
 def nearcache_settings(socket_path: str, **options) -> dict:
     """A CACHES entry for NearCache on that socket."""
     return {"BACKEND": "nearcache.django.NearCache", "LOCATION": socket_path, "OPTIONS": options}
+
+
+# -- Django's own cache suite (test_django_suite*.py) -------------------------
+def suite_module():
+    """Django's tests/cache/tests.py, or a RuntimeError saying why it is missing."""
+    if DJANGO_SUITE_ERROR is not None:
+        raise RuntimeError(f"cannot fetch Django's cache test suite: {DJANGO_SUITE_ERROR}")
+    import cache.tests
+    return cache.tests
+
+
+def suite_caches(socket_path: str) -> dict:
+    """CACHES for BaseCacheTests on NearCache, strict, without the "cull"
+    caches (as for Django's RedisCacheTests: MAX_ENTRIES does not apply)."""
+    t = suite_module()
+    return t.caches_setting_for_tests(base=nearcache_settings(socket_path, STRICT=True),
+                                      exclude=t.redis_excluded_caches)
+
+
+@contextmanager
+def test_environment():
+    """What Django's runner sets up around a test run: the test environment and its databases."""
+    from django.test.utils import setup_databases, setup_test_environment, teardown_databases, \
+        teardown_test_environment
+    setup_test_environment()
+    old = setup_databases(verbosity=0, interactive=False)
+    try:
+        yield
+    finally:
+        teardown_databases(old, verbosity=0)
+        teardown_test_environment()

@@ -12,17 +12,12 @@ import shutil
 import tempfile
 
 import pytest
+from django.test import TestCase, override_settings
 
 import nc_django
 from support.nearcached import Daemon
 
-if nc_django.DJANGO_SUITE_ERROR is not None:
-    raise RuntimeError(f"cannot fetch Django's cache test suite: {nc_django.DJANGO_SUITE_ERROR}")
-
-from cache.tests import BaseCacheTests, caches_setting_for_tests, redis_excluded_caches  # noqa: E402
-from django.test import TestCase, override_settings  # noqa: E402
-from django.test.utils import setup_databases, setup_test_environment, teardown_databases, \
-    teardown_test_environment  # noqa: E402
+BaseCacheTests = nc_django.suite_module().BaseCacheTests
 
 _DIR = tempfile.mkdtemp(prefix="nearcache-django-suite-")
 _SOCKET = f"{_DIR}/nc.sock"
@@ -31,21 +26,13 @@ _SOCKET = f"{_DIR}/nc.sock"
 @pytest.fixture(scope="module", autouse=True)
 def django_environment():
     d = Daemon(_DIR)
-    setup_test_environment()
-    old = setup_databases(verbosity=0, interactive=False)
-    yield d
-    teardown_databases(old, verbosity=0)
-    teardown_test_environment()
+    with nc_django.test_environment():
+        yield d
     d.stop()
     shutil.rmtree(_DIR, ignore_errors=True)
 
 
-@override_settings(
-    CACHES=caches_setting_for_tests(
-        base={"BACKEND": "nearcache.django.NearCache", "LOCATION": _SOCKET, "OPTIONS": {"STRICT": True}},
-        exclude=redis_excluded_caches,
-    )
-)
+@override_settings(CACHES=nc_django.suite_caches(_SOCKET))
 class NearCacheDjangoSuiteTests(BaseCacheTests, TestCase):
     pass
 

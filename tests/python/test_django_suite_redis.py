@@ -12,19 +12,14 @@ import shutil
 import tempfile
 
 import pytest
+from django.test import TestCase, override_settings
 
 import nc_django
 from support.nearcached import Daemon
 from support.redis_server import RedisServer
 from support.tier import wait_coherent
 
-if nc_django.DJANGO_SUITE_ERROR is not None:
-    raise RuntimeError(f"cannot fetch Django's cache test suite: {nc_django.DJANGO_SUITE_ERROR}")
-
-from cache.tests import BaseCacheTests, caches_setting_for_tests, redis_excluded_caches  # noqa: E402
-from django.test import TestCase, override_settings  # noqa: E402
-from django.test.utils import setup_databases, setup_test_environment, teardown_databases, \
-    teardown_test_environment  # noqa: E402
+BaseCacheTests = nc_django.suite_module().BaseCacheTests
 
 _DIR = tempfile.mkdtemp(prefix="nearcache-django-redis-suite-")
 _SOCKET = f"{_DIR}/nc.sock"
@@ -35,11 +30,8 @@ def django_environment():
     r = RedisServer(_DIR)
     d = Daemon(_DIR, redis_url=r.url, redis_prefix="django-suite:")
     wait_coherent(d)  # the table is flushed once when invalidations start: before the tests
-    setup_test_environment()
-    old = setup_databases(verbosity=0, interactive=False)
-    yield d, r
-    teardown_databases(old, verbosity=0)
-    teardown_test_environment()
+    with nc_django.test_environment():
+        yield d, r
     try:
         assert d.stop() == 0, d.log()
     finally:
@@ -47,12 +39,7 @@ def django_environment():
         shutil.rmtree(_DIR, ignore_errors=True)
 
 
-@override_settings(
-    CACHES=caches_setting_for_tests(
-        base={"BACKEND": "nearcache.django.NearCache", "LOCATION": _SOCKET, "OPTIONS": {"STRICT": True}},
-        exclude=redis_excluded_caches,
-    )
-)
+@override_settings(CACHES=nc_django.suite_caches(_SOCKET))
 class NearCacheWithRedisDjangoSuiteTests(BaseCacheTests, TestCase):
     pass
 

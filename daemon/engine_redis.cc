@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine.h"
+#include "engine_codec.h"
 #include "engine_waits.h"
 #include "redis/metrics.h"
 #include "redis/tier.h"
@@ -23,29 +24,7 @@ namespace nearcache::daemon {
 
 namespace {
 
-using Packer = msgpack::packer<OutBuffer>;
 using Kind = redis::AtomicResult::Kind;
-
-void pack_bytes(Packer& pk, std::string_view b) {
-  pk.pack_bin(uint32_t(b.size()));
-  pk.pack_bin_body(b.data(), uint32_t(b.size()));
-}
-
-void pack_str(Packer& pk, std::string_view s) {
-  pk.pack_str(uint32_t(s.size()));
-  pk.pack_str_body(s.data(), uint32_t(s.size()));
-}
-
-std::string_view bytes_of(const msgpack::object& o) {
-  return o.type == msgpack::type::STR ? std::string_view(o.via.str.ptr, o.via.str.size)
-                                      : std::string_view(o.via.bin.ptr, o.via.bin.size);
-}
-
-uint64_t mono_us() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
-}
 
 void ignore(const redis::AtomicResult&) {}
 

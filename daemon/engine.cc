@@ -382,6 +382,17 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   reply(s, id, Code::not_found);
 }
 
+bool Engine::get_many_reply_too_large(Session* s, size_t start) {
+  if (s->out.bytes.size() - start <= cfg_.max_output_bytes) return false;
+  // More than this client may leave unread anyway: drop it now instead of
+  // building an unbounded reply.
+  s->out.bytes.resize(start);
+  s->kill = true;
+  s->close_reason = "GET_MANY reply larger than max_output_bytes (" + std::to_string(cfg_.max_output_bytes) + ")";
+  counters_.slow_clients_total++;
+  return true;
+}
+
 void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   if (!a.array(0, "keys")) return;
   const auto& arr = a.v[0].via.array;
@@ -404,15 +415,7 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
     pk.pack_array(2);
     pack_bytes(pk, it.value);
     pk.pack_uint8(it.flags);
-    if (s->out.bytes.size() - start > cfg_.max_output_bytes) {
-      // Would exceed what this client may leave unread anyway: drop it now
-      // instead of building an unbounded reply.
-      s->out.bytes.resize(start);
-      s->kill = true;
-      s->close_reason = "GET_MANY reply larger than max_output_bytes (" + std::to_string(cfg_.max_output_bytes) + ")";
-      counters_.slow_clients_total++;
-      return;
-    }
+    if (get_many_reply_too_large(s, start)) return;
   }
 }
 

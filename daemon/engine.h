@@ -133,6 +133,9 @@ class Engine {
   void error(Session* s, const uint64_t* id, Code c, const std::string& message);
   void reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry, bool with_meta);
   void mark_dirty(Session* s);
+  // A GET_MANY reply begun at out.bytes[start] grew past max_output_bytes: it is
+  // dropped and the client closed (counted slow). Checked per entry, so no reply grows unbounded.
+  bool get_many_reply_too_large(Session* s, size_t start);
 
   bool expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry);
   void after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);

@@ -312,13 +312,7 @@ void Engine::reply_many(Session* s, uint64_t id, const ManyResults& r) {
     pk.pack_array(2);
     pack_bytes(pk, e->first);
     pk.pack_uint8(e->second);
-    if (s->out.bytes.size() - start > cfg_.max_output_bytes) {
-      s->out.bytes.resize(start);
-      s->kill = true;
-      s->close_reason = "GET_MANY reply larger than max_output_bytes (" + std::to_string(cfg_.max_output_bytes) + ")";
-      counters_.slow_clients_total++;
-      return;
-    }
+    if (get_many_reply_too_large(s, start)) return;
   }
 }
 

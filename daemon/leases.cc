@@ -20,8 +20,12 @@ Leases::Leases() {
 }
 
 void Leases::grant(Map::iterator it, uint64_t conn, uint64_t lease_ms, uint64_t now) {
+  record(it, next_id_++, conn, lease_ms, now);
+}
+
+void Leases::record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now) {
   Lease& l = it->second;
-  l.token = next_id_++;
+  l.token = token;
   l.holder = conn;
   l.expires = add_sat(now, std::max<uint64_t>(lease_ms, 1));
   deadlines_.emplace(l.expires, l.token);
@@ -87,15 +91,8 @@ bool Leases::take_waiters(std::string_view key, std::vector<Waiter>* out, uint64
 bool Leases::hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now) {
   auto [it, fresh] = leases_.try_emplace(std::string(key));
   if (!fresh) return false;
-  Lease& l = it->second;
-  l.token = token;
-  l.holder = conn;
-  l.redis = true;
-  l.expires = add_sat(now, std::max<uint64_t>(lease_ms, 1));
-  deadlines_.emplace(l.expires, l.token);
-  deadline_keys_.emplace(l.token, it->first);
-  by_conn_[conn][it->first]++;
-  granted_total_++;
+  it->second.redis = true;
+  record(it, token, conn, lease_ms, now);
   return true;
 }
 

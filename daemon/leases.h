@@ -80,6 +80,8 @@ class Leases {
   using Map = std::unordered_map<std::string, Lease>;
 
   void grant(Map::iterator it, uint64_t conn, uint64_t lease_ms, uint64_t now);
+  // Makes `conn` the holder of `it` with `token`, expiring lease_ms from now.
+  void record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now);
   // The lease of `it` ended without a value: the longest waiter gets it, or the entry goes.
   void hand_over(Map::iterator it, uint64_t now, std::vector<Event>* ev);
   void remove_waiter_deadline(const Waiter& w);

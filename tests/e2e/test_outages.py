@@ -249,7 +249,7 @@ def test_a_stuck_invalidation_connection_is_detected_and_flushed(host, redis_ser
 def test_a_host_name_that_resolves_slowly_holds_up_nothing(tmp_path):
     """The resolver blocks for 3 s (LD_PRELOAD shim); meanwhile the heartbeat
     advances, shared-memory hits and sets go on, and then the link comes up."""
-    shim = BUILD / "tests" / "daemon" / "libslow_resolver.so"
+    shim = BUILD / "tests" / "support" / "libslow_resolver.so"
     r = RedisServer(tmp_path, name="tcp", tcp=True)
     from support.nearcached import Daemon
 

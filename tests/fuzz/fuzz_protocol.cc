@@ -15,7 +15,7 @@
 #include <msgpack.hpp>
 #include <string>
 
-#include "engine.h"
+#include "engine/engine.h"
 #include "writer.h"
 
 using namespace nearcache::daemon;

@@ -6,7 +6,7 @@ import subprocess
 
 from support.nearcached import BUILD
 
-PROBE = BUILD / "tests" / "daemon" / "segment_probe"
+PROBE = BUILD / "tests" / "support" / "segment_probe"
 
 
 class Probe:

@@ -1,0 +1,862 @@
+// daemon/engine/engine.cc — request decoding and every operation of doc/protocol.md.
+#include "engine/engine.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <msgpack.hpp>
+#include <spdlog/spdlog.h>
+
+#include "protocol/codec.h"
+#include "engine/engine_waits.h"
+#include "redis/tier.h"
+#include "writer.h"
+
+namespace nearcache::daemon {
+
+namespace {
+
+using msgpack::type::object_type;
+
+const char* type_name(const msgpack::object& o) {
+  switch (o.type) {
+    case msgpack::type::NIL: return "nil";
+    case msgpack::type::BOOLEAN: return "bool";
+    case msgpack::type::POSITIVE_INTEGER: return "positive integer";
+    case msgpack::type::NEGATIVE_INTEGER: return "negative integer";
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return "float";
+    case msgpack::type::STR: return "str";
+    case msgpack::type::BIN: return "bin";
+    case msgpack::type::ARRAY: return "array";
+    case msgpack::type::MAP: return "map";
+    case msgpack::type::EXT: return "ext";
+  }
+  return "?";
+}
+
+constexpr size_t kMaxPendingClears = 256;
+
+// Arity and argument names of each op, for BAD_ARGS messages.
+struct OpSpec {
+  uint32_t min, max;
+  const char* sig;
+};
+const OpSpec kOpSpecs[kMaxOp + 1] = {
+    {0, 0, ""},
+    {1, 2, "version [, client_name]"},                 // HELLO
+    {0, 0, "no arguments"},                            // PING
+    {1, 1, "key"},                                     // GET
+    {1, 1, "[key, ...]"},                              // GET_MANY
+    {3, 4, "key, value, ttl [, flags]"},               // SET
+    {3, 4, "key, value, ttl [, flags]"},               // ADD
+    {2, 2, "[[key, value, flags], ...], ttl"},         // SET_MANY
+    {1, 1, "key"},                                     // DELETE
+    {1, 1, "[key, ...]"},                              // DELETE_MANY
+    {2, 2, "key, ttl"},                                // TOUCH
+    {2, 2, "key, delta"},                              // INCR
+    {2, 2, "key, delta"},                              // DECR
+    {1, 1, "key"},                                     // HAS_KEY
+    {0, 1, "[prefix]"},                                // CLEAR
+    {3, 3, "key, lease_ms, wait_ms"},                  // LEASE
+    {2, 2, "key, token"},                              // RELEASE
+    {0, 0, "no arguments"},                            // STATUS
+};
+
+}  // namespace
+
+struct Engine::Decoder {
+  msgpack::zone zone;
+};
+
+// A request's arguments, with typed accessors that answer BAD_ARGS (or the
+// limit errors) themselves and return false.
+struct Engine::Args {
+  Engine* e;
+  Session* s;
+  uint64_t id;
+  uint32_t op;
+  const msgpack::object* v;
+  uint32_t n;
+
+  bool bad(const std::string& what) {
+    e->error(s, &id, Code::bad_args, std::string("BAD_ARGS: ") + op_name(op) + ": " + what);
+    return false;
+  }
+  bool bytes(const msgpack::object& o, std::string_view* out, const char* what) {
+    if (!is_bytes(o)) return bad(std::string(what) + " must be bytes (bin or str), got " + type_name(o));
+    *out = bytes_of(o);
+    return true;
+  }
+  bool key_of(const msgpack::object& o, std::string_view* out) {
+    if (!bytes(o, out, "key")) return false;
+    if (out->size() > e->cfg_.key_limit) {
+      e->error(s, &id, Code::key_too_long,
+               "KEY_TOO_LONG: key is " + std::to_string(out->size()) + " bytes, limit " +
+                   std::to_string(e->cfg_.key_limit));
+      return false;
+    }
+    return true;
+  }
+  bool key(size_t i, std::string_view* out) { return key_of(v[i], out); }
+  bool value(size_t i, std::string_view* out) {
+    if (!bytes(v[i], out, "value")) return false;
+    if (out->size() > e->cfg_.value_limit) {
+      e->error(s, &id, Code::value_too_large,
+               "VALUE_TOO_LARGE: value is " + std::to_string(out->size()) + " bytes, limit " +
+                   std::to_string(e->cfg_.value_limit));
+      return false;
+    }
+    return true;
+  }
+  bool u64(size_t i, uint64_t* out, const char* what) {
+    if (v[i].type != msgpack::type::POSITIVE_INTEGER)
+      return bad(std::string(what) + " must be a non-negative integer, got " + type_name(v[i]));
+    *out = v[i].via.u64;
+    return true;
+  }
+  bool i64(size_t i, int64_t* out, const char* what) {
+    if (v[i].type == msgpack::type::NEGATIVE_INTEGER) return *out = v[i].via.i64, true;
+    if (v[i].type == msgpack::type::POSITIVE_INTEGER && v[i].via.u64 <= uint64_t(INT64_MAX))
+      return *out = int64_t(v[i].via.u64), true;
+    return bad(std::string(what) + " must be a signed 64-bit integer, got " + type_name(v[i]));
+  }
+  bool flags_of(const msgpack::object& o, uint8_t* out) {
+    if (o.type != msgpack::type::POSITIVE_INTEGER || o.via.u64 > 255)
+      return bad(std::string("flags must be an integer 0-255, got ") + type_name(o));
+    *out = uint8_t(o.via.u64);
+    return true;
+  }
+  bool array(size_t i, const char* what) {
+    if (v[i].type != msgpack::type::ARRAY) return bad(std::string(what) + " must be an array, got " + type_name(v[i]));
+    return true;
+  }
+};
+
+Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
+    : w_(writer), cfg_(cfg), hooks_(std::move(hooks)), dec_(new Decoder), clock_(shm::monotonic_ms) {
+  started_ms_ = clock_();
+}
+
+Engine::~Engine() = default;
+
+void Engine::configure(const Config& cfg) {
+  // Only what is safe to change at run time; the rest is fixed by the segment or the socket.
+  cfg_.max_ttl_ms = cfg.max_ttl_ms;
+  cfg_.max_outstanding = cfg.max_outstanding;
+  cfg_.max_output_bytes = cfg.max_output_bytes;
+  cfg_.max_connections = cfg.max_connections;
+  cfg_.allow_users = cfg.allow_users;
+  cfg_.allow_groups = cfg.allow_groups;
+  cfg_.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
+  cfg_.max_lease_ms = cfg.max_lease_ms;
+  cfg_.max_wait_ms = cfg.max_wait_ms;
+  cfg_.log_level = cfg.log_level;
+}
+
+// ---------------------------------------------------------------- sessions
+
+void Engine::attach(Session* s) {
+  s->scanner.set_limit(cfg_.max_frame_bytes);
+  sessions_[s->id] = s;
+}
+
+void Engine::detach(Session* s) {
+  sessions_.erase(s->id);
+  if (s->outstanding) cancel_waits(s->id);
+  std::vector<Leases::Event> ev;
+  leases_.drop_conn(s->id, now_ms(), &ev);
+  apply_events(ev);
+  if (hooks_.deadlines_changed) hooks_.deadlines_changed();
+  // Its pending clears still complete; their replies are dropped in finish_clears.
+}
+
+Session* Engine::session(uint64_t id) const {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+void Engine::mark_dirty(Session* s) {
+  if (hooks_.dirty) hooks_.dirty(s);
+}
+
+// ---------------------------------------------------------------- replies
+
+void Engine::reply(Session* s, uint64_t id, Code c) {
+  Packer pk(s->out);
+  pk.pack_array(2);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(c));
+}
+
+void Engine::error(Session* s, const uint64_t* id, Code c, const std::string& message) {
+  Packer pk(s->out);
+  pk.pack_array(3);
+  if (id) pk.pack_uint64(*id);
+  else pk.pack_nil();
+  pk.pack_uint8(uint8_t(c));
+  pack_str(pk, message);
+  errors_total_++;
+  if (code_closes(c)) {
+    s->closing = true;
+    if (s->close_reason.empty()) s->close_reason = message;
+  }
+  spdlog::debug("conn {}: {}", s->id, message);
+}
+
+void Engine::refuse(Session* s, Code c, const std::string& message) {
+  error(s, nullptr, c, message);
+  s->closing = true;
+  if (s->close_reason.empty()) s->close_reason = message;
+  mark_dirty(s);
+}
+
+void Engine::reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry,
+                         bool with_meta) {
+  Packer pk(s->out);
+  pk.pack_array(with_meta ? 5 : 3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pack_bytes(pk, value);
+  if (!with_meta) return;
+  pk.pack_uint8(flags);
+  if (expiry == 0) {
+    pk.pack_nil();
+  } else {
+    const uint64_t now = now_ms();
+    pk.pack_uint64(expiry > now ? expiry - now : 0);
+  }
+}
+
+// ---------------------------------------------------------------- decoding
+
+void Engine::feed(Session* s) {
+  const size_t before = s->out.bytes.size();
+  while (!s->closing && !s->kill && !s->blocked && s->in.size() > 0) {
+    const auto r = s->scanner.scan(s->in.data(), s->in.size());
+    if (r == FrameScanner::Result::need_more) break;
+    if (r == FrameScanner::Result::complete) {
+      const size_t n = s->scanner.size();
+      dispatch(s, s->in.data(), n);
+      s->in.consume(n);
+      s->scanner.reset();
+      continue;
+    }
+    // The stream can no longer be trusted: answer, then the server closes it.
+    const uint64_t id = s->scanner.id();
+    error(s, s->scanner.has_id() ? &id : nullptr,
+          r == FrameScanner::Result::too_large ? Code::frame_too_large : Code::bad_frame, s->scanner.error());
+    s->in.consume(s->in.size());
+    s->scanner.reset();
+  }
+  if (s->out.bytes.size() != before) mark_dirty(s);
+}
+
+void Engine::dispatch(Session* s, const unsigned char* frame, size_t len) {
+  requests_total_++;
+  msgpack::object root;
+  try {
+    dec_->zone.clear();
+    size_t off = 0;
+    // The scanner bounded the frame and its depth; values reference the input buffer.
+    root = msgpack::unpack(
+        dec_->zone, reinterpret_cast<const char*>(frame), len, off,
+        [](object_type, std::size_t, void*) { return true; }, nullptr,
+        msgpack::unpack_limit(len, len, len, len, len, FrameScanner::kMaxDepth + 1));
+  } catch (const std::exception& e) {
+    error(s, nullptr, Code::bad_frame, std::string("BAD_FRAME: not valid msgpack: ") + e.what());
+    return;
+  }
+  const uint32_t n = root.via.array.size;
+  const msgpack::object* v = root.via.array.ptr;
+  const bool id_ok = n >= 2 && v[1].type == msgpack::type::POSITIVE_INTEGER;
+  const uint64_t id = id_ok ? v[1].via.u64 : 0;
+  if (n < 2) return error(s, nullptr, Code::bad_frame, "BAD_FRAME: a request is [op, id, args...], got " + std::to_string(n) + " element(s)");
+  if (v[0].type != msgpack::type::POSITIVE_INTEGER)
+    return error(s, id_ok ? &id : nullptr, Code::bad_frame,
+                 std::string("BAD_FRAME: op must be an unsigned integer, got ") + type_name(v[0]));
+  if (!id_ok)
+    return error(s, nullptr, Code::bad_frame,
+                 std::string("BAD_FRAME: id must be an unsigned integer, got ") + type_name(v[1]));
+  s->requests++;
+  const uint64_t op = v[0].via.u64;
+  if (stopping_) return error(s, &id, Code::shutting_down, "SHUTTING_DOWN: the daemon is stopping");
+  if (op == 0 || op > kMaxOp) return error(s, &id, Code::unknown_op, "UNKNOWN_OP: no op " + std::to_string(op));
+  if (s->outstanding >= cfg_.max_outstanding)
+    return error(s, &id, Code::too_many_requests,
+                 "TOO_MANY_REQUESTS: " + std::to_string(s->outstanding) + " requests outstanding, limit " +
+                     std::to_string(cfg_.max_outstanding));
+  Args a{this, s, id, uint32_t(op), v + 2, n - 2};
+  const OpSpec& spec = kOpSpecs[op];
+  if (a.n < spec.min || a.n > spec.max) {
+    a.bad("takes " + std::string(spec.sig) + " (" + std::to_string(spec.min) +
+          (spec.max != spec.min ? "-" + std::to_string(spec.max) : "") + " argument(s)), got " + std::to_string(a.n));
+    return;
+  }
+  execute(s, uint32_t(op), id, a);
+}
+
+void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
+  switch (Op(op)) {
+    case Op::hello: return op_hello(s, id, a);
+    case Op::ping: return reply(s, id, Code::ok);
+    case Op::get: return op_get(s, id, a);
+    case Op::get_many: return op_get_many(s, id, a);
+    case Op::set: return op_store(s, id, a, false);
+    case Op::add: return op_store(s, id, a, true);
+    case Op::set_many: return op_set_many(s, id, a);
+    case Op::del: return op_delete(s, id, a);
+    case Op::delete_many: return op_delete_many(s, id, a);
+    case Op::touch: return op_touch(s, id, a);
+    case Op::incr: return op_incr(s, id, a, false);
+    case Op::decr: return op_incr(s, id, a, true);
+    case Op::has_key: return op_has_key(s, id, a);
+    case Op::clear: return op_clear(s, id, a);
+    case Op::lease: return op_lease(s, id, a);
+    case Op::release: return op_release(s, id, a);
+    case Op::status: return op_status(s, id, a);
+  }
+}
+
+bool Engine::expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry) {
+  const msgpack::object& o = a.v[i];
+  const uint64_t now = now_ms();
+  int64_t ttl;
+  if (o.type == msgpack::type::NIL) {
+    *expiry = cfg_.max_ttl_ms ? shm::expiry_from_ttl(int64_t(std::min<uint64_t>(cfg_.max_ttl_ms, INT64_MAX)), now) : 0;
+    return true;
+  }
+  if (o.type == msgpack::type::POSITIVE_INTEGER) ttl = o.via.u64 > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(o.via.u64);
+  else if (o.type == msgpack::type::NEGATIVE_INTEGER) ttl = o.via.i64;
+  else return a.bad(std::string("ttl must be nil or an integer (milliseconds), got ") + type_name(o));
+  if (ttl > 0 && cfg_.max_ttl_ms && uint64_t(ttl) > cfg_.max_ttl_ms) ttl = int64_t(std::min<uint64_t>(cfg_.max_ttl_ms, INT64_MAX));
+  *expiry = shm::expiry_from_ttl(ttl, now);
+  return true;
+}
+
+// ---------------------------------------------------------------- operations
+
+void Engine::op_hello(Session* s, uint64_t id, Args& a) {
+  uint64_t version;
+  if (a.v[0].type == msgpack::type::NEGATIVE_INTEGER) {
+    return error(s, &id, Code::unsupported_version,
+                 "UNSUPPORTED_VERSION: protocol version " + std::to_string(a.v[0].via.i64) + "; this daemon speaks " +
+                     std::to_string(kMinProtocolVersion) + " to " + std::to_string(kProtocolVersion));
+  }
+  if (!a.u64(0, &version, "version")) return;
+  if (version < uint64_t(kMinProtocolVersion))
+    return error(s, &id, Code::unsupported_version,
+                 "UNSUPPORTED_VERSION: protocol version " + std::to_string(version) + "; this daemon speaks " +
+                     std::to_string(kMinProtocolVersion) + " to " + std::to_string(kProtocolVersion));
+  std::string_view name;
+  if (a.n > 1 && a.v[1].type != msgpack::type::NIL && !a.bytes(a.v[1], &name, "client_name")) return;
+  s->protocol = int(std::min<uint64_t>(version, kProtocolVersion));
+  s->name.assign(name.substr(0, 128));
+  const auto& o = w_->options();
+  Packer pk(s->out);
+  pk.pack_array(3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pk.pack_map(12);
+  pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
+  pack_str(pk, "server"), pack_str(pk, kServerName);
+  pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
+  pack_str(pk, "segment"), pack_str(pk, o.path);
+  pack_str(pk, "hints"), pack_str(pk, o.hints_path);
+  pack_str(pk, "posix_shm"), o.posix_shm ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "layout"), pk.pack_uint32(shm::kLayoutVersion);
+  pack_str(pk, "generation"), pk.pack_uint64(w_->generation());
+  pack_str(pk, "key_limit"), pk.pack_uint64(cfg_.key_limit);
+  pack_str(pk, "value_limit"), pk.pack_uint64(cfg_.value_limit);
+  pack_str(pk, "max_frame_bytes"), pk.pack_uint64(cfg_.max_frame_bytes);
+  pack_str(pk, "heartbeat_grace_ms"), pk.pack_uint64(cfg_.heartbeat_grace_ms);
+}
+
+void Engine::op_get(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  if (!a.key(0, &key)) return;
+  shm::Item it;
+  if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (tier_) return redis_read(s, id, wait_get, key, 0);
+  reply(s, id, Code::not_found);
+}
+
+bool Engine::get_many_reply_too_large(Session* s, size_t start) {
+  if (s->out.bytes.size() - start <= cfg_.max_output_bytes) return false;
+  // More than this client may leave unread anyway: drop it now instead of
+  // building an unbounded reply.
+  s->out.bytes.resize(start);
+  s->kill = true;
+  s->close_reason = "GET_MANY reply larger than max_output_bytes (" + std::to_string(cfg_.max_output_bytes) + ")";
+  counters_.slow_clients_total++;
+  return true;
+}
+
+void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
+  if (!a.array(0, "keys")) return;
+  const auto& arr = a.v[0].via.array;
+  std::string_view key;
+  for (uint32_t i = 0; i < arr.size; ++i)  // all valid before any lookup
+    if (!a.key_of(arr.ptr[i], &key)) return;
+  if (tier_) return get_many_redis(s, id, arr);
+  const size_t start = s->out.bytes.size();
+  Packer pk(s->out);
+  pk.pack_array(3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pk.pack_array(arr.size);
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    shm::Item it;
+    if (!w_->get(bytes_of(arr.ptr[i]), &it)) {
+      pk.pack_nil();
+      continue;
+    }
+    pk.pack_array(2);
+    pack_bytes(pk, it.value);
+    pk.pack_uint8(it.flags);
+    if (get_many_reply_too_large(s, start)) return;
+  }
+}
+
+void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
+  std::string_view key, value;
+  uint64_t expiry;
+  uint8_t flags = 0;
+  if (!a.key(0, &key) || !a.value(1, &value) || !expiry_arg(s, id, a, 2, &expiry)) return;
+  if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
+  if (add && tier_) return add_redis(s, id, key, value, flags, expiry);
+  if (add) {
+    add_local(s, id, key, value, flags, expiry);
+    return;
+  }
+  const shm::Status st = w_->set(key, value, flags, expiry);
+  if (st != shm::Status::ok)  // limits were checked above; the table agrees
+    return error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+  reply(s, id, Code::ok);
+  wrote(key);
+  queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
+  after_store(key, value, flags, expiry);
+}
+
+bool Engine::add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                       uint64_t expiry) {
+  const shm::Status st = w_->add(key, value, flags, expiry);
+  if (st == shm::Status::exists) {
+    reply(s, id, Code::exists);
+    return false;
+  }
+  if (st != shm::Status::ok) {
+    error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+    return false;
+  }
+  reply(s, id, Code::ok);
+  wrote(key);
+  queue_store(key, value, flags, expiry);
+  after_store(key, value, flags, expiry);
+  return true;
+}
+
+void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
+  if (!a.array(0, "items")) return;
+  const auto& arr = a.v[0].via.array;
+  uint64_t expiry;
+  // Every item well-formed before anything is stored.
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    const msgpack::object& item = arr.ptr[i];
+    if (item.type != msgpack::type::ARRAY || item.via.array.size < 2 || item.via.array.size > 3) {
+      a.bad("item " + std::to_string(i) + " must be [key, value, flags]");
+      return;
+    }
+    std::string_view b;
+    uint8_t f;
+    const msgpack::object* e = item.via.array.ptr;
+    if (!a.bytes(e[0], &b, "key") || !a.bytes(e[1], &b, "value")) return;
+    if (item.via.array.size == 3 && !a.flags_of(e[2], &f)) return;
+  }
+  if (!expiry_arg(s, id, a, 1, &expiry)) return;
+  std::vector<std::string_view> failed;
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    const msgpack::object* e = arr.ptr[i].via.array.ptr;
+    const std::string_view key = bytes_of(e[0]), value = bytes_of(e[1]);
+    const uint8_t flags = arr.ptr[i].via.array.size == 3 ? uint8_t(e[2].via.u64) : 0;
+    if (key.size() > cfg_.key_limit || value.size() > cfg_.value_limit ||
+        w_->set(key, value, flags, expiry) != shm::Status::ok) {
+      failed.push_back(key);
+      continue;
+    }
+    wrote(key);
+    queue_store(key, value, flags, expiry);
+    after_store(key, value, flags, expiry);
+  }
+  Packer pk(s->out);
+  pk.pack_array(3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pk.pack_array(uint32_t(failed.size()));
+  for (auto k : failed) pack_bytes(pk, k);
+}
+
+void Engine::op_delete(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  if (!a.key(0, &key)) return;
+  // The reply says whether this host had the key; Redis drops it in any case.
+  reply(s, id, w_->del(key) == shm::Status::ok ? Code::ok : Code::not_found);
+  wrote(key);
+  if (tier_) tier_->del(key);
+}
+
+void Engine::op_delete_many(Session* s, uint64_t id, Args& a) {
+  if (!a.array(0, "keys")) return;
+  const auto& arr = a.v[0].via.array;
+  std::string_view key;
+  for (uint32_t i = 0; i < arr.size; ++i)
+    if (!a.key_of(arr.ptr[i], &key)) return;
+  uint64_t deleted = 0;
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    const std::string_view k = bytes_of(arr.ptr[i]);
+    deleted += w_->del(k) == shm::Status::ok;
+    wrote(k);
+    if (tier_) tier_->del(k);
+  }
+  Packer pk(s->out);
+  pk.pack_array(3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pk.pack_uint64(deleted);
+}
+
+void Engine::op_touch(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  uint64_t expiry;
+  if (!a.key(0, &key) || !expiry_arg(s, id, a, 1, &expiry)) return;
+  if (w_->touch(key, expiry) == shm::Status::ok) {
+    reply(s, id, Code::ok);
+    wrote(key);
+    if (tier_) tier_->touch(key, expiry);
+    return;
+  }
+  // Not here: with Redis, the key may be there (read through it first).
+  if (tier_) return redis_read(s, id, wait_touch, key, expiry);
+  reply(s, id, Code::not_found);
+}
+
+void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
+  std::string_view key;
+  int64_t delta = 0;
+  if (!a.key(0, &key) || !a.i64(1, &delta, "delta")) return;
+  if (tier_) return incr_redis(s, id, key, delta, decr);
+  incr_local(s, id, key, delta, decr);
+}
+
+void Engine::incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr) {
+  int64_t result = 0;
+  const shm::Status st = decr ? w_->decr(key, delta, &result) : w_->incr(key, delta, &result);
+  switch (st) {
+    case shm::Status::ok: {
+      Packer pk(s->out);
+      pk.pack_array(3);
+      pk.pack_uint64(id);
+      pk.pack_uint8(uint8_t(Code::ok));
+      pk.pack_int64(result);
+      wrote(key);
+      if (!leases_.empty() || !lease_polls_.empty() || tier_) {
+        shm::Item it;
+        if (w_->get(key, &it)) {
+          const std::string k(key), val(it.value);
+          const uint8_t flags = it.flags;
+          const uint64_t expiry = it.expiry_ms;
+          queue_store(k, val, flags, expiry);
+          after_store(k, val, flags, expiry);
+        }
+      }
+      return;
+    }
+    case shm::Status::not_found: return reply(s, id, Code::not_found);
+    case shm::Status::not_integer:
+      return error(s, &id, Code::not_integer, "NOT_INTEGER: the value of the key is not a msgpack integer");
+    case shm::Status::out_of_range:
+      return error(s, &id, Code::out_of_range,
+                   std::string("OUT_OF_RANGE: ") + (decr ? "DECR" : "INCR") +
+                       " result outside the signed 64-bit range; value unchanged");
+    default:
+      return error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+  }
+}
+
+void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  if (!a.key(0, &key)) return;
+  if (w_->contains(key)) return reply(s, id, Code::ok);
+  if (tier_) return redis_read(s, id, wait_has_key, key, 0);
+  reply(s, id, Code::not_found);
+}
+
+void Engine::op_clear(Session* s, uint64_t id, Args& a) {
+  std::string_view prefix;
+  if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
+  // Each pending CLEAR is a pass over the table still to make: bound them.
+  if (pending_clears_.size() >= kMaxPendingClears)
+    return error(s, &id, Code::too_many_requests,
+                 "TOO_MANY_REQUESTS: " + std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
+  const uint64_t cid = w_->clear_begin(prefix);
+  write_epoch_++;
+  if (tier_) tier_->clear(prefix);  // SCAN + UNLINK under redis_prefix + prefix, write-behind
+  pending_clears_.push_back({s->id, id, cid});
+  s->outstanding++;
+  spdlog::debug("conn {}: CLEAR started (prefix of {} bytes)", s->id, prefix.size());
+  // A small table clears within this turn; a large one continues from the loop.
+  if ((clear_first_slice_us_ == 0 || !clear_work(clear_first_slice_us_)) && hooks_.work_pending) hooks_.work_pending();
+}
+
+bool Engine::clear_work(uint64_t budget_us) {
+  if (pending_clears_.empty()) return true;
+  const uint64_t t0 = mono_us();
+  bool done;
+  do {
+    done = w_->clear_step(1024);
+  } while (!done && mono_us() - t0 < budget_us);
+  finish_clears();
+  return pending_clears_.empty();
+}
+
+void Engine::finish_clears() {
+  auto it = pending_clears_.begin();
+  while (it != pending_clears_.end()) {
+    if (!w_->clear_done(it->clear_id)) {
+      ++it;
+      continue;
+    }
+    const uint64_t removed = w_->clear_take(it->clear_id);
+    if (Session* s = session(it->session)) {
+      Packer pk(s->out);
+      pk.pack_array(3);
+      pk.pack_uint64(it->req);
+      pk.pack_uint8(uint8_t(Code::ok));
+      pk.pack_uint64(removed);
+      s->outstanding--;
+      mark_dirty(s);
+    }
+    it = pending_clears_.erase(it);
+  }
+}
+
+void Engine::op_lease(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  uint64_t lease_ms, wait_ms;
+  if (!a.key(0, &key) || !a.u64(1, &lease_ms, "lease_ms") || !a.u64(2, &wait_ms, "wait_ms")) return;
+  lease_ms = std::clamp<uint64_t>(lease_ms, 1, cfg_.max_lease_ms);
+  wait_ms = std::min(wait_ms, cfg_.max_wait_ms);
+  shm::Item it;
+  if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, true);
+  // With Redis, leases are decided there, unless this host decided one while
+  // Redis was unreachable: its waiters then queue here as without Redis.
+  if (tier_ && !leases_.local_lease(key)) return lease_redis(s, id, key, lease_ms, wait_ms);
+  lease_local(s, id, key, lease_ms, wait_ms);
+}
+
+void Engine::lease_local(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms) {
+  bool timed_out;
+  const uint64_t token = leases_.acquire(key, s->id, id, lease_ms, wait_ms, now_ms(), &timed_out);
+  if (token != 0) {
+    Packer pk(s->out);
+    pk.pack_array(3);
+    pk.pack_uint64(id);
+    pk.pack_uint8(uint8_t(Code::leased));
+    pk.pack_uint64(token);
+  } else if (timed_out) {
+    reply(s, id, Code::timeout);
+    return;
+  } else {
+    s->outstanding++;
+  }
+  if (hooks_.deadlines_changed) hooks_.deadlines_changed();
+}
+
+void Engine::op_release(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  uint64_t token;
+  if (!a.key(0, &key) || !a.u64(1, &token, "token")) return;
+  std::vector<Leases::Event> ev;
+  const bool ok = leases_.release(key, token, now_ms(), &ev);
+  reply(s, id, ok ? Code::ok : Code::not_found);
+  apply_events(ev);
+  if (ok && hooks_.deadlines_changed) hooks_.deadlines_changed();
+}
+
+void Engine::after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+  wake_pollers(key);
+  if (leases_.empty()) return;
+  std::vector<Leases::Waiter> ws;
+  uint64_t redis_token = 0;
+  if (!leases_.take_waiters(key, &ws, &redis_token)) return;
+  // The SET was queued before this: the RELEASE follows it to Redis.
+  if (redis_token && tier_) tier_->release(key, redis_token, [](const redis::AtomicResult&) {});
+  lease_sets_++;
+  for (const auto& w : ws) {
+    Session* t = session(w.conn);
+    if (!t) continue;
+    reply_value(t, w.req, value, flags, expiry, true);
+    t->outstanding--;
+    mark_dirty(t);
+  }
+  if (hooks_.deadlines_changed) hooks_.deadlines_changed();
+}
+
+void Engine::apply_events(const std::vector<Leases::Event>& ev) {
+  for (const auto& e : ev) {
+    if (e.kind == Leases::Event::ended) {
+      // A lease held in Redis ended without a value: free it for every host.
+      if (tier_) tier_->release(e.key, e.token, [](const redis::AtomicResult&) {});
+      wake_pollers(e.key);
+      continue;
+    }
+    Session* t = session(e.conn);
+    if (!t) continue;
+    Packer pk(t->out);
+    if (e.kind == Leases::Event::granted) {
+      pk.pack_array(3);
+      pk.pack_uint64(e.req);
+      pk.pack_uint8(uint8_t(Code::leased));
+      pk.pack_uint64(e.token);
+    } else {
+      reply(t, e.req, Code::timeout);
+    }
+    t->outstanding--;
+    mark_dirty(t);
+  }
+}
+
+void Engine::on_deadlines() {
+  std::vector<Leases::Event> ev;
+  const uint64_t now = now_ms();
+  leases_.expire(now, &ev);
+  apply_events(ev);
+  expire_waits(now);
+}
+
+uint64_t Engine::next_deadline() const {
+  const uint64_t r = rdeadlines_.empty() ? UINT64_MAX : rdeadlines_.begin()->first;
+  return std::min(leases_.next_deadline(), r);
+}
+
+void Engine::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  while (!w_->clear_step(1 << 16)) {
+  }
+  finish_clears();
+  cancel_waits(0);  // every Redis wait: SHUTTING_DOWN
+  std::vector<Leases::Waiter> ws;
+  std::vector<std::pair<std::string, uint64_t>> held;
+  leases_.drain(&ws, &held);
+  // Leases this host held in Redis: other hosts need not wait for them to lapse.
+  if (tier_)
+    for (const auto& [k, token] : held) tier_->release(k, token, [](const redis::AtomicResult&) {});
+  for (const auto& w : ws) {
+    Session* t = session(w.conn);
+    if (!t) continue;
+    const uint64_t req = w.req;
+    error(t, &req, Code::shutting_down, "SHUTTING_DOWN: the daemon is stopping");
+    t->outstanding--;
+    mark_dirty(t);
+  }
+}
+
+// ---------------------------------------------------------------- status
+
+void Engine::collect(MetricValue out[kMetricCount]) const {
+  const shm::WriterStats st = w_->stats();
+  auto set = [&](Metric m, uint64_t v) { out[size_t(m)].count = v; };
+  set(Metric::up, 1);
+  set(Metric::uptime_seconds, (now_ms() - started_ms_) / 1000);
+  set(Metric::generation, w_->generation());
+  set(Metric::memory_total_bytes, st.segment_bytes);
+  set(Metric::memory_data_bytes, st.data_bytes);
+  set(Metric::memory_used_bytes, st.item_bytes);
+  set(Metric::memory_free_bytes, st.data_bytes > st.item_bytes ? st.data_bytes - st.item_bytes : 0);
+  set(Metric::entries, st.entries);
+  const uint64_t hits = st.get_hits + st.reader_hits, misses = st.gets - st.get_hits;
+  set(Metric::hits_total, hits);
+  set(Metric::shm_hits_total, st.reader_hits);
+  set(Metric::daemon_hits_total, st.get_hits);
+  set(Metric::misses_total, misses);
+  out[size_t(Metric::hit_ratio)].real = hits + misses ? double(hits) / double(hits + misses) : 0.0;
+  set(Metric::shm_misses_total, st.reader_misses);
+  set(Metric::shm_busy_total, st.reader_busy);
+  set(Metric::reader_processes, st.reader_processes);
+  set(Metric::sets_total, st.sets);
+  set(Metric::adds_total, st.adds);
+  set(Metric::deletes_total, st.deletes);
+  set(Metric::touches_total, st.touches);
+  set(Metric::incrs_total, st.incrs);
+  set(Metric::evictions_total, st.evictions);
+  set(Metric::expirations_total, st.expirations);
+  set(Metric::index_evictions_total, st.index_evictions);
+  set(Metric::clears_total, st.clears);
+  set(Metric::cleared_total, st.cleared);
+  set(Metric::connections_open, sessions_.size());
+  set(Metric::connections_total, counters_.connections_total);
+  set(Metric::connections_refused_total, counters_.refused_total);
+  set(Metric::slow_clients_total, counters_.slow_clients_total);
+  set(Metric::requests_total, requests_total_);
+  set(Metric::errors_total, errors_total_);
+  set(Metric::bytes_received_total, counters_.bytes_received_total);
+  set(Metric::bytes_sent_total, counters_.bytes_sent_total);
+  set(Metric::leases_active, leases_.active());
+  set(Metric::lease_waiters, leases_.waiting() + lease_polls_total_);
+  set(Metric::leases_granted_total, leases_.granted_total());
+  set(Metric::lease_timeouts_total, leases_.timeouts_total() + redis_lease_timeouts_);
+  set(Metric::clears_pending, pending_clears_.size());
+  out[size_t(Metric::loop_lag_max_ms)].real = counters_.loop_lag_max_ms;
+  out[size_t(Metric::loop_lag_max_ms)].count = uint64_t(counters_.loop_lag_max_ms);
+}
+
+void Engine::op_status(Session* s, uint64_t id, Args&) {
+  MetricValue vals[kMetricCount];
+  collect(vals);
+  const MetricSpec* table = metric_table();
+  Packer pk(s->out);
+  pk.pack_array(3);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(Code::ok));
+  pk.pack_map(uint32_t(kMetricCount + 5 + (tier_ ? kRedisMetricCount + 1 : 0)));
+  for (size_t i = 0; i < kMetricCount; ++i) {
+    pack_str(pk, table[i].name);
+    if (table[i].unit == MetricUnit::ratio || table[i].unit == MetricUnit::millis) pk.pack_double(vals[i].real);
+    else pk.pack_uint64(vals[i].count);
+  }
+  if (tier_) redis_status(pk);
+  pack_str(pk, "version"), pack_str(pk, kVersion);
+  pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
+  pack_str(pk, "uptime_s"), pk.pack_uint64((now_ms() - started_ms_) / 1000);
+  pack_str(pk, "config");
+  const auto& opts = option_table();
+  pk.pack_map(uint32_t(opts.size()));
+  for (const auto& o : opts) {
+    pack_str(pk, o.name);
+    switch (o.type) {
+      case OptType::boolean: cfg_.*std::get<bool Config::*>(o.field) ? pk.pack_true() : pk.pack_false(); break;
+      case OptType::size:
+      case OptType::count: pk.pack_uint64(cfg_.*std::get<uint64_t Config::*>(o.field)); break;
+      default: pack_str(pk, format_option(cfg_, o)); break;
+    }
+  }
+  pack_str(pk, "connections");
+  pk.pack_array(uint32_t(sessions_.size()));
+  std::vector<const Session*> list;
+  for (const auto& [sid, t] : sessions_) list.push_back(t);
+  std::sort(list.begin(), list.end(), [](const Session* x, const Session* y) { return x->id < y->id; });
+  for (const Session* t : list) {
+    pk.pack_map(7);
+    pack_str(pk, "id"), pk.pack_uint64(t->id);
+    pack_str(pk, "uid"), pk.pack_uint32(t->uid);
+    pack_str(pk, "gid"), pk.pack_uint32(t->gid);
+    pack_str(pk, "pid"), pk.pack_int32(t->pid);
+    pack_str(pk, "requests"), pk.pack_uint64(t->requests);
+    pack_str(pk, "outstanding"), pk.pack_uint64(t->outstanding);
+    pack_str(pk, "name"), pack_str(pk, t->name);
+  }
+}
+
+}  // namespace nearcache::daemon

@@ -1,0 +1,221 @@
+// daemon/engine/engine.h — the dispatcher: decodes request frames from a Session,
+// executes them against the table (shm::Writer), the leases and the pending
+// clears, and appends replies to the Session. It does no I/O; the server
+// (server.h) moves bytes and runs its timers, and tests and the fuzzer drive
+// it directly.
+//
+// Single-threaded: everything runs on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <msgpack.hpp>
+
+#include "engine/leases.h"
+#include "protocol/metrics.h"
+#include "config/options.h"
+#include "protocol/protocol.h"
+#include "protocol/session.h"
+
+namespace nearcache::shm {
+class Writer;
+}
+namespace nearcache::redis {
+class Tier;
+struct TableHooks;
+struct Fetched;
+struct AtomicResult;
+}
+
+namespace nearcache::daemon {
+
+struct EngineHooks {
+  std::function<void(Session*)> dirty;     // the session has replies to send
+  std::function<void()> work_pending;      // clears are pending: call clear_work() soon
+  std::function<void()> deadlines_changed; // re-arm the timer for next_deadline()
+  // A session's blocking request (Session::blocked) completed: call feed() on
+  // it soon (from the loop, not from inside the Redis callback).
+  std::function<void(Session*)> resume;
+};
+
+// Counters the server keeps and STATUS shows.
+struct ServerCounters {
+  uint64_t connections_total = 0, refused_total = 0, slow_clients_total = 0;
+  uint64_t bytes_received_total = 0, bytes_sent_total = 0;
+  double loop_lag_max_ms = 0;
+};
+
+class Engine {
+ public:
+  Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void set_hooks(EngineHooks hooks) { hooks_ = std::move(hooks); }
+  // The Redis tier (daemon/redis/README.md): nullptr = none. Create it with
+  // table_hooks(), which act on this engine's table.
+  void set_tier(redis::Tier* tier) { tier_ = tier; }
+  redis::Tier* tier() const { return tier_; }
+  redis::TableHooks table_hooks();
+  // Applies the reloadable limits of `cfg` (max_ttl_ms, max_outstanding, ...).
+  void configure(const Config& cfg);
+  const Config& config() const { return cfg_; }
+
+  // Sessions are registered while connected; detach() ends their leases and waits.
+  void attach(Session* s);
+  void detach(Session* s);
+  Session* session(uint64_t id) const;
+  const std::unordered_map<uint64_t, Session*>& sessions() const { return sessions_; }
+
+  // Executes every complete frame in s->in; stops at a framing error (after
+  // its reply, with s->closing set), when s->closing/kill is set, or when a
+  // request blocks the session (s->blocked; hooks.resume says when to go on).
+  void feed(Session* s);
+  // Answers [nil, code, message] and marks the session closing (NOT_ALLOWED...).
+  void refuse(Session* s, Code code, const std::string& message);
+
+  // Lease deadlines and Redis waits (redis_wait_ms) up to now.
+  void on_deadlines();
+  uint64_t next_deadline() const;
+  // Clears a slice of the table for at most `budget_us`; true when no clear is pending.
+  bool clear_work(uint64_t budget_us);
+  bool clears_pending() const { return !pending_clears_.empty(); }
+  // Work a CLEAR does at once before handing the rest to the loop (0: none).
+  void set_clear_first_slice_us(uint64_t us) { clear_first_slice_us_ = us; }
+
+  // SIGTERM: finish pending clears, answer waiters (leases, Redis) SHUTTING_DOWN,
+  // release the leases held in Redis; later requests are answered
+  // SHUTTING_DOWN and their connections closed.
+  void begin_shutdown();
+  bool stopping() const { return stopping_; }
+
+  ServerCounters& counters() { return counters_; }
+  void collect(MetricValue out[kMetricCount]) const;
+
+  // Clock (CLOCK_MONOTONIC ms); tests may replace it.
+  uint64_t now_ms() const { return clock_(); }
+  void set_clock(uint64_t (*clock)()) { clock_ = clock; }
+  shm::Writer* writer() const { return w_; }
+
+ private:
+  struct Args;
+  struct PendingClear {
+    uint64_t session, req, clear_id;
+  };
+
+  void dispatch(Session* s, const unsigned char* frame, size_t len);
+  void execute(Session* s, uint32_t op, uint64_t id, Args& a);
+  void op_hello(Session* s, uint64_t id, Args& a);
+  void op_get(Session* s, uint64_t id, Args& a);
+  void op_get_many(Session* s, uint64_t id, Args& a);
+  void op_store(Session* s, uint64_t id, Args& a, bool add);
+  void op_set_many(Session* s, uint64_t id, Args& a);
+  void op_delete(Session* s, uint64_t id, Args& a);
+  void op_delete_many(Session* s, uint64_t id, Args& a);
+  void op_touch(Session* s, uint64_t id, Args& a);
+  void op_incr(Session* s, uint64_t id, Args& a, bool decr);
+  void op_has_key(Session* s, uint64_t id, Args& a);
+  void op_clear(Session* s, uint64_t id, Args& a);
+  void op_lease(Session* s, uint64_t id, Args& a);
+  void op_release(Session* s, uint64_t id, Args& a);
+  void op_status(Session* s, uint64_t id, Args& a);
+
+  // Replies.
+  void reply(Session* s, uint64_t id, Code c);
+  void error(Session* s, const uint64_t* id, Code c, const std::string& message);
+  void reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry, bool with_meta);
+  void mark_dirty(Session* s);
+  // A GET_MANY reply begun at out.bytes[start] grew past max_output_bytes: it is
+  // dropped and the client closed (counted slow). Checked per entry, so no reply grows unbounded.
+  bool get_many_reply_too_large(Session* s, size_t start);
+
+  bool expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry);
+  void after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void apply_events(const std::vector<Leases::Event>& ev);
+  void finish_clears();
+  void lease_local(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms);
+  void incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
+  bool add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                 uint64_t expiry);
+
+  // ---- the Redis tier (engine_redis.cc)
+  enum WaitKind { wait_get, wait_has_key, wait_get_many, wait_touch, wait_add, wait_incr, wait_lease, wait_lease_poll };
+  struct RedisWait;
+  struct AtomicCtx;
+  struct Snap {
+    uint64_t writes = 0, epoch = 0;
+  };
+  // A client request waiting for Redis: registered before the tier is called,
+  // answered by the tier's callback or, at its deadline, without Redis.
+  RedisWait* open_wait(Session* s, uint64_t id, WaitKind kind, uint64_t deadline);
+  std::unique_ptr<RedisWait> close_wait(uint64_t wid);
+  RedisWait* find_wait(uint64_t wid);
+  void set_wait_deadline(RedisWait* w, uint64_t deadline);
+  void unblock(Session* s, uint64_t wid);
+  void expire_waits(uint64_t now);
+  // Local writes to keys with a Redis-decided operation in flight: a result
+  // is installed only when nothing wrote the key since the operation was sent.
+  Snap track(std::string_view key);
+  bool untrack(std::string_view key, const Snap& at);
+  void wrote(std::string_view key);
+  // Hooks for the tier.
+  void install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void drop(std::string_view key);
+  void drop_all(const char* why);
+  // After a local write: queue it for Redis (a dropped SET also drops the local entry).
+  void queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void wake_pollers(std::string_view key);
+  void redis_read(Session* s, uint64_t id, WaitKind kind, std::string_view key, uint64_t expiry);
+  void read_done(Session* s, uint64_t id, WaitKind kind, std::string_view key, uint64_t expiry,
+                 const redis::Fetched* hit);
+  void get_many_redis(Session* s, uint64_t id, const msgpack::object_array& keys);
+  void reply_many(Session* s, uint64_t id, const std::vector<std::optional<std::pair<std::string, uint8_t>>>& r);
+  void add_redis(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                 uint64_t expiry);
+  void incr_redis(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
+  void lease_redis(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms);
+  void on_atomic(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const redis::AtomicResult& r);
+  void on_lease(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const redis::AtomicResult& r);
+  // Redis did not decide (down, timed out): redis_down says what to do.
+  void atomic_down(Session* s, uint64_t id, const AtomicCtx& ctx, const std::string& why);
+  void cancel_waits(uint64_t session);
+  void redis_status(msgpack::packer<OutBuffer>& pk);
+
+  shm::Writer* w_;
+  Config cfg_;
+  EngineHooks hooks_;
+  std::unordered_map<uint64_t, Session*> sessions_;
+  Leases leases_;
+  std::vector<PendingClear> pending_clears_;
+  struct Decoder;
+  std::unique_ptr<Decoder> dec_;
+  ServerCounters counters_;
+  redis::Tier* tier_ = nullptr;
+  std::unordered_map<uint64_t, std::unique_ptr<RedisWait>> rwaits_;
+  std::set<std::pair<uint64_t, uint64_t>> rdeadlines_;  // (deadline, wait id)
+  uint64_t next_rwait_ = 1;
+  struct Tracked {
+    uint32_t refs = 0;
+    uint64_t writes = 0;
+  };
+  std::unordered_map<std::string, Tracked> tracked_;
+  uint64_t write_epoch_ = 0;                             // CLEARs and flushes: every key was written
+  std::unordered_map<std::string, uint32_t> lease_polls_;  // keys with LEASEs waiting on Redis
+  uint64_t lease_polls_total_ = 0;
+  uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
+  uint64_t (*clock_)();
+  uint64_t started_ms_;
+  bool stopping_ = false;
+  uint64_t clear_first_slice_us_ = 500;
+  uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;
+};
+
+}  // namespace nearcache::daemon

@@ -1,0 +1,46 @@
+// daemon/protocol/codec.h — msgpack helpers and the clock that the Engine's two
+// halves (engine.cc, engine_redis.cc) share to read requests and pack replies;
+// private to the daemon's core.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+#include <msgpack.hpp>
+#include <string_view>
+
+#include "protocol/session.h"
+
+namespace nearcache::daemon {
+
+using Packer = msgpack::packer<OutBuffer>;
+
+// Keys and values may arrive as bin or str (doc/protocol.md: "bytes").
+inline bool is_bytes(const msgpack::object& o) {
+  return o.type == msgpack::type::STR || o.type == msgpack::type::BIN;
+}
+
+// The bytes of a bin or str object; only after is_bytes().
+inline std::string_view bytes_of(const msgpack::object& o) {
+  return o.type == msgpack::type::STR ? std::string_view(o.via.str.ptr, o.via.str.size)
+                                      : std::string_view(o.via.bin.ptr, o.via.bin.size);
+}
+
+inline void pack_bytes(Packer& pk, std::string_view b) {
+  pk.pack_bin(uint32_t(b.size()));
+  pk.pack_bin_body(b.data(), uint32_t(b.size()));
+}
+
+inline void pack_str(Packer& pk, std::string_view s) {
+  pk.pack_str(uint32_t(s.size()));
+  pk.pack_str_body(s.data(), uint32_t(s.size()));
+}
+
+// CLOCK_MONOTONIC microseconds: request deadlines and wait times.
+inline uint64_t mono_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
+}
+
+}  // namespace nearcache::daemon

@@ -1,0 +1,110 @@
+// daemon/protocol/metrics.h — the one table of the daemon's metrics.
+//
+// Each row: name, kind (counter or gauge), unit, label for humans, help. The
+// table drives STATUS's metric names, `nearcache status` (text), `--json`,
+// `--prometheus` (as nearcache_<name>) and the docs; the daemon fills the
+// values in engine.cc (collect_metrics), in table order. The Redis tier's
+// rows are a second table (redis_metric_table), present only with Redis.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "redis/metric_rows.h"
+
+namespace nearcache::daemon {
+
+enum class MetricKind { counter, gauge };
+enum class MetricUnit { count, bytes, seconds, millis, ratio };
+
+#define NEARCACHE_METRICS(X)                                                                                       \
+  X(up, gauge, count, "up", "1 while the daemon answers")                                                          \
+  X(uptime_seconds, gauge, seconds, "uptime", "Seconds since the daemon started")                                  \
+  X(generation, gauge, count, "generation", "Generation of the segment (changes on every restart)")               \
+  X(memory_total_bytes, gauge, bytes, "segment size", "Size of the shared-memory segment")                         \
+  X(memory_data_bytes, gauge, bytes, "data area", "Bytes of the segment that can hold items")                      \
+  X(memory_used_bytes, gauge, bytes, "memory used", "Data-area bytes held by live items, headers included")        \
+  X(memory_free_bytes, gauge, bytes, "memory free", "Data-area bytes not held by live items")                      \
+  X(entries, gauge, count, "entries", "Live entries in the table")                                                 \
+  X(hits_total, counter, count, "hits", "Lookups that found a value: from shared memory plus from the daemon")     \
+  X(shm_hits_total, counter, count, "hits from shared memory", "Values readers served from shared memory")         \
+  X(daemon_hits_total, counter, count, "hits from the daemon", "GET, GET_MANY and LEASE keys the daemon found")    \
+  X(misses_total, counter, count, "misses", "GET, GET_MANY and LEASE keys the daemon did not find")                \
+  X(hit_ratio, gauge, ratio, "hit ratio", "hits_total / (hits_total + misses_total)")                              \
+  X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
+  X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
+  X(reader_processes, gauge, count, "reader processes", "Processes with a reader counter slot in the hints file")  \
+  X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
+  X(adds_total, counter, count, "adds", "ADD requests")                                                            \
+  X(deletes_total, counter, count, "deletes", "DELETE and DELETE_MANY keys")                                        \
+  X(touches_total, counter, count, "touches", "TOUCH requests")                                                    \
+  X(incrs_total, counter, count, "incr/decr", "INCR and DECR requests")                                            \
+  X(evictions_total, counter, count, "evictions", "Live entries evicted to make room")                             \
+  X(expirations_total, counter, count, "expirations", "Expired entries reclaimed")                                 \
+  X(index_evictions_total, counter, count, "index evictions",                                                       \
+    "Evictions made for room in the index, not the data area (lower expected_item_size if it grows)")               \
+  X(clears_total, counter, count, "clears", "CLEAR requests")                                                      \
+  X(cleared_total, counter, count, "entries cleared", "Entries removed by CLEAR")                                  \
+  X(connections_open, gauge, count, "connections", "Open client connections")                                           \
+  X(connections_total, counter, count, "connections accepted", "Connections accepted since start")                 \
+  X(connections_refused_total, counter, count, "connections refused",                                               \
+    "Connections refused (allow-list, max_connections, shutting down)")                                            \
+  X(slow_clients_total, counter, count, "slow readers disconnected",                                              \
+    "Clients disconnected for leaving more than max_output_bytes of replies unread")                               \
+  X(requests_total, counter, count, "requests", "Requests answered")                                               \
+  X(errors_total, counter, count, "error replies", "Replies with an error status (16 and above)")                  \
+  X(bytes_received_total, counter, bytes, "bytes received", "Bytes read from clients")                             \
+  X(bytes_sent_total, counter, bytes, "bytes sent", "Bytes of replies written to clients")                         \
+  X(leases_active, gauge, count, "leases held", "Keys with a lease outstanding")                                   \
+  X(lease_waiters, gauge, count, "leases waiting", "LEASE requests waiting for a value or the lease")              \
+  X(leases_granted_total, counter, count, "leases granted", "Leases handed out")                                   \
+  X(lease_timeouts_total, counter, count, "lease wait timeouts", "LEASE waits that ended in TIMEOUT")              \
+  X(clears_pending, gauge, count, "clears in progress", "CLEAR requests not yet complete")                         \
+  X(loop_lag_max_ms, gauge, millis, "loop lag max", "Largest event-loop lag seen (heartbeat timer lateness)")
+
+enum class Metric : size_t {
+#define NEARCACHE_METRIC_ENUM(name, kind, unit, label, help) name,
+  NEARCACHE_METRICS(NEARCACHE_METRIC_ENUM)
+#undef NEARCACHE_METRIC_ENUM
+  count_
+};
+inline constexpr size_t kMetricCount = size_t(Metric::count_);
+
+struct MetricSpec {
+  const char* name;
+  MetricKind kind;
+  MetricUnit unit;
+  const char* label;
+  const char* help;
+};
+
+inline const MetricSpec* metric_table() {
+  static const MetricSpec table[] = {
+#define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
+      NEARCACHE_METRICS(NEARCACHE_METRIC_ROW)
+#undef NEARCACHE_METRIC_ROW
+  };
+  return table;
+}
+
+// The Redis tier's metrics (redis/metric_rows.h): in STATUS only when Redis is configured.
+#define NEARCACHE_REDIS_METRIC_COUNT_ROW(name, kind, unit, label, help) +1
+inline constexpr size_t kRedisMetricCount = 0 NEARCACHE_REDIS_METRICS(NEARCACHE_REDIS_METRIC_COUNT_ROW);
+#undef NEARCACHE_REDIS_METRIC_COUNT_ROW
+
+inline const MetricSpec* redis_metric_table() {
+  static const MetricSpec table[] = {
+#define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
+      NEARCACHE_REDIS_METRICS(NEARCACHE_METRIC_ROW)
+#undef NEARCACHE_METRIC_ROW
+  };
+  return table;
+}
+
+// One value per metric; ratio metrics use `real`.
+struct MetricValue {
+  uint64_t count = 0;
+  double real = 0;
+};
+
+}  // namespace nearcache::daemon

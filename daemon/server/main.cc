@@ -1,0 +1,209 @@
+// daemon/server/main.cc — nearcached: parse options, create the table, serve until
+// SIGTERM/SIGINT, then mark the table stopped and remove its names.
+//
+// Exit status: 0 after a clean stop (and for --help, --print-config...),
+// 1 when the daemon cannot start (socket or segment in use, permissions),
+// 2 for a bad command line or configuration.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <spdlog/spdlog.h>
+
+#include "engine/engine.h"
+#include "server/log.h"
+#include "protocol/metrics.h"
+#include "config/options.h"
+#include "redis/config.h"
+#include "redis/tier.h"
+#include "server/server.h"
+#include "writer.h"
+
+using namespace nearcache::daemon;
+namespace shm = nearcache::shm;
+
+namespace {
+// The metrics section of doc/configuration.md, from the metric table.
+std::string metrics_markdown() {
+  std::string s =
+      "\n## Status and metrics\n\n"
+      "`nearcache status` prints these for people, `--json` for scripts (with `config`, `connections`, "
+      "`version`, `pid`, `uptime_s`), `--prometheus` in the Prometheus text format as `nearcache_<name>` "
+      "(plus `nearcache_build_info`; `nearcache_up 0` when the daemon cannot be reached). STATUS over the "
+      "socket returns the same map. Hits count both the values readers served from shared memory and the "
+      "ones the daemon returned.\n\n| metric | type | meaning |\n| --- | --- | --- |\n";
+  const MetricSpec* t = metric_table();
+  for (size_t i = 0; i < kMetricCount; ++i)
+    s += std::string("| `") + t[i].name + "` | " + (t[i].kind == MetricKind::counter ? "counter" : "gauge") +
+         " | " + t[i].help + " |\n";
+  s += "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
+       "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, `handshaking`), "
+       "`since_unix_ms` (when the data connection last went up or down), `last_error`, "
+       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n"
+       "| metric | type | meaning |\n| --- | --- | --- |\n";
+  const MetricSpec* r = redis_metric_table();
+  for (size_t i = 0; i < kRedisMetricCount; ++i)
+    s += std::string("| `") + r[i].name + "` | " + (r[i].kind == MetricKind::counter ? "counter" : "gauge") +
+         " | " + r[i].help + " |\n";
+  return s;
+}
+
+// A password written into redis_url is readable by whoever can read where it
+// was written: say so (redis_password_file is the place for it).
+void warn_exposed_password(const Config& cfg, const Invocation& inv) {
+  nearcache::redis::Endpoint ep;
+  std::string err;
+  if (!nearcache::redis::parse_url(cfg.redis_url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
+  struct stat st;
+  if (inv.flags.count("redis_url"))
+    spdlog::warn("redis_url carries a password on the command line, where every local user can read it (ps); "
+                 "use redis_password_file");
+  else if (!cfg.config.empty() && stat(cfg.config.c_str(), &st) == 0 && (st.st_mode & 077))
+    spdlog::warn("redis_url carries a password and {} is readable by others than its owner (mode {:04o}); move "
+                 "the password to redis_password_file (mode 0600)",
+                 cfg.config, unsigned(st.st_mode & 07777));
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  Invocation inv;
+  std::string err;
+  if (!parse_command_line(argc, argv, &inv, &err)) {
+    fprintf(stderr, "nearcached: %s (see --help)\n", err.c_str());
+    return 2;
+  }
+  if (inv.help) {
+    fputs(help_text(argv[0]).c_str(), stdout);
+    return 0;
+  }
+  if (inv.version) {
+    printf("%s\n", kServerName);
+    return 0;
+  }
+  if (inv.print_config_doc) {
+    fputs(config_markdown().c_str(), stdout);
+    fputs(metrics_markdown().c_str(), stdout);
+    return 0;
+  }
+  Config cfg;
+  if (!load_config(inv.flags, &cfg, &err)) {
+    fprintf(stderr, "nearcached: %s\n", err.c_str());
+    return 2;
+  }
+  if (inv.print_config) {
+    fputs(config_text(cfg).c_str(), stdout);
+    return 0;
+  }
+  setup_logging(cfg.log_level);
+  nearcache::redis::Config rcfg;
+  if (!cfg.redis_url.empty()) {
+    rcfg = redis_config(cfg);
+    if (!rcfg.password_file.empty() &&
+        !nearcache::redis::read_password_file(rcfg.password_file, &rcfg.password, &err)) {
+      spdlog::critical("{}", err);
+      return 2;
+    }
+    warn_exposed_password(cfg, inv);
+  }
+  // hiredis writes with write(2): a Redis that went away must not kill us.
+  signal(SIGPIPE, SIG_IGN);
+  // Every client is a file descriptor: allow as many as the hard limit permits.
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  // The default runtime directory is created on demand; an explicit path's
+  // directory must exist.
+  const std::string rundir = default_runtime_dir(true);
+  for (const std::string& p : {cfg.socket, cfg.posix_shm ? std::string() : cfg.segment})
+    if (!p.empty() && std::filesystem::path(p).parent_path() == rundir && !ensure_runtime_dir(rundir, &err)) {
+      spdlog::critical("{}", err);
+      return 1;
+    }
+
+  shm::WriterOptions wo;
+  wo.path = cfg.segment;
+  wo.posix_shm = cfg.posix_shm;
+  wo.segment_bytes = cfg.segment_size;
+  wo.key_limit = uint32_t(cfg.key_limit);
+  wo.value_limit = uint32_t(cfg.value_limit);
+  wo.expected_item_bytes = uint32_t(std::min<uint64_t>(cfg.expected_item_size, UINT32_MAX));
+  wo.mode = cfg.segment_mode;
+  wo.hints_mode = cfg.hints_mode;
+  wo.heartbeat_grace_ms = uint32_t(cfg.heartbeat_grace_ms);
+  resolve_group(cfg.segment_group, &wo.group, &err);
+
+  // The socket first: a second daemon must not touch the first one's segment.
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  if (!check_socket(cfg.socket, &err)) {
+    spdlog::critical("{}", err);
+    return 1;
+  }
+  std::unique_ptr<shm::Writer> writer = shm::Writer::create(wo, &err);
+  if (!writer) {
+    spdlog::critical("cannot create the segment {}: {}", cfg.segment, err);
+    return 1;
+  }
+  Engine engine(writer.get(), cfg);
+  std::unique_ptr<nearcache::redis::Tier> tier;
+  if (!cfg.redis_url.empty()) {
+    tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
+    if (!tier) {
+      spdlog::critical("{}", err);
+      writer->stop();
+      writer->remove();
+      return 2;
+    }
+    engine.set_tier(tier.get());
+  }
+  Server server(&loop, &engine, cfg, inv.flags);
+  server.print_banner = inv.print_socket_banner;
+  if (tier) {
+    // The queue drains while the connections finish; clients still connected
+    // are not cut before it is done.
+    server.set_stop_grace_ms(cfg.redis_drain_timeout_ms + 1000);
+    server.on_shutdown = [&tier] {
+      tier->shutdown([](uint64_t left) {
+        if (left == 0) spdlog::info("redis: write-behind queue flushed");
+        // else the queue logged what it lost
+      });
+    };
+    server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
+      if (c.redis_password_file.empty()) return;
+      std::string pw, why;
+      if (!nearcache::redis::read_password_file(c.redis_password_file, &pw, &why)) {
+        spdlog::error("SIGHUP: {}; keeping the previous password", why);
+        return;
+      }
+      if (pw == file) return;
+      file = pw;
+      tier->set_password(pw);
+      spdlog::info("SIGHUP: redis password changed; used from the next connection");
+    };
+  }
+  if (!server.start(&err)) {
+    spdlog::critical("{}", err);
+    if (tier) {
+      tier->shutdown([](uint64_t) {});
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    writer->stop();
+    writer->remove();
+    return 1;
+  }
+  if (tier) tier->start();
+  server.run();
+  tier.reset();
+
+  writer->stop();
+  writer->remove();
+  uv_loop_close(&loop);
+  spdlog::info("stopped");
+  return 0;
+}

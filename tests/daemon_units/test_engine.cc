@@ -1,0 +1,230 @@
+// tests/daemon_units/test_engine.cc — the dispatcher on a real table, without sockets:
+// sliced CLEAR, limits, leases across sessions, shutdown.
+#include <catch2/catch.hpp>
+
+#include "engine_harness.h"
+
+using namespace nctest_daemon;
+using nearcache::daemon::Code;
+using nearcache::daemon::Op;
+
+namespace {
+constexpr uint32_t op(Op o) { return uint32_t(o); }
+const msgpack::type::nil_t nil;
+}  // namespace
+
+TEST_CASE("set, get, delete through the engine") {
+  Harness h;
+  Session* s = h.connect();
+  CHECK(code_of(h.call(s, op(Op::set), Bin{"k"}, Bin{"v"}, nil, 5)) == int(Code::ok));
+  auto r = h.call(s, op(Op::get), Bin{"k"});
+  REQUIRE(code_of(r) == int(Code::ok));
+  CHECK(bytes(arg(r, 2)) == "v");
+  CHECK(arg(r, 3).via.u64 == 5);
+  CHECK(arg(r, 4).type == msgpack::type::NIL);
+  CHECK(code_of(h.call(s, op(Op::del), Bin{"k"})) == int(Code::ok));
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"k"})) == int(Code::not_found));
+}
+
+TEST_CASE("max_ttl_ms clamps every TTL, no expiry included") {
+  Config c;
+  c.max_ttl_ms = 1000;
+  Harness h(16 << 20, c);
+  Session* s = h.connect();
+  h.call(s, op(Op::set), Bin{"a"}, Bin{"v"}, nil);
+  h.call(s, op(Op::set), Bin{"b"}, Bin{"v"}, 999999);
+  for (const char* k : {"a", "b"}) {
+    auto r = h.call(s, op(Op::get), Bin{k});
+    REQUIRE(arg(r, 4).type == msgpack::type::POSITIVE_INTEGER);
+    CHECK(arg(r, 4).via.u64 <= 1000);
+    CHECK(arg(r, 4).via.u64 > 900);
+  }
+}
+
+TEST_CASE("CLEAR of a full table is done in slices, others are served meanwhile, later sets survive") {
+  Harness h(32 << 20);
+  Session* a = h.connect();
+  Session* b = h.connect();
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    h.send(a, op(Op::set), uint64_t(1000 + i), Bin{(i % 2 ? "x:" : "y:") + std::to_string(i)}, Bin{std::string(100, 'v')}, nil);
+    if (i % 1000 == 0) h.replies(a);
+  }
+  h.replies(a);
+  const uint64_t entries = h.writer->stats().entries;
+  REQUIRE(entries > 50000);  // most of them fit
+  h.send(a, op(Op::clear), 1, Bin{"x:"});
+  h.send(a, op(Op::set), 2, Bin{"x:after"}, Bin{"new"}, nil);  // received after the CLEAR: survives
+  auto first = h.replies(a);
+  // The SET is answered at once; the CLEAR (a big table) is still running.
+  REQUIRE(first.size() == 1);
+  CHECK(id_of(first[0]) == 2);
+  CHECK(h.clear_hooks == 1);
+  CHECK(a->outstanding == 1);
+  int slices = 0;
+  while (!h.engine->clear_work(50)) {
+    ++slices;
+    // b is served between slices, and never sees a cleared key.
+    CHECK(code_of(h.call(b, op(Op::get), Bin{"x:1"})) == int(Code::not_found));
+    CHECK(code_of(h.call(b, op(Op::ping))) == int(Code::ok));
+  }
+  CHECK(slices > 0);
+  auto done = h.replies(a);
+  REQUIRE(done.size() == 1);
+  CHECK(id_of(done[0]) == 1);
+  const uint64_t removed = arg(done[0], 2).via.u64;
+  CHECK(a->outstanding == 0);
+  CHECK(removed > entries / 2 - 1000);
+  CHECK(h.writer->stats().entries == entries - removed + 1);
+  CHECK(code_of(h.call(b, op(Op::get), Bin{"x:after"})) == int(Code::ok));
+  CHECK(code_of(h.call(b, op(Op::get), Bin{"y:0"})) == int(Code::ok));
+}
+
+TEST_CASE("CLEAR answers with the number of entries it removed") {
+  Harness h;
+  Session* s = h.connect();
+  h.call(s, op(Op::set), Bin{"k"}, Bin{"v"}, nil);
+  h.send(s, op(Op::clear), 1);
+  while (!h.engine->clear_work(1000)) {
+  }
+  auto r = h.one(s);
+  CHECK(code_of(r) == int(Code::ok));
+  CHECK(arg(r, 2).via.u64 == 1);
+}
+
+TEST_CASE("max_outstanding: waiting leases count, further requests get TOO_MANY_REQUESTS until they drop") {
+  Config c;
+  c.max_outstanding = 2;
+  Harness h(16 << 20, c);
+  Session* holder = h.connect();
+  Session* w = h.connect();
+  CHECK(code_of(h.call(holder, op(Op::lease), Bin{"k"}, 1000, 5000)) == int(Code::leased));
+  h.send(w, op(Op::lease), 1, Bin{"k"}, 1000, 5000);
+  h.send(w, op(Op::lease), 2, Bin{"k"}, 1000, 5000);
+  CHECK(h.replies(w).empty());
+  CHECK(w->outstanding == 2);
+  auto r = h.call(w, op(Op::ping));
+  CHECK(code_of(r) == int(Code::too_many_requests));
+  CHECK(bytes(arg(r, 2)).find("TOO_MANY_REQUESTS") == 0);
+  CHECK_FALSE(w->closing);
+  h.call(holder, op(Op::set), Bin{"k"}, Bin{"v"}, nil);
+  CHECK(h.replies(w).size() == 2);
+  CHECK(w->outstanding == 0);
+  CHECK(code_of(h.call(w, op(Op::ping))) == int(Code::ok));
+}
+
+TEST_CASE("a GET_MANY reply larger than max_output_bytes drops the client instead of growing") {
+  Config c;
+  c.max_output_bytes = 64 << 10;
+  Harness h(16 << 20, c);
+  Session* s = h.connect();
+  for (int i = 0; i < 10; ++i) h.call(s, op(Op::set), Bin{"k" + std::to_string(i)}, Bin{std::string(20000, 'v')}, nil);
+  std::vector<Bin> keys;
+  for (int i = 0; i < 10; ++i) keys.push_back(Bin{"k" + std::to_string(i)});
+  h.send(s, op(Op::get_many), 1, keys);
+  CHECK(s->kill);
+  CHECK(s->out.bytes.size() < (64u << 10));
+  CHECK(h.engine->counters().slow_clients_total == 1);
+}
+
+TEST_CASE("a departed lease holder's lease goes to the longest waiter") {
+  Harness h;
+  Session* a = h.connect();
+  Session* b = h.connect();
+  Session* c = h.connect();
+  h.call(a, op(Op::lease), Bin{"k"}, 1000, 5000);
+  h.send(b, op(Op::lease), 1, Bin{"k"}, 1000, 5000);
+  h.send(c, op(Op::lease), 2, Bin{"k"}, 1000, 5000);
+  h.disconnect(a);
+  auto rb = h.replies(b);
+  REQUIRE(rb.size() == 1);
+  CHECK(code_of(rb[0]) == int(Code::leased));
+  CHECK(h.replies(c).empty());
+}
+
+TEST_CASE("shutdown answers waiters and every later request with SHUTTING_DOWN") {
+  Harness h;
+  Session* a = h.connect();
+  Session* b = h.connect();
+  h.call(a, op(Op::lease), Bin{"k"}, 1000, 5000);
+  h.send(b, op(Op::lease), 7, Bin{"k"}, 1000, 5000);
+  h.engine->begin_shutdown();
+  auto r = h.one(b);
+  CHECK(id_of(r) == 7);
+  CHECK(code_of(r) == int(Code::shutting_down));
+  CHECK(b->closing);
+  auto p = h.call(a, op(Op::ping));
+  CHECK(code_of(p) == int(Code::shutting_down));
+  CHECK(a->closing);
+}
+
+TEST_CASE("after a framing error nothing more is read from the session") {
+  Harness h;
+  Session* s = h.connect();
+  h.send_raw(s, Harness::req(op(Op::ping), 1) + "\xc1" + Harness::req(op(Op::ping), 2));
+  auto r = h.replies(s);
+  REQUIRE(r.size() == 2);
+  CHECK(code_of(r[0]) == int(Code::ok));
+  CHECK(code_of(r[1]) == int(Code::bad_frame));
+  CHECK(arg(r[1], 0).type == msgpack::type::NIL);
+  CHECK(s->closing);
+  h.send_raw(s, Harness::req(op(Op::ping), 3));
+  CHECK(h.replies(s).empty());
+}
+
+TEST_CASE("STATUS carries every metric of the table, the config and the connections") {
+  Harness h;
+  Session* s = h.connect();
+  s->uid = 1000;
+  h.call(s, op(Op::set), Bin{"k"}, Bin{"v"}, nil);
+  h.call(s, op(Op::get), Bin{"k"});
+  h.call(s, op(Op::get), Bin{"nope"});
+  auto r = h.call(s, op(Op::status));
+  REQUIRE(code_of(r) == int(Code::ok));
+  const msgpack::object& m = arg(r, 2);
+  REQUIRE(m.type == msgpack::type::MAP);
+  std::map<std::string, const msgpack::object*> got;
+  for (uint32_t i = 0; i < m.via.map.size; ++i) got[bytes(m.via.map.ptr[i].key)] = &m.via.map.ptr[i].val;
+  for (size_t i = 0; i < kMetricCount; ++i) {
+    INFO(metric_table()[i].name);
+    CHECK(got.count(metric_table()[i].name));
+  }
+  CHECK(got.at("sets_total")->via.u64 == 1);
+  CHECK(got.at("daemon_hits_total")->via.u64 == 1);
+  CHECK(got.at("misses_total")->via.u64 == 1);
+  CHECK(got.at("hit_ratio")->via.f64 == Approx(0.5));
+  CHECK(got.count("config"));
+  CHECK(got.count("version"));
+  CHECK(got.count("uptime_s"));
+  REQUIRE(got.at("connections")->via.array.size == 1);
+}
+
+TEST_CASE("at most 256 CLEARs in flight, each reports its own count") {
+  Harness h(32 << 20);
+  h.engine->set_clear_first_slice_us(0);  // all the work waits for clear_work()
+  Session* s = h.connect();
+  auto key = [](int i) {  // no key is a prefix of another
+    char b[16];
+    snprintf(b, sizeof b, "k%03d", i);
+    return std::string(b);
+  };
+  for (int i = 0; i < 300; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  REQUIRE(h.writer->stats().entries == 60300);
+  h.send(s, op(Op::clear), 1, Bin{"f"});
+  for (int i = 0; i < 300; ++i) h.send(s, op(Op::clear), uint64_t(1000 + i), Bin{key(i)});
+  int refused = 0;
+  for (auto& r : h.replies(s)) refused += code_of(r) == int(Code::too_many_requests);
+  while (!h.engine->clear_work(1000)) {
+  }
+  auto done = h.replies(s);
+  CHECK(done.size() == 256);
+  CHECK(refused == 301 - 256);
+  for (auto& r : done) {
+    INFO(id_of(r));
+    if (id_of(r) == 1) CHECK(arg(r, 2).via.u64 == 60000);
+    else CHECK(arg(r, 2).via.u64 == 1);
+  }
+}

@@ -1,0 +1,45 @@
+// tests/support/segment_probe.cc — a real shared-memory reader for the daemon's
+// end-to-end tests (the Python client is tested on its own). It keeps one
+// mapping open and answers commands from stdin, one line each:
+//   open PATH    map the segment            -> "open rc=0 generation=G pid=P grace_ms=M" (or rc=errno why=...)
+//   check        the current mapping's state -> "check alive=1 generation=G"
+//   get KEY      look KEY up                 -> "get status=hit value_len=N" (status: hit/miss/busy/unavailable)
+// so a test can hold a mapping across a daemon restart or kill -9.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "layout.h"
+#include "reader.h"
+
+using nearcache::shm::Reader;
+
+int main() {
+  Reader r;
+  std::string line;
+  std::vector<char> buf(4 << 20);
+  while (std::getline(std::cin, line)) {
+    const auto sp = line.find(' ');
+    const std::string cmd = line.substr(0, sp), arg = sp == std::string::npos ? "" : line.substr(sp + 1);
+    if (cmd == "open") {
+      r.close();
+      std::string why;
+      const int rc = r.open(arg, &why);
+      if (rc == 0)
+        std::cout << "open rc=0 generation=" << r.generation() << " pid=" << r.writer_pid()
+                  << " grace_ms=" << r.heartbeat_grace_ms() << std::endl;
+      else
+        std::cout << "open rc=" << rc << " why=" << why << std::endl;
+    } else if (cmd == "check") {
+      std::cout << "check alive=" << (r.is_open() && r.alive(nearcache::shm::monotonic_ms()))
+                << " generation=" << r.generation() << std::endl;
+    } else if (cmd == "get") {
+      const auto res = r.get(arg.data(), arg.size(), buf.data(), buf.size());
+      std::cout << "get status=" << nearcache::shm::read_status_name(res.status) << " value_len=" << res.value_len
+                << std::endl;
+    } else {
+      std::cout << "error unknown command" << std::endl;
+    }
+  }
+  return 0;
+}

@@ -16,7 +16,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -172,6 +171,8 @@ class Engine {
   void decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Decided>& d);
   void on_atomic(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);
   void on_lease(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);
+  // A LEASE that waited on another host's lease in Redis got neither it nor a value.
+  void lease_timeout(Session* s, uint64_t id);
   // Redis did not decide (down, timed out): redis_down says what to do.
   void atomic_down(Session* s, uint64_t id, const Decided& d, const std::string& why);
   void redis_status(msgpack::packer<OutBuffer>& pk);

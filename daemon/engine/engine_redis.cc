@@ -45,10 +45,7 @@ void Engine::expire_waits(uint64_t now) {
       case WaitKind::add:
       case WaitKind::incr:
       case WaitKind::lease: atomic_down(t, w->req, *w->ctx, why); break;
-      case WaitKind::lease_poll:
-        redis_lease_timeouts_++;
-        reply::status(t->out, w->req, Code::timeout);
-        break;
+      case WaitKind::lease_poll: lease_timeout(t, w->req); break;
     }
     mark_dirty(t);
   }
@@ -280,10 +277,7 @@ void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std:
   switch (ctx.kind) {
     case WaitKind::add: add_local(s, id, ctx.key, ctx.value, ctx.flags, ctx.expiry); break;
     case WaitKind::incr: incr_local(s, id, ctx.key, ctx.delta, ctx.decr); break;
-    default: {
-      const uint64_t now = now_ms();
-      lease_local(s, id, ctx.key, ctx.lease_ms, ctx.wait_deadline > now ? ctx.wait_deadline - now : 0);
-    }
+    default: lease_local(s, id, ctx.key, ctx.lease_ms, ctx.wait_left(now_ms()));
   }
 }
 
@@ -302,8 +296,7 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<Decided>& ctx, const r
       waits_.close(wid);
       waits_.settle(*ctx);
       if (t) {
-        redis_lease_timeouts_++;
-        reply::status(t->out, req, Code::timeout);
+        lease_timeout(t, req);
         mark_dirty(t);
       }
       return;
@@ -334,22 +327,21 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<Decided>& ctx, const r
       // Nobody to give it to, or this host decided a lease on the key while
       // Redis was unreachable (its queue is the one to join): give it back.
       tier_->release(key, ctx->token, ignore);
-      if (t) {
-        const uint64_t now = now_ms();
-        lease_local(t, req, key, ctx->lease_ms, ctx->wait_deadline > now ? ctx->wait_deadline - now : 0);
-      }
+      if (t) lease_local(t, req, key, ctx->lease_ms, ctx->wait_left(now_ms()));
       break;
     case Kind::timeout:
-      if (t) {
-        redis_lease_timeouts_++;
-        reply::status(t->out, req, Code::timeout);
-      }
+      if (t) lease_timeout(t, req);
       break;
     case Kind::held: break;  // its client was answered already
     default:
       if (t) atomic_down(t, req, *ctx, r.error);
   }
   if (t) mark_dirty(t);
+}
+
+void Engine::lease_timeout(Session* s, uint64_t id) {
+  redis_lease_timeouts_++;
+  reply::status(s->out, id, Code::timeout);
 }
 
 // ---------------------------------------------------------------- STATUS

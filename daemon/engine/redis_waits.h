@@ -52,6 +52,8 @@ struct Decided {
   uint64_t token = 0, lease_ms = 0, wait_deadline = 0;
   WriteSnap snap;
   bool tracked = false;  // snap is registered (RedisWaits::track) until settled
+  // LEASE: what is left of its wait_ms (for a local decision).
+  uint64_t wait_left(uint64_t now) const { return wait_deadline > now ? wait_deadline - now : 0; }
 };
 
 using ManyResults = std::vector<std::optional<std::pair<std::string, uint8_t>>>;

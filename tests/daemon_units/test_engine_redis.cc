@@ -161,7 +161,7 @@ std::string message(const msgpack::object_handle& r) { return bytes(arg(r, 2)); 
 
 }  // namespace
 
-TEST_CASE("engine+redis: a local miss reads through; the answer, hit or miss, is the reply") {
+TEST_CASE("engine+redis: a local miss reads through and the answer, hit or miss, is the reply") {
   Fixture f;
   Session* s = f.h.connect();
   f.h.send(s, op(Op::get), 1, Bin{"k"});
@@ -201,7 +201,7 @@ TEST_CASE("engine+redis: answers the tier gives at once need no wait") {
   CHECK(f.h.engine->next_deadline() == UINT64_MAX);
 }
 
-TEST_CASE("engine+redis: no read waits longer than redis_wait_ms; a late answer is not a second reply") {
+TEST_CASE("engine+redis: no read waits longer than redis_wait_ms, a late answer is not a second reply") {
   Fixture f;
   Session* s = f.h.connect();
   f.h.send(s, op(Op::get), 1, Bin{"k"});
@@ -298,7 +298,7 @@ TEST_CASE("engine+redis: ADD is decided by the tier and holds the connection's l
   CHECK(f.local("e").empty());
 }
 
-TEST_CASE("engine+redis: INCR/DECR are decided by the tier: result installed, errors as without Redis") {
+TEST_CASE("engine+redis: INCR/DECR are decided by the tier, result installed, errors as without Redis") {
   Fixture f;
   Session* s = f.h.connect();
   f.h.send(s, op(Op::decr), 1, Bin{"n"}, 4);
@@ -330,7 +330,7 @@ TEST_CASE("engine+redis: INCR/DECR are decided by the tier: result installed, er
   CHECK(message(r) == "OUT_OF_RANGE: DECR result outside the signed 64-bit range; value unchanged");
 }
 
-TEST_CASE("engine+redis: LEASE decided by the tier: granted, a value, another host's lease") {
+TEST_CASE("engine+redis: LEASE decided by the tier, granted, a value, another host's lease") {
   Fixture f;
   Session* s = f.h.connect();
   f.h.send(s, op(Op::lease), 1, Bin{"k"}, 1000, 0);
@@ -495,7 +495,7 @@ TEST_CASE("engine+redis: a local write while Redis decides is not overwritten by
   }
 }
 
-TEST_CASE("engine+redis: a session closing while it waits: no reply, the outcome still applied") {
+TEST_CASE("engine+redis: a session closing while it waits, no reply, the outcome still applied") {
   Fixture f;
   Session* s = f.h.connect();
   Session* other = f.h.connect();
@@ -545,4 +545,31 @@ TEST_CASE("engine+redis: shutdown answers every wait SHUTTING_DOWN") {
   }
   CHECK(s->outstanding == 0);
   CHECK(s->closing);
+}
+
+TEST_CASE("engine+redis: STATUS shows the tier's state and counts LEASEs waiting on Redis") {
+  Fixture f;
+  f.tier.cfg.prefix = "app:";
+  Session* s = f.h.connect();
+  Session* t = f.h.connect();
+  f.h.send(t, op(Op::lease), 1, Bin{"h"}, 1000, 500);
+  f.tier.answer(result(Kind::held));
+  auto r = f.h.call(s, op(Op::status));
+  REQUIRE(code_of(r) == int(Code::ok));
+  const auto& m = arg(r, 2).via.map;
+  bool saw_redis = false, saw_waiters = false;
+  for (uint32_t i = 0; i < m.size; ++i) {
+    const std::string name = bytes(m.ptr[i].key);
+    if (name == "lease_waiters") saw_waiters = m.ptr[i].val.via.u64 == 1;
+    if (name != "redis") continue;
+    saw_redis = true;
+    const auto& rm = m.ptr[i].val.via.map;
+    for (uint32_t j = 0; j < rm.size; ++j) {
+      const std::string k = bytes(rm.ptr[j].key);
+      if (k == "prefix") CHECK(bytes(rm.ptr[j].val) == "app:");
+      if (k == "redis_down") CHECK(bytes(rm.ptr[j].val) == "local");
+    }
+  }
+  CHECK(saw_redis);
+  CHECK(saw_waiters);
 }

@@ -3,17 +3,6 @@
 
 namespace nearcache::daemon::reply {
 
-void header(Packer& pk, uint64_t id, Code c, uint32_t payload) {
-  pk.pack_array(2 + payload);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(c));
-}
-
-void status(OutBuffer& out, uint64_t id, Code c) {
-  Packer pk(out);
-  header(pk, id, c, 0);
-}
-
 void count(OutBuffer& out, uint64_t id, uint64_t n) {
   Packer pk(out);
   header(pk, id, Code::ok, 1);

@@ -14,9 +14,17 @@
 namespace nearcache::daemon::reply {
 
 // [id, code, ...]: a reply of `payload` more elements, which the caller packs next.
-void header(Packer& pk, uint64_t id, Code c, uint32_t payload);
+// (Inline: every reply starts with it.)
+inline void header(Packer& pk, uint64_t id, Code c, uint32_t payload) {
+  pk.pack_array(2 + payload);
+  pk.pack_uint64(id);
+  pk.pack_uint8(uint8_t(c));
+}
 // [id, code]
-void status(OutBuffer& out, uint64_t id, Code c);
+inline void status(OutBuffer& out, uint64_t id, Code c) {
+  Packer pk(out);
+  header(pk, id, c, 0);
+}
 inline void ok(OutBuffer& out, uint64_t id) { status(out, id, Code::ok); }
 // [id, OK, n]: CLEAR's removed entries, DELETE_MANY's deleted keys.
 void count(OutBuffer& out, uint64_t id, uint64_t n);

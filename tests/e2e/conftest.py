@@ -4,12 +4,11 @@ daemons on one machine = two hosts).
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from support.nearcached import Daemon
 from support.redis_server import RedisServer
+from support.sanitizers import no_sanitizer_reports  # noqa: F401 (autouse)
 from support.tier import FAST, wait_coherent
 
 
@@ -38,11 +37,3 @@ def host(tmp_path, redis_server):
         if d.proc and d.proc.poll() is None:
             redis_server.resume()
             assert d.stop() == 0, d.log()
-
-
-@pytest.fixture(autouse=True)
-def no_sanitizer_reports(tmp_path):
-    yield
-    for log in tmp_path.glob("*.log"):
-        text = log.read_text(errors="replace")
-        assert "Sanitizer" not in text and "runtime error:" not in text, f"{log}:\n{text[-4000:]}"

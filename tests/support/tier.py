@@ -2,21 +2,9 @@
 invalidations to flow and for the write-behind queue to drain."""
 from __future__ import annotations
 
-import time
-
 from support.nearcached import Daemon
 from support.rawproto import RawConn
-
-
-def wait_for(cond, timeout: float = 10.0, what: str = "condition", interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval)
+from support.wait import wait_for  # noqa: F401 (the tests take it from here too)
 
 
 def status(d: Daemon) -> dict:

@@ -53,7 +53,7 @@ def test_redis_down_at_start_then_back(host, redis_servers):
     assert c.incr("k5", 10) == 15
     durations.append(timed(c.add, "added", mp("again"))[1])
     assert max(durations) < 0.2, max(durations)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a second of reconnect attempts, whose backoff is checked below
     st = status(a)
     assert st["redis_local_decisions_total"] == 3
     assert st["redis_queue_depth"] == 201  # 200 sets + the ADD; the INCR coalesced into k5's SET
@@ -259,7 +259,7 @@ def test_a_host_name_that_resolves_slowly_holds_up_nothing(host, redis_servers):
             assert probe.get("local") == "hit"
             worst = max(worst, timed(c.set, "during", mp(2))[1])
             assert shm(c, b"during") == mp(2)
-            time.sleep(0.01)
+            time.sleep(0.01)  # paced: some 200 rounds in the 2 s the resolver blocks
     st = status(d)
     assert st["redis_connected"] == 0
     assert st["redis"]["state"] in ("resolving", "reconnecting")

@@ -1,6 +1,7 @@
-"""What the test helpers for real servers (nearcached, redis-server) share:
-one child process, signalled, stopped or killed, its log read back, and
-killed when the test process ends if a test left it running.
+"""What the helpers for real servers (nearcached, redis-server; memcached in
+bench/servers.py) share: one child process, waited for until it listens,
+signalled, stopped or killed, its log read back, and killed when the test
+process ends if a test left it running.
 
 Subclasses set `self.proc` (a Popen) and `self.log_path`, call
 `self._started()` after spawning, and choose what leaving a `with` block

@@ -2,8 +2,9 @@
 //
 // This header is the contract between the one writer (nearcached) and every
 // reader (the Python extension, the CLI, tests). It depends on nothing but the
-// C++ standard library. doc/segment.md describes the same format in prose;
-// change both together and bump kLayoutVersion on any incompatible change.
+// C++ standard library and POSIX (clock.h). doc/segment.md describes the same
+// format in prose; change both together and bump kLayoutVersion on any
+// incompatible change.
 //
 // Segment (one file, or one POSIX shared-memory object), offsets from its start:
 //
@@ -31,7 +32,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
+
+#include "clock.h"  // monotonic_ms: the clock of expiries and heartbeats
 
 namespace nearcache::shm {
 
@@ -146,14 +148,6 @@ inline constexpr uint64_t kHintsCountersOffset = 4096;
 inline constexpr uint64_t kHintsFreqOffset = kHintsCountersOffset + uint64_t(kCounterSlots) * 64;
 
 inline uint64_t hints_total_bytes(uint64_t total_buckets) { return kHintsFreqOffset + total_buckets * 8; }
-
-// Monotonic clock in milliseconds, shared by every process on the host. Served
-// by the vDSO: no system call.
-inline uint64_t monotonic_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
 
 // Relaxed/acquire/release accessors for words shared between processes.
 // The builtins are what std::atomic_ref compiles to, and ThreadSanitizer

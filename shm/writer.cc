@@ -1,38 +1,24 @@
-// shm/writer.cc — see writer.h for the design, layout.h for the format.
+// shm/writer.cc — the Writer's creation (geometry, the two objects, publishing
+// a new generation), its lifecycle and stats, and the public operations
+// (set/add/del/touch/incr/get) built on the index (index.cc), the logs
+// (log.cc) and the eviction policy (s3fifo.cc). See writer.h for the design,
+// layout.h for the format.
 #include "writer.h"
 
-#include <signal.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <cstring>
 
+#include "clock.h"
 #include "msgpack_int.h"
 #include "segment_file.h"
-#include "siphash.h"
-#include "words.h"
+#include "writer_internal.h"
 
 namespace nearcache::shm {
 
 namespace {
-
-// Index sizing: buckets are planned three-quarters full at the expected item
-// size. Two-choice placement keeps nearly every bucket below full until the
-// table holds about a third more entries than that.
-constexpr double kPlannedWays = 5.25;
-// Re-insertions of hot main-queue items one allocation may do before it
-// evicts regardless; bounds the work of one set.
-constexpr int kMaxReinserts = 32;
-
-uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-uint64_t unix_ms() {
-  using namespace std::chrono;
-  return uint64_t(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
-}
 
 ObjectSpec segment_spec(const WriterOptions& o) { return {o.path, o.posix_shm, o.mode, o.group}; }
 ObjectSpec hints_spec(const WriterOptions& o) { return {o.hints_path, o.posix_shm, o.hints_mode, o.group}; }
@@ -159,16 +145,8 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   buckets_ = reinterpret_cast<Bucket*>(base + buckets_offset);
   data_ = base + data_offset;
 
-  const uint64_t small = round_up(data_bytes * opts_.small_queue_percent / 100, kItemAlign);
-  small_.begin = small_.head = small_.tail = 0;
-  small_.end = small;
-  main_.begin = main_.head = main_.tail = small;
-  main_.end = data_bytes;
+  init_queues(data_bytes);
   applied_.assign(nbuckets_, 0);
-  const uint64_t planned = uint64_t(nbuckets_ * kPlannedWays);
-  size_t sets = 16;
-  while (sets * 2 < planned) sets *= 2;  // about 2 ghost entries per planned entry, 4 per set
-  ghost_.assign(sets * 4, 0);
   st_.data_bytes = data_bytes;
   st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
   st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
@@ -201,295 +179,6 @@ void Writer::remove() {
   lock_->remove();
 }
 
-// ---------------------------------------------------------------- index
-
-uint64_t Writer::hash(std::string_view key) const { return key_hash(header_->hash_key, key.data(), key.size()); }
-
-std::string_view Writer::item_key(const ItemHeader* ih) const {
-  return {reinterpret_cast<const char*>(ih) + kItemHeaderBytes, meta_key_len(ih->meta)};
-}
-
-bool Writer::expired(const ItemHeader* ih, uint64_t now) const {
-  return ih->expiry_ms != 0 && ih->expiry_ms <= now;
-}
-
-Writer::Loc Writer::find(std::string_view key, uint64_t h) const {
-  const uint16_t tag = tag_of(h);
-  const BucketPair pair = buckets_of(h, nbuckets_);
-  for (const uint32_t idx : {pair.first, pair.second}) {
-    const Bucket* b = bucket(idx);
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-      const uint64_t way = b->way[w];
-      if (way == 0 || way_tag(way) != tag) continue;
-      if (item_key(item_at(way_unit(way) * kItemAlign)) == key) return {idx, w};
-    }
-  }
-  return {0, kWaysPerBucket};
-}
-
-Writer::Loc Writer::find_unit(uint64_t h, uint64_t unit) const {
-  const BucketPair pair = buckets_of(h, nbuckets_);
-  for (const uint32_t idx : {pair.first, pair.second}) {
-    const Bucket* b = bucket(idx);
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w)
-      if (b->way[w] != 0 && way_unit(b->way[w]) == unit) return {idx, w};
-  }
-  return {0, kWaysPerBucket};
-}
-
-// Seqlock, writer side (Boehm's pattern): odd version, release fence, the
-// changes (relaxed atomic stores), then the next even version with release.
-void Writer::begin_write(Bucket* b) {
-  store_relaxed(&b->version, b->version + 1);
-  __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-void Writer::end_write(Bucket* b) { store_release(&b->version, b->version + 1); }
-
-// A way for a new key: an empty way in the emptier of its two buckets; when
-// both are full, a way freed by moving an entry to its other bucket; failing
-// that, the way of the least used entry of the two, which is evicted.
-Writer::Loc Writer::free_way(uint64_t h) {
-  const BucketPair pair = buckets_of(h, nbuckets_);
-  Loc empty{0, kWaysPerBucket}, victim{0, kWaysPerBucket};
-  uint32_t most_empty = 0;
-  int victim_score = 1 << 30;
-  const uint64_t now = now_();
-  for (const uint32_t idx : {pair.first, pair.second}) {
-    const Bucket* b = bucket(idx);
-    uint32_t n_empty = 0;
-    Loc first_empty{0, kWaysPerBucket};
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-      if (b->way[w] == 0) {
-        if (n_empty++ == 0) first_empty = {idx, w};
-        continue;
-      }
-      const uint64_t off = way_unit(b->way[w]) * kItemAlign;
-      // Prefer expired entries, then the small queue, then the least used.
-      const int score =
-          expired(item_at(off), now) ? -1 : (off < small_.end ? 0 : 4) + (freq_ ? load_relaxed(freq_ + idx * 8 + w) : 0);
-      if (score < victim_score) victim_score = score, victim = {idx, w};
-    }
-    if (n_empty > most_empty) most_empty = n_empty, empty = first_empty;
-  }
-  if (empty.found()) return empty;
-  // Both full: move one of their entries to its own other bucket if that has
-  // room (one cuckoo step). The entry is published there before it leaves
-  // here, so a reader finds it in one bucket or the other.
-  for (const uint32_t idx : {pair.first, pair.second}) {
-    Bucket* b = bucket(idx);
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-      const uint64_t way = b->way[w];
-      const BucketPair other = buckets_of(hash(item_key(item_at(way_unit(way) * kItemAlign))), nbuckets_);
-      const uint32_t alt = other.first == idx ? other.second : other.first;
-      Bucket* a = bucket(alt);
-      for (uint32_t aw = 0; aw < kWaysPerBucket; ++aw) {
-        if (a->way[aw] != 0) continue;
-        begin_write(a);
-        store_relaxed(&a->way[aw], way);
-        end_write(a);
-        begin_write(b);
-        store_relaxed(&b->way[w], uint64_t{0});
-        end_write(b);
-        if (freq_) {
-          store_relaxed(freq_ + uint64_t(alt) * 8 + aw, load_relaxed(freq_ + uint64_t(idx) * 8 + w));
-          store_relaxed(freq_ + uint64_t(idx) * 8 + w, uint8_t{0});
-        }
-        st_.index_moves++;
-        return {idx, w};
-      }
-    }
-  }
-  remove_at(victim, victim_score < 0 ? Why::expired : Why::evicted);
-  if (victim_score >= 0) st_.index_evictions++;
-  return victim;
-}
-
-void Writer::remove_at(const Loc& loc, Why why) {
-  Bucket* b = bucket(loc.bucket);
-  const uint64_t way = b->way[loc.way];
-  ItemHeader* ih = item_at(way_unit(way) * kItemAlign);
-  const uint64_t meta = ih->meta;
-  begin_write(b);
-  store_relaxed(&b->way[loc.way], uint64_t{0});
-  end_write(b);
-  // The item's bytes now belong to its log only; readers that still hold the
-  // way will fail their version check. Marking it dead lets the log skip it.
-  store_relaxed(&ih->meta, make_meta(meta_value_len(meta), meta_key_len(meta), meta_flags(meta), ItemState::dead));
-  if (freq_) store_relaxed(freq_ + loc.bucket * 8 + loc.way, uint8_t{0});
-  st_.entries--;
-  st_.live_bytes -= meta_key_len(meta) + uint64_t(meta_value_len(meta));
-  st_.item_bytes -= item_bytes(meta_key_len(meta), meta_value_len(meta));
-  if (ih->expiry_ms != 0) with_expiry_--;
-  switch (why) {
-    case Why::expired: st_.expirations++; break;
-    case Why::evicted: st_.evictions++; break;
-    case Why::cleared: st_.cleared++; break;
-    case Why::deleted:
-    case Why::replaced: break;
-  }
-}
-
-// ---------------------------------------------------------------- logs
-
-void Writer::write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags,
-                        uint64_t expiry) {
-  const uint64_t n = item_bytes(key.size(), value.size());
-  scratch_.resize(n);
-  ItemHeader ih{expiry, make_meta(uint32_t(value.size()), uint16_t(key.size()), flags, ItemState::live)};
-  std::memcpy(scratch_.data(), &ih, sizeof ih);
-  // An empty string_view may carry a null data(); memcpy must not see it.
-  if (!key.empty()) std::memcpy(scratch_.data() + kItemHeaderBytes, key.data(), key.size());
-  if (!value.empty()) std::memcpy(scratch_.data() + kItemHeaderBytes + key.size(), value.data(), value.size());
-  copy_to_shared(data_, off, scratch_.data(), n);
-}
-
-// Places n bytes at the head if they fit without freeing anything; wraps the
-// head (padding the end of the log) when only the start has room.
-bool Writer::place(Ring& r, uint64_t n, uint64_t* off) {
-  if (r.used == 0) r.head = r.tail = r.begin;
-  if (r.used == r.size()) return false;
-  if (r.head >= r.tail && r.end - r.head < n) {
-    if (r.tail - r.begin < n) return false;
-    const uint64_t gap = r.end - r.head;
-    if (gap >= kItemHeaderBytes) {
-      ItemHeader* ih = item_at(r.head);
-      store_relaxed(&ih->meta, make_meta(0, 0, 0, ItemState::wrap));
-    }
-    r.used += gap;
-    r.head = r.begin;
-    st_.wraps++;
-  }
-  const uint64_t room = r.head < r.tail ? r.tail - r.head : r.end - r.head;
-  if (room < n) return false;
-  *off = r.head;
-  r.head += n;
-  r.used += n;
-  if (r.head == r.end) {
-    r.head = r.begin;
-    st_.wraps++;
-  }
-  return true;
-}
-
-uint64_t Writer::alloc(Ring& r, uint64_t n) {
-  int reinserts = 0;
-  uint64_t off;
-  while (!place(r, n, &off)) free_tail(r, &reinserts);
-  return off;
-}
-
-// Frees the oldest bytes of a log: padding and dead items are dropped; a
-// live item is reclaimed if expired, else handled by S3-FIFO: from the small
-// queue it moves to main if it was read (or main still has room) and is
-// evicted otherwise, its fingerprint going to the ghost queue; from the main
-// queue it is re-inserted with one access less if it was read, else evicted.
-void Writer::free_tail(Ring& r, int* reinserts) {
-  auto advance = [&r](uint64_t n) {
-    r.tail += n;
-    r.used -= n;
-    if (r.tail == r.end) r.tail = r.begin;
-    if (r.used == 0) r.head = r.tail = r.begin;
-  };
-  const uint64_t gap = r.end - r.tail;
-  if (gap < kItemHeaderBytes || meta_state(item_at(r.tail)->meta) == ItemState::wrap) {
-    r.used -= gap;
-    r.tail = r.begin;
-    if (r.used == 0) r.head = r.begin;
-    return;
-  }
-  const uint64_t off = r.tail;
-  ItemHeader* ih = item_at(off);
-  const uint64_t size = item_bytes(meta_key_len(ih->meta), meta_value_len(ih->meta));
-  if (meta_state(ih->meta) != ItemState::live) return advance(size);
-
-  const uint64_t h = hash(item_key(ih));
-  Loc loc = find_unit(h, off / kItemAlign);
-  if (!loc.found()) return advance(size);  // unreachable: a live item is always indexed
-  if (expired(ih, now_())) {
-    remove_at(loc, Why::expired);
-    return advance(size);
-  }
-  const uint8_t f = freq_ ? load_relaxed(freq_ + loc.bucket * 8 + loc.way) : 0;
-  auto relocate = [&](uint64_t to, const std::vector<unsigned char>& copy) {
-    // Copied out first: `to` may overlap the old bytes, so the copy back is
-    // written inside the bucket's odd version, like the way itself.
-    Bucket* b = bucket(loc.bucket);
-    begin_write(b);
-    copy_to_shared(data_, to, copy.data(), size);
-    store_relaxed(&b->way[loc.way], make_way(way_tag(b->way[loc.way]), to / kItemAlign));
-    end_write(b);
-  };
-
-  if (&r == &small_) {
-    if (f >= 1 || main_.used + size <= main_.size()) {
-      // Main's own evictions below use scratch_, hence a second buffer.
-      move_scratch_.assign(data_ + off, data_ + off + size);
-      const uint64_t to = alloc(main_, size);
-      loc = find_unit(h, off / kItemAlign);  // main's evictions may have moved it to another way
-      relocate(to, move_scratch_);
-      if (freq_) store_relaxed(freq_ + loc.bucket * 8 + loc.way, uint8_t{0});
-      st_.moved_to_main++;
-    } else {
-      remove_at(loc, Why::evicted);
-      ghost_put(h);
-    }
-    return advance(size);
-  }
-
-  if (f >= 1 && *reinserts < kMaxReinserts) {
-    scratch_.assign(data_ + off, data_ + off + size);
-    advance(size);
-    uint64_t to;
-    if (place(main_, size, &to)) {
-      relocate(to, scratch_);
-      if (freq_) store_relaxed(freq_ + loc.bucket * 8 + loc.way, uint8_t(f - 1));
-      st_.reinserted++;
-      ++*reinserts;
-    } else {
-      remove_at(loc, Why::evicted);
-    }
-    return;
-  }
-  remove_at(loc, Why::evicted);
-  advance(size);
-}
-
-// ---------------------------------------------------------------- ghost queue
-
-bool Writer::ghost_take(uint64_t h) {
-  const size_t sets = ghost_.size() / 4;
-  const size_t s = (h >> 20) & (sets - 1);
-  const uint32_t fp = uint32_t(h) | 1;
-  const uint64_t capacity = std::max<uint64_t>(st_.entries, 64);
-  for (size_t i = s * 4; i < s * 4 + 4; ++i) {
-    const uint64_t e = ghost_[i];
-    if (e != 0 && uint32_t(e >> 32) == fp) {
-      ghost_[i] = 0;
-      return uint32_t(uint32_t(ghost_clock_) - uint32_t(e)) <= capacity;
-    }
-  }
-  return false;
-}
-
-void Writer::ghost_put(uint64_t h) {
-  const size_t sets = ghost_.size() / 4;
-  const size_t s = (h >> 20) & (sets - 1);
-  const uint32_t fp = uint32_t(h) | 1;
-  const uint32_t now = uint32_t(++ghost_clock_);
-  size_t slot = s * 4;
-  uint32_t oldest = 0;
-  for (size_t i = s * 4; i < s * 4 + 4; ++i) {
-    if (ghost_[i] == 0) {
-      slot = i;
-      break;
-    }
-    const uint32_t age = now - uint32_t(ghost_[i]);
-    if (age > oldest) oldest = age, slot = i;
-  }
-  ghost_[slot] = (uint64_t(fp) << 32) | now;
-}
-
 // ---------------------------------------------------------------- operations
 
 Status Writer::store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent) {
@@ -499,7 +188,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
   const uint64_t h = hash(key);
   settle_key(h);
   Loc loc = find(key, h);
-  if (loc.found() && expired(item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign), now)) {
+  if (loc.found() && expired(item_of(loc), now)) {
     remove_at(loc, Why::expired);
     loc = {0, kWaysPerBucket};
   }
@@ -510,15 +199,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
   }
 
   const uint64_t size = item_bytes(key.size(), value.size());
-  Ring* ring = &small_;
-  if (loc.found()) {
-    ring = &ring_of(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign);
-  } else if (ghost_take(h)) {
-    ring = &main_;
-    st_.ghost_hits++;
-  }
-  if (size > small_.size() / 4) ring = &main_;
-  const uint64_t off = alloc(*ring, size);
+  const uint64_t off = alloc(admit(loc, h, size), size);
   write_item(off, key, value, flags, expiry);
 
   loc = find(key, h);  // the allocation may have evicted or moved the old item
@@ -561,7 +242,7 @@ Status Writer::del(std::string_view key) {
   settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return Status::not_found;
-  const bool was_expired = expired(item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign), now_());
+  const bool was_expired = expired(item_of(loc), now_());
   remove_at(loc, was_expired ? Why::expired : Why::deleted);
   return was_expired ? Status::not_found : Status::ok;
 }
@@ -574,8 +255,7 @@ Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
   settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return Status::not_found;
-  Bucket* b = bucket(loc.bucket);
-  ItemHeader* ih = item_at(way_unit(b->way[loc.way]) * kItemAlign);
+  ItemHeader* ih = item_of(loc);
   if (expired(ih, now)) {
     remove_at(loc, Why::expired);
     return Status::not_found;
@@ -585,6 +265,7 @@ Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
     return Status::ok;
   }
   with_expiry_ += (expiry_ms != 0) - (ih->expiry_ms != 0);
+  Bucket* b = bucket(loc.bucket);
   begin_write(b);
   store_relaxed(&ih->expiry_ms, expiry_ms);
   end_write(b);
@@ -625,7 +306,7 @@ bool Writer::lookup(std::string_view key, Item* out, bool touch_freq) {
   settle_key(h);
   Loc loc = find(key, h);
   if (!loc.found()) return false;
-  ItemHeader* ih = item_at(way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign);
+  ItemHeader* ih = item_of(loc);
   if (expired(ih, now_())) {
     remove_at(loc, Why::expired);
     return false;
@@ -635,8 +316,7 @@ bool Writer::lookup(std::string_view key, Item* out, bool touch_freq) {
   out->value = {out->key.data() + out->key.size(), meta_value_len(m)};
   out->flags = meta_flags(m);
   out->expiry_ms = ih->expiry_ms;
-  if (touch_freq && freq_) {
-    uint8_t* f = freq_ + loc.bucket * 8 + loc.way;
+  if (uint8_t* f = touch_freq ? freq(loc) : nullptr) {
     const uint8_t cur = load_relaxed(f);
     if (cur < kMaxFreq) store_relaxed(f, uint8_t(cur + 1));
   }
@@ -648,100 +328,7 @@ bool Writer::contains(std::string_view key) {
   return lookup(key, &it, false);
 }
 
-// ---------------------------------------------------------------- clear
-
-uint64_t Writer::clear_begin(std::string_view prefix) {
-  const uint64_t id = ++clear_latest_;
-  clears_.push_back({id, std::string(prefix)});
-  if (clears_.size() == 1) {
-    pass_target_ = id;
-    pass_cursor_ = 0;
-  }
-  st_.clears++;
-  return id;
-}
-
-void Writer::settle(uint32_t idx) {
-  if (applied_[idx] >= clear_latest_) return;
-  for (Clear& c : clears_)
-    if (c.id > applied_[idx]) clear_bucket(idx, c);
-  applied_[idx] = clear_latest_;
-}
-
-void Writer::settle_key(uint64_t h) {
-  const BucketPair pair = buckets_of(h, nbuckets_);
-  settle(pair.first);
-  settle(pair.second);
-}
-
-void Writer::clear_bucket(uint32_t idx, Clear& c) {
-  const Bucket* b = bucket(idx);
-  for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
-    if (b->way[w] == 0) continue;
-    if (c.prefix.empty() || item_key(item_at(way_unit(b->way[w]) * kItemAlign)).starts_with(c.prefix)) {
-      remove_at({idx, w}, Why::cleared);
-      c.removed++;
-    }
-  }
-}
-
-bool Writer::clear_step(size_t max_buckets) {
-  if (clears_.empty()) return true;
-  for (size_t i = 0; i < max_buckets && pass_cursor_ < nbuckets_; ++i) settle(uint32_t(pass_cursor_++));
-  if (pass_cursor_ < nbuckets_) return false;
-  // Every bucket has caught up to at least pass_target_.
-  clear_completed_ = pass_target_;
-  while (!clears_.empty() && clears_.front().id <= clear_completed_) {
-    clear_results_[clears_.front().id] = clears_.front().removed;
-    clears_.pop_front();
-  }
-  if (!clears_.empty()) {
-    pass_target_ = clear_latest_;
-    pass_cursor_ = 0;
-  }
-  return clears_.empty();
-}
-
-uint64_t Writer::clear_take(uint64_t id) {
-  auto it = clear_results_.find(id);
-  if (it == clear_results_.end()) return 0;
-  const uint64_t removed = it->second;
-  clear_results_.erase(it);
-  return removed;
-}
-
-// ---------------------------------------------------------------- maintenance
-
-size_t Writer::expire_step(size_t max_buckets) {
-  if (with_expiry_ == 0) return 0;
-  const uint64_t now = now_();
-  size_t reclaimed = 0;
-  for (size_t i = 0; i < max_buckets; ++i) {
-    const uint32_t idx = uint32_t(expire_cursor_);
-    expire_cursor_ = (expire_cursor_ + 1) % nbuckets_;
-    const Bucket* b = bucket(idx);
-    for (uint32_t w = 0; w < kWaysPerBucket; ++w)
-      if (b->way[w] != 0 && expired(item_at(way_unit(b->way[w]) * kItemAlign), now)) {
-        remove_at({idx, w}, Why::expired);
-        ++reclaimed;
-      }
-  }
-  return reclaimed;
-}
-
-void Writer::reap_reader_slots() {
-  if (!slots_) return;
-  for (uint32_t i = 1; i < kCounterSlots; ++i) {
-    ReaderCounters* c = &slots_[i];
-    const uint32_t pid = load_relaxed(&c->pid);
-    if (pid == 0 || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
-    retired_hits_ += __atomic_exchange_n(&c->hits, 0, __ATOMIC_RELAXED);
-    retired_misses_ += __atomic_exchange_n(&c->misses, 0, __ATOMIC_RELAXED);
-    retired_busy_ += __atomic_exchange_n(&c->busy, 0, __ATOMIC_RELAXED);
-    uint32_t expected = pid;
-    __atomic_compare_exchange_n(&c->pid, &expected, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-  }
-}
+// ---------------------------------------------------------------- stats
 
 WriterStats Writer::stats() const {
   WriterStats s = st_;

@@ -162,32 +162,48 @@ class Writer {
   };
   enum class Why { deleted, replaced, expired, evicted, cleared };
 
+  // writer.cc: creation and the public operations.
   int init(const WriterOptions& opts, std::string* why);
-  uint64_t hash(std::string_view key) const;
+  Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
+  Status add_to_int(std::string_view key, __int128 delta, int64_t* result);
+  bool lookup(std::string_view key, Item* out, bool touch_freq);
+
+  // index.cc (the inline ones in writer_internal.h): buckets, two-choice placement.
+  inline uint64_t hash(std::string_view key) const;
   Bucket* bucket(uint64_t i) const { return buckets_ + i; }
   ItemHeader* item_at(uint64_t off) const { return reinterpret_cast<ItemHeader*>(data_ + off); }
-  std::string_view item_key(const ItemHeader* ih) const;
-  Loc find(std::string_view key, uint64_t h) const;
-  Loc find_unit(uint64_t h, uint64_t unit) const;
+  inline ItemHeader* item_of(const Loc& l) const;
+  inline std::string_view item_key(const ItemHeader* ih) const;
+  inline bool expired(const ItemHeader* ih, uint64_t now) const;
+  inline Loc find(std::string_view key, uint64_t h) const;
+  inline Loc find_unit(uint64_t h, uint64_t unit) const;
   Loc free_way(uint64_t h);
-  void begin_write(Bucket* b);
-  void end_write(Bucket* b);
+  inline void begin_write(Bucket* b);
+  inline void end_write(Bucket* b);
   void remove_at(const Loc& loc, Why why);
+  // The way's access frequency in the hints file (readers bump it); null without hints.
+  uint8_t* freq(const Loc& l) const { return freq_ ? freq_ + l.bucket * 8 + l.way : nullptr; }
+
+  // log.cc: the two circular logs.
   Ring& ring_of(uint64_t off) { return off < small_.end ? small_ : main_; }
   uint64_t alloc(Ring& r, uint64_t n);
   bool place(Ring& r, uint64_t n, uint64_t* off);
   void free_tail(Ring& r, int* reinserts);
+  static inline void advance_tail(Ring& r, uint64_t n);
   void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
-  uint8_t* freq(const Loc& l) const { return freq_ ? freq_ + l.bucket * 8 + l.way : nullptr; }
-  void settle(uint32_t idx);
-  void settle_key(uint64_t h);
-  void clear_bucket(uint32_t idx, Clear& c);
-  Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
-  Status add_to_int(std::string_view key, __int128 delta, int64_t* result);
-  bool lookup(std::string_view key, Item* out, bool touch_freq);
+
+  // s3fifo.cc: the eviction policy.
+  void init_queues(uint64_t data_bytes);
+  Ring& admit(const Loc& existing, uint64_t h, uint64_t size);
+  void evict_or_keep(Ring& r, const Loc& loc, uint64_t h, uint64_t size, int* reinserts);
   bool ghost_take(uint64_t h);
   void ghost_put(uint64_t h);
-  bool expired(const ItemHeader* ih, uint64_t now) const;
+
+  // clear.cc: prefix CLEAR a slice at a time.
+  inline void settle(uint32_t idx);
+  inline void settle_key(uint64_t h);
+  void catch_up(uint32_t idx);
+  void clear_bucket(uint32_t idx, Clear& c);
 
   WriterOptions opts_;
   std::unique_ptr<ObjectLock> lock_;

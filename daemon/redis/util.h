@@ -1,27 +1,18 @@
 // daemon/redis/util.h — small helpers shared by the Redis tier's components.
 #pragma once
 
-#include <time.h>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "clock.h"  // shm/
+
 namespace nearcache::redis {
 
-// CLOCK_MONOTONIC milliseconds: the clock of the table's expiries (shm::monotonic_ms).
-inline uint64_t mono_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-
-// Wall clock milliseconds, for "since" times shown in STATUS.
-inline uint64_t unix_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
+// The host's clocks (shm/clock.h, header only): CLOCK_MONOTONIC milliseconds,
+// the clock of the table's expiries, and the wall clock for "since" times in STATUS.
+inline constexpr auto& mono_ms = shm::monotonic_ms;
+inline constexpr auto& unix_ms = shm::unix_ms;
 
 // A key for log lines: printable, at most 80 bytes.
 std::string printable(std::string_view key);

@@ -120,16 +120,34 @@ void check(const ReaderTally& sum, const WriterStats& s, uint64_t target) {
   CHECK(s.wraps > 10);
 }
 
+// A prefilled table, its writer, and the run's read target; write_until
+// rewrites values (with heartbeats) until the readers say they are done.
+struct Stress {
+  nctest::TempDir dir;
+  std::unique_ptr<Writer> w;
+  std::mt19937_64 rng;
+  const uint64_t target = reads_wanted(1000000);
+
+  explicit Stress(uint64_t seed) : w(nctest::make_writer(stress_options(dir))), rng(seed) {
+    for (uint64_t i = 0; i < kKeys; ++i) write_one(*w, rng, i);
+  }
+  template <class Done>
+  void write_until(Done readers_done) {
+    for (uint64_t i = kKeys;; ++i) {
+      write_one(*w, rng, i);
+      if (i % 256 != 0) continue;
+      w->heartbeat();
+      if (readers_done()) return;
+    }
+  }
+};
+
+constexpr int kReaders = 2;
+
 }  // namespace
 
 TEST_CASE("no torn value under a rewriting writer: forked reader processes", "[processes]") {
-  nctest::TempDir d;
-  auto w = nctest::make_writer(stress_options(d));
-  std::mt19937_64 rng(1);
-  for (uint64_t i = 0; i < kKeys; ++i) write_one(*w, rng, i);
-
-  const uint64_t target = reads_wanted(1000000);
-  constexpr int kReaders = 2;
+  Stress st(1);
   pid_t pids[kReaders];
   int pipes[kReaders][2];
   for (int i = 0; i < kReaders; ++i) {
@@ -137,20 +155,17 @@ TEST_CASE("no torn value under a rewriting writer: forked reader processes", "[p
     pids[i] = fork();
     REQUIRE(pids[i] >= 0);
     if (pids[i] == 0) {
-      ReaderTally t = read_until(*w, false, target / kReaders + 1, 100 + i);
+      ReaderTally t = read_until(*st.w, false, st.target / kReaders + 1, 100 + i);
       (void)!write(pipes[i][1], &t, sizeof t);
       _exit(0);  // not exit(): the inherited Writer must not run its destructor here
     }
     close(pipes[i][1]);
   }
   int running = kReaders;
-  for (uint64_t i = kKeys; running > 0; ++i) {
-    write_one(*w, rng, i);
-    if (i % 256 == 0) {
-      w->heartbeat();
-      while (waitpid(-1, nullptr, WNOHANG) > 0) --running;
-    }
-  }
+  st.write_until([&] {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) --running;
+    return running == 0;
+  });
   ReaderTally sum;
   for (auto& p : pipes) {
     ReaderTally t;
@@ -158,31 +173,22 @@ TEST_CASE("no torn value under a rewriting writer: forked reader processes", "[p
     close(p[0]);
     sum += t;
   }
-  check(sum, w->stats(), target);
+  check(sum, st.w->stats(), st.target);
 }
 
 TEST_CASE("no torn value under a rewriting writer: reader threads", "[threads]") {
-  nctest::TempDir d;
-  auto w = nctest::make_writer(stress_options(d));
-  std::mt19937_64 rng(2);
-  for (uint64_t i = 0; i < kKeys; ++i) write_one(*w, rng, i);
-
-  const uint64_t target = reads_wanted(1000000);
-  constexpr int kReaders = 2;
+  Stress st(2);
   ReaderTally tallies[kReaders];
   std::atomic<int> done{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kReaders; ++i)
     threads.emplace_back([&, i] {
-      tallies[i] = read_until(*w, true, target / kReaders + 1, 200 + i);
+      tallies[i] = read_until(*st.w, true, st.target / kReaders + 1, 200 + i);
       done++;
     });
-  for (uint64_t i = kKeys; done.load() < kReaders; ++i) {
-    write_one(*w, rng, i);
-    if (i % 256 == 0) w->heartbeat();
-  }
+  st.write_until([&] { return done.load() == kReaders; });
   for (auto& t : threads) t.join();
   ReaderTally sum;
   for (auto& t : tallies) sum += t;
-  check(sum, w->stats(), target);
+  check(sum, st.w->stats(), st.target);
 }

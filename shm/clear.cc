@@ -1,0 +1,64 @@
+// shm/clear.cc — CLEAR (all keys, or those with a prefix) without a pause:
+// clear_begin records the clear, clear_step walks the buckets a slice at a
+// time, and any bucket an operation touches first catches up with the clears
+// pending for it (settle, inline in writer_internal.h), so a cleared key is
+// never served by the writer and a later write is never lost.
+#include "writer_internal.h"
+
+namespace nearcache::shm {
+
+uint64_t Writer::clear_begin(std::string_view prefix) {
+  const uint64_t id = ++clear_latest_;
+  clears_.push_back({id, std::string(prefix)});
+  if (clears_.size() == 1) {
+    pass_target_ = id;
+    pass_cursor_ = 0;
+  }
+  st_.clears++;
+  return id;
+}
+
+// Applies the clears bucket idx has not seen yet (settle() checks first).
+void Writer::catch_up(uint32_t idx) {
+  for (Clear& c : clears_)
+    if (c.id > applied_[idx]) clear_bucket(idx, c);
+  applied_[idx] = clear_latest_;
+}
+
+void Writer::clear_bucket(uint32_t idx, Clear& c) {
+  const Bucket* b = bucket(idx);
+  for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+    if (b->way[w] == 0) continue;
+    if (c.prefix.empty() || item_key(item_at(way_unit(b->way[w]) * kItemAlign)).starts_with(c.prefix)) {
+      remove_at({idx, w}, Why::cleared);
+      c.removed++;
+    }
+  }
+}
+
+bool Writer::clear_step(size_t max_buckets) {
+  if (clears_.empty()) return true;
+  for (size_t i = 0; i < max_buckets && pass_cursor_ < nbuckets_; ++i) settle(uint32_t(pass_cursor_++));
+  if (pass_cursor_ < nbuckets_) return false;
+  // Every bucket has caught up to at least pass_target_.
+  clear_completed_ = pass_target_;
+  while (!clears_.empty() && clears_.front().id <= clear_completed_) {
+    clear_results_[clears_.front().id] = clears_.front().removed;
+    clears_.pop_front();
+  }
+  if (!clears_.empty()) {
+    pass_target_ = clear_latest_;
+    pass_cursor_ = 0;
+  }
+  return clears_.empty();
+}
+
+uint64_t Writer::clear_take(uint64_t id) {
+  auto it = clear_results_.find(id);
+  if (it == clear_results_.end()) return 0;
+  const uint64_t removed = it->second;
+  clear_results_.erase(it);
+  return removed;
+}
+
+}  // namespace nearcache::shm

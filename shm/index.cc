@@ -1,0 +1,93 @@
+// shm/index.cc — the index: 64-byte buckets of seven ways, two-choice
+// placement of a new key (free_way, with one cuckoo step before it evicts),
+// and removing an entry. The lookups and the bucket seqlock are inline in
+// writer_internal.h.
+#include "writer_internal.h"
+
+namespace nearcache::shm {
+
+// A way for a new key: an empty way in the emptier of its two buckets; when
+// both are full, a way freed by moving an entry to its other bucket; failing
+// that, the way of the least used entry of the two, which is evicted.
+Writer::Loc Writer::free_way(uint64_t h) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  Loc empty{0, kWaysPerBucket}, victim{0, kWaysPerBucket};
+  uint32_t most_empty = 0;
+  int victim_score = 1 << 30;
+  const uint64_t now = now_();
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    const Bucket* b = bucket(idx);
+    uint32_t n_empty = 0;
+    Loc first_empty{0, kWaysPerBucket};
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+      if (b->way[w] == 0) {
+        if (n_empty++ == 0) first_empty = {idx, w};
+        continue;
+      }
+      const uint64_t off = way_unit(b->way[w]) * kItemAlign;
+      // Prefer expired entries, then the small queue, then the least used.
+      const uint8_t* f = freq({idx, w});
+      const int score = expired(item_at(off), now) ? -1 : (off < small_.end ? 0 : 4) + (f ? load_relaxed(f) : 0);
+      if (score < victim_score) victim_score = score, victim = {idx, w};
+    }
+    if (n_empty > most_empty) most_empty = n_empty, empty = first_empty;
+  }
+  if (empty.found()) return empty;
+  // Both full: move one of their entries to its own other bucket if that has
+  // room (one cuckoo step). The entry is published there before it leaves
+  // here, so a reader finds it in one bucket or the other.
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    Bucket* b = bucket(idx);
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+      const uint64_t way = b->way[w];
+      const BucketPair other = buckets_of(hash(item_key(item_at(way_unit(way) * kItemAlign))), nbuckets_);
+      const uint32_t alt = other.first == idx ? other.second : other.first;
+      Bucket* a = bucket(alt);
+      for (uint32_t aw = 0; aw < kWaysPerBucket; ++aw) {
+        if (a->way[aw] != 0) continue;
+        begin_write(a);
+        store_relaxed(&a->way[aw], way);
+        end_write(a);
+        begin_write(b);
+        store_relaxed(&b->way[w], uint64_t{0});
+        end_write(b);
+        if (uint8_t* f = freq({idx, w})) {
+          store_relaxed(freq({alt, aw}), load_relaxed(f));
+          store_relaxed(f, uint8_t{0});
+        }
+        st_.index_moves++;
+        return {idx, w};
+      }
+    }
+  }
+  remove_at(victim, victim_score < 0 ? Why::expired : Why::evicted);
+  if (victim_score >= 0) st_.index_evictions++;
+  return victim;
+}
+
+void Writer::remove_at(const Loc& loc, Why why) {
+  Bucket* b = bucket(loc.bucket);
+  const uint64_t way = b->way[loc.way];
+  ItemHeader* ih = item_at(way_unit(way) * kItemAlign);
+  const uint64_t meta = ih->meta;
+  begin_write(b);
+  store_relaxed(&b->way[loc.way], uint64_t{0});
+  end_write(b);
+  // The item's bytes now belong to its log only; readers that still hold the
+  // way will fail their version check. Marking it dead lets the log skip it.
+  store_relaxed(&ih->meta, make_meta(meta_value_len(meta), meta_key_len(meta), meta_flags(meta), ItemState::dead));
+  if (uint8_t* f = freq(loc)) store_relaxed(f, uint8_t{0});
+  st_.entries--;
+  st_.live_bytes -= meta_key_len(meta) + uint64_t(meta_value_len(meta));
+  st_.item_bytes -= item_bytes(meta_key_len(meta), meta_value_len(meta));
+  if (ih->expiry_ms != 0) with_expiry_--;
+  switch (why) {
+    case Why::expired: st_.expirations++; break;
+    case Why::evicted: st_.evictions++; break;
+    case Why::cleared: st_.cleared++; break;
+    case Why::deleted:
+    case Why::replaced: break;
+  }
+}
+
+}  // namespace nearcache::shm

@@ -1,0 +1,90 @@
+// shm/writer_internal.h — the Writer's small helpers that every writer*.cc
+// file uses on its hot paths (hashing, the two-choice lookup, the bucket
+// seqlock, the clear catch-up check), defined inline here so that splitting
+// the writer into files of one concern costs no calls. Private to shm/.
+#pragma once
+
+#include "siphash.h"
+#include "writer.h"
+
+namespace nearcache::shm {
+
+// Index sizing: buckets are planned three-quarters full at the expected item
+// size. Two-choice placement keeps nearly every bucket below full until the
+// table holds about a third more entries than that.
+inline constexpr double kPlannedWays = 5.25;
+
+inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+inline uint64_t Writer::hash(std::string_view key) const {
+  return key_hash(header_->hash_key, key.data(), key.size());
+}
+
+inline std::string_view Writer::item_key(const ItemHeader* ih) const {
+  return {reinterpret_cast<const char*>(ih) + kItemHeaderBytes, meta_key_len(ih->meta)};
+}
+
+inline bool Writer::expired(const ItemHeader* ih, uint64_t now) const {
+  return ih->expiry_ms != 0 && ih->expiry_ms <= now;
+}
+
+inline ItemHeader* Writer::item_of(const Loc& l) const {
+  return item_at(way_unit(bucket(l.bucket)->way[l.way]) * kItemAlign);
+}
+
+// The way holding `key`, in either of its two buckets.
+inline Writer::Loc Writer::find(std::string_view key, uint64_t h) const {
+  const uint16_t tag = tag_of(h);
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    const Bucket* b = bucket(idx);
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+      const uint64_t way = b->way[w];
+      if (way == 0 || way_tag(way) != tag) continue;
+      if (item_key(item_at(way_unit(way) * kItemAlign)) == key) return {idx, w};
+    }
+  }
+  return {0, kWaysPerBucket};
+}
+
+// The way pointing at the item at data unit `unit` (its key hashes to h).
+inline Writer::Loc Writer::find_unit(uint64_t h, uint64_t unit) const {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  for (const uint32_t idx : {pair.first, pair.second}) {
+    const Bucket* b = bucket(idx);
+    for (uint32_t w = 0; w < kWaysPerBucket; ++w)
+      if (b->way[w] != 0 && way_unit(b->way[w]) == unit) return {idx, w};
+  }
+  return {0, kWaysPerBucket};
+}
+
+// Seqlock, writer side (Boehm's pattern): odd version, release fence, the
+// changes (relaxed atomic stores), then the next even version with release.
+inline void Writer::begin_write(Bucket* b) {
+  store_relaxed(&b->version, b->version + 1);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+inline void Writer::end_write(Bucket* b) { store_release(&b->version, b->version + 1); }
+
+// A bucket catches up with pending clears before anything reads or changes it
+// (clear.cc); nearly always there is nothing to do.
+inline void Writer::settle(uint32_t idx) {
+  if (applied_[idx] < clear_latest_) catch_up(idx);
+}
+
+inline void Writer::settle_key(uint64_t h) {
+  const BucketPair pair = buckets_of(h, nbuckets_);
+  settle(pair.first);
+  settle(pair.second);
+}
+
+// Drops n bytes from the tail of a log.
+inline void Writer::advance_tail(Ring& r, uint64_t n) {
+  r.tail += n;
+  r.used -= n;
+  if (r.tail == r.end) r.tail = r.begin;
+  if (r.used == 0) r.head = r.tail = r.begin;
+}
+
+}  // namespace nearcache::shm

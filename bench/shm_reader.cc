@@ -150,6 +150,9 @@ int main(int argc, char** argv) {
   WriterOptions o;
   o.path = dir + "/nearcache-bench-" + std::to_string(getpid());
   o.expected_item_bytes = 232;
+  // The bench writes no heartbeat while it fills 10^6 entries (longer than
+  // the 2 s default grace): readers would answer unavailable, not hit.
+  o.heartbeat_grace_ms = 600000;
   // Sized so that the entries just fit: the metadata figure is then the
   // table's real overhead at this population, not that of an emptier table.
   o.segment_bytes = uint64_t(double(entries) * (232 + 15.3) * 1.01) + (8 << 20);

@@ -3,12 +3,11 @@
 // requests and pack replies; private to the daemon's core.
 #pragma once
 
-#include <time.h>
-
 #include <cstdint>
 #include <msgpack.hpp>
 #include <string_view>
 
+#include "clock.h"  // shm/
 #include "protocol/session.h"
 
 namespace nearcache::daemon {
@@ -37,10 +36,6 @@ inline void pack_str(Packer& pk, std::string_view s) {
 }
 
 // CLOCK_MONOTONIC microseconds: request deadlines and wait times.
-inline uint64_t mono_us() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
-}
+inline constexpr auto& mono_us = shm::monotonic_us;
 
 }  // namespace nearcache::daemon

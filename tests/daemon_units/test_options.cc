@@ -180,7 +180,7 @@ TEST_CASE("command line") {
 
 TEST_CASE("credentials in redis_url are masked") {
   Config c;
-  c.redis_url = "redis://user:secret@cache.internal:6379/0";
+  c.redis.url = "redis://user:secret@cache.internal:6379/0";
   CHECK(format_option(c, *find_option("redis_url")) == "redis://***@cache.internal:6379/0");
   CHECK(config_text(c).find("secret") == std::string::npos);
 }
@@ -191,7 +191,7 @@ TEST_CASE("the Redis tier's options are in the table and validated when redis_ur
   REQUIRE(load_config({{"redis_url", "unix:///run/redis.sock"}, {"redis_wait_ms", "250"},
                        {"redis_queue_max_bytes", "8M"}, {"redis_down", "error"}},
                       &c, &err));
-  const auto r = redis_config(c);
+  const auto& r = c.redis;
   CHECK(r.url == "unix:///run/redis.sock");
   CHECK(r.wait_ms == 250);
   CHECK(r.queue_max_bytes == 8ull << 20);

@@ -232,3 +232,54 @@ TEST_CASE("every option has a help text and the docs list it") {
     CHECK(help_text("nearcached").find(std::string("--") + o.name + "=") != std::string::npos);
   }
 }
+
+TEST_CASE("each row's bounds are checked, with the option's name") {
+  for (const auto& o : option_table()) {
+    if (o.type != OptType::size && o.type != OptType::count) continue;
+    INFO(o.name);
+    // The Redis tier's rows are checked only with redis_url set.
+    std::map<std::string, std::string> flags;
+    if (std::string(o.name).rfind("redis_", 0) == 0) flags["redis_url"] = "redis://h";
+    Config c;
+    std::string err;
+    if (o.min > 0) {
+      flags[o.name] = std::to_string(o.min - 1);
+      CHECK_FALSE(load_config(flags, &c, &err));
+      CHECK(err.find(o.name) != std::string::npos);
+    }
+    if (o.max != kNoMax) {
+      flags[o.name] = std::to_string(o.max + 1);
+      CHECK_FALSE(load_config(flags, &c, &err));
+      CHECK(err.find(o.name) != std::string::npos);
+    }
+  }
+  // The message says the bounds as a config file writes them.
+  Config c;
+  std::string err;
+  CHECK_FALSE(load_config({{"max_output_bytes", "4095"}}, &c, &err));
+  CHECK(err == "option max_output_bytes: must be at least 4K (got 4095)");
+}
+
+TEST_CASE("SIGHUP's rule is the rows' reloadable column: copy_reloadable copies exactly those") {
+  Config from, to;
+  std::string err;
+  // A value other than the default for every option.
+  for (const auto& o : option_table()) {
+    std::string v;
+    switch (o.type) {
+      case OptType::boolean: v = std::string(o.def) == "true" ? "false" : "true"; break;
+      case OptType::mode: v = "0600"; break;
+      case OptType::size:
+      case OptType::count: v = "7"; break;
+      case OptType::secret: v = "redis://h"; break;
+      default: v = std::string(o.name) == "redis_down" ? "error" : "/other"; break;
+    }
+    REQUIRE(assign_option(&from, o, v, &err));
+    REQUIRE(format_option(from, o) != format_option(to, o));
+  }
+  copy_reloadable(from, &to);
+  for (const auto& o : option_table()) {
+    INFO(o.name);
+    CHECK((format_option(from, o) == format_option(to, o)) == o.reloadable);
+  }
+}

@@ -34,7 +34,7 @@ struct OptionSpec {
   const char* name;
   OptType type;
   const char* def;  // as written in a config file; "" = empty / automatic
-  uint64_t min, max;  // bounds of a size or count, inclusive (0, kNoMax = none)
+  uint64_t min, max;  // bounds of a size or count, inclusive (0, kNoMax: any); 0, 0 for other types
   bool reloadable;    // SIGHUP applies it
   const char* help;
   Field field;

@@ -5,39 +5,41 @@ together and stopped together.
     with BenchServers() as s:
         s.sockets["redis-server"]   # path of its socket
 
-memcached runs with 2 worker threads (the machine's cores); redis-server and
-nearcached are single-threaded. Neither redis-server nor memcached persists
-anything.
+The processes are those of the tests (tests/support: nearcached.py,
+redis_server.py, process.py), with settings for measuring: nearcached logs
+warnings only, redis-server persists nothing, memcached runs with 2 worker
+threads (the machine's cores); redis-server and nearcached are single-threaded.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = Path(os.environ.get("NEARCACHE_BUILD", ROOT / "build"))
-if not BUILD.is_absolute():
-    BUILD = ROOT / BUILD
-NEARCACHED = BUILD / "daemon" / "nearcached"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.nearcached import BUILD, NEARCACHED, Daemon  # noqa: E402,F401 (BUILD: for the benchmarks)
+from support.process import ChildProcess  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
 
 
-def wait_socket(path: str, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"{what} did not listen on {path}")
+class Memcached(ChildProcess):
+    """memcached on a Unix socket in `directory` (tests/support has no memcached: only the benchmarks use one)."""
+
+    def __init__(self, directory: Path, name: str = "memcached"):
+        self.socket = str(directory / f"{name}.sock")
+        self.log_path = directory / f"{name}.log"
+        args = ["memcached", "-s", self.socket, "-a", "0700", "-m", "64", "-t", "2"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self._started()
+        self.wait_listening(self.socket, what="memcached")
 
 
 class BenchServers:
@@ -46,41 +48,27 @@ class BenchServers:
             if not shutil.which(tool):
                 raise SystemExit(f"{tool} not found: scripts/install-deps.sh bench")
         self.tmp = Path(tempfile.mkdtemp(prefix="nearcache-bench-"))
-        self.sockets = {name: str(self.tmp / f"{name}.sock") for name in ("nearcached", "redis-server", "memcached")}
-        self._procs: list[subprocess.Popen] = []
+        self.sockets: dict[str, str] = {}
+        self._servers: list[ChildProcess] = []
 
     def __enter__(self) -> "BenchServers":
         try:
-            self._spawn("nearcached", [str(NEARCACHED), f"--socket={self.sockets['nearcached']}",
-                                       f"--segment={self.tmp / 'nearcached.seg'}", "--segment_size=64M",
-                                       "--log_level=warn"])
-            self._spawn("redis-server", ["redis-server", "--port", "0", "--unixsocket", self.sockets["redis-server"],
-                                         "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
-                                         "--dir", str(self.tmp), "--loglevel", "warning"])
-            mc = ["memcached", "-s", self.sockets["memcached"], "-a", "0700", "-m", "64", "-t", "2"]
-            if os.geteuid() == 0:
-                mc += ["-u", "root"]
-            self._spawn("memcached", mc)
+            self._add("nearcached", Daemon(self.tmp, name="nearcached", segment_size="64M", log_level="warn"))
+            self._add("redis-server", RedisServer(self.tmp, name="redis-server", aof=False, loglevel="warning"))
+            self._add("memcached", Memcached(self.tmp))
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for p in self._procs:
-            p.terminate()
-        for p in self._procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        for s in self._servers:
+            s.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._procs.append(p)
-        wait_socket(self.sockets[name], p, name)
+    def _add(self, name: str, server) -> None:
+        self._servers.append(server)
+        self.sockets[name] = server.socket
 
     @staticmethod
     def version(name: str) -> str:

@@ -1,4 +1,6 @@
-// daemon/engine/engine.cc — request decoding and every operation of doc/protocol.md.
+// daemon/engine/engine.cc — request decoding and every operation of doc/protocol.md
+// on the local table; replies through protocol/reply.h; what an op does with
+// the Redis tier is in engine_redis.cc.
 #include "engine/engine.h"
 
 #include <unistd.h>
@@ -9,8 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/codec.h"
-#include "engine/engine_waits.h"
-#include "redis/tier.h"
+#include "protocol/reply.h"
 #include "writer.h"
 
 namespace nearcache::daemon {
@@ -37,6 +38,8 @@ const char* type_name(const msgpack::object& o) {
 }
 
 constexpr size_t kMaxPendingClears = 256;
+
+std::string refused(shm::Status st) { return std::string("table refused: ") + shm::status_name(st); }
 
 // Arity and argument names of each op, for BAD_ARGS messages.
 struct OpSpec {
@@ -81,7 +84,12 @@ struct Engine::Args {
   uint32_t n;
 
   bool bad(const std::string& what) {
-    e->error(s, &id, Code::bad_args, std::string("BAD_ARGS: ") + op_name(op) + ": " + what);
+    e->error(s, &id, Code::bad_args, std::string(op_name(op)) + ": " + what);
+    return false;
+  }
+  // KEY_TOO_LONG, VALUE_TOO_LARGE
+  bool over_limit(Code c, const char* what, size_t size, uint64_t limit) {
+    e->error(s, &id, c, std::string(what) + " is " + std::to_string(size) + " bytes, limit " + std::to_string(limit));
     return false;
   }
   bool bytes(const msgpack::object& o, std::string_view* out, const char* what) {
@@ -91,23 +99,14 @@ struct Engine::Args {
   }
   bool key_of(const msgpack::object& o, std::string_view* out) {
     if (!bytes(o, out, "key")) return false;
-    if (out->size() > e->cfg_.key_limit) {
-      e->error(s, &id, Code::key_too_long,
-               "KEY_TOO_LONG: key is " + std::to_string(out->size()) + " bytes, limit " +
-                   std::to_string(e->cfg_.key_limit));
-      return false;
-    }
+    if (out->size() > e->cfg_.key_limit) return over_limit(Code::key_too_long, "key", out->size(), e->cfg_.key_limit);
     return true;
   }
   bool key(size_t i, std::string_view* out) { return key_of(v[i], out); }
   bool value(size_t i, std::string_view* out) {
     if (!bytes(v[i], out, "value")) return false;
-    if (out->size() > e->cfg_.value_limit) {
-      e->error(s, &id, Code::value_too_large,
-               "VALUE_TOO_LARGE: value is " + std::to_string(out->size()) + " bytes, limit " +
-                   std::to_string(e->cfg_.value_limit));
-      return false;
-    }
+    if (out->size() > e->cfg_.value_limit)
+      return over_limit(Code::value_too_large, "value", out->size(), e->cfg_.value_limit);
     return true;
   }
   bool u64(size_t i, uint64_t* out, const char* what) {
@@ -135,7 +134,18 @@ struct Engine::Args {
 };
 
 Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
-    : w_(writer), cfg_(cfg), hooks_(std::move(hooks)), dec_(new Decoder), clock_(shm::monotonic_ms) {
+    : w_(writer),
+      cfg_(cfg),
+      hooks_(std::move(hooks)),
+      dec_(new Decoder),
+      waits_({[this](uint64_t id) { return session(id); },
+              [this](Session* s) {
+                if (hooks_.resume) hooks_.resume(s);
+              },
+              [this] {
+                if (hooks_.deadlines_changed) hooks_.deadlines_changed();
+              }}),
+      clock_(shm::monotonic_ms) {
   started_ms_ = clock_();
 }
 
@@ -174,20 +184,14 @@ void Engine::mark_dirty(Session* s) {
 
 // ---------------------------------------------------------------- replies
 
-void Engine::reply(Session* s, uint64_t id, Code c) {
-  Packer pk(s->out);
-  pk.pack_array(2);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(c));
+void Engine::error(Session* s, const uint64_t* id, Code c, std::string_view detail) {
+  std::string message = code_name(c);
+  message.append(": ").append(detail);
+  error_text(s, id, c, message);
 }
 
-void Engine::error(Session* s, const uint64_t* id, Code c, const std::string& message) {
-  Packer pk(s->out);
-  pk.pack_array(3);
-  if (id) pk.pack_uint64(*id);
-  else pk.pack_nil();
-  pk.pack_uint8(uint8_t(c));
-  pack_str(pk, message);
+void Engine::error_text(Session* s, const uint64_t* id, Code c, const std::string& message) {
+  reply::error_text(s->out, id, c, message);
   errors_total_++;
   if (code_closes(c)) {
     s->closing = true;
@@ -196,8 +200,13 @@ void Engine::error(Session* s, const uint64_t* id, Code c, const std::string& me
   spdlog::debug("conn {}: {}", s->id, message);
 }
 
+void Engine::incr_error(Session* s, uint64_t id, Code c, bool decr) {
+  if (c == Code::not_integer) return error(s, &id, c, "the value of the key is not a msgpack integer");
+  error(s, &id, c, std::string(decr ? "DECR" : "INCR") + " result outside the signed 64-bit range; value unchanged");
+}
+
 void Engine::refuse(Session* s, Code c, const std::string& message) {
-  error(s, nullptr, c, message);
+  error_text(s, nullptr, c, message);
   s->closing = true;
   if (s->close_reason.empty()) s->close_reason = message;
   mark_dirty(s);
@@ -205,19 +214,7 @@ void Engine::refuse(Session* s, Code c, const std::string& message) {
 
 void Engine::reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry,
                          bool with_meta) {
-  Packer pk(s->out);
-  pk.pack_array(with_meta ? 5 : 3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
-  pack_bytes(pk, value);
-  if (!with_meta) return;
-  pk.pack_uint8(flags);
-  if (expiry == 0) {
-    pk.pack_nil();
-  } else {
-    const uint64_t now = now_ms();
-    pk.pack_uint64(expiry > now ? expiry - now : 0);
-  }
+  reply::value(s->out, id, value, flags, expiry, expiry ? now_ms() : 0, with_meta);
 }
 
 // ---------------------------------------------------------------- decoding
@@ -236,8 +233,8 @@ void Engine::feed(Session* s) {
     }
     // The stream can no longer be trusted: answer, then the server closes it.
     const uint64_t id = s->scanner.id();
-    error(s, s->scanner.has_id() ? &id : nullptr,
-          r == FrameScanner::Result::too_large ? Code::frame_too_large : Code::bad_frame, s->scanner.error());
+    error_text(s, s->scanner.has_id() ? &id : nullptr,
+               r == FrameScanner::Result::too_large ? Code::frame_too_large : Code::bad_frame, s->scanner.error());
     s->in.consume(s->in.size());
     s->scanner.reset();
   }
@@ -256,27 +253,27 @@ void Engine::dispatch(Session* s, const unsigned char* frame, size_t len) {
         [](object_type, std::size_t, void*) { return true; }, nullptr,
         msgpack::unpack_limit(len, len, len, len, len, FrameScanner::kMaxDepth + 1));
   } catch (const std::exception& e) {
-    error(s, nullptr, Code::bad_frame, std::string("BAD_FRAME: not valid msgpack: ") + e.what());
+    error(s, nullptr, Code::bad_frame, std::string("not valid msgpack: ") + e.what());
     return;
   }
   const uint32_t n = root.via.array.size;
   const msgpack::object* v = root.via.array.ptr;
   const bool id_ok = n >= 2 && v[1].type == msgpack::type::POSITIVE_INTEGER;
   const uint64_t id = id_ok ? v[1].via.u64 : 0;
-  if (n < 2) return error(s, nullptr, Code::bad_frame, "BAD_FRAME: a request is [op, id, args...], got " + std::to_string(n) + " element(s)");
+  if (n < 2) return error(s, nullptr, Code::bad_frame, "a request is [op, id, args...], got " + std::to_string(n) + " element(s)");
   if (v[0].type != msgpack::type::POSITIVE_INTEGER)
     return error(s, id_ok ? &id : nullptr, Code::bad_frame,
-                 std::string("BAD_FRAME: op must be an unsigned integer, got ") + type_name(v[0]));
+                 std::string("op must be an unsigned integer, got ") + type_name(v[0]));
   if (!id_ok)
     return error(s, nullptr, Code::bad_frame,
-                 std::string("BAD_FRAME: id must be an unsigned integer, got ") + type_name(v[1]));
+                 std::string("id must be an unsigned integer, got ") + type_name(v[1]));
   s->requests++;
   const uint64_t op = v[0].via.u64;
-  if (stopping_) return error(s, &id, Code::shutting_down, "SHUTTING_DOWN: the daemon is stopping");
-  if (op == 0 || op > kMaxOp) return error(s, &id, Code::unknown_op, "UNKNOWN_OP: no op " + std::to_string(op));
+  if (stopping_) return error(s, &id, Code::shutting_down, "the daemon is stopping");
+  if (op == 0 || op > kMaxOp) return error(s, &id, Code::unknown_op, "no op " + std::to_string(op));
   if (s->outstanding >= cfg_.max_outstanding)
     return error(s, &id, Code::too_many_requests,
-                 "TOO_MANY_REQUESTS: " + std::to_string(s->outstanding) + " requests outstanding, limit " +
+                 std::to_string(s->outstanding) + " requests outstanding, limit " +
                      std::to_string(cfg_.max_outstanding));
   Args a{this, s, id, uint32_t(op), v + 2, n - 2};
   const OpSpec& spec = kOpSpecs[op];
@@ -291,7 +288,7 @@ void Engine::dispatch(Session* s, const unsigned char* frame, size_t len) {
 void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
   switch (Op(op)) {
     case Op::hello: return op_hello(s, id, a);
-    case Op::ping: return reply(s, id, Code::ok);
+    case Op::ping: return reply::ok(s->out, id);
     case Op::get: return op_get(s, id, a);
     case Op::get_many: return op_get_many(s, id, a);
     case Op::set: return op_store(s, id, a, false);
@@ -332,13 +329,13 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   uint64_t version;
   if (a.v[0].type == msgpack::type::NEGATIVE_INTEGER) {
     return error(s, &id, Code::unsupported_version,
-                 "UNSUPPORTED_VERSION: protocol version " + std::to_string(a.v[0].via.i64) + "; this daemon speaks " +
+                 "protocol version " + std::to_string(a.v[0].via.i64) + "; this daemon speaks " +
                      std::to_string(kMinProtocolVersion) + " to " + std::to_string(kProtocolVersion));
   }
   if (!a.u64(0, &version, "version")) return;
   if (version < uint64_t(kMinProtocolVersion))
     return error(s, &id, Code::unsupported_version,
-                 "UNSUPPORTED_VERSION: protocol version " + std::to_string(version) + "; this daemon speaks " +
+                 "protocol version " + std::to_string(version) + "; this daemon speaks " +
                      std::to_string(kMinProtocolVersion) + " to " + std::to_string(kProtocolVersion));
   std::string_view name;
   if (a.n > 1 && a.v[1].type != msgpack::type::NIL && !a.bytes(a.v[1], &name, "client_name")) return;
@@ -346,9 +343,7 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   s->name.assign(name.substr(0, 128));
   const auto& o = w_->options();
   Packer pk(s->out);
-  pk.pack_array(3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
+  reply::header(pk, id, Code::ok, 1);
   pk.pack_map(12);
   pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
   pack_str(pk, "server"), pack_str(pk, kServerName);
@@ -369,19 +364,16 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   if (!a.key(0, &key)) return;
   shm::Item it;
   if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
-  if (tier_) return redis_read(s, id, wait_get, key, 0);
-  reply(s, id, Code::not_found);
+  if (tier_) return redis_read(s, id, WaitKind::get, key, 0);
+  reply::status(s->out, id, Code::not_found);
 }
 
-bool Engine::get_many_reply_too_large(Session* s, size_t start) {
-  if (s->out.bytes.size() - start <= cfg_.max_output_bytes) return false;
+void Engine::get_many_too_large(Session* s) {
   // More than this client may leave unread anyway: drop it now instead of
   // building an unbounded reply.
-  s->out.bytes.resize(start);
   s->kill = true;
   s->close_reason = "GET_MANY reply larger than max_output_bytes (" + std::to_string(cfg_.max_output_bytes) + ")";
   counters_.slow_clients_total++;
-  return true;
 }
 
 void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
@@ -391,23 +383,14 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   for (uint32_t i = 0; i < arr.size; ++i)  // all valid before any lookup
     if (!a.key_of(arr.ptr[i], &key)) return;
   if (tier_) return get_many_redis(s, id, arr);
-  const size_t start = s->out.bytes.size();
-  Packer pk(s->out);
-  pk.pack_array(3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
-  pk.pack_array(arr.size);
-  for (uint32_t i = 0; i < arr.size; ++i) {
-    shm::Item it;
-    if (!w_->get(bytes_of(arr.ptr[i]), &it)) {
-      pk.pack_nil();
-      continue;
-    }
-    pk.pack_array(2);
-    pack_bytes(pk, it.value);
-    pk.pack_uint8(it.flags);
-    if (get_many_reply_too_large(s, start)) return;
-  }
+  const bool fits = reply::entries(s->out, id, arr.size, cfg_.max_output_bytes,
+                                   [&](uint32_t i, std::string_view* value, uint8_t* flags) {
+                                     shm::Item it;
+                                     if (!w_->get(bytes_of(arr.ptr[i]), &it)) return false;
+                                     *value = it.value, *flags = it.flags;
+                                     return true;
+                                   });
+  if (!fits) get_many_too_large(s);
 }
 
 void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
@@ -416,16 +399,21 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
   uint8_t flags = 0;
   if (!a.key(0, &key) || !a.value(1, &value) || !expiry_arg(s, id, a, 2, &expiry)) return;
   if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
-  if (add && tier_) return add_redis(s, id, key, value, flags, expiry);
+  if (add && tier_) {
+    auto d = std::make_shared<Decided>();
+    d->kind = WaitKind::add;
+    d->key = key, d->value = value, d->flags = flags, d->expiry = expiry;
+    return decide_in_redis(s, id, d);
+  }
   if (add) {
     add_local(s, id, key, value, flags, expiry);
     return;
   }
   const shm::Status st = w_->set(key, value, flags, expiry);
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
-    return error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
-  reply(s, id, Code::ok);
-  wrote(key);
+    return error(s, &id, Code::bad_args, refused(st));
+  reply::ok(s->out, id);
+  waits_.wrote(key);
   queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
 }
@@ -434,15 +422,15 @@ bool Engine::add_local(Session* s, uint64_t id, std::string_view key, std::strin
                        uint64_t expiry) {
   const shm::Status st = w_->add(key, value, flags, expiry);
   if (st == shm::Status::exists) {
-    reply(s, id, Code::exists);
+    reply::status(s->out, id, Code::exists);
     return false;
   }
   if (st != shm::Status::ok) {
-    error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+    error(s, &id, Code::bad_args, refused(st));
     return false;
   }
-  reply(s, id, Code::ok);
-  wrote(key);
+  reply::ok(s->out, id);
+  waits_.wrote(key);
   queue_store(key, value, flags, expiry);
   after_store(key, value, flags, expiry);
   return true;
@@ -476,14 +464,12 @@ void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
       failed.push_back(key);
       continue;
     }
-    wrote(key);
+    waits_.wrote(key);
     queue_store(key, value, flags, expiry);
     after_store(key, value, flags, expiry);
   }
   Packer pk(s->out);
-  pk.pack_array(3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
+  reply::header(pk, id, Code::ok, 1);
   pk.pack_array(uint32_t(failed.size()));
   for (auto k : failed) pack_bytes(pk, k);
 }
@@ -492,8 +478,8 @@ void Engine::op_delete(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   // The reply says whether this host had the key; Redis drops it in any case.
-  reply(s, id, w_->del(key) == shm::Status::ok ? Code::ok : Code::not_found);
-  wrote(key);
+  reply::status(s->out, id, w_->del(key) == shm::Status::ok ? Code::ok : Code::not_found);
+  waits_.wrote(key);
   if (tier_) tier_->del(key);
 }
 
@@ -507,14 +493,10 @@ void Engine::op_delete_many(Session* s, uint64_t id, Args& a) {
   for (uint32_t i = 0; i < arr.size; ++i) {
     const std::string_view k = bytes_of(arr.ptr[i]);
     deleted += w_->del(k) == shm::Status::ok;
-    wrote(k);
+    waits_.wrote(k);
     if (tier_) tier_->del(k);
   }
-  Packer pk(s->out);
-  pk.pack_array(3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
-  pk.pack_uint64(deleted);
+  reply::count(s->out, id, deleted);
 }
 
 void Engine::op_touch(Session* s, uint64_t id, Args& a) {
@@ -522,21 +504,26 @@ void Engine::op_touch(Session* s, uint64_t id, Args& a) {
   uint64_t expiry;
   if (!a.key(0, &key) || !expiry_arg(s, id, a, 1, &expiry)) return;
   if (w_->touch(key, expiry) == shm::Status::ok) {
-    reply(s, id, Code::ok);
-    wrote(key);
+    reply::ok(s->out, id);
+    waits_.wrote(key);
     if (tier_) tier_->touch(key, expiry);
     return;
   }
   // Not here: with Redis, the key may be there (read through it first).
-  if (tier_) return redis_read(s, id, wait_touch, key, expiry);
-  reply(s, id, Code::not_found);
+  if (tier_) return redis_read(s, id, WaitKind::touch, key, expiry);
+  reply::status(s->out, id, Code::not_found);
 }
 
 void Engine::op_incr(Session* s, uint64_t id, Args& a, bool decr) {
   std::string_view key;
   int64_t delta = 0;
   if (!a.key(0, &key) || !a.i64(1, &delta, "delta")) return;
-  if (tier_) return incr_redis(s, id, key, delta, decr);
+  if (tier_) {
+    auto d = std::make_shared<Decided>();
+    d->kind = WaitKind::incr;
+    d->key = key, d->delta = delta, d->decr = decr;
+    return decide_in_redis(s, id, d);
+  }
   incr_local(s, id, key, delta, decr);
 }
 
@@ -545,13 +532,9 @@ void Engine::incr_local(Session* s, uint64_t id, std::string_view key, int64_t d
   const shm::Status st = decr ? w_->decr(key, delta, &result) : w_->incr(key, delta, &result);
   switch (st) {
     case shm::Status::ok: {
-      Packer pk(s->out);
-      pk.pack_array(3);
-      pk.pack_uint64(id);
-      pk.pack_uint8(uint8_t(Code::ok));
-      pk.pack_int64(result);
-      wrote(key);
-      if (!leases_.empty() || !lease_polls_.empty() || tier_) {
+      reply::number(s->out, id, result);
+      waits_.wrote(key);
+      if (!leases_.empty() || waits_.polls() || tier_) {
         shm::Item it;
         if (w_->get(key, &it)) {
           const std::string k(key), val(it.value);
@@ -563,24 +546,20 @@ void Engine::incr_local(Session* s, uint64_t id, std::string_view key, int64_t d
       }
       return;
     }
-    case shm::Status::not_found: return reply(s, id, Code::not_found);
-    case shm::Status::not_integer:
-      return error(s, &id, Code::not_integer, "NOT_INTEGER: the value of the key is not a msgpack integer");
-    case shm::Status::out_of_range:
-      return error(s, &id, Code::out_of_range,
-                   std::string("OUT_OF_RANGE: ") + (decr ? "DECR" : "INCR") +
-                       " result outside the signed 64-bit range; value unchanged");
+    case shm::Status::not_found: return reply::status(s->out, id, Code::not_found);
+    case shm::Status::not_integer: return incr_error(s, id, Code::not_integer, decr);
+    case shm::Status::out_of_range: return incr_error(s, id, Code::out_of_range, decr);
     default:
-      return error(s, &id, Code::bad_args, std::string("BAD_ARGS: table refused: ") + shm::status_name(st));
+      return error(s, &id, Code::bad_args, refused(st));
   }
 }
 
 void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
-  if (w_->contains(key)) return reply(s, id, Code::ok);
-  if (tier_) return redis_read(s, id, wait_has_key, key, 0);
-  reply(s, id, Code::not_found);
+  if (w_->contains(key)) return reply::ok(s->out, id);
+  if (tier_) return redis_read(s, id, WaitKind::has_key, key, 0);
+  reply::status(s->out, id, Code::not_found);
 }
 
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
@@ -589,9 +568,9 @@ void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   // Each pending CLEAR is a pass over the table still to make: bound them.
   if (pending_clears_.size() >= kMaxPendingClears)
     return error(s, &id, Code::too_many_requests,
-                 "TOO_MANY_REQUESTS: " + std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
+                 std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
   const uint64_t cid = w_->clear_begin(prefix);
-  write_epoch_++;
+  waits_.wrote_all();
   if (tier_) tier_->clear(prefix);  // SCAN + UNLINK under redis_prefix + prefix, write-behind
   pending_clears_.push_back({s->id, id, cid});
   s->outstanding++;
@@ -620,11 +599,7 @@ void Engine::finish_clears() {
     }
     const uint64_t removed = w_->clear_take(it->clear_id);
     if (Session* s = session(it->session)) {
-      Packer pk(s->out);
-      pk.pack_array(3);
-      pk.pack_uint64(it->req);
-      pk.pack_uint8(uint8_t(Code::ok));
-      pk.pack_uint64(removed);
+      reply::count(s->out, it->req, removed);
       s->outstanding--;
       mark_dirty(s);
     }
@@ -642,7 +617,12 @@ void Engine::op_lease(Session* s, uint64_t id, Args& a) {
   if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, true);
   // With Redis, leases are decided there, unless this host decided one while
   // Redis was unreachable: its waiters then queue here as without Redis.
-  if (tier_ && !leases_.local_lease(key)) return lease_redis(s, id, key, lease_ms, wait_ms);
+  if (tier_ && !leases_.local_lease(key)) {
+    auto d = std::make_shared<Decided>();
+    d->kind = WaitKind::lease;
+    d->key = key, d->token = leases_.next_token(), d->lease_ms = lease_ms, d->wait_deadline = now_ms() + wait_ms;
+    return decide_in_redis(s, id, d);
+  }
   lease_local(s, id, key, lease_ms, wait_ms);
 }
 
@@ -650,13 +630,9 @@ void Engine::lease_local(Session* s, uint64_t id, std::string_view key, uint64_t
   bool timed_out;
   const uint64_t token = leases_.acquire(key, s->id, id, lease_ms, wait_ms, now_ms(), &timed_out);
   if (token != 0) {
-    Packer pk(s->out);
-    pk.pack_array(3);
-    pk.pack_uint64(id);
-    pk.pack_uint8(uint8_t(Code::leased));
-    pk.pack_uint64(token);
+    reply::leased(s->out, id, token);
   } else if (timed_out) {
-    reply(s, id, Code::timeout);
+    reply::status(s->out, id, Code::timeout);
     return;
   } else {
     s->outstanding++;
@@ -670,7 +646,7 @@ void Engine::op_release(Session* s, uint64_t id, Args& a) {
   if (!a.key(0, &key) || !a.u64(1, &token, "token")) return;
   std::vector<Leases::Event> ev;
   const bool ok = leases_.release(key, token, now_ms(), &ev);
-  reply(s, id, ok ? Code::ok : Code::not_found);
+  reply::status(s->out, id, ok ? Code::ok : Code::not_found);
   apply_events(ev);
   if (ok && hooks_.deadlines_changed) hooks_.deadlines_changed();
 }
@@ -704,15 +680,8 @@ void Engine::apply_events(const std::vector<Leases::Event>& ev) {
     }
     Session* t = session(e.conn);
     if (!t) continue;
-    Packer pk(t->out);
-    if (e.kind == Leases::Event::granted) {
-      pk.pack_array(3);
-      pk.pack_uint64(e.req);
-      pk.pack_uint8(uint8_t(Code::leased));
-      pk.pack_uint64(e.token);
-    } else {
-      reply(t, e.req, Code::timeout);
-    }
+    if (e.kind == Leases::Event::granted) reply::leased(t->out, e.req, e.token);
+    else reply::status(t->out, e.req, Code::timeout);
     t->outstanding--;
     mark_dirty(t);
   }
@@ -727,8 +696,7 @@ void Engine::on_deadlines() {
 }
 
 uint64_t Engine::next_deadline() const {
-  const uint64_t r = rdeadlines_.empty() ? UINT64_MAX : rdeadlines_.begin()->first;
-  return std::min(leases_.next_deadline(), r);
+  return std::min(leases_.next_deadline(), waits_.next_deadline());
 }
 
 void Engine::begin_shutdown() {
@@ -748,7 +716,7 @@ void Engine::begin_shutdown() {
     Session* t = session(w.conn);
     if (!t) continue;
     const uint64_t req = w.req;
-    error(t, &req, Code::shutting_down, "SHUTTING_DOWN: the daemon is stopping");
+    error(t, &req, Code::shutting_down, "the daemon is stopping");
     t->outstanding--;
     mark_dirty(t);
   }
@@ -795,7 +763,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::bytes_received_total, counters_.bytes_received_total);
   set(Metric::bytes_sent_total, counters_.bytes_sent_total);
   set(Metric::leases_active, leases_.active());
-  set(Metric::lease_waiters, leases_.waiting() + lease_polls_total_);
+  set(Metric::lease_waiters, leases_.waiting() + waits_.polls());
   set(Metric::leases_granted_total, leases_.granted_total());
   set(Metric::lease_timeouts_total, leases_.timeouts_total() + redis_lease_timeouts_);
   set(Metric::clears_pending, pending_clears_.size());
@@ -808,9 +776,7 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   collect(vals);
   const MetricSpec* table = metric_table();
   Packer pk(s->out);
-  pk.pack_array(3);
-  pk.pack_uint64(id);
-  pk.pack_uint8(uint8_t(Code::ok));
+  reply::header(pk, id, Code::ok, 1);
   pk.pack_map(uint32_t(kMetricCount + 5 + (tier_ ? kRedisMetricCount + 1 : 0)));
   for (size_t i = 0; i < kMetricCount; ++i) {
     pack_str(pk, table[i].name);

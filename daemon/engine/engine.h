@@ -1,8 +1,13 @@
 // daemon/engine/engine.h — the dispatcher: decodes request frames from a Session,
 // executes them against the table (shm::Writer), the leases and the pending
-// clears, and appends replies to the Session. It does no I/O; the server
-// (server.h) moves bytes and runs its timers, and tests and the fuzzer drive
-// it directly.
+// clears, and appends replies to the Session (through protocol/reply.h). It
+// does no I/O; the server (server.h) moves bytes and runs its timers, and
+// tests and the fuzzer drive it directly.
+//
+// engine.cc has the ops, engine_redis.cc what they do with the Redis tier,
+// which the engine sees only as redis::TierApi (redis/tier_api.h); the
+// requests waiting for Redis and the write tracking are RedisWaits
+// (redis_waits.h).
 //
 // Single-threaded: everything runs on the loop thread.
 #pragma once
@@ -11,7 +16,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -19,6 +23,7 @@
 #include <msgpack.hpp>
 
 #include "engine/leases.h"
+#include "engine/redis_waits.h"
 #include "protocol/metrics.h"
 #include "config/options.h"
 #include "protocol/protocol.h"
@@ -26,12 +31,6 @@
 
 namespace nearcache::shm {
 class Writer;
-}
-namespace nearcache::redis {
-class Tier;
-struct TableHooks;
-struct Fetched;
-struct AtomicResult;
 }
 
 namespace nearcache::daemon {
@@ -60,10 +59,13 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   void set_hooks(EngineHooks hooks) { hooks_ = std::move(hooks); }
-  // The Redis tier (daemon/redis/README.md): nullptr = none. Create it with
-  // table_hooks(), which act on this engine's table.
-  void set_tier(redis::Tier* tier) { tier_ = tier; }
-  redis::Tier* tier() const { return tier_; }
+  // The Redis tier (daemon/redis/README.md; redis::Tier, or a fake in tests):
+  // nullptr = none. Create it with table_hooks(), which act on this engine's table.
+  void set_tier(redis::TierApi* tier) {
+    tier_ = tier;
+    waits_.set_tier(tier);
+  }
+  redis::TierApi* tier() const { return tier_; }
   redis::TableHooks table_hooks();
   // Applies the reloadable limits of `cfg` (max_ttl_ms, max_outstanding, ...).
   void configure(const Config& cfg);
@@ -128,14 +130,16 @@ class Engine {
   void op_release(Session* s, uint64_t id, Args& a);
   void op_status(Session* s, uint64_t id, Args& a);
 
-  // Replies.
-  void reply(Session* s, uint64_t id, Code c);
-  void error(Session* s, const uint64_t* id, Code c, const std::string& message);
+  // Replies (their bytes: protocol/reply.h). An error is counted, logged, and
+  // closes the connection when its code says so; `detail` follows the status name.
+  void error(Session* s, const uint64_t* id, Code c, std::string_view detail);
+  void error_text(Session* s, const uint64_t* id, Code c, const std::string& message);
+  void incr_error(Session* s, uint64_t id, Code c, bool decr);
   void reply_value(Session* s, uint64_t id, std::string_view value, uint8_t flags, uint64_t expiry, bool with_meta);
   void mark_dirty(Session* s);
-  // A GET_MANY reply begun at out.bytes[start] grew past max_output_bytes: it is
-  // dropped and the client closed (counted slow). Checked per entry, so no reply grows unbounded.
-  bool get_many_reply_too_large(Session* s, size_t start);
+  // A GET_MANY reply grew past max_output_bytes (reply::entries dropped it):
+  // the client is closed (counted slow).
+  void get_many_too_large(Session* s);
 
   bool expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry);
   void after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
@@ -146,26 +150,10 @@ class Engine {
   bool add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
                  uint64_t expiry);
 
-  // ---- the Redis tier (engine_redis.cc)
-  enum WaitKind { wait_get, wait_has_key, wait_get_many, wait_touch, wait_add, wait_incr, wait_lease, wait_lease_poll };
-  struct RedisWait;
-  struct AtomicCtx;
-  struct Snap {
-    uint64_t writes = 0, epoch = 0;
-  };
-  // A client request waiting for Redis: registered before the tier is called,
-  // answered by the tier's callback or, at its deadline, without Redis.
-  RedisWait* open_wait(Session* s, uint64_t id, WaitKind kind, uint64_t deadline);
-  std::unique_ptr<RedisWait> close_wait(uint64_t wid);
-  RedisWait* find_wait(uint64_t wid);
-  void set_wait_deadline(RedisWait* w, uint64_t deadline);
-  void unblock(Session* s, uint64_t wid);
+  // ---- the Redis tier (engine_redis.cc); the waits and write tracking are
+  // waits_ (redis_waits.h)
   void expire_waits(uint64_t now);
-  // Local writes to keys with a Redis-decided operation in flight: a result
-  // is installed only when nothing wrote the key since the operation was sent.
-  Snap track(std::string_view key);
-  bool untrack(std::string_view key, const Snap& at);
-  void wrote(std::string_view key);
+  void cancel_waits(uint64_t session);
   // Hooks for the tier.
   void install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void drop(std::string_view key);
@@ -177,16 +165,16 @@ class Engine {
   void read_done(Session* s, uint64_t id, WaitKind kind, std::string_view key, uint64_t expiry,
                  const redis::Fetched* hit);
   void get_many_redis(Session* s, uint64_t id, const msgpack::object_array& keys);
-  void reply_many(Session* s, uint64_t id, const std::vector<std::optional<std::pair<std::string, uint8_t>>>& r);
-  void add_redis(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
-                 uint64_t expiry);
-  void incr_redis(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
-  void lease_redis(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms);
-  void on_atomic(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const redis::AtomicResult& r);
-  void on_lease(uint64_t wid, const std::shared_ptr<AtomicCtx>& ctx, const redis::AtomicResult& r);
+  void reply_many(Session* s, uint64_t id, const ManyResults& r);
+  // ADD, INCR/DECR, LEASE: sent to Redis (waits_.start), answered in
+  // on_atomic/on_lease, or decided by atomic_down when Redis cannot take it.
+  void decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Decided>& d);
+  void on_atomic(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);
+  void on_lease(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);
+  // A LEASE that waited on another host's lease in Redis got neither it nor a value.
+  void lease_timeout(Session* s, uint64_t id);
   // Redis did not decide (down, timed out): redis_down says what to do.
-  void atomic_down(Session* s, uint64_t id, const AtomicCtx& ctx, const std::string& why);
-  void cancel_waits(uint64_t session);
+  void atomic_down(Session* s, uint64_t id, const Decided& d, const std::string& why);
   void redis_status(msgpack::packer<OutBuffer>& pk);
 
   shm::Writer* w_;
@@ -198,18 +186,8 @@ class Engine {
   struct Decoder;
   std::unique_ptr<Decoder> dec_;
   ServerCounters counters_;
-  redis::Tier* tier_ = nullptr;
-  std::unordered_map<uint64_t, std::unique_ptr<RedisWait>> rwaits_;
-  std::set<std::pair<uint64_t, uint64_t>> rdeadlines_;  // (deadline, wait id)
-  uint64_t next_rwait_ = 1;
-  struct Tracked {
-    uint32_t refs = 0;
-    uint64_t writes = 0;
-  };
-  std::unordered_map<std::string, Tracked> tracked_;
-  uint64_t write_epoch_ = 0;                             // CLEARs and flushes: every key was written
-  std::unordered_map<std::string, uint32_t> lease_polls_;  // keys with LEASEs waiting on Redis
-  uint64_t lease_polls_total_ = 0;
+  redis::TierApi* tier_ = nullptr;
+  RedisWaits waits_;
   uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
   uint64_t (*clock_)();
   uint64_t started_ms_;

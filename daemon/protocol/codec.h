@@ -1,6 +1,6 @@
-// daemon/protocol/codec.h — msgpack helpers and the clock that the Engine's two
-// halves (engine.cc, engine_redis.cc) share to read requests and pack replies;
-// private to the daemon's core.
+// daemon/protocol/codec.h — msgpack helpers and the clock that the engine
+// (engine.cc, engine_redis.cc) and the reply shapes (reply.h) share to read
+// requests and pack replies; private to the daemon's core.
 #pragma once
 
 #include <time.h>

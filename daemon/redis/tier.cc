@@ -127,6 +127,8 @@ uint64_t Tier::wait_lease(std::string_view key, uint64_t token, uint64_t lease_m
 
 void Tier::cancel_wait(uint64_t id) { atomics_->cancel_wait(id); }
 
+void Tier::wake_lease_waiters(std::string_view key) { atomics_->wake(key); }
+
 void Tier::set_password(const std::string& password) {
   ep_.password = password;
   ep_.has_password = true;

@@ -10,9 +10,11 @@
 //   - when invalidations stop or (re)start, every local entry is dropped
 //     (TableHooks::drop_all) and in-flight reads go stale.
 //
-// The tier never touches the table: the daemon gives it TableHooks. All
-// calls and callbacks run on the loop thread. See daemon/redis/README.md for
-// where each call hooks into the daemon.
+// The tier never touches the table: the daemon gives it TableHooks. What the
+// engine calls is TierApi (tier_api.h, the seam a fake tier implements in the
+// engine's tests); the rest (start, shutdown, set_password, the parts) is for
+// main.cc and the tier's own tests. All calls and callbacks run on the loop
+// thread. See daemon/redis/README.md for where each call hooks into the daemon.
 #pragma once
 
 #include <uv.h>
@@ -29,36 +31,16 @@
 #include "redis/link.h"
 #include "redis/read_through.h"
 #include "redis/scripts.h"
+#include "redis/tier_api.h"
 #include "redis/write_behind.h"
 
 namespace nearcache::redis {
 
-struct TableHooks {
-  std::function<void(std::string_view key)> drop;   // remove one local entry
-  std::function<void(const char* why)> drop_all;    // remove every local entry
-  // A value read from Redis (or from this host's queue) to store locally:
-  // no write-behind, no lease wake-up beyond what a local SET does.
-  std::function<void(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms)> install;
-};
-
-struct TierStatus {
-  LinkStatus data, invalidation;
-  bool coherent = false;
-  bool degraded = false;  // Redis unreachable and redis_down = local
-  QueueStats queue;
-  ReadStats reads;
-  InvalidationStats inval;
-  AtomicStats atomics;
-  uint64_t local_flushes_total = 0;     // drop_all calls
-  uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
-  std::string url;                      // masked
-};
-
-class Tier {
+class Tier final : public TierApi {
  public:
   // Validates cfg (see config.h); nullptr with *err set when it is wrong.
   static std::unique_ptr<Tier> create(uv_loop_t* loop, const Config& cfg, TableHooks hooks, std::string* err);
-  ~Tier();
+  ~Tier() override;
 
   void start();
   // SIGTERM: flushes the queue for at most drain_timeout_ms, then closes both
@@ -67,31 +49,30 @@ class Tier {
   void shutdown(std::function<void(uint64_t left)> done);
 
   // ---- after the local table applied a write (the reply may go out at once)
-  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
-  Enqueued del(std::string_view key);
-  Enqueued touch(std::string_view key, uint64_t expiry_ms);
-  Enqueued clear(std::string_view prefix);
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) override;
+  Enqueued del(std::string_view key) override;
+  Enqueued touch(std::string_view key, uint64_t expiry_ms) override;
+  Enqueued clear(std::string_view prefix) override;
 
   // ---- a local miss (GET, GET_MANY per key, LEASE before taking a lease)
-  Lookup get(std::string_view key, Fetched* now, FetchFn done);
+  Lookup get(std::string_view key, Fetched* now, FetchFn done) override;
 
   // ---- decided in Redis; false = Redis unreachable now: apply down_policy()
-  bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
-  bool incr(std::string_view key, __int128 delta, AtomicFn cb);
-  bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb);
-  bool release(std::string_view key, uint64_t token, AtomicFn cb);
-  uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb);
-  void cancel_wait(uint64_t id);
+  bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) override;
+  bool incr(std::string_view key, __int128 delta, AtomicFn cb) override;
+  bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) override;
+  bool release(std::string_view key, uint64_t token, AtomicFn cb) override;
+  uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb) override;
+  void cancel_wait(uint64_t id) override;
 
   // redis_password_file changed (SIGHUP): both links use it from their next connection.
   void set_password(const std::string& password);
 
-  DownPolicy down_policy() const { return cfg_.down; }
-  // The daemon decided an atomic operation locally because Redis was down.
-  void note_local_decision() { local_decisions_++; }
-
-  TierStatus status() const;
-  const Config& config() const { return cfg_; }
+  // ---- the rest of TierApi (tier_api.h)
+  void wake_lease_waiters(std::string_view key) override;
+  void note_local_decision() override { local_decisions_++; }
+  TierStatus status() const override;
+  const Config& config() const override { return cfg_; }
 
   // The parts, for tests and for the daemon's finer needs.
   Link& data() { return *link_; }

@@ -9,6 +9,7 @@ import pytest
 
 from support.nearcached import Daemon
 from support.rawproto import RawConn
+from support.sanitizers import no_sanitizer_reports  # noqa: F401 (autouse)
 
 
 @pytest.fixture
@@ -23,11 +24,3 @@ def conn(daemon):
     c = RawConn(daemon.socket)
     yield c
     c.close()
-
-
-@pytest.fixture(autouse=True)
-def no_sanitizer_reports(tmp_path):
-    yield
-    for log in tmp_path.glob("*.log"):
-        text = log.read_text(errors="replace")
-        assert "Sanitizer" not in text and "runtime error:" not in text, f"{log}:\n{text[-4000:]}"

@@ -3,6 +3,7 @@ the connection, and the daemon keeps serving every other client."""
 from __future__ import annotations
 
 import struct
+import time
 
 import msgpack
 import pytest
@@ -182,7 +183,6 @@ def test_key_arriving_in_pieces(daemon, bystander):
     c.call(SET, b"k" * 600, b"long-key", None)
     frame = pack(GET, 5, b"k" * 600)
     c.send_raw(frame[:300])
-    import time
-    time.sleep(0.05)
+    time.sleep(0.05)  # not an order but the point: the daemon reads the first part on its own
     c.send_raw(frame[300:])
     assert c.recv()[:3] == [5, OK, b"long-key"]

@@ -8,6 +8,7 @@ import pytest
 
 from support.nearcached import Daemon
 from support.rawproto import CLEAR, GET, OK, PING, SET, SET_MANY, RawConn
+from support.wait import wait_for
 
 
 def fill(sock, n, value=b"v" * 150):
@@ -40,13 +41,14 @@ def test_clear_full_table_while_serving(tmp_path, prefix):
 
         t = threading.Thread(target=other_client)
         t.start()
-        time.sleep(0.05)
+        wait_for(lambda: lat, what="the other client to be served")
         t0 = time.monotonic()
         c.send(CLEAR, *([prefix] if prefix else []), id=1)
         c.send(SET, b"a:new", b"after", None, id=2)  # received after the CLEAR: survives it
         replies = {r[0]: r for r in c.recv_n(2)}
         clear_time = time.monotonic() - t0
-        time.sleep(0.05)
+        served = len(lat)
+        wait_for(lambda: len(lat) >= served + 3, what="the other client to be served after the CLEAR too")
         stop.set()
         t.join()
         removed = replies[1][2]

@@ -8,6 +8,15 @@ import msgpack
 
 from support.rawproto import (DELETE, GET, LEASE, LEASED, OK, PING, RELEASE, SET, SET_MANY, STATUS, TIMEOUT,
                               RawConn, mp, pack)
+from support.wait import wait_status
+
+
+def wait_in_line(waiter: RawConn, observer: RawConn, waiters: int, lease_ms: int = 10000) -> int:
+    """waiter asks for the lease on b"k", which another holds; returns its request id once
+    the daemon counts `waiters` waiting (so that the next request comes after it)."""
+    rid = waiter.send(LEASE, b"k", lease_ms, lease_ms)
+    wait_status(observer, lease_waiters=waiters)
+    return rid
 
 
 def test_lease_hit_returns_value(conn):
@@ -36,8 +45,7 @@ def test_first_asker_gets_lease_waiters_get_value(daemon):
 def test_waiters_get_value_even_when_set_expires_at_once(daemon):
     a, b = RawConn(daemon.socket), RawConn(daemon.socket)
     assert a.call(LEASE, b"k", 10000, 10000)[1] == LEASED
-    b.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.05)
+    wait_in_line(b, a, 1)
     assert a.call(SET, b"k", b"v", 0)[1] == OK
     assert b.recv()[1:] == [OK, b"v", 0, 0]
     assert a.call(GET, b"k")[1] != OK
@@ -46,8 +54,7 @@ def test_waiters_get_value_even_when_set_expires_at_once(daemon):
 def test_set_many_ends_lease(daemon):
     a, b = RawConn(daemon.socket), RawConn(daemon.socket)
     assert a.call(LEASE, b"k", 10000, 10000)[1] == LEASED
-    b.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.05)
+    wait_in_line(b, a, 1)
     a.call(SET_MANY, [[b"k", b"many", 1]], None)
     assert b.recv()[1:] == [OK, b"many", 1, None]
 
@@ -55,10 +62,8 @@ def test_set_many_ends_lease(daemon):
 def test_release_hands_lease_to_longest_waiter(daemon):
     a, b, c = (RawConn(daemon.socket) for _ in range(3))
     token = a.call(LEASE, b"k", 10000, 10000)[2]
-    b.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.02)
-    c.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.02)
+    wait_in_line(b, a, 1)
+    wait_in_line(c, a, 2)
     assert a.call(RELEASE, b"k", token + 1)[1] != OK  # not the current token: changes nothing
     assert a.call(RELEASE, b"k", token)[1] == OK
     rb = b.recv()
@@ -72,8 +77,7 @@ def test_release_hands_lease_to_longest_waiter(daemon):
 def test_holder_disconnect_hands_over(daemon):
     a, b = RawConn(daemon.socket), RawConn(daemon.socket)
     assert a.call(LEASE, b"k", 60000, 60000)[1] == LEASED
-    b.send(LEASE, b"k", 60000, 60000)
-    time.sleep(0.02)
+    wait_in_line(b, a, 1, lease_ms=60000)
     a.close()
     r = b.recv()
     assert r[1] == LEASED
@@ -103,12 +107,10 @@ def test_wait_timeout(daemon):
 def test_waiter_disconnect_is_forgotten(daemon):
     a, b, c = (RawConn(daemon.socket) for _ in range(3))
     token = a.call(LEASE, b"k", 10000, 10000)[2]
-    b.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.02)
-    c.send(LEASE, b"k", 10000, 10000)
-    time.sleep(0.02)
+    wait_in_line(b, a, 1)
+    wait_in_line(c, a, 2)
     b.close()
-    time.sleep(0.05)
+    wait_status(a, "the daemon to see b close", connections_open=2)  # a and c
     assert a.status()["lease_waiters"] == 1
     a.call(RELEASE, b"k", token)
     assert c.recv()[1] == LEASED  # not lost on the departed b

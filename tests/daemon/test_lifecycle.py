@@ -15,6 +15,7 @@ import pytest
 from helpers import Probe, cli
 from support.nearcached import NEARCACHED, Daemon
 from support.rawproto import (GET, HELLO, OK, PING, SET, SHUTTING_DOWN, STATUS, Closed, RawConn, mp, pack)
+from support.wait import wait_for, wait_logged
 
 
 def test_sigterm_stops_cleanly(daemon):
@@ -61,7 +62,8 @@ def test_sigterm_while_clients_pipeline(daemon):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_for(lambda: sum(c["requests"] >= 1000 for c in RawConn(daemon.socket).status()["connections"]) == 4,
+             what="4 clients in full flow")
     t0 = time.monotonic()
     rc = daemon.stop()
     for t in threads:
@@ -84,9 +86,7 @@ def test_sighup_reloads_what_it_can(tmp_path):
         assert c.call(GET, b"a")[4] is None
         conf.write_text("# edited\nmax_ttl_ms = 1000\nkey_limit = 10\nmax_outstanding = 7\n")
         d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while "configuration reloaded" not in d.log() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_logged(d, "configuration reloaded", 5)
         cfg = c.status()["config"]
         assert cfg["max_ttl_ms"] == 1000
         assert cfg["max_outstanding"] == 7
@@ -97,9 +97,7 @@ def test_sighup_reloads_what_it_can(tmp_path):
         # A broken file is reported and changes nothing.
         conf.write_text("max_ttl_ms = soon\n")
         d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while "not reloaded" not in d.log() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_logged(d, "not reloaded", 5)
         assert "max_ttl_ms" in d.log().split("not reloaded")[-1]
         assert c.status()["config"]["max_ttl_ms"] == 1000
         assert c.call(PING)[1] == OK
@@ -116,9 +114,8 @@ def test_sighup_log_level(tmp_path):
         assert "[debug]" not in d.log()
         conf.write_text("log_level = debug\n")
         d.signal(signal.SIGHUP)
-        time.sleep(0.2)
-        RawConn(d.socket).call(PING)
-        time.sleep(0.1)
+        wait_logged(d, "configuration reloaded")
+        RawConn(d.socket).call(PING)  # its "connected" line is logged (and flushed) before the reply
         assert "[debug] conn" in d.log()
     finally:
         d.stop()
@@ -181,7 +178,7 @@ def test_kill9_readers_see_stale_heartbeat_then_new_daemon_starts(tmp_path):
     with Probe() as p:
         opened = p.open(d.segment)
         assert opened["grace_ms"] == "400"
-        time.sleep(0.2)
+        time.sleep(0.2)  # four heartbeat intervals pass
         assert p.alive()  # heartbeats keep it fresh
         d.kill()
         killed = time.monotonic()

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from support.nearcached import Daemon
 from support.rawproto import (GET, GET_MANY, LEASE, LEASED, OK, PING, SET, TOO_MANY_REQUESTS, UNAVAILABLE, Closed,
                               RawConn, pack)
+from support.wait import wait_logged, wait_status
 
 
 def test_max_outstanding(tmp_path):
@@ -37,9 +37,7 @@ def test_slow_reader_is_disconnected(tmp_path):
             slow.sendall(req)
         except (BrokenPipeError, ConnectionResetError):
             pass  # already cut off
-        deadline = time.monotonic() + 10
-        while "slow reader" not in d.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_logged(d, "slow reader", 10)
         assert "over max_output_bytes" in d.log()
         st = c.status()
         assert st["slow_clients_total"] == 1
@@ -77,14 +75,15 @@ def test_get_many_larger_than_output_limit(tmp_path):
 
 def test_max_connections(tmp_path):
     with Daemon(tmp_path, max_connections=2) as d:
-        time.sleep(0.2)  # let the launcher's readiness probe disconnect
-        a, b = RawConn(d.socket), RawConn(d.socket)
+        a = RawConn(d.socket)
+        wait_status(a, "the launcher's readiness probe to disconnect", connections_open=1)
+        b = RawConn(d.socket)
         assert a.call(PING)[1] == OK and b.call(PING)[1] == OK
         extra = RawConn(d.socket)
         r = extra.recv()
         assert r[0] is None and r[1] == UNAVAILABLE and "max_connections 2" in r[2]
         assert extra.closed_by_peer()
         b.close()
-        time.sleep(0.1)
+        wait_status(a, "the daemon to see b close", connections_open=1)
         assert RawConn(d.socket).call(PING)[1] == OK
         assert a.status()["connections_refused_total"] == 1

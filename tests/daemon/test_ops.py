@@ -74,7 +74,7 @@ def test_ttl_expire_now_and_expiry(conn):
     assert conn.call(HAS_KEY, b"k")[1] == NOT_FOUND
     conn.call(SET, b"short", b"v", 50)
     assert conn.call(GET, b"short")[1] == OK
-    time.sleep(0.12)
+    time.sleep(0.12)  # the 50 ms TTL passes
     assert conn.call(GET, b"short")[1] == NOT_FOUND
 
 
@@ -83,7 +83,7 @@ def test_add(conn):
     assert conn.call(ADD, b"k", b"2", None)[1] == EXISTS
     assert conn.call(GET, b"k")[2] == b"1"
     conn.call(SET, b"e", b"old", 30)
-    time.sleep(0.06)
+    time.sleep(0.06)  # the 30 ms TTL passes
     assert conn.call(ADD, b"e", b"new", None, 3)[1] == OK  # an expired key is absent
     assert conn.call(GET, b"e")[1:4] == [OK, b"new", 3]
 

@@ -17,17 +17,9 @@ from support.probe import Probe
 from support.nearcached import BUILD
 from support.rawproto import ADD, GET, INCR, LEASE, LEASED, NOT_FOUND, OK, SET, RawConn, mp
 from support.redis_proxy import HoldingProxy
-from support.redis_server import RedisServer
-from support.tier import client, status, wait_coherent, wait_flushed, wait_for
+from support.tier import client, shm, status, wait_coherent, wait_flushed, wait_for
 
 P = b"nearcache:"
-
-
-def shm(c, key: bytes):
-    from nearcache.client import HIT
-
-    st, value, _ = c.segment.get(key)
-    return value if st == HIT else None
 
 
 def timed(fn, *args, **kwargs):
@@ -42,8 +34,8 @@ def attempts(log: str, link: str) -> list[tuple[int, int]]:
             re.findall(rf"redis {link}: next attempt in (\d+) ms \((\d+) consecutive", log)]
 
 
-def test_redis_down_at_start_then_back(host, tmp_path):
-    late = RedisServer(tmp_path, name="late", start=False)
+def test_redis_down_at_start_then_back(host, redis_servers):
+    late = redis_servers("late", start=False)
     a = host("a", url=late.url, wait=False, redis_reconnect_min_ms=20, redis_reconnect_max_ms=160,
              redis_reconnect_jitter_percent=50)
     c = client(a, strict=True)
@@ -61,7 +53,7 @@ def test_redis_down_at_start_then_back(host, tmp_path):
     assert c.incr("k5", 10) == 15
     durations.append(timed(c.add, "added", mp("again"))[1])
     assert max(durations) < 0.2, max(durations)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a second of reconnect attempts, whose backoff is checked below
     st = status(a)
     assert st["redis_local_decisions_total"] == 3
     assert st["redis_queue_depth"] == 201  # 200 sets + the ADD; the INCR coalesced into k5's SET
@@ -246,97 +238,86 @@ def test_a_stuck_invalidation_connection_is_detected_and_flushed(host, redis_ser
         assert "no heartbeat on the invalidation connection" in b.log()
 
 
-def test_a_host_name_that_resolves_slowly_holds_up_nothing(tmp_path):
+def test_a_host_name_that_resolves_slowly_holds_up_nothing(host, redis_servers):
     """The resolver blocks for 3 s (LD_PRELOAD shim); meanwhile the heartbeat
     advances, shared-memory hits and sets go on, and then the link comes up."""
     shim = BUILD / "tests" / "support" / "libslow_resolver.so"
-    r = RedisServer(tmp_path, name="tcp", tcp=True)
-    from support.nearcached import Daemon
-
-    d = Daemon(tmp_path, name="a", start=False, redis_url=f"redis://redis.slow.nearcache.test:{r.port}",
-               redis_connect_timeout_ms=500, redis_reconnect_min_ms=50, redis_reconnect_max_ms=200,
-               heartbeat_interval_ms=50, heartbeat_grace_ms=400)
-    try:
-        d.start(env={"LD_PRELOAD": str(shim), "NEARCACHE_SLOW_RESOLVE_MS": "3000",
-                     "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")})
-        c = client(d, strict=True)
-        c.set("local", mp(1))
-        t_end = time.monotonic() + 2.0
-        worst = 0.0
-        with Probe() as probe:
-            probe.open(d.segment)
-            while time.monotonic() < t_end:
-                assert probe.alive()  # heartbeat fresher than 400 ms, all along
-                assert probe.get("local") == "hit"
-                worst = max(worst, timed(c.set, "during", mp(2))[1])
-                assert shm(c, b"during") == mp(2)
-                time.sleep(0.01)
-        st = status(d)
-        assert st["redis_connected"] == 0
-        assert st["redis"]["state"] in ("resolving", "reconnecting")
-        assert "resolving redis.slow.nearcache.test" in st["redis"]["last_error"]
-        # The resolver is 3 s late; nothing on the loop waited for it.
-        assert worst < 0.2 and st["loop_lag_max_ms"] < 200, (worst, st["loop_lag_max_ms"])
-        wait_coherent(d, timeout=15)
-        wait_flushed(d)
-        assert r.client().get(P + b"during") == mp(2)
-        assert d.stop() == 0
-    finally:
-        d.kill()
-        r.kill()
+    r = redis_servers("tcp", tcp=True)
+    d = host("a", url=f"redis://redis.slow.nearcache.test:{r.port}", fast=False, start=False,
+             redis_connect_timeout_ms=500, redis_reconnect_min_ms=50, redis_reconnect_max_ms=200,
+             heartbeat_interval_ms=50, heartbeat_grace_ms=400)
+    d.start(env={"LD_PRELOAD": str(shim), "NEARCACHE_SLOW_RESOLVE_MS": "3000",
+                 "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")})
+    c = client(d, strict=True)
+    c.set("local", mp(1))
+    t_end = time.monotonic() + 2.0
+    worst = 0.0
+    with Probe() as probe:
+        probe.open(d.segment)
+        while time.monotonic() < t_end:
+            assert probe.alive()  # heartbeat fresher than 400 ms, all along
+            assert probe.get("local") == "hit"
+            worst = max(worst, timed(c.set, "during", mp(2))[1])
+            assert shm(c, b"during") == mp(2)
+            time.sleep(0.01)  # paced: some 200 rounds in the 2 s the resolver blocks
+    st = status(d)
+    assert st["redis_connected"] == 0
+    assert st["redis"]["state"] in ("resolving", "reconnecting")
+    assert "resolving redis.slow.nearcache.test" in st["redis"]["last_error"]
+    # The resolver is 3 s late; nothing on the loop waited for it.
+    assert worst < 0.2 and st["loop_lag_max_ms"] < 200, (worst, st["loop_lag_max_ms"])
+    wait_coherent(d, timeout=15)
+    wait_flushed(d)
+    assert r.client().get(P + b"during") == mp(2)
+    assert d.stop() == 0
 
 
-def test_password_right_wrong_and_from_a_file(tmp_path):
-    r = RedisServer(tmp_path, name="pw", password="s3cret-pw")
-    from support.nearcached import Daemon
+def test_password_right_wrong_and_from_a_file(host, redis_servers, tmp_path):
+    r = redis_servers("pw", password="s3cret-pw")
+    ok = host("ok", url=r.url, wait=False, fast=False)
+    wait_coherent(ok)
+    assert status(ok)["redis"]["url"] == f"unix://:***@{r.socket}"
+    assert ok.stop() == 0
 
-    try:
-        ok = Daemon(tmp_path, name="ok", redis_url=r.url)
-        wait_coherent(ok)
-        assert status(ok)["redis"]["url"] == f"unix://:***@{r.socket}"
-        assert ok.stop() == 0
+    bad = host("bad", url=r.unix_url(":wrong-pw"), wait=False, fast=False, redis_reconnect_min_ms=50)
+    st = wait_for(lambda: (lambda s: s if s["redis"]["last_error"] else None)(status(bad)), 5, "an error")
+    assert "AUTH failed" in st["redis"]["last_error"] and "WRONGPASS" in st["redis"]["last_error"]
+    assert st["redis_connected"] == 0
+    assert re.search(r"redis data: .*AUTH failed: WRONGPASS", bad.log())
+    assert "wrong-pw" not in bad.log() and "wrong-pw" not in str(st)
+    assert bad.stop() == 0
 
-        bad = Daemon(tmp_path, name="bad", redis_url=r.unix_url(":wrong-pw"), redis_reconnect_min_ms=50)
-        st = wait_for(lambda: (lambda s: s if s["redis"]["last_error"] else None)(status(bad)), 5, "an error")
-        assert "AUTH failed" in st["redis"]["last_error"] and "WRONGPASS" in st["redis"]["last_error"]
-        assert st["redis_connected"] == 0
-        assert re.search(r"redis data: .*AUTH failed: WRONGPASS", bad.log())
-        assert "wrong-pw" not in bad.log() and "wrong-pw" not in str(st)
-        assert bad.stop() == 0
+    pw = tmp_path / "redis.password"
+    pw.write_text("s3cret-pw\n")
+    pw.chmod(0o640)  # readable by the group: refused
+    refused = host("refused", url=f"unix://{r.socket}", start=False, fast=False,
+                   redis_password_file=str(pw))
+    import subprocess
 
-        pw = tmp_path / "redis.password"
-        pw.write_text("s3cret-pw\n")
-        pw.chmod(0o640)  # readable by the group: refused
-        refused = Daemon(tmp_path, name="refused", start=False, redis_url=f"unix://{r.socket}",
-                         redis_password_file=str(pw))
-        import subprocess
+    out = subprocess.run(refused.args(), capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "mode 0640" in out.stdout + out.stderr
 
-        out = subprocess.run(refused.args(), capture_output=True, text=True, timeout=10)
-        assert out.returncode == 2 and "mode 0640" in out.stdout + out.stderr
-
-        pw.chmod(0o600)
-        conf = tmp_path / "nc.conf"
-        conf.write_text(f"redis_password_file = {pw}\n")
-        f = Daemon(tmp_path, name="file", redis_url=f"unix://{r.socket}", config=str(conf))
-        wait_coherent(f)
-        # Rotate the password: the new file content is used from the next connection.
-        pw.write_text("rotated-pw\n")
-        r.client().config_set("requirepass", "rotated-pw")
-        f.signal(signal.SIGHUP)
-        wait_for(lambda: "redis password changed" in f.log(), 5, "the reload")
-        r.password = "rotated-pw"
-        r.client().client_kill_filter(_type="normal", skipme=True)
-        r.client().client_kill_filter(_type="pubsub")
-        wait_for(lambda: status(f)["redis_connects_total"] >= 2, 5, "a reconnect")
-        wait_coherent(f)
-        assert "rotated-pw" not in f.log() and "s3cret-pw" not in f.log()
-        assert f.stop() == 0
-    finally:
-        r.kill()
+    pw.chmod(0o600)
+    conf = tmp_path / "nc.conf"
+    conf.write_text(f"redis_password_file = {pw}\n")
+    f = host("file", url=f"unix://{r.socket}", wait=False, fast=False, config=str(conf))
+    wait_coherent(f)
+    # Rotate the password: the new file content is used from the next connection.
+    pw.write_text("rotated-pw\n")
+    r.client().config_set("requirepass", "rotated-pw")
+    f.signal(signal.SIGHUP)
+    wait_for(lambda: "redis password changed" in f.log(), 5, "the reload")
+    r.password = "rotated-pw"
+    r.client().client_kill_filter(_type="normal", skipme=True)
+    r.client().client_kill_filter(_type="pubsub")
+    wait_for(lambda: status(f)["redis_connects_total"] >= 2, 5, "a reconnect")
+    wait_coherent(f)
+    assert "rotated-pw" not in f.log() and "s3cret-pw" not in f.log()
+    assert f.stop() == 0
 
 
-def test_redis_down_error_policy_answers_unavailable(host, tmp_path, caplog):
-    late = RedisServer(tmp_path, name="never", start=False)
+def test_redis_down_error_policy_answers_unavailable(host, redis_servers, caplog):
+    late = redis_servers("never", start=False)
     a = host("a", url=late.url, wait=False, redis_down="error", redis_drain_timeout_ms=100)
     with RawConn(a.socket) as c:
         assert c.call(SET, b"k", mp(1), None)[1] == OK  # writes are still accepted and queued
@@ -377,40 +358,35 @@ def test_redis_decided_requests_keep_the_connection_s_order(host, redis_server):
     assert msgpack.unpackb(redis_server.client().get(P + b"n")) == 60
 
 
-def test_an_acl_user_with_only_the_documented_permissions(tmp_path):
+def test_an_acl_user_with_only_the_documented_permissions(host, redis_servers, tmp_path):
     """The permissions doc/redis.md lists are enough for everything the daemon does."""
-    r = RedisServer(tmp_path, name="acl", password="admin-pw")
-    from support.nearcached import Daemon
-
-    try:
-        admin = r.client()
-        admin.execute_command(
-            "ACL", "SETUSER", "nc", "on", ">nc-pw", "~*", "&__redis__:invalidate", "&__nearcache__:heartbeat:*",
-            "+ping", "+select", "+client|id", "+client|tracking", "+subscribe", "+publish", "+get", "+pttl", "+set",
-            "+unlink", "+pexpire", "+persist", "+exists", "+script|load", "+evalsha", "+eval", "+scan", "+del")
-        pw = tmp_path / "pw"
-        pw.write_text("nc-pw\n")
-        pw.chmod(0o600)
-        a = Daemon(tmp_path, name="a", redis_url=f"unix://nc@{r.socket}?db=1", redis_password_file=str(pw))
-        b = Daemon(tmp_path, name="b", redis_url=f"unix://nc@{r.socket}?db=1", redis_password_file=str(pw))
-        wait_coherent(a, b)
-        with RawConn(a.socket) as ca, RawConn(b.socket) as cb:
-            assert ca.call(SET, b"k", mp(1), None)[1] == OK
-            assert ca.call(ADD, b"n", mp(5), None)[1] == OK
-            assert ca.call(INCR, b"n", 2)[2] == 7
-            assert ca.call(LEASE, b"l", 5000, 0)[1] == LEASED
-            assert ca.call(SET, b"l", mp("v"), None)[1] == OK
-            wait_flushed(a)
-            assert cb.call(GET, b"k")[2] == mp(1) and cb.call(GET, b"l")[2] == mp("v")
-            assert cb.call(13, b"n")[1] == OK  # HAS_KEY
-            assert cb.call(10, b"n", 60_000)[1] == OK  # TOUCH
-            assert cb.call(14, b"")[1] == OK  # CLEAR
-            wait_flushed(b)
-            for d in (a, b):
-                st = status(d)
-                assert st["redis_queue_failed_total"] == 0 and st["redis_atomic_errors_total"] == 0, st
-                assert "NOPERM" not in d.log()
-        assert r.client(db=1).dbsize() == 0
-        assert a.stop() == 0 and b.stop() == 0
-    finally:
-        r.kill()
+    r = redis_servers("acl", password="admin-pw")
+    admin = r.client()
+    admin.execute_command(
+        "ACL", "SETUSER", "nc", "on", ">nc-pw", "~*", "&__redis__:invalidate", "&__nearcache__:heartbeat:*",
+        "+ping", "+select", "+client|id", "+client|tracking", "+subscribe", "+publish", "+get", "+pttl", "+set",
+        "+unlink", "+pexpire", "+persist", "+exists", "+script|load", "+evalsha", "+eval", "+scan", "+del")
+    pw = tmp_path / "pw"
+    pw.write_text("nc-pw\n")
+    pw.chmod(0o600)
+    a, b = (host(name, url=f"unix://nc@{r.socket}?db=1", wait=False, fast=False, redis_password_file=str(pw))
+            for name in ("a", "b"))
+    wait_coherent(a, b)
+    with RawConn(a.socket) as ca, RawConn(b.socket) as cb:
+        assert ca.call(SET, b"k", mp(1), None)[1] == OK
+        assert ca.call(ADD, b"n", mp(5), None)[1] == OK
+        assert ca.call(INCR, b"n", 2)[2] == 7
+        assert ca.call(LEASE, b"l", 5000, 0)[1] == LEASED
+        assert ca.call(SET, b"l", mp("v"), None)[1] == OK
+        wait_flushed(a)
+        assert cb.call(GET, b"k")[2] == mp(1) and cb.call(GET, b"l")[2] == mp("v")
+        assert cb.call(13, b"n")[1] == OK  # HAS_KEY
+        assert cb.call(10, b"n", 60_000)[1] == OK  # TOUCH
+        assert cb.call(14, b"")[1] == OK  # CLEAR
+        wait_flushed(b)
+        for d in (a, b):
+            st = status(d)
+            assert st["redis_queue_failed_total"] == 0 and st["redis_atomic_errors_total"] == 0, st
+            assert "NOPERM" not in d.log()
+    assert r.client(db=1).dbsize() == 0
+    assert a.stop() == 0 and b.stop() == 0

@@ -15,20 +15,13 @@ import time
 import msgpack
 import pytest
 
-from nearcache import Client
-from nearcache.client import HIT
 from support.rawproto import ADD, CLEAR, DECR, DELETE, EXISTS, GET, GET_MANY, HAS_KEY, INCR, LEASE, LEASED, \
     NOT_FOUND, OK, RELEASE, SET, TIMEOUT, TOUCH, RawConn, mp
 from support.redis_proxy import HoldingProxy
-from support.tier import client, status, wait_flushed, wait_for
+from support.tier import client, shm, status, wait_flushed, wait_for
+from support.wait import wait_status
 
 P = b"nearcache:"
-
-
-def shm(c: Client, key: bytes):
-    """What a client reads from shared memory: the value, or None."""
-    st, value, _ = c.segment.get(key)
-    return value if st == HIT else None
 
 
 def test_a_write_on_one_host_is_read_on_the_other_after_the_invalidation(host, redis_server):
@@ -135,7 +128,7 @@ def test_add_incr_and_lease_from_both_hosts_at_once(host, redis_server):
             # LEASE: one holder at a time; the others wait for its value.
             rep = c.call(LEASE, b"lease", 5000, 5000)
             if rep[1] == LEASED:
-                time.sleep(0.05)
+                time.sleep(0.05)  # computing the value, while the others wait
                 assert c.call(SET, b"lease", mp("computed"), None)[1] == OK
             with lock:
                 results["add"].append(adds)
@@ -180,7 +173,7 @@ def test_a_lease_across_hosts_is_handed_on_when_released(host):
         assert cb.call(LEASE, b"job", 10000, 0)[1] == TIMEOUT  # held by host a
         assert ca.call(LEASE, b"job", 10000, 0)[1] == TIMEOUT  # and by its holder's host for others
         waiting = cb.send(LEASE, b"job", 10000, 5000)
-        time.sleep(0.1)
+        wait_status(b, "b's LEASE to wait", lease_waiters=1)
         t0 = time.monotonic()
         assert ca.call(RELEASE, b"job", token)[1] == OK
         rep = cb.recv()

@@ -27,12 +27,16 @@ def as_user(user: str, argv: list, env: dict | None = None, **kw) -> subprocess.
                *argv, env=env, **kw)
 
 
-def user_exists(name: str) -> bool:
+def _known(lookup, name: str) -> bool:
     try:
-        pwd.getpwnam(name)
+        lookup(name)
         return True
     except KeyError:
         return False
+
+
+def user_exists(name: str) -> bool:
+    return _known(pwd.getpwnam, name)
 
 
 def ensure_user(name: str, group: str | None = None) -> None:
@@ -45,11 +49,7 @@ def ensure_user(name: str, group: str | None = None) -> None:
 
 
 def group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
+    return _known(grp.getgrnam, name)
 
 
 def package_status(name: str = "nearcache") -> str:

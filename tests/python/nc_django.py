@@ -7,6 +7,7 @@ fetched (DJANGO_SUITE_ERROR says why not; test_django_suite.py reports it).
 from __future__ import annotations
 
 import sys
+import tempfile
 from contextlib import contextmanager
 
 DJANGO_SUITE_ERROR: BaseException | None = None
@@ -54,6 +55,12 @@ def suite_module():
         raise RuntimeError(f"cannot fetch Django's cache test suite: {DJANGO_SUITE_ERROR}")
     import cache.tests
     return cache.tests
+
+
+def suite_directory(name: str) -> tuple[str, str]:
+    """A new temporary directory for one suite module's servers, and the daemon's socket path in it."""
+    directory = tempfile.mkdtemp(prefix=f"nearcache-{name}-")
+    return directory, f"{directory}/nc.sock"
 
 
 def suite_caches(socket_path: str) -> dict:

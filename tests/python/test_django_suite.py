@@ -9,7 +9,6 @@ Everything else must pass, against a real nearcached.
 from __future__ import annotations
 
 import shutil
-import tempfile
 
 import pytest
 from django.test import TestCase, override_settings
@@ -19,8 +18,7 @@ from support.nearcached import Daemon
 
 BaseCacheTests = nc_django.suite_module().BaseCacheTests
 
-_DIR = tempfile.mkdtemp(prefix="nearcache-django-suite-")
-_SOCKET = f"{_DIR}/nc.sock"
+_DIR, _SOCKET = nc_django.suite_directory("django-suite")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,7 +9,6 @@ clears this cache's keys in Redis too.
 from __future__ import annotations
 
 import shutil
-import tempfile
 
 import pytest
 from django.test import TestCase, override_settings
@@ -21,8 +20,7 @@ from support.tier import wait_coherent
 
 BaseCacheTests = nc_django.suite_module().BaseCacheTests
 
-_DIR = tempfile.mkdtemp(prefix="nearcache-django-redis-suite-")
-_SOCKET = f"{_DIR}/nc.sock"
+_DIR, _SOCKET = nc_django.suite_directory("django-redis-suite")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,5 @@
-// tests/redis/fixture.h — the tier's parts wired to a RedisServer on a Loop.
+// tests/redis/fixture.h — the tier's parts wired to a RedisServer on a Loop,
+// and the fixtures the tests start from (one Redis; two hosts on it).
 #pragma once
 
 #include <map>
@@ -130,5 +131,27 @@ struct Host {
 };
 
 inline std::string mp_int(int64_t v) { return nearcache::redis::encode_msgpack_int(v); }
+
+// What nearly every test of the tier starts with: a redis-server, a loop, and
+// the test configuration for that server (a test changes cfg before it
+// builds its parts). TEST_CASE_METHOD(nctest::OneRedis, ...) gives the body
+// `redis`, `loop` and `cfg`.
+struct OneRedis {
+  RedisServer redis;
+  Loop loop;
+  nearcache::redis::Config cfg = test_config(redis.unix_url());
+};
+
+// Two hosts' parts (Host or DataPath) on one Redis, both started: `a` and `b`.
+template <class Part>
+struct TwoOnOneRedis : OneRedis {
+  Part a{loop, cfg}, b{loop, cfg};
+  TwoOnOneRedis() {
+    a.start();
+    b.start();
+  }
+};
+using TwoHosts = TwoOnOneRedis<Host>;
+using TwoDataPaths = TwoOnOneRedis<DataPath>;
 
 }  // namespace nctest

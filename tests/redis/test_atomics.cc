@@ -11,7 +11,6 @@ using namespace nearcache::redis;
 using nctest::DataPath;
 using nctest::Loop;
 using nctest::mp_int;
-using nctest::RedisServer;
 
 namespace {
 
@@ -38,10 +37,9 @@ AtomicResult wait_for(Loop& loop, const std::function<bool(AtomicFn)>& op) {
 
 }  // namespace
 
-TEST_CASE("INCR in Redis has the table's semantics for every integer encoding and edge", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "INCR in Redis has the table's semantics for every integer encoding and edge",
+                 "[redis][atomic]") {
+  DataPath d(loop, cfg);
   d.start();
   const __int128 I64MAX = INT64_MAX, I64MIN = INT64_MIN, P53 = __int128(1) << 53, P63 = __int128(1) << 63;
   std::vector<std::string> values = {mp_int(0), mp_int(1), mp_int(-1), mp_int(127), mp_int(-32), mp_int(-33),
@@ -117,12 +115,7 @@ TEST_CASE("INCR in Redis has the table's semantics for every integer encoding an
   CHECK(redis.cmd("PTTL nc:flagged").integer() == -1);
 }
 
-TEST_CASE("INCR from two hosts at once loses no increment", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoDataPaths, "INCR from two hosts at once loses no increment", "[redis][atomic]") {
   redis.cmdv({"SET", "nc:n", mp_int(0)});
   std::vector<int64_t> seen;
   for (int i = 0; i < 500; ++i)
@@ -139,12 +132,7 @@ TEST_CASE("INCR from two hosts at once loses no increment", "[redis][atomic]") {
   CHECK(redis.cmd("GET nc:n").str() == mp_int(1000));
 }
 
-TEST_CASE("ADD from two hosts at once: exactly one wins each key", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoDataPaths, "ADD from two hosts at once: exactly one wins each key", "[redis][atomic]") {
   constexpr int K = 200;
   std::vector<int> wins(K), exists(K);
   std::vector<std::string> winner(K);
@@ -174,10 +162,8 @@ TEST_CASE("ADD from two hosts at once: exactly one wins each key", "[redis][atom
   CHECK(r.kind == AtomicResult::Kind::exists);
 }
 
-TEST_CASE("read-your-writes: queued writes reach Redis before this host's atomic operations", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "read-your-writes: queued writes reach Redis before this host's atomic operations",
+                 "[redis][atomic]") {
   cfg.pipeline = 1;  // keeps writes waiting in the queue
   DataPath d(loop, cfg);
   d.start();
@@ -207,10 +193,9 @@ TEST_CASE("read-your-writes: queued writes reach Redis before this host's atomic
   CHECK(out[2].kind == AtomicResult::Kind::not_found);
 }
 
-TEST_CASE("NOSCRIPT is retried with EVAL when nothing is behind it, else reported", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "NOSCRIPT is retried with EVAL when nothing is behind it, else reported",
+                 "[redis][atomic]") {
+  DataPath d(loop, cfg);
   d.start();
   redis.cmdv({"SET", "nc:n", mp_int(1)});
   redis.cmd("SCRIPT FLUSH");
@@ -234,10 +219,8 @@ TEST_CASE("NOSCRIPT is retried with EVAL when nothing is behind it, else reporte
   CHECK(r.number == 4);
 }
 
-TEST_CASE("leases from two hosts: one holder, the other waits for the value or the lapse", "[redis][atomic][lease]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "leases from two hosts: one holder, the other waits for the value or the lapse",
+                 "[redis][atomic][lease]") {
   cfg.lease_poll_min_ms = 5;
   cfg.lease_poll_max_ms = 40;
   DataPath a(loop, cfg), b(loop, cfg);
@@ -306,12 +289,10 @@ TEST_CASE("leases from two hosts: one holder, the other waits for the value or t
   }
 }
 
-TEST_CASE("many hosts race for one lease: exactly one wins", "[redis][atomic][lease]") {
-  RedisServer redis;
-  Loop loop;
+TEST_CASE_METHOD(nctest::OneRedis, "many hosts race for one lease: exactly one wins", "[redis][atomic][lease]") {
   std::vector<std::unique_ptr<DataPath>> hosts;
   for (int i = 0; i < 6; ++i) {
-    hosts.push_back(std::make_unique<DataPath>(loop, nctest::test_config(redis.unix_url())));
+    hosts.push_back(std::make_unique<DataPath>(loop, cfg));
     hosts.back()->start();
   }
   for (int round = 0; round < 20; ++round) {
@@ -328,10 +309,10 @@ TEST_CASE("many hosts race for one lease: exactly one wins", "[redis][atomic][le
   }
 }
 
-TEST_CASE("Redis unreachable: atomic operations refuse at once (the caller applies redis_down)", "[redis][atomic]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "Redis unreachable: atomic operations refuse at once (the caller applies redis_down)",
+                 "[redis][atomic]") {
+  DataPath d(loop, cfg);
   auto never = [](const AtomicResult&) { FAIL("called back"); };
   CHECK_FALSE(d.atomics->add("k", "v", 0, 0, never));
   CHECK_FALSE(d.atomics->incr("k", 1, never));

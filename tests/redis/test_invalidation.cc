@@ -10,8 +10,6 @@
 
 using namespace nearcache::redis;
 using nctest::Host;
-using nctest::Loop;
-using nctest::RedisServer;
 
 namespace {
 bool has(const std::vector<std::string>& v, const std::string& s) {
@@ -22,13 +20,9 @@ size_t count_with(const std::vector<std::string>& v, const std::string& part) {
 }
 }  // namespace
 
-TEST_CASE("a write on one host removes the key from the other, a host's own writes do not come back",
-          "[redis][inval]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts,
+                 "a write on one host removes the key from the other, a host's own writes do not come back",
+                 "[redis][inval]") {
   b.table["k"] = {"old", 0, 0};
   const uint64_t t0 = nctest::now_ms();
   a.set("k", "new");
@@ -57,12 +51,7 @@ TEST_CASE("a write on one host removes the key from the other, a host's own writ
   WARN("invalidation delay host A -> host B: " << delay << " ms");
 }
 
-TEST_CASE("FLUSHDB by anyone flushes every host's near tier", "[redis][inval]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts, "FLUSHDB by anyone flushes every host's near tier", "[redis][inval]") {
   a.table["x"] = {"v", 0, 0};
   const size_t fa = a.flushes.size(), fb = b.flushes.size();
   redis.cmd("FLUSHDB");
@@ -75,12 +64,8 @@ TEST_CASE("FLUSHDB by anyone flushes every host's near tier", "[redis][inval]") 
 // A has not read the reply yet (its data connection's replies are held in
 // the socket); host B writes the key; the invalidation reaches A first.
 // A must not install the old value.
-TEST_CASE("a read-through racing an invalidation never installs the stale value", "[redis][inval][race]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts, "a read-through racing an invalidation never installs the stale value",
+                 "[redis][inval][race]") {
   redis.cmd("SET nc:k old");
   REQUIRE(loop.until([&] { return has(a.dropped, "k"); }));  // that write's own invalidation
   a.dropped.clear();
@@ -109,13 +94,9 @@ TEST_CASE("a read-through racing an invalidation never installs the stale value"
   CHECK(a.table.at("k").value == "new");
 }
 
-TEST_CASE("the invalidation connection killed by the server: entries flushed, invalidations resume",
-          "[redis][inval][drop]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts,
+                 "the invalidation connection killed by the server: entries flushed, invalidations resume",
+                 "[redis][inval][drop]") {
   const size_t before = a.flushes.size();
   a.table["stale"] = {"v", 0, 0};
   CHECK(redis.cmd("CLIENT KILL TYPE pubsub").integer() == 2);
@@ -132,10 +113,8 @@ TEST_CASE("the invalidation connection killed by the server: entries flushed, in
   REQUIRE(loop.until([&] { return has(a.dropped, "k"); }));
 }
 
-TEST_CASE("missed heartbeats declare the invalidation path broken and restart it", "[redis][inval][drop]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "missed heartbeats declare the invalidation path broken and restart it",
+                 "[redis][inval][drop]") {
   cfg.heartbeat_ms = 30;
   Host a(loop, cfg);
   a.start();
@@ -150,13 +129,9 @@ TEST_CASE("missed heartbeats declare the invalidation path broken and restart it
   CHECK(a.tier->status().invalidation.connects_total == 2);
 }
 
-TEST_CASE("Redis dies: both hosts flush and report it, writes queue, all recovers when it returns",
-          "[redis][inval][outage]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts,
+                 "Redis dies: both hosts flush and report it, writes queue, all recovers when it returns",
+                 "[redis][inval][outage]") {
   a.table["x"] = {"v", 0, 0};
   redis.kill();
   REQUIRE(loop.until([&] { return !a.tier->invalidation().coherent() && !a.tier->data().ready(); }));
@@ -178,10 +153,8 @@ TEST_CASE("Redis dies: both hosts flush and report it, writes queue, all recover
   CHECK_FALSE(a.tier->status().degraded);
 }
 
-TEST_CASE("a lease waiter on another host wakes on the invalidation, not the next poll", "[redis][inval][lease]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "a lease waiter on another host wakes on the invalidation, not the next poll",
+                 "[redis][inval][lease]") {
   cfg.lease_poll_min_ms = 2000;  // polling alone would take seconds
   cfg.lease_poll_max_ms = 2000;
   Host a(loop, cfg), b(loop, cfg);
@@ -208,12 +181,8 @@ TEST_CASE("a lease waiter on another host wakes on the invalidation, not the nex
   CHECK(r.value == "computed");
 }
 
-TEST_CASE("tier: read-through between hosts, status, and shutdown draining the queue", "[redis][tier]") {
-  RedisServer redis;
-  Loop loop;
-  Host a(loop, nctest::test_config(redis.unix_url())), b(loop, nctest::test_config(redis.unix_url()));
-  a.start();
-  b.start();
+TEST_CASE_METHOD(nctest::TwoHosts, "tier: read-through between hosts, status, and shutdown draining the queue",
+                 "[redis][tier]") {
   a.set("k", "v1", mono_ms() + 60000);
   REQUIRE(loop.until([&] { return a.tier->status().queue.depth == 0; }));
   Fetched f, got;

@@ -6,7 +6,6 @@
 using namespace nearcache::redis;
 using nctest::DataPath;
 using nctest::Loop;
-using nctest::RedisServer;
 
 namespace {
 struct Reads {
@@ -20,10 +19,10 @@ struct Reads {
 };
 }  // namespace
 
-TEST_CASE("concurrent misses of one key cause one GET, every waiter gets the value, one install", "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  Reads r(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "concurrent misses of one key cause one GET, every waiter gets the value, one install",
+                 "[redis][read]") {
+  Reads r(loop, cfg);
   r.d.start();
   redis.cmd("SET nc:k hello PX 100000");
   redis.cmd("CONFIG RESETSTAT");
@@ -57,10 +56,8 @@ TEST_CASE("concurrent misses of one key cause one GET, every waiter gets the val
   CHECK(redis.calls("get") == 2);
 }
 
-TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling, flags come back", "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "read-through TTL: Redis's time left, bounded by the local ceiling, flags come back",
+                 "[redis][read]") {
   cfg.local_ttl_max_ms = 5000;
   Reads r(loop, cfg);
   r.d.start();
@@ -86,11 +83,10 @@ TEST_CASE("read-through TTL: Redis's time left, bounded by the local ceiling, fl
   CHECK(r.d.reads->stats().hits_total == 3);
 }
 
-TEST_CASE("a key this host wrote is answered from the queue, a queued delete or CLEAR is a miss without Redis",
-          "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  Reads r(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "a key this host wrote is answered from the queue, a queued delete or CLEAR is a miss without Redis",
+                 "[redis][read]") {
+  Reads r(loop, cfg);
   redis.cmd("SET nc:d old");
   redis.cmd("SET nc:c:x old");
   // Redis unreachable: the queue still answers.
@@ -129,10 +125,8 @@ TEST_CASE("a key this host wrote is answered from the queue, a queued delete or 
   CHECK(r.d.queue->stats().depth == 0);
 }
 
-TEST_CASE("a stopped Redis: a read-through ends within the command timeout as unavailable", "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "a stopped Redis: a read-through ends within the command timeout as unavailable",
+                 "[redis][read]") {
   cfg.command_timeout_ms = 150;
   Reads r(loop, cfg);
   r.d.start();
@@ -151,11 +145,10 @@ TEST_CASE("a stopped Redis: a read-through ends within the command timeout as un
   redis.resume();
 }
 
-TEST_CASE("a local write while a read is in flight: the old value goes to those who asked, never into the table",
-          "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  Reads r(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "a local write while a read is in flight: the old value goes to those who asked, never into the table",
+                 "[redis][read]") {
+  Reads r(loop, cfg);
   r.d.start();
   redis.cmd("SET nc:k old");
   r.d.link->hold_replies(true);  // the GET's reply waits in the socket
@@ -182,10 +175,9 @@ TEST_CASE("a local write while a read is in flight: the old value goes to those 
   CHECK(got.value == "new");
 }
 
-TEST_CASE("without invalidations, read-through values are served but not installed", "[redis][read]") {
-  RedisServer redis;
-  Loop loop;
-  Reads r(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "without invalidations, read-through values are served but not installed",
+                 "[redis][read]") {
+  Reads r(loop, cfg);
   r.coherent = false;
   r.d.start();
   redis.cmd("SET nc:k v");

@@ -15,10 +15,9 @@ namespace {
 bool empty(DataPath& d) { return d.queue->stats().depth == 0; }
 }  // namespace
 
-TEST_CASE("writes queued while Redis is unreachable coalesce per key, last one wins", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "writes queued while Redis is unreachable coalesce per key, last one wins",
+                 "[redis][queue]") {
+  DataPath d(loop, cfg);
   redis.cmd("SET nc:b old");
   const uint64_t now = mono_ms();
   CHECK(d.queue->set("a", "1", 0, 0) == Enqueued::queued);
@@ -54,10 +53,9 @@ TEST_CASE("writes queued while Redis is unreachable coalesce per key, last one w
   CHECK(d.queue->stats().flushed_total == 4);
 }
 
-TEST_CASE("TTLs become the time left when sent, an expired write is sent as a delete", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "TTLs become the time left when sent, an expired write is sent as a delete",
+                 "[redis][queue]") {
+  DataPath d(loop, cfg);
   redis.cmd("SET nc:short old");
   redis.cmd("SET nc:p v PX 100000");
   const uint64_t now = mono_ms();
@@ -76,10 +74,9 @@ TEST_CASE("TTLs become the time left when sent, an expired write is sent as a de
   CHECK(redis.cmd("PTTL nc:p").integer() == -1);
 }
 
-TEST_CASE("CLEAR removes exactly the prefix with SCAN + UNLINK and is a barrier for later writes", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "CLEAR removes exactly the prefix with SCAN + UNLINK and is a barrier for later writes",
+                 "[redis][queue]") {
   DataPath d(loop, cfg);
   // Enough keys for several SCAN steps, plus neighbours that must survive.
   for (int i = 0; i < 3000; ++i) redis.cmdv({"SET", "nc:p:" + std::to_string(i), "old"});
@@ -117,10 +114,9 @@ TEST_CASE("CLEAR removes exactly the prefix with SCAN + UNLINK and is a barrier 
   CHECK(d.queue->stats().cleared_keys_total == 3001);
 }
 
-TEST_CASE("the bound: overflow drops the new write, counts it, and never lets an older value win", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "the bound: overflow drops the new write, counts it, and never lets an older value win",
+                 "[redis][queue]") {
   cfg.queue_max_entries = 100;
   cfg.queue_max_bytes = 20000;
   DataPath d(loop, cfg);
@@ -144,10 +140,7 @@ TEST_CASE("the bound: overflow drops the new write, counts it, and never lets an
   CHECK(redis.cmd("EXISTS nc:k100").integer() == 0);
 }
 
-TEST_CASE("writes are pipelined up to the window", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis, "writes are pipelined up to the window", "[redis][queue]") {
   cfg.pipeline = 64;
   DataPath d(loop, cfg);
   d.start();
@@ -228,10 +221,9 @@ TEST_CASE("10^5 sets with Redis killed and restarted mid-stream: every write tha
   CHECK(wrong == 0);
 }
 
-TEST_CASE("drain flushes before exit, or reports what is left at the deadline", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "drain flushes before exit, or reports what is left at the deadline",
+                 "[redis][queue]") {
+  DataPath d(loop, cfg);
   d.start();
   for (int i = 0; i < 2000; ++i) d.queue->set("k" + std::to_string(i), "v", 0, 0);
   int64_t left = -1;
@@ -251,10 +243,9 @@ TEST_CASE("drain flushes before exit, or reports what is left at the deadline", 
   CHECK(nctest::now_ms() - t0 >= 190);
 }
 
-TEST_CASE("after(): a key's queued writes go ahead of a command, even behind a CLEAR", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "after(): a key's queued writes go ahead of a command, even behind a CLEAR",
+                 "[redis][queue]") {
+  DataPath d(loop, cfg);
   bool called = false, ordered = true;
   d.queue->after("k", [&](bool o) { called = true, ordered = o; });
   CHECK(called);
@@ -296,10 +287,9 @@ TEST_CASE("after(): a key's queued writes go ahead of a command, even behind a C
   CHECK(redis.cmd("DBSIZE").integer() == 1);
 }
 
-TEST_CASE("a lost connection re-sends what was in flight, calls parked behind a CLEAR fail", "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  DataPath d(loop, nctest::test_config(redis.unix_url()));
+TEST_CASE_METHOD(nctest::OneRedis, "a lost connection re-sends what was in flight, calls parked behind a CLEAR fail",
+                 "[redis][queue]") {
+  DataPath d(loop, cfg);
   d.start();
   d.link->hold_replies(true);
   for (int i = 0; i < 100; ++i) d.queue->set("k" + std::to_string(i), "v", 0, 0);
@@ -319,11 +309,9 @@ TEST_CASE("a lost connection re-sends what was in flight, calls parked behind a 
   CHECK(redis.cmd("DBSIZE").integer() == 101);
 }
 
-TEST_CASE("after(): calls on one key run in the order asked, even when a later one could go at once",
-          "[redis][queue]") {
-  RedisServer redis;
-  Loop loop;
-  auto cfg = nctest::test_config(redis.unix_url());
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "after(): calls on one key run in the order asked, even when a later one could go at once",
+                 "[redis][queue]") {
   cfg.pipeline = 1;
   DataPath d(loop, cfg);
   d.start();

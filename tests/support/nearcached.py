@@ -12,9 +12,7 @@ ends, and its files live in the test's temporary directory.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from .process import ChildProcess
@@ -58,17 +56,7 @@ class Daemon(ChildProcess):
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"nearcached exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.connect(self.socket)
-                return
-            except OSError:
-                time.sleep(0.01)
-        raise TimeoutError(f"nearcached did not listen on {self.socket}:\n{self.log()}")
+        self.wait_listening(self.socket, timeout, "nearcached")
 
     def restart(self, **changes) -> "Daemon":
         self.stop()

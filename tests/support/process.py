@@ -1,6 +1,7 @@
-"""What the test helpers for real servers (nearcached, redis-server) share:
-one child process, signalled, stopped or killed, its log read back, and
-killed when the test process ends if a test left it running.
+"""What the helpers for real servers (nearcached, redis-server; memcached in
+bench/servers.py) share: one child process, waited for until it listens,
+signalled, stopped or killed, its log read back, and killed when the test
+process ends if a test left it running.
 
 Subclasses set `self.proc` (a Popen) and `self.log_path`, call
 `self._started()` after spawning, and choose what leaving a `with` block
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 _live: set["ChildProcess"] = set()
@@ -29,6 +32,21 @@ class ChildProcess:
 
     def _started(self) -> None:
         _live.add(self)
+
+    def wait_listening(self, path: str, timeout: float = 10.0, what: str = "the server") -> None:
+        """Waits until something accepts connections on the Unix socket `path`;
+        raises if the process exits first or nothing listens within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(path)
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise TimeoutError(f"{what} did not listen on {path}:\n{self.log()}")
 
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:

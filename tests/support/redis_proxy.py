@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from pathlib import Path
+
+from .wait import wait_for
 
 
 class _Pair:
@@ -74,11 +75,7 @@ class HoldingProxy:
             return sum(len(p.buffer) for p in self.pairs if p.held)
 
     def wait_held(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.held_bytes() == 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no reply was held back")
-            time.sleep(0.001)
+        wait_for(self.held_bytes, timeout, "a reply to be held back", interval=0.001)
 
     def release(self) -> None:
         with self.lock:
@@ -125,42 +122,40 @@ class HoldingProxy:
             p = _Pair(client, upstream)
             with self.lock:
                 self.pairs.append(p)
-            threading.Thread(target=self._to_server, args=(p,), daemon=True).start()
-            threading.Thread(target=self._to_client, args=(p,), daemon=True).start()
+            threading.Thread(target=self._pump, args=(p, p.client, lambda d, p=p: self._to_server(p, d)),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(p, p.upstream, lambda d, p=p: self._to_client(p, d)),
+                             daemon=True).start()
 
-    def _to_server(self, p: _Pair) -> None:
+    def _pump(self, p: _Pair, source: socket.socket, forward) -> None:
+        """Reads `source` until EOF or an error, handing each chunk to forward(); then shuts the pair."""
         try:
             while True:
-                data = p.client.recv(65536)
+                data = source.recv(65536)
                 if not data:
                     break
-                with p.lock:
-                    if len(p.sent) < 65536:
-                        p.sent += data[:65536 - len(p.sent)]
-                with self.lock:
-                    if self.needle is not None and self.needle in data:
-                        self.needle = None
-                        with p.lock:
-                            p.held = True
-                p.upstream.sendall(data)
+                forward(data)
         except OSError:
             pass
         self._shut(p)
 
-    def _to_client(self, p: _Pair) -> None:
-        try:
-            while True:
-                data = p.upstream.recv(65536)
-                if not data:
-                    break
+    def _to_server(self, p: _Pair, data: bytes) -> None:
+        with p.lock:
+            if len(p.sent) < 65536:
+                p.sent += data[:65536 - len(p.sent)]
+        with self.lock:
+            if self.needle is not None and self.needle in data:
+                self.needle = None
                 with p.lock:
-                    if p.held:
-                        p.buffer += data
-                        continue
-                p.client.sendall(data)
-        except OSError:
-            pass
-        self._shut(p)
+                    p.held = True
+        p.upstream.sendall(data)
+
+    def _to_client(self, p: _Pair, data: bytes) -> None:
+        with p.lock:
+            if p.held:
+                p.buffer += data
+                return
+        p.client.sendall(data)
 
     def _shut(self, p: _Pair) -> None:
         for s in (p.client, p.upstream):

@@ -1,22 +1,11 @@
 """Helpers for end-to-end tests of the Redis tier: daemon status, waiting for
-invalidations to flow and for the write-behind queue to drain."""
+invalidations to flow and for the write-behind queue to drain, clients and
+what they read from shared memory."""
 from __future__ import annotations
-
-import time
 
 from support.nearcached import Daemon
 from support.rawproto import RawConn
-
-
-def wait_for(cond, timeout: float = 10.0, what: str = "condition", interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval)
+from support.wait import wait_for  # noqa: F401 (the tests take it from here too)
 
 
 def status(d: Daemon) -> dict:
@@ -43,6 +32,14 @@ def wait_flushed(d: Daemon, timeout: float = 10.0) -> dict:
 # Redis tier settings that keep the tests quick: fast reconnects, short drains.
 FAST = dict(redis_reconnect_min_ms=20, redis_reconnect_max_ms=200, redis_heartbeat_ms=200,
             redis_drain_timeout_ms=5000)
+
+
+def shm(c, key: bytes):
+    """What a nearcache.Client reads from its shared-memory segment: the value, or None."""
+    from nearcache.client import HIT
+
+    st, value, _ = c.segment.get(key)
+    return value if st == HIT else None
 
 
 def client(d: Daemon, **options):

@@ -1,0 +1,92 @@
+// daemon/redis/tier_api.h — the seam between the daemon's engine and the Redis
+// tier: the few calls the engine makes (TierApi) and the hooks the tier calls
+// back to change the table (TableHooks). redis::Tier implements it on real
+// links; the engine's unit tests implement it with a fake that answers on
+// command (tests/daemon_units/test_engine_redis.cc).
+//
+// Every call names the key it is about (or the prefix, for CLEAR), never a
+// connection: a tier on Redis Cluster routes each call to the data link of
+// the key's master (slot = CRC16(redis key) mod 16384) and runs an
+// invalidation link per master, behind this same interface. How it grows:
+//   - TableHooks gets `drop_slot(slot)` (drop every local entry whose Redis key
+//     is in the slot) for repair after a master's invalidations were missed;
+//     drop_all stays for the whole table;
+//   - TierStatus gets a row per master; the engine packs what status() gives;
+//   - GET_MANY stays one get() per key, so a cluster tier pipelines the keys
+//     of each master on its own link.
+// The engine never asks which link or slot a key is on.
+//
+// All calls and callbacks run on the loop thread. A call that returns false
+// (or Lookup::unavailable) never calls back; every other callback runs once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "redis/atomics.h"
+#include "redis/config.h"
+#include "redis/invalidation.h"
+#include "redis/link.h"
+#include "redis/read_through.h"
+#include "redis/write_behind.h"
+
+namespace nearcache::redis {
+
+// What the tier may do to the local table (the daemon's engine implements them).
+struct TableHooks {
+  std::function<void(std::string_view key)> drop;   // remove one local entry
+  std::function<void(const char* why)> drop_all;    // remove every local entry
+  // A value read from Redis (or from this host's queue) to store locally:
+  // no write-behind, no lease wake-up beyond what a local SET does.
+  std::function<void(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms)> install;
+};
+
+struct TierStatus {
+  LinkStatus data, invalidation;
+  bool coherent = false;
+  bool degraded = false;  // Redis unreachable and redis_down = local
+  QueueStats queue;
+  ReadStats reads;
+  InvalidationStats inval;
+  AtomicStats atomics;
+  uint64_t local_flushes_total = 0;     // drop_all calls
+  uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
+  std::string url;                      // masked
+};
+
+class TierApi {
+ public:
+  virtual ~TierApi() = default;
+
+  // ---- after the local table applied a write (the reply may go out at once)
+  virtual Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) = 0;
+  virtual Enqueued del(std::string_view key) = 0;
+  virtual Enqueued touch(std::string_view key, uint64_t expiry_ms) = 0;
+  virtual Enqueued clear(std::string_view prefix) = 0;
+
+  // ---- a local miss (GET, GET_MANY per key, HAS_KEY, TOUCH): read through
+  virtual Lookup get(std::string_view key, Fetched* now, FetchFn done) = 0;
+
+  // ---- decided in Redis; false = Redis unreachable now: apply down_policy()
+  virtual bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) = 0;
+  virtual bool incr(std::string_view key, __int128 delta, AtomicFn cb) = 0;
+  virtual bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) = 0;
+  virtual bool release(std::string_view key, uint64_t token, AtomicFn cb) = 0;
+  // Polls another host's lease until a value, the lease, or deadline_ms; an id for cancel_wait.
+  virtual uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
+                              AtomicFn cb) = 0;
+  virtual void cancel_wait(uint64_t id) = 0;
+  // This host wrote the key: lease waits on it poll Redis now.
+  virtual void wake_lease_waiters(std::string_view key) = 0;
+
+  // The daemon decided an atomic operation locally because Redis was down.
+  virtual void note_local_decision() = 0;
+  virtual TierStatus status() const = 0;
+  // redis_wait_ms, redis_down, redis_prefix, ... as validated.
+  virtual const Config& config() const = 0;
+  DownPolicy down_policy() const { return config().down; }
+};
+
+}  // namespace nearcache::redis

@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/client.h"
+#include "cli/msgpack_bytes.h"
 #include "config/options.h"
 #include "protocol/protocol.h"
 #include "cli/status_format.h"
@@ -41,13 +43,6 @@ int usage(const char* why) {
   return 2;
 }
 
-bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
-
-void pack_bytes(msgpack::packer<msgpack::sbuffer>& pk, const std::string& b) {
-  pk.pack_bin(uint32_t(b.size()));
-  pk.pack_bin_body(b.data(), uint32_t(b.size()));
-}
-
 int reply_code(const msgpack::object& r) {
   const auto& a = r.via.array;
   return a.ptr[1].type == msgpack::type::POSITIVE_INTEGER ? int(a.ptr[1].via.u64) : -1;
@@ -58,7 +53,7 @@ int report_error(const msgpack::object& r) {
   const auto& a = r.via.array;
   const int code = reply_code(r);
   std::string msg = code >= 0 ? code_name(Code(code)) : "bad reply";
-  if (a.size >= 3 && a.ptr[2].type == msgpack::type::STR) msg = std::string(a.ptr[2].via.str.ptr, a.ptr[2].via.str.size);
+  if (a.size >= 3 && a.ptr[2].type == msgpack::type::STR) msg = str_of(a.ptr[2]);
   fprintf(stderr, "nearcache: %s\n", msg.c_str());
   return 1;
 }
@@ -75,10 +70,10 @@ int main(int argc, char** argv) {
       fputs(kUsage, stdout);
       return 0;
     }
-    if (cmd.empty() && starts_with(a, "--socket=")) socket_path = a.substr(9);
-    else if (cmd.empty() && starts_with(a, "--config=")) config_path = a.substr(9);
-    else if (cmd.empty() && starts_with(a, "--timeout=")) timeout_s = atof(a.c_str() + 10);
-    else if (cmd.empty() && starts_with(a, "--")) return usage(("unknown option " + a).c_str());
+    if (cmd.empty() && a.starts_with("--socket=")) socket_path = a.substr(9);
+    else if (cmd.empty() && a.starts_with("--config=")) config_path = a.substr(9);
+    else if (cmd.empty() && a.starts_with("--timeout=")) timeout_s = atof(a.c_str() + 10);
+    else if (cmd.empty() && a.starts_with("--")) return usage(("unknown option " + a).c_str());
     else if (cmd.empty()) cmd = a;
     else args.push_back(a);
   }
@@ -93,8 +88,8 @@ int main(int argc, char** argv) {
     else if (a == "--prometheus") prom = true;
     else if (a == "--raw") raw = true;
     else if (a == "--int") as_int = true;
-    else if (starts_with(a, "--ttl=")) has_ttl = true, ttl = strtoll(a.c_str() + 6, nullptr, 10);
-    else if (starts_with(a, "--") && a.size() > 2) return usage(("unknown option " + a).c_str());
+    else if (a.starts_with("--ttl=")) has_ttl = true, ttl = strtoll(a.c_str() + 6, nullptr, 10);
+    else if (a.starts_with("--") && a.size() > 2) return usage(("unknown option " + a).c_str());
     else pos.push_back(a);
   }
 
@@ -139,34 +134,39 @@ int main(int argc, char** argv) {
     return 3;
   };
   if (!c.connect(socket_path, int(timeout_s * 1000), &err)) return unreachable();
+  const std::string key = pos.empty() ? "" : pos[0];
+  // Sends one request. An unreachable daemon or an error reply (NOT_FOUND for
+  // GET and DELETE) ends the command: the exit status is returned.
+  auto ask = [&](Op op, auto&& args, uint32_t nargs) -> std::optional<int> {
+    if (!c.call(uint32_t(op), args, nargs, &reply, &err)) return unreachable();
+    const int code = reply_code(reply.get());
+    if (code == int(Code::not_found) && (op == Op::get || op == Op::del)) {
+      fprintf(stderr, "nearcache: %s: not found\n", key.c_str());
+      return 1;
+    }
+    if (code != 0) return report_error(reply.get());
+    return std::nullopt;
+  };
   auto no_args = [](auto&) {};
+  auto the_key = [&](auto& pk) { pack_bytes(pk, key); };
 
   if (cmd == "status") {
-    if (!c.call(uint32_t(Op::status), no_args, 0, &reply, &err)) return unreachable();
-    if (reply_code(reply.get()) != 0) return report_error(reply.get());
+    if (auto rc = ask(Op::status, no_args, 0)) return *rc;
     const msgpack::object& st = reply.get().via.array.ptr[2];
     fputs((prom ? status_prometheus(st) : json ? status_json(st) : status_text(st)).c_str(), stdout);
     return 0;
   }
   if (cmd == "ping") {
     const auto t0 = std::chrono::steady_clock::now();
-    if (!c.call(uint32_t(Op::ping), no_args, 0, &reply, &err)) return unreachable();
+    if (auto rc = ask(Op::ping, no_args, 0)) return *rc;
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    if (reply_code(reply.get()) != 0) return report_error(reply.get());
     printf("PONG from %s in %.0f us\n", socket_path.c_str(), us);
     return 0;
   }
-  const std::string key = pos.empty() ? "" : pos[0];
   if (cmd == "get") {
-    if (!c.call(uint32_t(Op::get), [&](auto& pk) { pack_bytes(pk, key); }, 1, &reply, &err)) return unreachable();
-    const int code = reply_code(reply.get());
-    if (code == int(Code::not_found)) {
-      fprintf(stderr, "nearcache: %s: not found\n", key.c_str());
-      return 1;
-    }
-    if (code != 0) return report_error(reply.get());
+    if (auto rc = ask(Op::get, the_key, 1)) return *rc;
     const msgpack::object& v = reply.get().via.array.ptr[2];
-    const std::string value(v.via.bin.ptr, v.via.bin.size);
+    const std::string_view value = str_of(v);
     if (raw) {
       fwrite(value.data(), 1, value.size(), stdout);
       return 0;
@@ -206,26 +206,14 @@ int main(int argc, char** argv) {
       if (has_ttl) pk.pack_int64(ttl);
       else pk.pack_nil();
     };
-    if (!c.call(uint32_t(Op::set), packit, 3, &reply, &err)) return unreachable();
-    if (reply_code(reply.get()) != 0) return report_error(reply.get());
-    return 0;
+    return ask(Op::set, packit, 3).value_or(0);
   }
-  if (cmd == "delete") {
-    if (!c.call(uint32_t(Op::del), [&](auto& pk) { pack_bytes(pk, key); }, 1, &reply, &err)) return unreachable();
-    const int code = reply_code(reply.get());
-    if (code == int(Code::not_found)) {
-      fprintf(stderr, "nearcache: %s: not found\n", key.c_str());
-      return 1;
-    }
-    if (code != 0) return report_error(reply.get());
-    return 0;
-  }
+  if (cmd == "delete") return ask(Op::del, the_key, 1).value_or(0);
   // clear
   auto packit = [&](auto& pk) {
     if (!pos.empty()) pack_bytes(pk, pos[0]);
   };
-  if (!c.call(uint32_t(Op::clear), packit, uint32_t(pos.size()), &reply, &err)) return unreachable();
-  if (reply_code(reply.get()) != 0) return report_error(reply.get());
+  if (auto rc = ask(Op::clear, packit, uint32_t(pos.size()))) return *rc;
   printf("cleared %s entries\n", to_json(reply.get().via.array.ptr[2]).c_str());
   return 0;
 }

@@ -7,17 +7,12 @@
 #include <ctime>
 #include <sstream>
 
+#include "cli/msgpack_bytes.h"
 #include "protocol/metrics.h"
 
 namespace nearcache::daemon {
 
 namespace {
-
-std::string_view str_of(const msgpack::object& o) {
-  if (o.type == msgpack::type::STR) return {o.via.str.ptr, o.via.str.size};
-  if (o.type == msgpack::type::BIN) return {o.via.bin.ptr, o.via.bin.size};
-  return {};
-}
 
 const msgpack::object* lookup(const msgpack::object& map, std::string_view key) {
   if (map.type != msgpack::type::MAP) return nullptr;

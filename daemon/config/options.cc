@@ -1,4 +1,5 @@
-// daemon/config/options.cc — the option table and everything it drives. See options.h.
+// daemon/config/options.cc — the option table, its validators, and everything
+// the rows drive (files, flags, SIGHUP, --help, --print-config, the docs). See options.h.
 #include "config/options.h"
 
 #include <grp.h>
@@ -14,8 +15,6 @@
 #include <set>
 #include <sstream>
 
-#include "redis/config.h"
-
 namespace po = boost::program_options;
 
 namespace nearcache::daemon {
@@ -24,150 +23,155 @@ namespace {
 
 using C = Config;
 
-using Field = std::variant<std::string Config::*, bool Config::*, unsigned Config::*, uint64_t Config::*>;
-
-// The Redis tier's rows come from redis_options() (names, defaults, help);
-// this maps each to its field here.
-const std::map<std::string, Field>& redis_fields() {
-  static const std::map<std::string, Field> f = {
-      {"redis_url", &C::redis_url},
-      {"redis_password_file", &C::redis_password_file},
-      {"redis_prefix", &C::redis_prefix},
-      {"redis_connect_timeout_ms", &C::redis_connect_timeout_ms},
-      {"redis_command_timeout_ms", &C::redis_command_timeout_ms},
-      {"redis_queue_max_entries", &C::redis_queue_max_entries},
-      {"redis_queue_max_bytes", &C::redis_queue_max_bytes},
-      {"redis_local_ttl_max_ms", &C::redis_local_ttl_max_ms},
-      {"redis_reconnect_min_ms", &C::redis_reconnect_min_ms},
-      {"redis_reconnect_max_ms", &C::redis_reconnect_max_ms},
-      {"redis_reconnect_jitter_percent", &C::redis_reconnect_jitter_percent},
-      {"redis_drain_timeout_ms", &C::redis_drain_timeout_ms},
-      {"redis_heartbeat_ms", &C::redis_heartbeat_ms},
-      {"redis_lease_poll_min_ms", &C::redis_lease_poll_min_ms},
-      {"redis_lease_poll_max_ms", &C::redis_lease_poll_max_ms},
-      {"redis_wait_ms", &C::redis_wait_ms},
-      {"redis_down", &C::redis_down},
-  };
-  return f;
-}
-
-OptType redis_type(const std::string& t) {
-  if (t == "secret") return OptType::secret;
-  if (t == "path") return OptType::path;
-  if (t == "count") return OptType::count;
-  if (t == "size") return OptType::size;
-  return OptType::string;
-}
-
 std::vector<OptionSpec> with_redis_rows(std::vector<OptionSpec> rows) {
-  for (const auto& r : redis::redis_options()) {
-    auto f = redis_fields().find(r.name);
-    if (f == redis_fields().end()) abort();  // a row without a field: caught by every test run
-    rows.push_back({r.name, redis_type(r.type), r.def, r.reloadable, r.help, f->second});
-  }
+  rows.insert(rows.end(), redis::redis_options().begin(), redis::redis_options().end());
   return rows;
 }
 
-// The table. Order is the order of --help, --print-config and the docs.
-const std::vector<OptionSpec> kOptions = with_redis_rows({
-    {"config", OptType::path, "", false,
-     "Config file to read (INI: `name = value`, `#` comments). Command-line flags override it.", &C::config},
-    {"socket", OptType::path, "", false,
-     "Unix socket path. Default: <runtime dir>/nearcached.sock, where the runtime dir is "
-     "$RUNTIME_DIRECTORY (set by systemd's RuntimeDirectory=), else $XDG_RUNTIME_DIR/nearcache, "
-     "/run/nearcache for root, else /tmp/nearcache-<uid>.",
-     &C::socket},
-    {"socket_mode", OptType::mode, "0660", false, "Permissions of the socket file (octal; never world-writable).",
-     &C::socket_mode},
-    {"socket_group", OptType::string, "", false, "Group (name or gid) of the socket file. Default: the daemon's.",
-     &C::socket_group},
-    {"segment", OptType::path, "", false,
-     "Shared-memory segment: a file path (default <runtime dir>/nearcached.seg), or a POSIX shm name "
-     "(\"/name\") with posix_shm = true. The hints file is <segment>.hints, the lock <segment>.lock.",
-     &C::segment},
-    {"posix_shm", OptType::boolean, "false", false, "Treat `segment` as a POSIX shared-memory name.", &C::posix_shm},
-    {"segment_mode", OptType::mode, "0640", false, "Permissions of the segment (readers need read access).",
-     &C::segment_mode},
-    {"hints_mode", OptType::mode, "0660", false,
-     "Permissions of the hints file (readers record access hints and hit counts in it).", &C::hints_mode},
-    {"segment_group", OptType::string, "", false, "Group (name or gid) of the segment and hints file.",
-     &C::segment_group},
-    {"segment_size", OptType::size, "64M", false, "Size of the segment (K, M, G suffixes).", &C::segment_size},
-    {"key_limit", OptType::size, "1024", false, "Longest key in bytes (at most 65535).", &C::key_limit},
-    {"value_limit", OptType::size, "1M", false, "Largest value in bytes.", &C::value_limit},
-    {"expected_item_size", OptType::size, "256", false,
-     "Typical key + value size; sizes the index (segment_size / this = entries planned for).",
-     &C::expected_item_size},
-    {"max_ttl_ms", OptType::count, "0", true,
-     "Longest TTL in milliseconds; every TTL, \"no expiry\" included, is clamped to it. 0 = no limit.",
-     &C::max_ttl_ms},
-    {"max_frame_bytes", OptType::size, "", false,
-     "Largest request frame. Default: 4 MiB + key_limit + value_limit.", &C::max_frame_bytes},
-    {"max_outstanding", OptType::count, "4096", true,
-     "Requests per connection received and not yet answered (waiting leases, clears) before "
-     "TOO_MANY_REQUESTS.",
-     &C::max_outstanding},
-    {"max_output_bytes", OptType::size, "64M", true,
-     "Replies a connection has not read; beyond this the client is disconnected as a slow reader.",
-     &C::max_output_bytes},
-    {"max_connections", OptType::count, "4096", true, "Simultaneous client connections; more are refused.",
-     &C::max_connections},
-    {"allow_users", OptType::list, "", true,
-     "Comma list of user names or uids allowed to connect (with allow_groups); empty = no list. "
-     "The daemon's own user is always allowed.",
-     &C::allow_users},
-    {"allow_groups", OptType::list, "", true,
-     "Comma list of group names or gids whose members (primary group) may connect; empty = no list.",
-     &C::allow_groups},
-    {"heartbeat_interval_ms", OptType::count, "100", true,
-     "How often the daemon writes its heartbeat into the segment header.", &C::heartbeat_interval_ms},
-    {"heartbeat_grace_ms", OptType::count, "2000", false,
-     "Readers treat a segment whose heartbeat is older than this as unavailable (written in the "
-     "segment header).",
-     &C::heartbeat_grace_ms},
-    {"max_lease_ms", OptType::count, "300000", true, "Longest lease a LEASE may ask for (longer ones are clamped).",
-     &C::max_lease_ms},
-    {"max_wait_ms", OptType::count, "300000", true,
-     "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
-    {"log_level", OptType::string, "info", true, "trace, debug, info, warn, error, critical or off.",
-     &C::log_level},
-});
-
-bool parse_bool(const std::string& s, bool* out) {
-  static const std::set<std::string> yes = {"1", "true", "yes", "on"}, no = {"0", "false", "no", "off"};
-  if (yes.count(s)) return *out = true, true;
-  if (no.count(s)) return *out = false, true;
+// The rules that tie options together, or that bounds cannot say. Each
+// returns false with *err set; validate() runs them after the rows' bounds.
+bool known_log_level(Config* c, std::string* err) {
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (levels.count(c->log_level)) return true;
+  *err = "option log_level: unknown level \"" + c->log_level + "\"";
   return false;
 }
 
-bool parse_count(const std::string& s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    const uint64_t d = uint64_t(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
+bool safe_modes(Config* c, std::string* err) {
+  for (auto [name, mode] : {std::pair{"socket_mode", c->socket_mode}, std::pair{"segment_mode", c->segment_mode},
+                            std::pair{"hints_mode", c->hints_mode}})
+    if (mode & 0002) {
+      *err = std::string("option ") + name + ": must not be world-writable";
+      return false;
+    }
+  if (c->socket_mode & 0111 || c->segment_mode & 0111 || c->hints_mode & 0111) {
+    *err = "modes must not carry execute bits";
+    return false;
   }
-  *out = v;
   return true;
 }
 
-bool parse_mode(const std::string& s, unsigned* out) {
-  if (s.empty() || s.size() > 4) return false;
-  unsigned v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '7') return false;
-    v = v * 8 + unsigned(c - '0');
-  }
-  *out = v;
-  return true;
+bool heartbeat_grace(Config* c, std::string* err) {
+  // Readers would call a live daemon dead between two beats.
+  if (c->heartbeat_grace_ms >= 2 * c->heartbeat_interval_ms) return true;
+  *err = "option heartbeat_grace_ms: must be at least twice heartbeat_interval_ms";
+  return false;
 }
 
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+bool socket_path_fits(Config* c, std::string* err) {
+  if (c->socket.size() < 108) return true;  // sockaddr_un's sun_path
+  *err = "option socket: path longer than 107 bytes: " + c->socket;
+  return false;
+}
+
+bool redis_tier(Config* c, std::string* err) {
+  // Without redis_url the other redis_* options are not checked.
+  redis::Endpoint ep;
+  return c->redis.url.empty() || redis::validate(c->redis, &ep, err);
+}
+
+bool known_ids(Config* c, std::string* err) {
+  std::vector<uint32_t> ids;
+  int64_t gid;
+  return resolve_users(c->allow_users, &ids, err) && resolve_groups(c->allow_groups, &ids, err) &&
+         resolve_group(c->socket_group, &gid, err) && resolve_group(c->segment_group, &gid, err);
+}
+
+// Empty paths and sizes are automatic: derived from other options.
+void resolve_automatic(Config* c) {
+  if (c->socket.empty()) c->socket = default_runtime_dir(true) + "/nearcached.sock";
+  if (c->segment.empty())
+    c->segment =
+        c->posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
+  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + c->value_limit;
+}
+
+// The table: name, type, default, min, max, reloadable, help, field. Order is
+// the order of --help, --print-config and the docs; the Redis tier's rows
+// (redis/config.cc) come last.
+const std::vector<OptionSpec>& table() {
+  static const std::vector<OptionSpec> rows = with_redis_rows({
+      {"config", OptType::path, "", 0, 0, false,
+       "Config file to read (INI: `name = value`, `#` comments). Command-line flags override it.", &C::config},
+      {"socket", OptType::path, "", 0, 0, false,
+       "Unix socket path. Default: <runtime dir>/nearcached.sock, where the runtime dir is "
+       "$RUNTIME_DIRECTORY (set by systemd's RuntimeDirectory=), else $XDG_RUNTIME_DIR/nearcache, "
+       "/run/nearcache for root, else /tmp/nearcache-<uid>.",
+       &C::socket},
+      {"socket_mode", OptType::mode, "0660", 0, 0, false,
+       "Permissions of the socket file (octal; never world-writable).", &C::socket_mode},
+      {"socket_group", OptType::string, "", 0, 0, false,
+       "Group (name or gid) of the socket file. Default: the daemon's.", &C::socket_group},
+      {"segment", OptType::path, "", 0, 0, false,
+       "Shared-memory segment: a file path (default <runtime dir>/nearcached.seg), or a POSIX shm name "
+       "(\"/name\") with posix_shm = true. The hints file is <segment>.hints, the lock <segment>.lock.",
+       &C::segment},
+      {"posix_shm", OptType::boolean, "false", 0, 0, false, "Treat `segment` as a POSIX shared-memory name.",
+       &C::posix_shm},
+      {"segment_mode", OptType::mode, "0640", 0, 0, false,
+       "Permissions of the segment (readers need read access).", &C::segment_mode},
+      {"hints_mode", OptType::mode, "0660", 0, 0, false,
+       "Permissions of the hints file (readers record access hints and hit counts in it).", &C::hints_mode},
+      {"segment_group", OptType::string, "", 0, 0, false, "Group (name or gid) of the segment and hints file.",
+       &C::segment_group},
+      {"segment_size", OptType::size, "64M", 0, kNoMax, false, "Size of the segment (K, M, G suffixes).",
+       &C::segment_size},
+      {"key_limit", OptType::size, "1024", 1, 65535, false, "Longest key in bytes (at most 65535).",
+       &C::key_limit},
+      {"value_limit", OptType::size, "1M", 1, 1ull << 31, false, "Largest value in bytes.", &C::value_limit},
+      {"expected_item_size", OptType::size, "256", 32, kNoMax, false,
+       "Typical key + value size; sizes the index (segment_size / this = entries planned for).",
+       &C::expected_item_size},
+      {"max_ttl_ms", OptType::count, "0", 0, kNoMax, true,
+       "Longest TTL in milliseconds; every TTL, \"no expiry\" included, is clamped to it. 0 = no limit.",
+       &C::max_ttl_ms},
+      {"max_frame_bytes", OptType::size, "", 64, kNoMax, false,
+       "Largest request frame. Default: 4 MiB + key_limit + value_limit.", &C::max_frame_bytes},
+      {"max_outstanding", OptType::count, "4096", 1, kNoMax, true,
+       "Requests per connection received and not yet answered (waiting leases, clears) before "
+       "TOO_MANY_REQUESTS.",
+       &C::max_outstanding},
+      {"max_output_bytes", OptType::size, "64M", 4096, kNoMax, true,
+       "Replies a connection has not read; beyond this the client is disconnected as a slow reader.",
+       &C::max_output_bytes},
+      {"max_connections", OptType::count, "4096", 1, kNoMax, true,
+       "Simultaneous client connections; more are refused.", &C::max_connections},
+      {"allow_users", OptType::list, "", 0, 0, true,
+       "Comma list of user names or uids allowed to connect (with allow_groups); empty = no list. "
+       "The daemon's own user is always allowed.",
+       &C::allow_users},
+      {"allow_groups", OptType::list, "", 0, 0, true,
+       "Comma list of group names or gids whose members (primary group) may connect; empty = no list.",
+       &C::allow_groups},
+      {"heartbeat_interval_ms", OptType::count, "100", 1, 60000, true,
+       "How often the daemon writes its heartbeat into the segment header.", &C::heartbeat_interval_ms},
+      {"heartbeat_grace_ms", OptType::count, "2000", 0, UINT32_MAX, false,
+       "Readers treat a segment whose heartbeat is older than this as unavailable (written in the "
+       "segment header).",
+       &C::heartbeat_grace_ms},
+      {"max_lease_ms", OptType::count, "300000", 1, kNoMax, true,
+       "Longest lease a LEASE may ask for (longer ones are clamped).", &C::max_lease_ms},
+      {"max_wait_ms", OptType::count, "300000", 0, kNoMax, true,
+       "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
+      {"log_level", OptType::string, "info", 0, 0, true, "trace, debug, info, warn, error, critical or off.",
+       &C::log_level},
+  });
+  return rows;
+}
+
+// A row of the Redis tier (checked by redis::validate, and only with redis_url set).
+bool tier_row(const OptionSpec& o) {
+  return std::visit([](auto m) { return !std::is_same_v<typename detail::member_of<decltype(m)>::type, Config>; },
+                    o.field);
+}
+
+bool validate(Config* c, std::string* err) {
+  resolve_automatic(c);
+  for (const auto& o : table())
+    if (!tier_row(o) && !check_option_bounds(*c, o, err)) return false;
+  for (auto rule : {known_log_level, safe_modes, heartbeat_grace, socket_path_fits, redis_tier, known_ids})
+    if (!rule(c, err)) return false;
+  return true;
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -179,89 +183,24 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-// Stores one textual value into the Config field of `o`.
-bool assign(Config* c, const OptionSpec& o, const std::string& raw, std::string* err) {
-  const std::string v = o.type == OptType::path || o.type == OptType::string || o.type == OptType::secret
-                            ? raw
-                            : trim(raw);
-  auto fail = [&](const char* what) {
-    *err = std::string("option ") + o.name + ": " + what + ", got \"" + raw + "\"";
-    return false;
-  };
-  switch (o.type) {
-    case OptType::string:
-    case OptType::path:
-    case OptType::list:
-    case OptType::secret:
-      c->*std::get<std::string Config::*>(o.field) = v;
-      return true;
-    case OptType::boolean:
-      if (!parse_bool(v, &(c->*std::get<bool Config::*>(o.field)))) return fail("expected true or false");
-      return true;
-    case OptType::mode:
-      if (!parse_mode(v, &(c->*std::get<unsigned Config::*>(o.field)))) return fail("expected an octal mode like 0660");
-      return true;
-    case OptType::size:
-      if (v.empty() && o.def[0] == '\0') return c->*std::get<uint64_t Config::*>(o.field) = 0, true;
-      if (!parse_size(v, &(c->*std::get<uint64_t Config::*>(o.field))))
-        return fail("expected a size in bytes with an optional K, M or G suffix");
-      return true;
-    case OptType::count:
-      if (!parse_count(v, &(c->*std::get<uint64_t Config::*>(o.field)))) return fail("expected a non-negative integer");
-      return true;
-  }
-  return fail("unknown type");
-}
-
-bool validate(Config* c, std::string* err) {
-  auto bad = [&](const std::string& m) {
-    *err = m;
-    return false;
-  };
-  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-  if (!levels.count(c->log_level)) return bad("option log_level: unknown level \"" + c->log_level + "\"");
-  if (c->key_limit < 1 || c->key_limit > 65535) return bad("option key_limit: must be between 1 and 65535");
-  if (c->value_limit < 1 || c->value_limit > (1ull << 31))
-    return bad("option value_limit: must be between 1 and 2G");
-  if (c->expected_item_size < 32) return bad("option expected_item_size: must be at least 32");
-  for (auto [name, mode] : {std::pair{"socket_mode", c->socket_mode}, std::pair{"segment_mode", c->segment_mode},
-                            std::pair{"hints_mode", c->hints_mode}})
-    if (mode & 0002) return bad(std::string("option ") + name + ": must not be world-writable");
-  if (c->socket_mode & 0111 || c->segment_mode & 0111 || c->hints_mode & 0111)
-    return bad("modes must not carry execute bits");
-  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + c->value_limit;
-  if (c->max_frame_bytes < 64) return bad("option max_frame_bytes: must be at least 64");
-  if (c->max_outstanding < 1) return bad("option max_outstanding: must be at least 1");
-  if (c->max_connections < 1) return bad("option max_connections: must be at least 1");
-  if (c->max_output_bytes < 4096) return bad("option max_output_bytes: must be at least 4K");
-  if (c->heartbeat_interval_ms < 1 || c->heartbeat_interval_ms > 60000)
-    return bad("option heartbeat_interval_ms: must be between 1 and 60000");
-  if (c->heartbeat_grace_ms < 2 * c->heartbeat_interval_ms || c->heartbeat_grace_ms > UINT32_MAX)
-    return bad("option heartbeat_grace_ms: must be at least twice heartbeat_interval_ms");
-  if (c->max_lease_ms < 1) return bad("option max_lease_ms: must be at least 1");
-  if (c->socket.size() >= 108) return bad("option socket: path longer than 107 bytes: " + c->socket);
-  redis::DownPolicy down;
-  if (!redis::parse_down_policy(c->redis_down, &down, err)) return false;
-  if (!c->redis_url.empty()) {
-    redis::Endpoint ep;
-    if (!redis::validate(redis_config(*c), &ep, err)) return false;
-  }
-  std::vector<uint32_t> ids;
-  if (!resolve_users(c->allow_users, &ids, err) || !resolve_groups(c->allow_groups, &ids, err)) return false;
-  int64_t gid;
-  if (!resolve_group(c->socket_group, &gid, err) || !resolve_group(c->segment_group, &gid, err)) return false;
-  return true;
-}
-
 // What an empty default means: derived from other settings, or nothing at all.
 const char* empty_default(const OptionSpec& o) {
   if (std::string(o.name) == "config") return "none";
   return o.type == OptType::path || o.type == OptType::size ? "automatic" : "none";
 }
 
+std::string default_text(const OptionSpec& o) { return o.def[0] ? o.def : empty_default(o); }
+
+// "1 to 65535", "at least 4K"; "" for an option without bounds.
+std::string bounds_text(const OptionSpec& o) {
+  if (o.type != OptType::size && o.type != OptType::count) return "";
+  if (o.max != kNoMax) return format_value(o, o.min) + " to " + format_value(o, o.max);
+  return o.min ? "at least " + format_value(o, o.min) : "";
+}
+
 po::options_description describe(bool with_actions) {
   po::options_description d("nearcached options");
-  for (const auto& o : kOptions) {
+  for (const auto& o : table()) {
     if (o.type == OptType::boolean) d.add_options()(o.name, po::value<std::string>()->implicit_value("true"), o.help);
     else d.add_options()(o.name, po::value<std::string>(), o.help);
   }
@@ -277,77 +216,49 @@ po::options_description describe(bool with_actions) {
 
 }  // namespace
 
-const std::vector<OptionSpec>& option_table() { return kOptions; }
+Config::Config() {
+  std::string err;
+  for (const auto& o : table())
+    if (!assign_option(this, o, o.def, &err)) abort();  // a bad default: caught by every test run
+}
+
+const std::vector<OptionSpec>& option_table() { return table(); }
 
 const OptionSpec* find_option(const std::string& name) {
-  for (const auto& o : kOptions)
+  for (const auto& o : table())
     if (name == o.name) return &o;
   return nullptr;
 }
 
-const char* opt_type_name(OptType t) {
-  switch (t) {
-    case OptType::string: return "string";
-    case OptType::path: return "path";
-    case OptType::boolean: return "bool";
-    case OptType::size: return "size";
-    case OptType::count: return "integer";
-    case OptType::mode: return "mode";
-    case OptType::list: return "list";
-    case OptType::secret: return "url";
-  }
-  return "?";
+uint64_t option_number(const Config& c, const OptionSpec& o) {
+  uint64_t n = 0;
+  visit_field(c, o.field, [&](const auto& v) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(v)>, uint64_t>) n = v;
+  });
+  return n;
 }
 
-bool parse_size(const std::string& in, uint64_t* out) {
-  std::string s = trim(in);
-  if (s.empty()) return false;
-  uint64_t mult = 1;
-  switch (s.back()) {
-    case 'k': case 'K': mult = 1ull << 10; break;
-    case 'm': case 'M': mult = 1ull << 20; break;
-    case 'g': case 'G': mult = 1ull << 30; break;
-    default: break;
-  }
-  if (mult != 1) s.pop_back();
-  uint64_t v;
-  if (!parse_count(s, &v) || (v != 0 && mult > UINT64_MAX / v)) return false;
-  *out = v * mult;
-  return true;
+bool option_bool(const Config& c, const OptionSpec& o) {
+  bool b = false;
+  visit_field(c, o.field, [&](const auto& v) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(v)>, bool>) b = v;
+  });
+  return b;
 }
 
-std::string format_option(const Config& c, const OptionSpec& o) {
-  switch (o.type) {
-    case OptType::string:
-    case OptType::path:
-    case OptType::list:
-      return c.*std::get<std::string Config::*>(o.field);
-    case OptType::secret: {
-      // Credentials in a URL (redis://user:password@host) are masked.
-      std::string v = c.*std::get<std::string Config::*>(o.field);
-      const auto scheme = v.find("://"), at = v.rfind('@');
-      if (scheme != std::string::npos && at != std::string::npos && at > scheme)
-        v = v.substr(0, scheme + 3) + "***" + v.substr(at);
-      return v;
-    }
-    case OptType::boolean:
-      return c.*std::get<bool Config::*>(o.field) ? "true" : "false";
-    case OptType::mode: {
-      char buf[8];
-      snprintf(buf, sizeof buf, "%04o", c.*std::get<unsigned Config::*>(o.field));
-      return buf;
-    }
-    case OptType::size: {
-      const uint64_t v = c.*std::get<uint64_t Config::*>(o.field);
-      if (v != 0 && v % (1ull << 30) == 0) return std::to_string(v >> 30) + "G";
-      if (v != 0 && v % (1ull << 20) == 0) return std::to_string(v >> 20) + "M";
-      if (v != 0 && v % (1ull << 10) == 0) return std::to_string(v >> 10) + "K";
-      return std::to_string(v);
-    }
-    case OptType::count:
-      return std::to_string(c.*std::get<uint64_t Config::*>(o.field));
-  }
-  return "";
+void copy_option(const OptionSpec& o, const Config& from, Config* to) {
+  std::visit(
+      [&](auto m) {
+        using Owner = typename detail::member_of<decltype(m)>::type;
+        if constexpr (std::is_same_v<Owner, Config>) to->*m = from.*m;
+        else to->redis.*m = from.redis.*m;
+      },
+      o.field);
+}
+
+void copy_reloadable(const Config& from, Config* to) {
+  for (const auto& o : table())
+    if (o.reloadable) copy_option(o, from, to);
 }
 
 bool parse_command_line(int argc, char** argv, Invocation* inv, std::string* err) {
@@ -361,7 +272,7 @@ bool parse_command_line(int argc, char** argv, Invocation* inv, std::string* err
     inv->print_config = vm.count("print-config");
     inv->print_config_doc = vm.count("print-config-doc");
     inv->print_socket_banner = vm.count("print-socket-banner");
-    for (const auto& o : kOptions)
+    for (const auto& o : table())
       if (vm.count(o.name)) inv->flags[o.name] = vm[o.name].as<std::string>();
     return true;
   } catch (const std::exception& e) {
@@ -371,9 +282,7 @@ bool parse_command_line(int argc, char** argv, Invocation* inv, std::string* err
 }
 
 bool load_config(const std::map<std::string, std::string>& flags, Config* out, std::string* err) {
-  Config c;
-  for (const auto& o : kOptions)
-    if (!assign(&c, o, o.def, err)) return false;
+  Config c;  // the rows' defaults
   auto it = flags.find("config");
   if (it != flags.end() && !it->second.empty()) {
     c.config = it->second;
@@ -387,7 +296,7 @@ bool load_config(const std::map<std::string, std::string>& flags, Config* out, s
       for (const auto& opt : parsed.options) {
         const OptionSpec* o = find_option(opt.string_key);
         if (!o || opt.value.empty()) continue;
-        if (!assign(&c, *o, opt.value.front(), err)) {
+        if (!assign_option(&c, *o, opt.value.front(), err)) {
           *err = c.config + ": " + *err;
           return false;
         }
@@ -403,46 +312,22 @@ bool load_config(const std::map<std::string, std::string>& flags, Config* out, s
       *err = "unknown option " + name;
       return false;
     }
-    if (!assign(&c, *o, value, err)) return false;
+    if (!assign_option(&c, *o, value, err)) return false;
   }
-  if (c.socket.empty()) c.socket = default_runtime_dir(true) + "/nearcached.sock";
-  if (c.segment.empty())
-    c.segment = c.posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
   if (!validate(&c, err)) return false;
   *out = c;
   return true;
-}
-
-redis::Config redis_config(const Config& c) {
-  redis::Config r;
-  r.url = c.redis_url;
-  r.prefix = c.redis_prefix;
-  r.password_file = c.redis_password_file;
-  r.connect_timeout_ms = c.redis_connect_timeout_ms;
-  r.command_timeout_ms = c.redis_command_timeout_ms;
-  r.queue_max_entries = c.redis_queue_max_entries;
-  r.queue_max_bytes = c.redis_queue_max_bytes;
-  r.local_ttl_max_ms = c.redis_local_ttl_max_ms;
-  r.reconnect_min_ms = c.redis_reconnect_min_ms;
-  r.reconnect_max_ms = c.redis_reconnect_max_ms;
-  r.reconnect_jitter_percent = c.redis_reconnect_jitter_percent;
-  r.drain_timeout_ms = c.redis_drain_timeout_ms;
-  r.heartbeat_ms = c.redis_heartbeat_ms;
-  r.lease_poll_min_ms = c.redis_lease_poll_min_ms;
-  r.lease_poll_max_ms = c.redis_lease_poll_max_ms;
-  r.wait_ms = c.redis_wait_ms;
-  std::string ignored;
-  redis::parse_down_policy(c.redis_down, &r.down, &ignored);
-  return r;
 }
 
 std::string help_text(const char* argv0) {
   std::ostringstream s;
   s << "Usage: " << argv0 << " [--config=FILE] [--name=value ...]\n"
     << "nearcached: the nearcache daemon. Options (also valid in the config file as `name = value`):\n\n";
-  for (const auto& o : kOptions) {
+  for (const auto& o : table()) {
+    const std::string range = bounds_text(o);
     s << "  --" << o.name << "=<" << opt_type_name(o.type) << ">";
-    s << "  (default: " << (o.def[0] ? o.def : empty_default(o)) << (o.reloadable ? "; reloaded on SIGHUP" : "") << ")\n";
+    s << "  (default: " << default_text(o) << (range.empty() ? "" : "; " + range)
+      << (o.reloadable ? "; reloaded on SIGHUP" : "") << ")\n";
     s << "      " << o.help << "\n";
   }
   s << "\n  --print-config         print the effective configuration and exit\n"
@@ -455,7 +340,7 @@ std::string help_text(const char* argv0) {
 std::string config_text(const Config& c) {
   std::ostringstream s;
   s << "# nearcached configuration (effective values)\n";
-  for (const auto& o : kOptions) {
+  for (const auto& o : table()) {
     if (std::string(o.name) == "config") continue;
     s << "\n# " << o.help << (o.reloadable ? " [reloadable]" : "") << "\n";
     s << o.name << " = " << format_option(c, o) << "\n";
@@ -464,79 +349,34 @@ std::string config_text(const Config& c) {
 }
 
 std::string config_markdown() {
+  auto escape = [](const std::string& text) {
+    std::string out;
+    for (char ch : text) {
+      if (ch == '|') out += "\\|";
+      else if (ch == '<') out += "&lt;";
+      else if (ch == '>') out += "&gt;";
+      else out += ch;
+    }
+    return out;
+  };
   std::ostringstream s;
   s << "# nearcached configuration\n\n"
-    << "<!-- Generated by `nearcached --print-config-doc` from daemon/options.cc; do not edit. -->\n\n"
+    << "<!-- Generated by `nearcached --print-config-doc` from the option rows (daemon/config/options.cc, "
+       "daemon/redis/config.cc) and the metric tables; do not edit. -->\n\n"
     << "Every option can be given in the config file (`--config=FILE`, INI style: `name = value`, `#` "
        "comments) or as a flag `--name=value`; flags override the file. `nearcached --print-config` prints "
        "the effective configuration as a valid config file. On SIGHUP the daemon re-reads the file and "
-       "applies the options marked reloadable; it logs every other change as needing a restart.\n\n"
+       "applies the options marked reloadable; it logs every other change as needing a restart. Default "
+       "paths, liveness, signals, exit status and limits: `doc/operations.md`; the Redis tier: "
+       "`doc/redis.md`.\n\n"
     << "Sizes take K, M and G suffixes (powers of 1024). Modes are octal.\n\n"
     << "| option | type | default | reloadable | meaning |\n| --- | --- | --- | --- | --- |\n";
-  for (const auto& o : kOptions) {
-    std::string help;
-    for (char ch : std::string(o.help)) {
-      if (ch == '|') help += "\\|";
-      else if (ch == '<') help += "&lt;";
-      else if (ch == '>') help += "&gt;";
-      else help += ch;
-    }
-    s << "| `" << o.name << "` | " << opt_type_name(o.type) << " | " << (o.def[0] ? std::string("`") + o.def + "`" : empty_default(o))
-      << " | " << (o.reloadable ? "yes" : "no") << " | " << help << " |\n";
+  for (const auto& o : table()) {
+    const std::string range = bounds_text(o);
+    s << "| `" << o.name << "` | " << opt_type_name(o.type) << (range.empty() ? "" : " (" + range + ")") << " | "
+      << (o.def[0] ? std::string("`") + o.def + "`" : empty_default(o)) << " | " << (o.reloadable ? "yes" : "no")
+      << " | " << escape(o.help) << " |\n";
   }
-  s << "\n## Default paths\n\n"
-    << "With no `socket` or `segment` option the daemon uses a runtime directory: `$RUNTIME_DIRECTORY` "
-       "when systemd set it (`RuntimeDirectory=`; the first directory when it lists several), else "
-       "`$XDG_RUNTIME_DIR/nearcache` when `XDG_RUNTIME_DIR` is set, else `/run/nearcache` for root, else "
-       "`/tmp/nearcache-<uid>`. It is created with mode 0750 when missing. The socket is "
-       "`<dir>/nearcached.sock`, the segment `<dir>/nearcached.seg` (hints `<segment>.hints`, lock "
-       "`<segment>.lock`). The CLI and the Python client resolve the same default, except "
-       "`$RUNTIME_DIRECTORY` (in a client it is the client's own unit's), and honour `NEARCACHE_SOCKET`.\n\n"
-    << "## Liveness and the grace period\n\n"
-    << "The daemon writes a heartbeat (CLOCK_MONOTONIC milliseconds) into the segment header every "
-       "`heartbeat_interval_ms`. A reader that finds the heartbeat older than `heartbeat_grace_ms` (also "
-       "written in the header), or the segment marked stopped, treats the segment as unavailable and "
-       "uses the socket (or reports misses) until a daemon publishes a new generation. After `kill -9`, "
-       "readers therefore stop serving the old table within `heartbeat_grace_ms` (2 s by default); a new "
-       "daemon replaces the stale socket and segment on start.\n\n"
-    << "## Signals, exit status, systemd\n\n"
-    << "- SIGTERM or SIGINT: stop accepting (the socket is removed), finish pending CLEARs, answer waiting "
-       "LEASEs and Redis reads with `SHUTTING_DOWN`, write the replies already produced, close every "
-       "connection (at most 5 s later, or `redis_drain_timeout_ms` when that is longer), flush the Redis "
-       "write-behind queue (for at most `redis_drain_timeout_ms`; what is left is logged as lost), mark the "
-       "segment stopped, remove its names, exit 0. Requests that arrive after the signal get "
-       "`SHUTTING_DOWN`; a second signal closes every connection at once.\n"
-    << "- SIGHUP: re-read the config file; apply the reloadable options; log each other change as needing a "
-       "restart. A file that does not parse changes nothing (logged). `redis_password_file` is read again; "
-       "the new password is used from the next Redis connection.\n"
-    << "- A second daemon on the same socket (one that answers) or the same segment (its lock is held) "
-       "refuses to start, exit 1. A socket nobody answers on is stale and replaced; a non-socket file at the "
-       "socket path is never touched.\n"
-    << "- Exit status: 0 after a clean stop; 1 when the daemon cannot start (socket or segment in use, "
-       "permissions, memory); 2 for a bad command line or configuration (a bad `redis_url`, a "
-       "`redis_password_file` that cannot be read or that others may read, included). Redis being "
-       "unreachable is not an error: the daemon starts, serves its table and reconnects.\n"
-    << "- With `NOTIFY_SOCKET` set (systemd `Type=notify`) the daemon sends `READY=1` once listening and "
-       "`STOPPING=1` when it begins to stop. With `JOURNAL_STREAM` set, log lines carry a syslog priority "
-       "prefix (`<6>`) instead of a timestamp.\n\n"
-    << "## Limits and flow control\n\n"
-    << "- A frame longer than `max_frame_bytes` is refused as soon as a msgpack header shows it "
-       "(`FRAME_TOO_LARGE`, connection closed), before its bytes are buffered.\n"
-    << "- `max_outstanding` counts a connection's requests that wait (LEASE waiters, CLEARs in progress); "
-       "beyond it requests get `TOO_MANY_REQUESTS`.\n"
-    << "- `max_output_bytes` bounds the replies a client has not read; a client over it is disconnected "
-       "(logged, `slow_clients_total`). A GET_MANY whose reply alone would exceed it disconnects the client "
-       "too, before the reply is built.\n"
-    << "- `max_connections`: one more connection gets `[nil, UNAVAILABLE, message]` and is closed.\n"
-    << "- At most 256 CLEARs can be in progress at once, daemon-wide; more get `TOO_MANY_REQUESTS` until "
-       "some complete (the table keeps the removed counts of its last 256 clears).\n"
-    << "- CLEAR and the expiry sweep run in slices (about 2 ms of work per loop turn, 1 ms per 100 ms for "
-       "expiry), so the heartbeat and other clients are never held up; `loop_lag_max_ms` in the status shows "
-       "the worst loop delay seen.\n"
-    << "\n## The Redis tier\n\n"
-    << "The `redis_*` options configure it; `doc/redis.md` describes what it guarantees, what "
-       "`redis_down = local` can lose, and the limits of the Redis client library (no TLS, no RESP3, no "
-       "Sentinel or Cluster).\n";
   return s.str();
 }
 

@@ -1,70 +1,58 @@
 // daemon/config/options.h — nearcached's one option table.
 //
-// The table (name, type, default, reloadable?, help) drives the config file
-// (INI `name = value`, `#` comments), the `--name=value` flags, `--help`,
-// `--print-config`, STATUS's `config` map and doc/configuration.md. Command
-// line values override the file; SIGHUP re-reads the file and applies the
-// reloadable options only.
+// One row per option (config/option_row.h: name, type, default, bounds,
+// reloadable?, help, field); the Redis tier's rows come from
+// redis/config.cc. The rows drive the defaults, the config file (INI
+// `name = value`, `#` comments), the `--name=value` flags, validation,
+// `--help`, `--print-config`, SIGHUP, STATUS's `config` map and
+// doc/configuration.md. Command line values override the file; SIGHUP
+// re-reads the file and applies the reloadable rows only. The rules that tie
+// fields together are the validators in options.cc, next to the table.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
-#include <variant>
 #include <vector>
 
-namespace nearcache::redis {
-struct Config;
-}
+#include "config/option_row.h"
+#include "redis/config.h"
 
 namespace nearcache::daemon {
 
+// Each option's default is in its row (options.cc).
 struct Config {
+  Config();  // the rows' defaults
   std::string config;  // file path; empty = none
   std::string socket, socket_group;
-  unsigned socket_mode = 0660;
+  unsigned socket_mode;
   std::string segment, segment_group;
-  bool posix_shm = false;
-  unsigned segment_mode = 0640, hints_mode = 0660;
-  uint64_t segment_size = 64ull << 20;
-  uint64_t key_limit = 1024, value_limit = 1ull << 20, expected_item_size = 256;
-  uint64_t max_ttl_ms = 0;
-  uint64_t max_frame_bytes = 0;  // 0 = auto: 4 MiB + key_limit + value_limit (resolved by load_config)
-  uint64_t max_outstanding = 4096, max_output_bytes = 64ull << 20, max_connections = 4096;
+  bool posix_shm;
+  unsigned segment_mode, hints_mode;
+  uint64_t segment_size;
+  uint64_t key_limit, value_limit, expected_item_size;
+  uint64_t max_ttl_ms;
+  uint64_t max_frame_bytes;  // 0 = auto: 4 MiB + key_limit + value_limit (resolved by load_config)
+  uint64_t max_outstanding, max_output_bytes, max_connections;
   std::string allow_users, allow_groups;
-  uint64_t heartbeat_interval_ms = 100, heartbeat_grace_ms = 2000;
-  uint64_t max_lease_ms = 300000, max_wait_ms = 300000;
-  std::string log_level = "info";
-  // The Redis tier (daemon/redis/config.h has their meaning and defaults).
-  std::string redis_url, redis_prefix = "nearcache:", redis_password_file, redis_down = "local";
-  uint64_t redis_connect_timeout_ms = 1000, redis_command_timeout_ms = 1000;
-  uint64_t redis_queue_max_entries = 100000, redis_queue_max_bytes = 64ull << 20;
-  uint64_t redis_local_ttl_max_ms = 300000;
-  uint64_t redis_reconnect_min_ms = 100, redis_reconnect_max_ms = 10000, redis_reconnect_jitter_percent = 50;
-  uint64_t redis_drain_timeout_ms = 5000, redis_heartbeat_ms = 1000;
-  uint64_t redis_lease_poll_min_ms = 10, redis_lease_poll_max_ms = 250;
-  uint64_t redis_wait_ms = 500;
+  uint64_t heartbeat_interval_ms, heartbeat_grace_ms;
+  uint64_t max_lease_ms, max_wait_ms;
+  std::string log_level;
+  redis::Config redis;  // the Redis tier's options (redis_*), handed to the tier as they are
 };
 
-enum class OptType { string, path, boolean, size, count, mode, list, secret };
-
-struct OptionSpec {
-  const char* name;
-  OptType type;
-  const char* def;  // as written in a config file; "" = empty / automatic
-  bool reloadable;
-  const char* help;
-  std::variant<std::string Config::*, bool Config::*, unsigned Config::*, uint64_t Config::*> field;
-};
-
+// The table, in the order of --help, --print-config and the docs.
 const std::vector<OptionSpec>& option_table();
 const OptionSpec* find_option(const std::string& name);
-const char* opt_type_name(OptType t);
 
-// Parses "64M", "1G", "4096", "512K" (binary units); false on junk or overflow.
-bool parse_size(const std::string& s, uint64_t* out);
 // The option's current value, formatted as a config file takes it.
-std::string format_option(const Config& c, const OptionSpec& o);
+// A count or size option's value, a boolean option's value (STATUS).
+uint64_t option_number(const Config& c, const OptionSpec& o);
+bool option_bool(const Config& c, const OptionSpec& o);
+// Copies the value of `o` from one Config to another.
+void copy_option(const OptionSpec& o, const Config& from, Config* to);
+// Copies every reloadable option (what SIGHUP may change at run time).
+void copy_reloadable(const Config& from, Config* to);
 
 // What the command line asked for besides options.
 struct Invocation {
@@ -80,10 +68,6 @@ bool parse_command_line(int argc, char** argv, Invocation* inv, std::string* err
 // wins), then the flags; resolves default paths and automatic values, then
 // validates. Returns false with *err naming the problem.
 bool load_config(const std::map<std::string, std::string>& flags, Config* out, std::string* err);
-
-// The Redis tier's settings (without the password, which main reads from
-// redis_password_file). load_config has validated them.
-redis::Config redis_config(const Config& c);
 
 // `--help` text and `--print-config` text (a valid config file).
 std::string help_text(const char* argv0);

@@ -152,17 +152,8 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
 Engine::~Engine() = default;
 
 void Engine::configure(const Config& cfg) {
-  // Only what is safe to change at run time; the rest is fixed by the segment or the socket.
-  cfg_.max_ttl_ms = cfg.max_ttl_ms;
-  cfg_.max_outstanding = cfg.max_outstanding;
-  cfg_.max_output_bytes = cfg.max_output_bytes;
-  cfg_.max_connections = cfg.max_connections;
-  cfg_.allow_users = cfg.allow_users;
-  cfg_.allow_groups = cfg.allow_groups;
-  cfg_.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
-  cfg_.max_lease_ms = cfg.max_lease_ms;
-  cfg_.max_wait_ms = cfg.max_wait_ms;
-  cfg_.log_level = cfg.log_level;
+  // The reloadable rows only; the rest is fixed by the segment or the socket.
+  copy_reloadable(cfg, &cfg_);
 }
 
 // ---------------------------------------------------------------- sessions
@@ -802,9 +793,9 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   for (const auto& o : opts) {
     pack_str(pk, o.name);
     switch (o.type) {
-      case OptType::boolean: cfg_.*std::get<bool Config::*>(o.field) ? pk.pack_true() : pk.pack_false(); break;
+      case OptType::boolean: option_bool(cfg_, o) ? pk.pack_true() : pk.pack_false(); break;
       case OptType::size:
-      case OptType::count: pk.pack_uint64(cfg_.*std::get<uint64_t Config::*>(o.field)); break;
+      case OptType::count: pk.pack_uint64(option_number(cfg_, o)); break;
       default: pack_str(pk, format_option(cfg_, o)); break;
     }
   }

@@ -78,28 +78,23 @@ struct MetricSpec {
   const char* help;
 };
 
-inline const MetricSpec* metric_table() {
-  static const MetricSpec table[] = {
+// Both tables are built from their rows by the same macro. The Redis tier's
+// (redis/metric_rows.h) are in STATUS only when Redis is configured.
 #define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
-      NEARCACHE_METRICS(NEARCACHE_METRIC_ROW)
-#undef NEARCACHE_METRIC_ROW
-  };
+#define NEARCACHE_METRIC_COUNT_ROW(name, kind, unit, label, help) +1
+inline constexpr size_t kRedisMetricCount = 0 NEARCACHE_REDIS_METRICS(NEARCACHE_METRIC_COUNT_ROW);
+
+inline const MetricSpec* metric_table() {
+  static const MetricSpec table[] = {NEARCACHE_METRICS(NEARCACHE_METRIC_ROW)};
   return table;
 }
-
-// The Redis tier's metrics (redis/metric_rows.h): in STATUS only when Redis is configured.
-#define NEARCACHE_REDIS_METRIC_COUNT_ROW(name, kind, unit, label, help) +1
-inline constexpr size_t kRedisMetricCount = 0 NEARCACHE_REDIS_METRICS(NEARCACHE_REDIS_METRIC_COUNT_ROW);
-#undef NEARCACHE_REDIS_METRIC_COUNT_ROW
 
 inline const MetricSpec* redis_metric_table() {
-  static const MetricSpec table[] = {
-#define NEARCACHE_METRIC_ROW(name, kind, unit, label, help) {#name, MetricKind::kind, MetricUnit::unit, label, help},
-      NEARCACHE_REDIS_METRICS(NEARCACHE_METRIC_ROW)
-#undef NEARCACHE_METRIC_ROW
-  };
+  static const MetricSpec table[] = {NEARCACHE_REDIS_METRICS(NEARCACHE_METRIC_ROW)};
   return table;
 }
+#undef NEARCACHE_METRIC_COUNT_ROW
+#undef NEARCACHE_METRIC_ROW
 
 // One value per metric; ratio metrics use `real`.
 struct MetricValue {

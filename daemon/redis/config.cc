@@ -6,62 +6,93 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <tuple>
 
 namespace nearcache::redis {
 
-const std::vector<OptionRow>& redis_options() {
-  static const std::vector<OptionRow> rows = {
-      {"redis_url", "secret", "", false,
+namespace {
+using daemon::kNoMax;
+using daemon::OptType;
+using C = Config;
+constexpr uint64_t kHour = 3600000;
+}  // namespace
+
+// The tier's rows: name, type, default, min, max, reloadable, help, field.
+const std::vector<daemon::OptionSpec>& redis_options() {
+  static const std::vector<daemon::OptionSpec> rows = {
+      {"redis_url", OptType::secret, "", 0, 0, false,
        "Redis shared by the hosts: redis://[user:password@]host[:port][/db] or "
        "unix://[user:password@]/path[?db=N]. Empty: no Redis tier. rediss:// (TLS) is not supported "
        "(hiredis 0.14); use a local TLS proxy. Put a password in redis_password_file rather than here: "
-       "the packaged config file is readable by every member of the nearcache group."},
-      {"redis_password_file", "path", "", true,
+       "the packaged config file is readable by every member of the nearcache group.",
+       &C::url},
+      {"redis_password_file", OptType::path, "", 0, 0, true,
        "File holding the Redis password (its first line), read at start and on SIGHUP (used from the next "
        "connection). It must be a regular file that only its owner may read (mode 0600 or 0400), e.g. a systemd "
        "credential (LoadCredential=redis-password:... then /run/credentials/nearcached.service/redis-password). "
-       "With it, redis_url may name an ACL user as redis://user@host but must not carry a password."},
-      {"redis_prefix", "string", "nearcache:", false,
+       "With it, redis_url may name an ACL user as redis://user@host but must not carry a password.",
+       &C::password_file},
+      {"redis_prefix", OptType::string, "nearcache:", 0, 0, false,
        "Prefix of every key this cache writes in Redis (the Redis key is prefix + cache key). CLEAR removes "
-       "keys under it with SCAN + UNLINK; other hosts' near tiers are invalidated for keys under it."},
-      {"redis_connect_timeout_ms", "count", "1000", false,
-       "Time allowed to resolve the host name, connect, authenticate and set up a Redis connection."},
-      {"redis_command_timeout_ms", "count", "1000", false,
+       "keys under it with SCAN + UNLINK; other hosts' near tiers are invalidated for keys under it.",
+       &C::prefix},
+      {"redis_connect_timeout_ms", OptType::count, "1000", 1, kHour, false,
+       "Time allowed to resolve the host name, connect, authenticate and set up a Redis connection.",
+       &C::connect_timeout_ms},
+      {"redis_command_timeout_ms", OptType::count, "1000", 1, kHour, false,
        "Time allowed for one Redis reply. A read-through that times out is a miss; a timeout closes the "
-       "connection (its state is unknown), which then reconnects with backoff."},
-      {"redis_queue_max_entries", "count", "100000", false,
+       "connection (its state is unknown), which then reconnects with backoff.",
+       &C::command_timeout_ms},
+      {"redis_queue_max_entries", OptType::count, "100000", 1, 1ull << 32, false,
        "Write-behind queue bound in operations. When full, a new operation is dropped, counted and logged "
-       "(a newer write to a queued key turns the queued one into a delete)."},
-      {"redis_queue_max_bytes", "size", "64M", false,
-       "Write-behind queue bound in bytes (keys, values and about 64 bytes per operation)."},
-      {"redis_local_ttl_max_ms", "count", "300000", false,
+       "(a newer write to a queued key turns the queued one into a delete).",
+       &C::queue_max_entries},
+      {"redis_queue_max_bytes", OptType::size, "64M", 1024, 1ull << 40, false,
+       "Write-behind queue bound in bytes (keys, values and about 64 bytes per operation).", &C::queue_max_bytes},
+      {"redis_local_ttl_max_ms", OptType::count, "300000", 0, kNoMax, false,
        "Ceiling on the local TTL of a value read from Redis; bounds staleness should an invalidation be "
-       "lost. 0: Redis's TTL as is."},
-      {"redis_reconnect_min_ms", "count", "100", false, "First delay before reconnecting to Redis; doubled after "
-       "each failure up to redis_reconnect_max_ms."},
-      {"redis_reconnect_max_ms", "count", "10000", false, "Longest delay between reconnection attempts."},
-      {"redis_reconnect_jitter_percent", "count", "50", false,
-       "Each reconnect delay is shortened by a random 0 to this percent, so hosts do not reconnect in step."},
-      {"redis_drain_timeout_ms", "count", "5000", false,
+       "lost. 0: Redis's TTL as is.",
+       &C::local_ttl_max_ms},
+      {"redis_reconnect_min_ms", OptType::count, "100", 1, kHour, false,
+       "First delay before reconnecting to Redis; doubled after each failure up to redis_reconnect_max_ms.",
+       &C::reconnect_min_ms},
+      {"redis_reconnect_max_ms", OptType::count, "10000", 1, kHour, false,
+       "Longest delay between reconnection attempts.", &C::reconnect_max_ms},
+      {"redis_reconnect_jitter_percent", OptType::count, "50", 0, 100, false,
+       "Each reconnect delay is shortened by a random 0 to this percent, so hosts do not reconnect in step.",
+       &C::reconnect_jitter_percent},
+      {"redis_drain_timeout_ms", OptType::count, "5000", 0, kHour, false,
        "On SIGTERM, how long to keep flushing the write-behind queue to Redis before exiting; what is left "
-       "is logged as lost."},
-      {"redis_heartbeat_ms", "count", "1000", false,
+       "is logged as lost.",
+       &C::drain_timeout_ms},
+      {"redis_heartbeat_ms", OptType::count, "1000", 10, kHour, false,
        "Period of the invalidation link check: a message published on the data connection must arrive on "
-       "the invalidation connection within 3 periods, or the link is declared lost (local entries flushed)."},
-      {"redis_lease_poll_min_ms", "count", "10", false,
-       "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ..."},
-      {"redis_lease_poll_max_ms", "count", "250", false,
-       "... up to this; invalidations of the key or the lease wake it earlier."},
-      {"redis_wait_ms", "count", "500", false,
+       "the invalidation connection within 3 periods, or the link is declared lost (local entries flushed).",
+       &C::heartbeat_ms},
+      {"redis_lease_poll_min_ms", OptType::count, "10", 1, 60000, false,
+       "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ...",
+       &C::lease_poll_min_ms},
+      {"redis_lease_poll_max_ms", OptType::count, "250", 1, 600000, false,
+       "... up to this; invalidations of the key or the lease wake it earlier.", &C::lease_poll_max_ms},
+      {"redis_wait_ms", OptType::count, "500", 1, kHour, false,
        "Longest a client request waits for Redis (read-through, ADD, INCR/DECR, LEASE). A read-through not "
        "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "
-       "unknown). Keep it below the clients' timeouts (the Python client's default is 1 s)."},
-      {"redis_down", "string", "local", false,
+       "unknown). Keep it below the clients' timeouts (the Python client's default is 1 s).",
+       &C::wait_ms},
+      {"redis_down", OptType::string, "local", 0, 0, false,
        "What ADD, INCR/DECR and LEASE do while Redis is unreachable: local (decide on this host; STATUS "
-       "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE)."},
+       "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE).",
+       &C::down},
   };
   return rows;
+}
+
+Config::Config() {
+  std::string err;
+  for (const auto& o : redis_options())
+    if (!daemon::assign_option(this, o, o.def, &err)) abort();  // a bad default: caught by every test run
 }
 
 bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err) {
@@ -72,6 +103,12 @@ bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err) 
 }
 
 const char* down_policy_name(DownPolicy p) { return p == DownPolicy::local ? "local" : "error"; }
+
+bool parse_value(const daemon::OptionSpec&, const std::string& raw, DownPolicy* out, std::string* err) {
+  return parse_down_policy(raw, out, err);
+}
+
+std::string format_value(const daemon::OptionSpec&, DownPolicy v) { return down_policy_name(v); }
 
 bool validate(const Config& c, Endpoint* ep, std::string* err) {
   const bool from_file = !c.password_file.empty();
@@ -95,24 +132,22 @@ bool validate(const Config& c, Endpoint* ep, std::string* err) {
     *err = "redis_prefix must not contain a NUL byte";
     return false;
   }
-  auto range = [&](const char* name, uint64_t v, uint64_t lo, uint64_t hi) {
-    if (v >= lo && v <= hi) return true;
-    *err = std::string(name) + " must be " + std::to_string(lo) + "-" + std::to_string(hi) + " (got " +
-           std::to_string(v) + ")";
+  for (const auto& o : redis_options())
+    if (!daemon::check_option_bounds(c, o, err)) return false;
+  // Each *_max at least its *_min.
+  for (auto [max, min, max_name, min_name] :
+       {std::tuple{c.reconnect_max_ms, c.reconnect_min_ms, "redis_reconnect_max_ms", "redis_reconnect_min_ms"},
+        std::tuple{c.lease_poll_max_ms, c.lease_poll_min_ms, "redis_lease_poll_max_ms", "redis_lease_poll_min_ms"}})
+    if (max < min) {
+      *err = std::string("option ") + max_name + ": must be at least " + min_name + " (" + std::to_string(min) +
+             "), got " + std::to_string(max);
+      return false;
+    }
+  if (c.pipeline < 1 || c.pipeline > (1u << 20)) {
+    *err = "pipeline must be 1-1048576 (got " + std::to_string(c.pipeline) + ")";
     return false;
-  };
-  return range("redis_connect_timeout_ms", c.connect_timeout_ms, 1, 3600000) &&
-         range("redis_command_timeout_ms", c.command_timeout_ms, 1, 3600000) &&
-         range("redis_queue_max_entries", c.queue_max_entries, 1, 1ull << 32) &&
-         range("redis_queue_max_bytes", c.queue_max_bytes, 1024, 1ull << 40) &&
-         range("redis_reconnect_min_ms", c.reconnect_min_ms, 1, 3600000) &&
-         range("redis_reconnect_max_ms", c.reconnect_max_ms, c.reconnect_min_ms, 3600000) &&
-         range("redis_reconnect_jitter_percent", c.reconnect_jitter_percent, 0, 100) &&
-         range("redis_drain_timeout_ms", c.drain_timeout_ms, 0, 3600000) &&
-         range("redis_heartbeat_ms", c.heartbeat_ms, 10, 3600000) &&
-         range("redis_lease_poll_min_ms", c.lease_poll_min_ms, 1, 60000) &&
-         range("redis_lease_poll_max_ms", c.lease_poll_max_ms, c.lease_poll_min_ms, 600000) &&
-         range("redis_wait_ms", c.wait_ms, 1, 3600000) && range("pipeline", c.pipeline, 1, 1u << 20);
+  }
+  return true;
 }
 
 bool read_password_file(const std::string& path, std::string* password, std::string* err) {

@@ -1,62 +1,62 @@
 // daemon/redis/config.h — the Redis tier's settings and their option rows.
 //
-// The daemon owns the option table (daemon/options.*); redis_options() lists
-// the rows to add there (name, type, default, reloadable, help) with the same
-// type names, and Config is what the daemon hands to the tier after parsing.
-// validate() checks a Config and parses its URL.
+// redis_options() are the tier's rows of the daemon's option table (shape:
+// config/option_row.h): each names its field here, its default, bounds and
+// help. Config() starts from the rows' defaults; the daemon holds a Config as
+// daemon::Config::redis and hands it to the tier after parsing. validate()
+// checks a Config (the rows' bounds and the rules between fields) and parses
+// its URL.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "config/option_row.h"
 #include "redis/url.h"
 
 namespace nearcache::redis {
 
 // What ADD, INCR/DECR and LEASE do while Redis is unreachable.
-enum class DownPolicy {
+enum class DownPolicy : uint8_t {
   local,  // decide on this host alone; STATUS reports the cache degraded
   error,  // answer UNAVAILABLE
 };
 
+// Each option's default is in its row (redis_options()).
 struct Config {
-  std::string url;                          // redis_url; empty = no Redis tier
-  std::string prefix = "nearcache:";        // Redis key = prefix + local key
-  uint64_t connect_timeout_ms = 1000;       // resolve + connect + AUTH/SELECT + setup
-  uint64_t command_timeout_ms = 1000;       // per command; a timeout closes the connection
-  uint64_t queue_max_entries = 100000;      // write-behind bound (operations) ...
-  uint64_t queue_max_bytes = 64ull << 20;   // ... and (keys + values + overhead)
-  uint64_t local_ttl_max_ms = 300000;       // ceiling on the local TTL of values read from Redis; 0 = none
-  uint64_t reconnect_min_ms = 100;          // first reconnect delay, doubled per failure ...
-  uint64_t reconnect_max_ms = 10000;        // ... up to this
-  uint64_t reconnect_jitter_percent = 50;   // each delay is shortened by up to this much, at random
-  uint64_t drain_timeout_ms = 5000;         // SIGTERM: how long to flush the queue before exiting
-  uint64_t heartbeat_ms = 1000;             // invalidation link check period (3 missed = link lost)
-  uint64_t lease_poll_min_ms = 10;          // LEASE waiters on a lease held by another host poll ...
-  uint64_t lease_poll_max_ms = 250;         // ... with this backoff (and wake on invalidations)
-  DownPolicy down = DownPolicy::local;      // redis_down
-  uint64_t wait_ms = 500;                   // longest a client request waits for Redis (the daemon's bound)
-  std::string password_file;                // redis_password_file; "" = the password is in the URL, if any
-  std::string password;                     // read from password_file by the daemon (not an option)
-  uint64_t pipeline = 1024;                 // write-behind commands in flight at once (not an option)
+  Config();  // the rows' defaults
+  std::string url;                // redis_url; empty = no Redis tier
+  std::string prefix;             // Redis key = prefix + local key
+  uint64_t connect_timeout_ms;    // resolve + connect + AUTH/SELECT + setup
+  uint64_t command_timeout_ms;    // per command; a timeout closes the connection
+  uint64_t queue_max_entries;     // write-behind bound (operations) ...
+  uint64_t queue_max_bytes;       // ... and (keys + values + overhead)
+  uint64_t local_ttl_max_ms;      // ceiling on the local TTL of values read from Redis; 0 = none
+  uint64_t reconnect_min_ms;      // first reconnect delay, doubled per failure ...
+  uint64_t reconnect_max_ms;      // ... up to this
+  uint64_t reconnect_jitter_percent;  // each delay is shortened by up to this much, at random
+  uint64_t drain_timeout_ms;      // SIGTERM: how long to flush the queue before exiting
+  uint64_t heartbeat_ms;          // invalidation link check period (3 missed = link lost)
+  uint64_t lease_poll_min_ms;     // LEASE waiters on a lease held by another host poll ...
+  uint64_t lease_poll_max_ms;     // ... with this backoff (and wake on invalidations)
+  DownPolicy down;                // redis_down
+  uint64_t wait_ms;               // longest a client request waits for Redis (the daemon's bound)
+  std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
+  std::string password;           // read from password_file by the daemon (not an option)
+  uint64_t pipeline = 1024;       // write-behind commands in flight at once (not an option)
 };
 
-struct OptionRow {
-  const char* name;
-  const char* type;  // the daemon's OptType names: string, secret, count, size
-  const char* def;
-  bool reloadable;
-  const char* help;
-};
-// Rows for the daemon's option table, in the order to document them.
-// (redis_url and redis_prefix already exist there; their help text changes.)
-const std::vector<OptionRow>& redis_options();
+// The tier's rows of the daemon's option table, in the order to document them.
+const std::vector<daemon::OptionSpec>& redis_options();
 
 bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err);
 const char* down_policy_name(DownPolicy p);
+// redis_down as a row's value (option_row.h's parse_value / format_value).
+bool parse_value(const daemon::OptionSpec& o, const std::string& raw, DownPolicy* out, std::string* err);
+std::string format_value(const daemon::OptionSpec& o, DownPolicy v);
 
-// Checks ranges and parses cfg.url into *ep (cfg.url must not be empty).
+// Checks the rows' bounds and the rules between fields, and parses cfg.url into *ep (cfg.url must not be empty).
 // With password_file set, the URL must not carry a password (it may name a
 // user as `user@`) and ep gets cfg.password.
 bool validate(const Config& cfg, Endpoint* ep, std::string* err);

@@ -15,8 +15,6 @@ namespace {
 constexpr size_t kEntryOverhead = 64;
 constexpr const char* kClearCount = "1000";  // SCAN COUNT per CLEAR step
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-
 // SCAN MATCH treats * ? [ ] \ specially; the prefix is matched literally.
 std::string glob_escape(std::string_view s) {
   std::string out;
@@ -116,7 +114,7 @@ Enqueued WriteBehind::clear(std::string_view prefix) {
   // Queued writes under the prefix would be removed by the CLEAR anyway.
   for (auto kit = keys_.begin(); kit != keys_.end();) {
     KeyState& ks = kit->second;
-    if (ks.has_latest && starts_with(kit->first, prefix)) {
+    if (ks.has_latest && kit->first.starts_with(prefix)) {
       if (!ks.latest->sealed) {
         It e = ks.latest;
         ks.has_latest = false;
@@ -197,7 +195,7 @@ void WriteBehind::note_drop(const Entry& e) {
 
 bool WriteBehind::covered(std::string_view key) const {
   for (const It& c : clears_)
-    if (starts_with(key, c->key)) return true;
+    if (key.starts_with(c->key)) return true;
   return false;
 }
 

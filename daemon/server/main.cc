@@ -26,29 +26,29 @@ using namespace nearcache::daemon;
 namespace shm = nearcache::shm;
 
 namespace {
-// The metrics section of doc/configuration.md, from the metric table.
-std::string metrics_markdown() {
-  std::string s =
-      "\n## Status and metrics\n\n"
-      "`nearcache status` prints these for people, `--json` for scripts (with `config`, `connections`, "
-      "`version`, `pid`, `uptime_s`), `--prometheus` in the Prometheus text format as `nearcache_<name>` "
-      "(plus `nearcache_build_info`; `nearcache_up 0` when the daemon cannot be reached). STATUS over the "
-      "socket returns the same map. Hits count both the values readers served from shared memory and the "
-      "ones the daemon returned.\n\n| metric | type | meaning |\n| --- | --- | --- |\n";
-  const MetricSpec* t = metric_table();
-  for (size_t i = 0; i < kMetricCount; ++i)
+// One metric table as a markdown table.
+std::string metric_rows(const MetricSpec* t, size_t n) {
+  std::string s = "| metric | type | meaning |\n| --- | --- | --- |\n";
+  for (size_t i = 0; i < n; ++i)
     s += std::string("| `") + t[i].name + "` | " + (t[i].kind == MetricKind::counter ? "counter" : "gauge") +
          " | " + t[i].help + " |\n";
-  s += "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
-       "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, `handshaking`), "
-       "`since_unix_ms` (when the data connection last went up or down), `last_error`, "
-       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n"
-       "| metric | type | meaning |\n| --- | --- | --- |\n";
-  const MetricSpec* r = redis_metric_table();
-  for (size_t i = 0; i < kRedisMetricCount; ++i)
-    s += std::string("| `") + r[i].name + "` | " + (r[i].kind == MetricKind::counter ? "counter" : "gauge") +
-         " | " + r[i].help + " |\n";
   return s;
+}
+
+// The metrics section of doc/configuration.md, from the metric tables.
+std::string metrics_markdown() {
+  return "\n## Status and metrics\n\n"
+         "`nearcache status` prints these for people, `--json` for scripts (with `config`, `connections`, "
+         "`version`, `pid`, `uptime_s`), `--prometheus` in the Prometheus text format as `nearcache_<name>` "
+         "(plus `nearcache_build_info`; `nearcache_up 0` when the daemon cannot be reached). STATUS over the "
+         "socket returns the same map. Hits count both the values readers served from shared memory and the "
+         "ones the daemon returned.\n\n" +
+         metric_rows(metric_table(), kMetricCount) +
+         "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
+         "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, "
+         "`handshaking`), `since_unix_ms` (when the data connection last went up or down), `last_error`, "
+         "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n" +
+         metric_rows(redis_metric_table(), kRedisMetricCount);
 }
 
 // A password written into redis_url is readable by whoever can read where it
@@ -56,7 +56,7 @@ std::string metrics_markdown() {
 void warn_exposed_password(const Config& cfg, const Invocation& inv) {
   nearcache::redis::Endpoint ep;
   std::string err;
-  if (!nearcache::redis::parse_url(cfg.redis_url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
+  if (!nearcache::redis::parse_url(cfg.redis.url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
   struct stat st;
   if (inv.flags.count("redis_url"))
     spdlog::warn("redis_url carries a password on the command line, where every local user can read it (ps); "
@@ -98,9 +98,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   setup_logging(cfg.log_level);
-  nearcache::redis::Config rcfg;
-  if (!cfg.redis_url.empty()) {
-    rcfg = redis_config(cfg);
+  nearcache::redis::Config rcfg = cfg.redis;
+  if (!cfg.redis.url.empty()) {
     if (!rcfg.password_file.empty() &&
         !nearcache::redis::read_password_file(rcfg.password_file, &rcfg.password, &err)) {
       spdlog::critical("{}", err);
@@ -152,7 +151,7 @@ int main(int argc, char** argv) {
   }
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
-  if (!cfg.redis_url.empty()) {
+  if (!cfg.redis.url.empty()) {
     tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
     if (!tier) {
       spdlog::critical("{}", err);
@@ -167,7 +166,7 @@ int main(int argc, char** argv) {
   if (tier) {
     // The queue drains while the connections finish; clients still connected
     // are not cut before it is done.
-    server.set_stop_grace_ms(cfg.redis_drain_timeout_ms + 1000);
+    server.set_stop_grace_ms(cfg.redis.drain_timeout_ms + 1000);
     server.on_shutdown = [&tier] {
       tier->shutdown([](uint64_t left) {
         if (left == 0) spdlog::info("redis: write-behind queue flushed");
@@ -175,9 +174,9 @@ int main(int argc, char** argv) {
       });
     };
     server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
-      if (c.redis_password_file.empty()) return;
+      if (c.redis.password_file.empty()) return;
       std::string pw, why;
-      if (!nearcache::redis::read_password_file(c.redis_password_file, &pw, &why)) {
+      if (!nearcache::redis::read_password_file(c.redis.password_file, &pw, &why)) {
         spdlog::error("SIGHUP: {}; keeping the previous password", why);
         return;
       }

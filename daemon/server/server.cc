@@ -588,7 +588,7 @@ void Server::reload() {
       ignored++;
       continue;
     }
-    std::visit([&](auto field) { applied.*field = next.*field; }, o.field);
+    copy_option(o, next, &applied);
     spdlog::info("SIGHUP: {} = {} (was {})", o.name, after, before);
     changed++;
   }

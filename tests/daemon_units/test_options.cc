@@ -180,7 +180,7 @@ TEST_CASE("command line") {
 
 TEST_CASE("credentials in redis_url are masked") {
   Config c;
-  c.redis_url = "redis://user:secret@cache.internal:6379/0";
+  c.redis.url = "redis://user:secret@cache.internal:6379/0";
   CHECK(format_option(c, *find_option("redis_url")) == "redis://***@cache.internal:6379/0");
   CHECK(config_text(c).find("secret") == std::string::npos);
 }
@@ -191,7 +191,7 @@ TEST_CASE("the Redis tier's options are in the table and validated when redis_ur
   REQUIRE(load_config({{"redis_url", "unix:///run/redis.sock"}, {"redis_wait_ms", "250"},
                        {"redis_queue_max_bytes", "8M"}, {"redis_down", "error"}},
                       &c, &err));
-  const auto r = redis_config(c);
+  const auto& r = c.redis;
   CHECK(r.url == "unix:///run/redis.sock");
   CHECK(r.wait_ms == 250);
   CHECK(r.queue_max_bytes == 8ull << 20);
@@ -230,5 +230,56 @@ TEST_CASE("every option has a help text and the docs list it") {
     CHECK(std::string(o.help).size() > 10);
     CHECK(md.find(std::string("`") + o.name + "`") != std::string::npos);
     CHECK(help_text("nearcached").find(std::string("--") + o.name + "=") != std::string::npos);
+  }
+}
+
+TEST_CASE("each row's bounds are checked, with the option's name") {
+  for (const auto& o : option_table()) {
+    if (o.type != OptType::size && o.type != OptType::count) continue;
+    INFO(o.name);
+    // The Redis tier's rows are checked only with redis_url set.
+    std::map<std::string, std::string> flags;
+    if (std::string(o.name).rfind("redis_", 0) == 0) flags["redis_url"] = "redis://h";
+    Config c;
+    std::string err;
+    if (o.min > 0) {
+      flags[o.name] = std::to_string(o.min - 1);
+      CHECK_FALSE(load_config(flags, &c, &err));
+      CHECK(err.find(o.name) != std::string::npos);
+    }
+    if (o.max != kNoMax) {
+      flags[o.name] = std::to_string(o.max + 1);
+      CHECK_FALSE(load_config(flags, &c, &err));
+      CHECK(err.find(o.name) != std::string::npos);
+    }
+  }
+  // The message says the bounds as a config file writes them.
+  Config c;
+  std::string err;
+  CHECK_FALSE(load_config({{"max_output_bytes", "4095"}}, &c, &err));
+  CHECK(err == "option max_output_bytes: must be at least 4K (got 4095)");
+}
+
+TEST_CASE("SIGHUP's rule is the rows' reloadable column: copy_reloadable copies exactly those") {
+  Config from, to;
+  std::string err;
+  // A value other than the default for every option.
+  for (const auto& o : option_table()) {
+    std::string v;
+    switch (o.type) {
+      case OptType::boolean: v = std::string(o.def) == "true" ? "false" : "true"; break;
+      case OptType::mode: v = "0600"; break;
+      case OptType::size:
+      case OptType::count: v = "7"; break;
+      case OptType::secret: v = "redis://h"; break;
+      default: v = std::string(o.name) == "redis_down" ? "error" : "/other"; break;
+    }
+    REQUIRE(assign_option(&from, o, v, &err));
+    REQUIRE(format_option(from, o) != format_option(to, o));
+  }
+  copy_reloadable(from, &to);
+  for (const auto& o : option_table()) {
+    INFO(o.name);
+    CHECK((format_option(from, o) == format_option(to, o)) == o.reloadable);
   }
 }

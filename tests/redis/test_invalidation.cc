@@ -6,6 +6,7 @@
 #include <set>
 
 #include "fixture.h"
+#include "protocol/metrics.h"
 #include "redis/metrics.h"
 
 using namespace nearcache::redis;
@@ -222,22 +223,10 @@ TEST_CASE_METHOD(nctest::TwoHosts, "tier: read-through between hosts, status, an
 
 // The rows paste into the daemon's metric table: same shape, names unique.
 TEST_CASE("the metric rows have the daemon's shape", "[redis][tier]") {
-  enum Kind { counter, gauge };
-  enum Unit { count, bytes };
-  struct Row {
-    const char* name;
-    Kind kind;
-    Unit unit;
-    const char* label;
-    const char* help;
-  };
-  static const Row rows[] = {
-#define ROW(name, kind, unit, label, help) {#name, kind, unit, label, help},
-      NEARCACHE_REDIS_METRICS(ROW)
-#undef ROW
-  };
+  const nearcache::daemon::MetricSpec* rows = nearcache::daemon::redis_metric_table();
   std::set<std::string> names;
-  for (const Row& r : rows) {
+  for (size_t i = 0; i < nearcache::daemon::kRedisMetricCount; ++i) {
+    const auto& r = rows[i];
     CHECK(std::string(r.name).rfind("redis_", 0) == 0);
     CHECK(names.insert(r.name).second);
     CHECK(std::string(r.help).size() > 10);

@@ -108,8 +108,17 @@ const std::vector<OptionSpec> kOptions = with_redis_rows({
      "TOO_MANY_REQUESTS.",
      &C::max_outstanding},
     {"max_output_bytes", OptType::size, "64M", true,
-     "Replies a connection has not read; beyond this the client is disconnected as a slow reader.",
+     "Replies a connection has not read; at this the daemon stops executing its requests (and reading "
+     "them) until it reads, so it is exceeded by at most one reply.",
      &C::max_output_bytes},
+    {"max_output_bytes_total", OptType::size, "256M", true,
+     "Replies all connections together have not read; at this the connection holding the most is "
+     "disconnected as a slow reader. 0 = no global bound.",
+     &C::max_output_bytes_total},
+    {"slow_reader_timeout_ms", OptType::count, "3000", true,
+     "A connection at max_output_bytes that reads none of its replies for this long is disconnected as "
+     "a slow reader. 0 = never (it stays paused).",
+     &C::slow_reader_timeout_ms},
     {"max_connections", OptType::count, "4096", true, "Simultaneous client connections; more are refused.",
      &C::max_connections},
     {"allow_users", OptType::list, "", true,
@@ -431,6 +440,7 @@ redis::Config redis_config(const Config& c) {
   r.lease_poll_min_ms = c.redis_lease_poll_min_ms;
   r.lease_poll_max_ms = c.redis_lease_poll_max_ms;
   r.wait_ms = c.redis_wait_ms;
+  r.relay_max_bytes = c.value_limit;  // the largest value this daemon relays (redis/config.h)
   std::string ignored;
   redis::parse_down_policy(c.redis_down, &r.down, &ignored);
   return r;
@@ -524,9 +534,14 @@ std::string config_markdown() {
        "(`FRAME_TOO_LARGE`, connection closed), before its bytes are buffered.\n"
     << "- `max_outstanding` counts a connection's requests that wait (LEASE waiters, CLEARs in progress); "
        "beyond it requests get `TOO_MANY_REQUESTS`.\n"
-    << "- `max_output_bytes` bounds the replies a client has not read; a client over it is disconnected "
-       "(logged, `slow_clients_total`). A GET_MANY whose reply alone would exceed it disconnects the client "
-       "too, before the reply is built.\n"
+    << "- `max_output_bytes` bounds the replies a client has not read: at it the daemon stops executing "
+       "the client's requests and reading its socket until the client reads (a pipelining client is paused, "
+       "not cut off); one that reads nothing for `slow_reader_timeout_ms` is disconnected (logged, "
+       "`slow_clients_total`). `max_output_bytes_total` bounds all connections' unread replies together: at "
+       "it the connection holding the most is disconnected. A GET_MANY whose reply alone would exceed "
+       "`max_output_bytes` disconnects the client, before the reply is built.\n"
+    << "- One connection's requests are executed at most 256 frames or 4 MiB in or out per loop turn; "
+       "the rest waits for the next turn, so no client holds up the heartbeat or the others.\n"
     << "- `max_connections`: one more connection gets `[nil, UNAVAILABLE, message]` and is closed.\n"
     << "- At most 256 CLEARs can be in progress at once, daemon-wide; more get `TOO_MANY_REQUESTS` until "
        "some complete (the table keeps the removed counts of its last 256 clears).\n"

@@ -31,6 +31,7 @@ struct Config {
   uint64_t max_ttl_ms = 0;
   uint64_t max_frame_bytes = 0;  // 0 = auto: 4 MiB + key_limit + value_limit (resolved by load_config)
   uint64_t max_outstanding = 4096, max_output_bytes = 64ull << 20, max_connections = 4096;
+  uint64_t max_output_bytes_total = 256ull << 20, slow_reader_timeout_ms = 3000;
   std::string allow_users, allow_groups;
   uint64_t heartbeat_interval_ms = 100, heartbeat_grace_ms = 2000;
   uint64_t max_lease_ms = 300000, max_wait_ms = 300000;

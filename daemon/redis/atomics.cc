@@ -20,16 +20,6 @@ AtomicResult unavailable(const std::string& why) {
   return r;
 }
 
-std::string_view str_at(const redisReply* x, size_t i) {
-  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_STRING) return {};
-  return {x->element[i]->str, x->element[i]->len};
-}
-
-long long int_at(const redisReply* x, size_t i) {
-  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_INTEGER) return -2;
-  return x->element[i]->integer;
-}
-
 }  // namespace
 
 struct Atomics::Wait {

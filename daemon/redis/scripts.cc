@@ -94,6 +94,16 @@ end
 return {r[1], #keys}
 )lua";
 
+// A read-through: STRLEN first, so that a value larger than the daemon
+// relays stays in Redis (WRONGTYPE errors as GET would).
+const char* kGet = R"lua(
+local n = redis.call('STRLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then return {'large', n} end
+local v = redis.call('GET', KEYS[1])
+if not v then return {'missing'} end
+return {'value', v, redis.call('PTTL', KEYS[1])}
+)lua";
+
 }  // namespace
 
 const char* script_source(Script s) {
@@ -102,6 +112,7 @@ const char* script_source(Script s) {
     case Script::lease: return kLease;
     case Script::release: return kRelease;
     case Script::clear_step: return kClearStep;
+    case Script::get: return kGet;
   }
   return "";
 }

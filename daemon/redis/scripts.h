@@ -15,6 +15,10 @@
 //               -> {"value", stored bytes, pttl} | {"granted"} | {"held", pttl}
 //   release     KEYS: lease key; ARGV: token -> 1 released | 0 not the holder
 //   clear_step  ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
+//   get         KEYS: value key; ARGV: largest stored length to return
+//               -> {"value", stored bytes, pttl} | {"missing"} | {"large", length}
+//               (the read-through: a larger value is never sent, so the
+//               client library never buffers it)
 #pragma once
 
 #include <array>
@@ -27,8 +31,8 @@
 
 namespace nearcache::redis {
 
-enum class Script { incr, lease, release, clear_step };
-inline constexpr size_t kScriptCount = 4;
+enum class Script { incr, lease, release, clear_step, get };
+inline constexpr size_t kScriptCount = 5;
 const char* script_source(Script s);
 
 class Scripts {

@@ -2,6 +2,7 @@
 #include "server/server.h"
 
 #include <linux/sockios.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -38,11 +39,14 @@ constexpr size_t kFeedBytes = 4 << 20;  // request bytes consumed, reply bytes p
 std::string errno_text(int e) { return std::strerror(e); }
 }  // namespace
 
+struct WriteReq;
+
 struct Conn {
   uv_pipe_t pipe;
   Server* srv;
   Session s;
   size_t writing = 0;  // bytes in the uv_write in flight
+  WriteReq* wreq = nullptr;  // that write
   size_t counted = 0;  // its share of Server::pending_total_
   bool eof = false, closed = false, dirty = false;
   // Reading stopped by flow control: its session is blocked with much input
@@ -156,6 +160,11 @@ bool check_socket(const std::string& path, std::string* err) {
 
 bool Server::start(std::string* err) {
   const std::string& path = cfg_.socket;
+  // Reply buffers of up to max_output_bytes come and go with slow readers:
+  // buffers of 1 MiB and more are mapped and unmapped (glibc would otherwise
+  // raise this threshold and keep freed ones), so that the daemon's memory
+  // follows the output bounds instead of its high-water mark.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   if (!check_socket(path, err)) return false;
 
   uv_pipe_init(loop_, &listener_, 0);
@@ -466,6 +475,7 @@ void Server::flush(Conn* c) {
         return;
       }
       c->writing = w->data.size() - w->off;
+      c->wreq = w;
     }
   }
   // Over max_output_bytes it stops being served (serve()), so this is at
@@ -485,6 +495,7 @@ void Server::on_write(uv_write_t* req, int status) {
   if (c->closed) return;  // cancelled by close_conn; the Conn is freed in on_close
   Server* self = c->srv;
   c->writing = 0;
+  c->wreq = nullptr;
   if (status < 0) {
     self->close_conn(c, std::string("write: ") + uv_strerror(status));
     self->flush_dirty();
@@ -501,6 +512,11 @@ void Server::close_conn(Conn* c, const std::string& reason) {
   if (c->closed) return;
   c->closed = true;
   count_pending(c);
+  // Its unread replies go now, not when the loop gets to the close callbacks:
+  // a slow reader cut to make room must make room at once. (The socket is
+  // closed by uv_close below; the write cancelled later no longer reads its bytes.)
+  std::string().swap(c->s.out.bytes);
+  if (c->wreq) std::string().swap(c->wreq->data), c->wreq->off = 0;
   // A client that broke the framing is worth an operator's attention; ordinary closes are not.
   const bool broken = reason.rfind("BAD_FRAME", 0) == 0 || reason.rfind("FRAME_TOO_LARGE", 0) == 0;
   spdlog::log(broken ? spdlog::level::info : spdlog::level::debug, "conn {} (uid {} pid {}): closed ({}), {} requests",

@@ -1,0 +1,25 @@
+"""Fixtures of the fault-isolation suite (a fault stays in the process that
+made it): real nearcached and redis-server processes, attacked by real
+sockets and tools. Short versions run by default; NEARCACHE_FAULTS_LONG=1
+runs the longer ones (see attack.py).
+"""
+from __future__ import annotations
+
+import pytest
+
+from support.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = RedisServer(tmp_path)
+    yield r
+    r.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports(tmp_path):
+    yield
+    for log in tmp_path.glob("**/*.log"):
+        text = log.read_text(errors="replace")
+        assert "Sanitizer" not in text and "runtime error:" not in text, f"{log}:\n{text[-4000:]}"

@@ -40,7 +40,7 @@ def hosts(tmp_path, redis_server):
 
 def test_a_value_over_value_limit_in_redis_is_refused_before_it_is_read(hosts, redis_server, tmp_path):
     size = scale(80, 400) * MIB
-    (a,) = hosts("a", value_limit="1M")
+    (a,) = hosts("a", value_limit="1M", redis_wait_ms=5000)  # each GET its own read, however busy the machine
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
         f.truncate(size)  # zeros

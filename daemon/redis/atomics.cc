@@ -142,9 +142,10 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string rk = cfg_.prefix + std::string(key), lk = lease_key(key), tok = token_string(token),
-                    ms = std::to_string(std::max<uint64_t>(lease_ms, 1));
-  auto send = [this, rk, lk, tok, ms, done] {
-    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms}, [this, done](const Reply& r) {
+                    ms = std::to_string(std::max<uint64_t>(lease_ms, 1)),
+                    max = std::to_string(relay_max_stored(cfg_));
+  auto send = [this, rk, lk, tok, ms, max, done] {
+    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms, max}, [this, done](const Reply& r) {
       AtomicResult out;
       const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
       if (s == "value") {

@@ -46,6 +46,10 @@ struct Config {
   uint64_t relay_max_bytes = 1ull << 20;
 };
 
+// The longest stored Redis value the scripts return: relay_max_bytes plus
+// the flags envelope's largest header (ext 32: 6 bytes) and its flags byte.
+inline uint64_t relay_max_stored(const Config& c) { return c.relay_max_bytes + 7; }
+
 struct OptionRow {
   const char* name;
   const char* type;  // the daemon's OptType names: string, secret, count, size

@@ -61,15 +61,10 @@ Lookup ReadThrough::get(std::string_view key, Fetched* now, FetchFn done) {
   return Lookup::pending;
 }
 
-namespace {
-// The flags envelope's largest header (ext 32: type, length, ext type) and its flags byte.
-constexpr uint64_t kEnvelopeMax = 7;
-}  // namespace
-
 void ReadThrough::send(const std::shared_ptr<Flight>& f) {
   f->coherent = coherent_ ? coherent_() : false;
   const std::string rk = cfg_.prefix + f->key;
-  const std::string max = std::to_string(cfg_.relay_max_bytes + kEnvelopeMax);
+  const std::string max = std::to_string(relay_max_stored(cfg_));
   st_.gets_total++;
   const bool sent = queue_->scripts()->eval(Script::get, {rk}, {max}, [this, f](const Reply& r) {
     if (f->done) return;

@@ -71,10 +71,14 @@ return {'ok', out, redis.call('PTTL', KEYS[1]), flags}
 )lua";
 
 // A lease decided in Redis: the value if there is one, else the lease if
-// nobody holds it (SET NX PX), else who-holds-it's remaining time.
+// nobody holds it (SET NX PX), else who-holds-it's remaining time. A value
+// longer than ARGV[3] (relay_max_stored) counts as none: it is never sent,
+// and the lease holder's SET replaces it.
 const char* kLease = R"lua(
-local v = redis.call('GET', KEYS[1])
-if v then return {'value', v, redis.call('PTTL', KEYS[1])} end
+if redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[3]) then
+  local v = redis.call('GET', KEYS[1])
+  if v then return {'value', v, redis.call('PTTL', KEYS[1])} end
+end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'granted'} end
 return {'held', redis.call('PTTL', KEYS[2])}
 )lua";

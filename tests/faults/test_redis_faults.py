@@ -16,7 +16,7 @@ import pytest
 
 from attack import memory_kib, scale
 from support.nearcached import Daemon
-from support.rawproto import GET, NOT_FOUND, OK, SET, RawConn
+from support.rawproto import GET, LEASE, LEASED, NOT_FOUND, OK, SET, RawConn
 from support.tier import FAST, status, wait_coherent, wait_flushed
 
 MIB = 1 << 20
@@ -54,6 +54,8 @@ def test_a_value_over_value_limit_in_redis_is_refused_before_it_is_read(hosts, r
         for _ in range(3):
             assert c.call(GET, b"huge")[1] == NOT_FOUND
         assert c.call(GET, b"fine")[1:3] == [OK, b"\xa2ok"]  # the read-through still works
+        # LEASE (decided in Redis) does not fetch it either: no value, so the lease is granted.
+        assert c.call(LEASE, b"huge", 5000, 0)[1] == LEASED
     st = status(a)
     assert st["redis_readthrough_oversize_total"] == 3
     grew = memory_kib(a.proc.pid)["VmHWM"] - before["VmHWM"]

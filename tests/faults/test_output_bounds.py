@@ -124,3 +124,21 @@ def test_many_unread_connections_stay_under_the_global_bound(tmp_path):
         assert "max_output_bytes_total" in d.log()
         for s in socks:
             s.close()
+
+
+def test_a_flood_of_big_sets_does_not_hold_up_the_others(tmp_path):
+    """Input side: one write of many 1 MiB SETs is executed a share per loop turn."""
+    n = scale(300, 3000)
+    with Daemon(tmp_path, value_limit="1M", segment_size="64M", **BEAT) as d:
+        seed(d)
+        b = Bystander(d)
+        b.start()
+        flood = RawConn(d.socket, timeout=60)
+        frame = b"".join(pack(SET, i + 1, b"f%d" % (i % 64), b"y" * MIB, None) for i in range(64))
+        sender = threading.Thread(target=lambda: [flood.send_raw(frame) for _ in range(n // 64)], daemon=True)
+        sender.start()
+        replies = flood.recv_n(n // 64 * 64)
+        sender.join(10)
+        check_bystander(b.finish())
+        assert all(r[1] == OK for r in replies)
+        flood.close()

@@ -53,9 +53,9 @@ struct Conn {
   // buffered, its unread replies reached max_output_bytes, or it used its
   // share of the loop turn (Session::yielded). update_reading() restarts it.
   bool paused = false;
+  bool held = false;  // input left unexecuted because its replies are at max_output_bytes
   // At max_output_bytes: the last time its replies moved (ms) and what the
   // kernel held then, to tell a slow reader from one that reads nothing.
-  bool held = false;  // input left unexecuted because its replies are at max_output_bytes
   uint64_t stalled_since_ms = 0;
   int stalled_outq = -1;
 };

@@ -1,8 +1,8 @@
 // daemon/redis/read_through.h — a local miss asks Redis, once per key.
 //
-// Single flight: concurrent misses of one key share one GET + PTTL
-// (pipelined on the data connection); any number of local waiters get the
-// result. The flight is the key's "in progress" mark: invalidate(key) (an
+// Single flight: concurrent misses of one key share one read (the `get`
+// script: STRLEN, GET, PTTL; see Size below); any number of local waiters
+// get the result. The flight is the key's "in progress" mark: invalidate(key) (an
 // invalidation from another host, or a local write) and invalidate_all()
 // (coherence lost) make it stale, so its result is still handed to the
 // waiters that asked before (it was Redis's value when they asked) but is

@@ -84,6 +84,7 @@ void resolve_automatic(Config* c) {
     c->segment =
         c->posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
   if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + c->value_limit;
+  c->redis.relay_max_bytes = c->value_limit;  // the largest value this daemon relays (redis/config.h)
 }
 
 // The table: name, type, default, min, max, reloadable, help, field. Order is
@@ -132,8 +133,17 @@ const std::vector<OptionSpec>& table() {
        "TOO_MANY_REQUESTS.",
        &C::max_outstanding},
       {"max_output_bytes", OptType::size, "64M", 4096, kNoMax, true,
-       "Replies a connection has not read; beyond this the client is disconnected as a slow reader.",
+       "Replies a connection has not read; at this the daemon stops executing its requests (and reading "
+       "them) until it reads, so it is exceeded by at most one reply.",
        &C::max_output_bytes},
+      {"max_output_bytes_total", OptType::size, "256M", 0, kNoMax, true,
+       "Replies all connections together have not read; at this the connection holding the most is "
+       "disconnected as a slow reader. 0 = no global bound.",
+       &C::max_output_bytes_total},
+      {"slow_reader_timeout_ms", OptType::count, "3000", 0, kNoMax, true,
+       "A connection at max_output_bytes that reads none of its replies for this long is disconnected as "
+       "a slow reader. 0 = never (it stays paused).",
+       &C::slow_reader_timeout_ms},
       {"max_connections", OptType::count, "4096", 1, kNoMax, true,
        "Simultaneous client connections; more are refused.", &C::max_connections},
       {"allow_users", OptType::list, "", 0, 0, true,

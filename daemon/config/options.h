@@ -34,6 +34,7 @@ struct Config {
   uint64_t max_ttl_ms;
   uint64_t max_frame_bytes;  // 0 = auto: 4 MiB + key_limit + value_limit (resolved by load_config)
   uint64_t max_outstanding, max_output_bytes, max_connections;
+  uint64_t max_output_bytes_total, slow_reader_timeout_ms;
   std::string allow_users, allow_groups;
   uint64_t heartbeat_interval_ms, heartbeat_grace_ms;
   uint64_t max_lease_ms, max_wait_ms;

@@ -221,7 +221,14 @@ void Engine::reply_value(Session* s, uint64_t id, std::string_view value, uint8_
 
 void Engine::feed(Session* s) {
   const size_t before = s->out.bytes.size();
+  size_t frames = 0, consumed = 0;  // against s->budget (session.h)
+  s->yielded = false;
   while (!s->closing && !s->kill && !s->blocked && s->in.size() > 0) {
+    if (frames >= s->budget.frames || consumed >= s->budget.in_bytes ||
+        s->out.bytes.size() - std::min(before, s->out.bytes.size()) >= s->budget.out_bytes) {
+      s->yielded = true;  // the transport feeds the rest later
+      break;
+    }
     const auto r = s->scanner.scan(s->in.data(), s->in.size());
     if (r == FrameScanner::Result::need_more) break;
     if (r == FrameScanner::Result::complete) {
@@ -229,6 +236,7 @@ void Engine::feed(Session* s) {
       dispatch(s, s->in.data(), n);
       s->in.consume(n);
       s->scanner.reset();
+      frames++, consumed += n;
       continue;
     }
     // The stream can no longer be trusted: answer, then the server closes it.

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <cstring>
 #include <string>
 
@@ -75,6 +76,17 @@ struct OutBuffer {
   void write(const char* p, size_t n) { bytes.append(p, n); }
 };
 
+// Bounds on one Engine::feed() call, set by the transport before each call
+// so that one connection never holds the loop for long and never produces
+// more replies than it may leave unread. feed() checks them before each
+// frame, so a call overshoots `out_bytes` by at most one reply. Unbounded by
+// default (tests, the fuzzer).
+struct FeedBudget {
+  size_t frames = std::numeric_limits<size_t>::max();     // frames executed
+  size_t in_bytes = std::numeric_limits<size_t>::max();   // request bytes consumed
+  size_t out_bytes = std::numeric_limits<size_t>::max();  // reply bytes produced
+};
+
 struct Session {
   uint64_t id = 0;
   uid_t uid = uid_t(-1);
@@ -93,6 +105,8 @@ struct Session {
   OutBuffer out;
   bool closing = false;      // a reply that ends the connection was sent: read no more
   bool kill = false;         // drop the connection without flushing (slow reader)
+  FeedBudget budget;         // the next feed() call's bounds (the transport sets them)
+  bool yielded = false;      // the last feed() stopped at `budget` with input left
   std::string close_reason;  // logged when the connection closes
   void* transport = nullptr; // the server's connection object
 };

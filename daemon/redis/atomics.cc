@@ -20,16 +20,6 @@ AtomicResult unavailable(const std::string& why) {
   return r;
 }
 
-std::string_view str_at(const redisReply* x, size_t i) {
-  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_STRING) return {};
-  return {x->element[i]->str, x->element[i]->len};
-}
-
-long long int_at(const redisReply* x, size_t i) {
-  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_INTEGER) return -2;
-  return x->element[i]->integer;
-}
-
 }  // namespace
 
 struct Atomics::Wait {
@@ -152,9 +142,10 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string rk = cfg_.prefix + std::string(key), lk = lease_key(key), tok = token_string(token),
-                    ms = std::to_string(std::max<uint64_t>(lease_ms, 1));
-  auto send = [this, rk, lk, tok, ms, done] {
-    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms}, [this, done](const Reply& r) {
+                    ms = std::to_string(std::max<uint64_t>(lease_ms, 1)),
+                    max = std::to_string(relay_max_stored(cfg_));
+  auto send = [this, rk, lk, tok, ms, max, done] {
+    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms, max}, [this, done](const Reply& r) {
       AtomicResult out;
       const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
       if (s == "value") {

@@ -45,7 +45,15 @@ struct Config {
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)
   uint64_t pipeline = 1024;       // write-behind commands in flight at once (not an option)
+  // The largest value read from Redis that the daemon relays (value bytes,
+  // envelope removed); a larger one is refused in Redis, before any of it is
+  // sent (read_through.h). The daemon sets it from value_limit (not an option).
+  uint64_t relay_max_bytes = 1ull << 20;
 };
+
+// The longest stored Redis value the scripts return: relay_max_bytes plus
+// the flags envelope's largest header (ext 32: 6 bytes) and its flags byte.
+inline uint64_t relay_max_stored(const Config& c) { return c.relay_max_bytes + 7; }
 
 // The tier's rows of the daemon's option table, in the order to document them.
 const std::vector<daemon::OptionSpec>& redis_options();

@@ -29,6 +29,16 @@ const char* link_state_name(LinkState s) {
   return "?";
 }
 
+std::string_view str_at(const redisReply* x, size_t i) {
+  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_STRING) return {};
+  return {x->element[i]->str, x->element[i]->len};
+}
+
+long long int_at(const redisReply* x, size_t i) {
+  if (x->type != REDIS_REPLY_ARRAY || i >= x->elements || x->element[i]->type != REDIS_REPLY_INTEGER) return -2;
+  return x->element[i]->integer;
+}
+
 bool Reply::is_error() const { return failed() || (r && r->type == REDIS_REPLY_ERROR); }
 
 std::string Reply::error() const {

@@ -64,6 +64,10 @@ struct Reply {
   std::string error() const;      // text of the failure or error reply ("" if neither)
 };
 using ReplyFn = std::function<void(const Reply&)>;
+// Element i of an array reply (a script's result): its string ("" when not a
+// string) or its integer (-2 when not an integer).
+std::string_view str_at(const redisReply* x, size_t i);
+long long int_at(const redisReply* x, size_t i);
 
 struct LinkOptions {
   std::string name = "redis";       // for log lines: "data", "invalidation"

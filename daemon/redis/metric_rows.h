@@ -20,6 +20,10 @@
   X(redis_queue_dropped_total, counter, count, "write-behind dropped",                                                   \
     "Operations dropped because the write-behind queue was full")                                                        \
   X(redis_queue_failed_total, counter, count, "write-behind failed", "Queued operations Redis answered with an error")    \
+  X(redis_queue_refused_dropped_total, counter, count, "write-behind refused, dropped here",                        \
+    "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
+  X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
+    "Redis values larger than this daemon relays (value_limit), refused before being read")                          \
   X(redis_queue_coalesced_total, counter, count, "write-behind coalesced",                                               \
     "Queued operations replaced by a later one on the same key")                                                         \
   X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \

@@ -3,6 +3,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include <spdlog/spdlog.h>
+
 #include "redis/util.h"
 #include "redis/value.h"
 
@@ -62,32 +64,37 @@ Lookup ReadThrough::get(std::string_view key, Fetched* now, FetchFn done) {
 void ReadThrough::send(const std::shared_ptr<Flight>& f) {
   f->coherent = coherent_ ? coherent_() : false;
   const std::string rk = cfg_.prefix + f->key;
+  const std::string max = std::to_string(relay_max_stored(cfg_));
   st_.gets_total++;
-  auto fail = [this, f](const Reply& r) {
-    Fetched x;
-    x.kind = Fetched::Kind::unavailable;
-    x.error = r.is_error() ? r.error() : "unexpected reply";
-    finish(f, std::move(x));
-  };
-  const bool ok1 = link_->command({"GET", rk}, [f, fail](const Reply& r) {
+  const bool sent = queue_->scripts()->eval(Script::get, {rk}, {max}, [this, f](const Reply& r) {
     if (f->done) return;
-    if (r.is_error() || (r.r->type != REDIS_REPLY_STRING && r.r->type != REDIS_REPLY_NIL)) return fail(r);
-    if (r.r->type == REDIS_REPLY_STRING) f->have_value = true, f->stored.assign(r.r->str, r.r->len);
-  });
-  const bool ok2 = ok1 && link_->command({"PTTL", rk}, [this, f, fail](const Reply& r) {
-    if (f->done) return;
-    if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) return fail(r);
     Fetched x;
-    const long long pttl = r.r->integer;
-    if (!f->have_value || pttl == -2 || pttl == 0) {
-      // -2: deleted between GET and PTTL; its invalidation is on the way.
+    const std::string_view kind = r.is_error() ? std::string_view() : str_at(r.r, 0);
+    if (kind == "missing") {
       x.kind = Fetched::Kind::miss;
       return finish(f, std::move(x));
     }
-    x.kind = Fetched::Kind::hit;
     std::string_view v;
-    decode_value(f->stored, &v, &x.flags);
+    if (kind == "value") decode_value(str_at(r.r, 1), &v, &x.flags);
+    if (kind == "large" || v.size() > cfg_.relay_max_bytes) {
+      const uint64_t n = kind == "large" ? uint64_t(int_at(r.r, 1)) : v.size();
+      st_.oversize_total++;
+      uint64_t skipped = 0;
+      if (oversize_log_.allow(&skipped))
+        spdlog::warn("redis: '{}' in Redis is {} bytes, over the {} this daemon relays (value_limit): answered as "
+                     "a miss, not read ({} such value(s) since the last report)",
+                     printable(f->key), n, cfg_.relay_max_bytes, skipped + 1);
+      x.kind = Fetched::Kind::miss;
+      return finish(f, std::move(x));
+    }
+    if (kind != "value") {
+      x.kind = Fetched::Kind::unavailable;
+      x.error = r.is_error() ? r.error() : "unexpected reply to the read-through";
+      return finish(f, std::move(x));
+    }
+    x.kind = Fetched::Kind::hit;
     x.value.assign(v);
+    const long long pttl = int_at(r.r, 2);
     const uint64_t now = mono_ms();
     uint64_t expiry = pttl > 0 ? now + uint64_t(pttl) : 0;
     if (cfg_.local_ttl_max_ms && (expiry == 0 || expiry > now + cfg_.local_ttl_max_ms))
@@ -95,11 +102,11 @@ void ReadThrough::send(const std::shared_ptr<Flight>& f) {
     x.expiry_ms = expiry;
     finish(f, std::move(x));
   });
-  if (!ok2) {
+  if (!sent) {
     Fetched x;
     x.kind = Fetched::Kind::unavailable;
     x.error = "Redis is not connected";
-    if (!ok1) finish(f, std::move(x));  // else GET's callback reports the failure
+    finish(f, std::move(x));
   }
 }
 

@@ -1,8 +1,8 @@
 // daemon/redis/read_through.h — a local miss asks Redis, once per key.
 //
-// Single flight: concurrent misses of one key share one GET + PTTL
-// (pipelined on the data connection); any number of local waiters get the
-// result. The flight is the key's "in progress" mark: invalidate(key) (an
+// Single flight: concurrent misses of one key share one read (the `get`
+// script: STRLEN, GET, PTTL; see Size below); any number of local waiters
+// get the result. The flight is the key's "in progress" mark: invalidate(key) (an
 // invalidation from another host, or a local write) and invalidate_all()
 // (coherence lost) make it stale, so its result is still handed to the
 // waiters that asked before (it was Redis's value when they asked) but is
@@ -18,6 +18,12 @@
 // write or coherence loss happened between the GET being sent and its reply,
 // and invalidations were being received when it was sent (coherent()).
 // Expiries are Redis's remaining TTL, bounded by local_ttl_max_ms.
+//
+// Size. The read is one script (scripts.h `get`: STRLEN, GET, PTTL, atomic)
+// that returns no value longer than Config::relay_max_bytes (plus the
+// envelope): a larger one, which another tool wrote under the prefix, is
+// never sent, so the client library never buffers it. It is answered as a
+// miss, never installed, counted (oversize_total) and logged (rate-limited).
 #pragma once
 
 #include <uv.h>
@@ -62,6 +68,7 @@ struct ReadStats {
   uint64_t gets_total = 0;         // GETs sent to Redis (flights)
   uint64_t joined_total = 0;       // misses that joined a flight in progress
   uint64_t stale_total = 0;        // hits not installed: invalidated or written while in flight
+  uint64_t oversize_total = 0;     // values over relay_max_bytes, refused in Redis (answered as misses)
   uint64_t in_flight = 0;
 };
 
@@ -98,6 +105,7 @@ class ReadThrough {
   std::function<bool()> coherent_;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
   ReadStats st_;
+  Throttle oversize_log_{10000};
 };
 
 }  // namespace nearcache::redis

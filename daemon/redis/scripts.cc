@@ -71,10 +71,14 @@ return {'ok', out, redis.call('PTTL', KEYS[1]), flags}
 )lua";
 
 // A lease decided in Redis: the value if there is one, else the lease if
-// nobody holds it (SET NX PX), else who-holds-it's remaining time.
+// nobody holds it (SET NX PX), else who-holds-it's remaining time. A value
+// longer than ARGV[3] (relay_max_stored) counts as none: it is never sent,
+// and the lease holder's SET replaces it.
 const char* kLease = R"lua(
-local v = redis.call('GET', KEYS[1])
-if v then return {'value', v, redis.call('PTTL', KEYS[1])} end
+if redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[3]) then
+  local v = redis.call('GET', KEYS[1])
+  if v then return {'value', v, redis.call('PTTL', KEYS[1])} end
+end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'granted'} end
 return {'held', redis.call('PTTL', KEYS[2])}
 )lua";
@@ -94,6 +98,16 @@ end
 return {r[1], #keys}
 )lua";
 
+// A read-through: STRLEN first, so that a value larger than the daemon
+// relays stays in Redis (WRONGTYPE errors as GET would).
+const char* kGet = R"lua(
+local n = redis.call('STRLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then return {'large', n} end
+local v = redis.call('GET', KEYS[1])
+if not v then return {'missing'} end
+return {'value', v, redis.call('PTTL', KEYS[1])}
+)lua";
+
 }  // namespace
 
 const char* script_source(Script s) {
@@ -102,6 +116,7 @@ const char* script_source(Script s) {
     case Script::lease: return kLease;
     case Script::release: return kRelease;
     case Script::clear_step: return kClearStep;
+    case Script::get: return kGet;
   }
   return "";
 }

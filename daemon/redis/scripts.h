@@ -11,10 +11,15 @@
 //   incr        KEYS: value key; ARGV: delta high 32 bits (signed), low 32 bits
 //               -> {"ok", new value bytes (unwrapped), pttl, flags}
 //                  | {"missing"} | {"notint"} | {"range"}
-//   lease       KEYS: value key, lease key; ARGV: token, lease_ms
+//   lease       KEYS: value key, lease key; ARGV: token, lease_ms, largest stored length to return
 //               -> {"value", stored bytes, pttl} | {"granted"} | {"held", pttl}
+//               (a longer value counts as none)
 //   release     KEYS: lease key; ARGV: token -> 1 released | 0 not the holder
 //   clear_step  ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
+//   get         KEYS: value key; ARGV: largest stored length to return
+//               -> {"value", stored bytes, pttl} | {"missing"} | {"large", length}
+//               (the read-through: a larger value is never sent, so the
+//               client library never buffers it)
 #pragma once
 
 #include <array>
@@ -27,8 +32,8 @@
 
 namespace nearcache::redis {
 
-enum class Script { incr, lease, release, clear_step };
-inline constexpr size_t kScriptCount = 4;
+enum class Script { incr, lease, release, clear_step, get };
+inline constexpr size_t kScriptCount = 5;
 const char* script_source(Script s);
 
 class Scripts {

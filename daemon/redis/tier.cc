@@ -37,6 +37,10 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
   h.lost = [this](const std::string&) { drop_all("invalidations stopped"); };
   h.coherent = [this] { drop_all("invalidations (re)started"); };
   inval_ = std::make_unique<Invalidation>(loop, link_.get(), ep, cfg, std::move(h));
+  queue_->set_on_refused([this](std::string_view key) {  // write_behind.h: Refusals
+    reads_->invalidate(key);
+    if (hooks_.drop) hooks_.drop(key);
+  });
   reads_->set_coherent([this] { return inval_->coherent(); });
   reads_->set_install([this](std::string_view key, const Fetched& f) {
     if (hooks_.install) hooks_.install(key, f.value, f.flags, f.expiry_ms);

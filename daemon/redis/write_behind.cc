@@ -292,11 +292,7 @@ void WriteBehind::send_op(It it) {
   const bool sent = link_->command(argv, [this, it](const Reply& r) {
     if (r.failed()) return;  // back to the queue when the link reports it down
     if (r.is_error()) {
-      st_.failed_total++;
-      uint64_t skipped = 0;
-      if (fail_log_.allow(&skipped))
-        spdlog::error("redis: {} of '{}' failed: {}{}", kind_name(it->kind), printable(it->key), r.error(),
-                      skipped ? " (and " + std::to_string(skipped) + " more failures since the last report)" : "");
+      refused(*it, r.error());
     } else {
       st_.flushed_total++;
     }
@@ -310,6 +306,22 @@ void WriteBehind::send_op(It it) {
 
 // Moves the last `n`... (see on_down): entries from inflight_ back to the
 // front of the queue, oldest first, indexed unless a newer write exists.
+void WriteBehind::refused(const Entry& e, const std::string& why) {
+  st_.failed_total++;
+  st_.last_refusal = std::string(kind_name(e.kind)) + " of '" + printable(e.key) + "': " + why;
+  st_.last_refusal_unix_ms = unix_ms();
+  // The value never reached Redis: this host must not go on serving it alone.
+  const bool drop = e.kind == Entry::set || e.kind == Entry::touch;
+  if (drop) st_.refused_dropped_total++;
+  if (drop && on_refused_) on_refused_(e.key);
+  uint64_t skipped = 0;
+  if (!fail_log_.allow(&skipped)) return;
+  spdlog::warn("redis: Redis refused {} write(s) since the last report ({} in all, {} local copies dropped); "
+               "last: {}",
+               st_.failed_total - refusals_logged_, st_.failed_total, st_.refused_dropped_total, st_.last_refusal);
+  refusals_logged_ = st_.failed_total;
+}
+
 void WriteBehind::requeue_front(size_t keep) {
   auto first = inflight_.begin();
   std::advance(first, keep);

@@ -23,8 +23,14 @@
 // table) and become PX of the time left when sent; an expired SET is sent as
 // a delete. Operations in flight when the link is lost go back to the front
 // of the queue and are sent again on the next connection; an operation is
-// forgotten only once Redis answered it (an error answer is counted as
-// failed and logged, not retried).
+// forgotten only once Redis answered it.
+//
+// Refusals. An error answer (Redis at maxmemory with noeviction, READONLY
+// replica, ...) is counted as failed and not retried: the write never reached
+// Redis, so the refused SET or TOUCH calls on_refused(key) and the caller
+// drops its local copy, as for a dropped write (a miss then reads what Redis
+// has, the same on every host). The last refusal's cause is kept for STATUS;
+// refusals are logged at warning level, at most every 10 s, with counts.
 //
 // Read-your-writes. pending(key) says what this host last wrote to a key and
 // Redis may not have yet; after(key, fn) runs fn once every queued write to
@@ -69,6 +75,9 @@ struct QueueStats {
   uint64_t failed_total = 0;    // operations Redis answered with an error
   uint64_t requeued_total = 0;  // operations sent again after a lost connection
   uint64_t cleared_keys_total = 0;  // keys CLEAR removed from Redis
+  uint64_t refused_dropped_total = 0;  // refused SET/TOUCH whose local copy was dropped (on_refused)
+  std::string last_refusal;            // "SET of 'key': <Redis's error>", "" = none yet
+  uint64_t last_refusal_unix_ms = 0;
 };
 
 class WriteBehind {
@@ -86,6 +95,9 @@ class WriteBehind {
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix).
   Enqueued clear(std::string_view prefix);
+
+  // Called with the key of a SET or TOUCH that Redis refused (see Refusals).
+  void set_on_refused(std::function<void(std::string_view key)> fn) { on_refused_ = std::move(fn); }
 
   // What this host queued for `key` (a queued CLEAR covering the key counts as deleted).
   Pending pending(std::string_view key, PendingValue* out = nullptr) const;
@@ -105,6 +117,8 @@ class WriteBehind {
   void close(std::function<void()> closed);
 
   QueueStats stats() const;
+  // The scripts of the data connection (the read-through runs one).
+  Scripts* scripts() const { return scripts_; }
 
  private:
   struct Entry {
@@ -146,6 +160,7 @@ class WriteBehind {
   void arm_timer();
   static void on_timer(uv_timer_t* t);
   void note_drop(const Entry& e);
+  void refused(const Entry& e, const std::string& why);
   std::string rkey(std::string_view key) const { return cfg_.prefix + std::string(key); }
 
   uv_loop_t* loop_;
@@ -164,6 +179,8 @@ class WriteBehind {
   uint64_t drain_deadline_ = 0;
   std::function<void(uint64_t)> drain_done_;
   std::function<void()> closed_;
+  std::function<void(std::string_view)> on_refused_;
+  uint64_t refusals_logged_ = 0;  // st_.failed_total at the last refusal log line
   Throttle drop_log_, fail_log_;
 };
 

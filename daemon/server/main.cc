@@ -47,7 +47,8 @@ std::string metrics_markdown() {
          "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
          "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, "
          "`handshaking`), `since_unix_ms` (when the data connection last went up or down), `last_error`, "
-         "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n" +
+         "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `last_write_refusal` (the last write Redis refused and why, \"\" = none; "
+         "see doc/redis.md) and `last_write_refusal_unix_ms`.\n\n" +
          metric_rows(redis_metric_table(), kRedisMetricCount);
 }
 

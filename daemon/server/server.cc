@@ -1,7 +1,10 @@
 // daemon/server/server.cc — see server.h.
 #include "server/server.h"
 
+#include <linux/sockios.h>
+#include <malloc.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,17 +31,33 @@ constexpr uint64_t kReapEveryMs = 2000;      // reader counter slots of dead pro
 // A connection whose requests wait behind a blocking one (Session::blocked)
 // stops being read once this much input is buffered.
 constexpr size_t kBlockedInputMax = 1 << 20;
+// One connection's share of a loop turn (Session::budget): then the loop
+// serves the others and its timers, and this one goes on next turn.
+constexpr size_t kFeedFrames = 256;
+constexpr size_t kFeedBytes = 4 << 20;  // request bytes consumed, reply bytes produced
 
 std::string errno_text(int e) { return std::strerror(e); }
 }  // namespace
+
+struct WriteReq;
 
 struct Conn {
   uv_pipe_t pipe;
   Server* srv;
   Session s;
   size_t writing = 0;  // bytes in the uv_write in flight
+  WriteReq* wreq = nullptr;  // that write
+  size_t counted = 0;  // its share of Server::pending_total_
   bool eof = false, closed = false, dirty = false;
-  bool paused = false;  // reading stopped while its session is blocked
+  // Reading stopped by flow control: its session is blocked with much input
+  // buffered, its unread replies reached max_output_bytes, or it used its
+  // share of the loop turn (Session::yielded). update_reading() restarts it.
+  bool paused = false;
+  bool held = false;  // input left unexecuted because its replies are at max_output_bytes
+  // At max_output_bytes: the last time its replies moved (ms) and what the
+  // kernel held then, to tell a slow reader from one that reads nothing.
+  uint64_t stalled_since_ms = 0;
+  int stalled_outq = -1;
 };
 
 struct WriteReq {
@@ -141,6 +160,11 @@ bool check_socket(const std::string& path, std::string* err) {
 
 bool Server::start(std::string* err) {
   const std::string& path = cfg_.socket;
+  // Reply buffers of up to max_output_bytes come and go with slow readers:
+  // buffers of 1 MiB and more are mapped and unmapped (glibc would otherwise
+  // raise this threshold and keep freed ones), so that the daemon's memory
+  // follows the output bounds instead of its high-water mark.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   if (!check_socket(path, err)) return false;
 
   uv_pipe_init(loop_, &listener_, 0);
@@ -272,15 +296,7 @@ void Server::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   if (nread > 0) {
     c->s.in.commit(size_t(nread));
     self->engine_->counters().bytes_received_total += uint64_t(nread);
-    self->engine_->feed(&c->s);
-    if (c->s.closing || c->s.kill) {
-      uv_read_stop(st);
-    } else if (c->s.blocked && c->s.in.size() > kBlockedInputMax) {
-      uv_read_stop(st);  // read on once the blocking request completed
-      c->paused = true;
-    }
-    c->s.in.shrink(kKeepInput);
-    self->flush(c);
+    self->serve(c);
   } else if (nread == UV_EOF) {
     // A peer that closed its socket is gone (its waits are dropped now); one
     // that only shut down writing still gets every reply, then is closed.
@@ -298,6 +314,110 @@ void Server::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     self->close_conn(c, std::string("read: ") + uv_strerror(int(nread)));
   }
   self->flush_dirty();
+}
+
+size_t Server::pending(const Conn* c) const { return c->writing + c->s.out.bytes.size(); }
+
+void Server::count_pending(Conn* c) {
+  const size_t now = c->closed ? 0 : pending(c);
+  pending_total_ = pending_total_ - c->counted + now;
+  c->counted = now;
+}
+
+bool Server::output_full(const Conn* c) const { return pending(c) >= engine_->config().max_output_bytes; }
+
+// Executes what the connection sent, within its share of the loop turn and
+// of the output bounds, then sends the replies and decides whether to read on.
+void Server::serve(Conn* c) {
+  if (c->closed) return;
+  Session& s = c->s;
+  s.yielded = false;
+  size_t room = output_full(c) ? 0 : engine_->config().max_output_bytes - pending(c);
+  const uint64_t total = cfg_.max_output_bytes_total;
+  if (room > 0 && total > 0) {
+    count_pending(c);
+    // All connections together at the bound: the one holding the most unread
+    // replies goes (it may be this one), so that the others are served.
+    while (pending_total_ >= total && !c->closed) {
+      Conn* big = nullptr;
+      for (auto& [id, o] : conns_)
+        if (!o->closed && (!big || pending(o) > pending(big))) big = o;
+      if (!big || pending(big) == 0) break;
+      engine_->counters().slow_clients_total++;
+      spdlog::warn("conn {} (uid {} pid {}) disconnected: slow reader: {} bytes of replies unread, the most of "
+                   "any connection, with all connections together over max_output_bytes_total {}",
+                   big->s.id, big->s.uid, big->s.pid, pending(big), total);
+      close_conn(big, "slow reader (max_output_bytes_total)");
+    }
+    if (c->closed) return;
+    room = std::min<size_t>(room, pending_total_ < total ? total - pending_total_ : 0);
+  }
+  // Input left unexecuted while the replies are at the bound: on_write goes
+  // on once they drain.
+  c->held = room == 0 && s.in.size() > 0;
+  if (room > 0) {
+    s.budget = FeedBudget{kFeedFrames, kFeedBytes, std::min(room, kFeedBytes)};
+    engine_->feed(&s);
+    s.budget = FeedBudget{};
+  }
+  s.in.shrink(kKeepInput);
+  flush(c);
+  update_reading(c);
+}
+
+void Server::update_reading(Conn* c) {
+  if (c->closed) return;
+  Session& s = c->s;
+  const bool full = output_full(c);
+  if (full && c->stalled_since_ms == 0) c->stalled_since_ms = uv_now(loop_), c->stalled_outq = -1;
+  if (!full) c->stalled_since_ms = 0;
+  const bool ended = s.closing || s.kill || c->eof || stopping_;  // never read again
+  const bool stop = ended || s.yielded || c->held || full || (s.blocked && s.in.size() > kBlockedInputMax);
+  if (stop && !c->paused) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->pipe));
+    c->paused = true;
+  } else if (!stop && c->paused) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->pipe), on_alloc, on_read);
+    c->paused = false;
+  }
+  // Its next share comes next loop turn (an EOF'd client's last requests too).
+  if (!s.closing && !s.kill && (s.yielded || (c->held && !full))) schedule(c);
+}
+
+void Server::schedule(Conn* c) {
+  again_.push_back(c->s.id);
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
+}
+
+void Server::check_stalled() {
+  // A connection at max_output_bytes whose replies do not move (neither our
+  // write nor the kernel's queue toward the peer) for slow_reader_timeout_ms.
+  const uint64_t limit = cfg_.slow_reader_timeout_ms, now = uv_now(loop_);
+  if (limit == 0) return;
+  std::vector<Conn*> cut;
+  for (auto& [id, c] : conns_) {
+    if (c->closed || c->stalled_since_ms == 0) continue;
+    if (!output_full(c)) {
+      c->stalled_since_ms = 0;
+      continue;
+    }
+    int outq = -1;
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) == 0) ioctl(fd, SIOCOUTQ, &outq);
+    if (outq != c->stalled_outq) {
+      c->stalled_outq = outq;
+      c->stalled_since_ms = now;
+    } else if (now - c->stalled_since_ms >= limit) {
+      cut.push_back(c);
+    }
+  }
+  for (Conn* c : cut) {
+    engine_->counters().slow_clients_total++;
+    spdlog::warn("conn {} (uid {} pid {}) disconnected: slow reader: {} bytes of replies unread, over "
+                 "max_output_bytes {}, none read for {} ms",
+                 c->s.id, c->s.uid, c->s.pid, pending(c), engine_->config().max_output_bytes, limit);
+    close_conn(c, "slow reader");
+  }
 }
 
 void Server::mark_dirty(Conn* c) {
@@ -355,18 +475,16 @@ void Server::flush(Conn* c) {
         return;
       }
       c->writing = w->data.size() - w->off;
+      c->wreq = w;
     }
   }
-  const size_t pending = c->writing + out.size();
-  if (pending > engine_->config().max_output_bytes) {
-    engine_->counters().slow_clients_total++;
-    spdlog::warn("conn {} (uid {} pid {}) disconnected: {} bytes of replies unread, over max_output_bytes {}", s.id,
-                 s.uid, s.pid, pending, engine_->config().max_output_bytes);
-    close_conn(c, "slow reader");
-    return;
-  }
-  if (pending == 0 && s.closing) close_conn(c, s.close_reason);
-  else if (pending == 0 && c->eof && s.outstanding == 0) close_conn(c, "client closed the connection");
+  // Over max_output_bytes it stops being served (serve()), so this is at
+  // most one reply (or the replies of waits that completed) past the bound.
+  count_pending(c);
+  const size_t left = pending(c);
+  if (left == 0 && s.closing) close_conn(c, s.close_reason);
+  else if (left == 0 && c->eof && s.outstanding == 0 && !s.yielded && !c->held)
+    close_conn(c, "client closed the connection");
 }
 
 void Server::on_write(uv_write_t* req, int status) {
@@ -377,6 +495,7 @@ void Server::on_write(uv_write_t* req, int status) {
   if (c->closed) return;  // cancelled by close_conn; the Conn is freed in on_close
   Server* self = c->srv;
   c->writing = 0;
+  c->wreq = nullptr;
   if (status < 0) {
     self->close_conn(c, std::string("write: ") + uv_strerror(status));
     self->flush_dirty();
@@ -384,12 +503,20 @@ void Server::on_write(uv_write_t* req, int status) {
   }
   self->engine_->counters().bytes_sent_total += n;
   self->flush(c);
+  // Its replies drained below the bound: execute what it sent meanwhile.
+  if (!c->closed && (c->paused || c->held) && !self->output_full(c)) self->schedule(c);
   self->flush_dirty();
 }
 
 void Server::close_conn(Conn* c, const std::string& reason) {
   if (c->closed) return;
   c->closed = true;
+  count_pending(c);
+  // Its unread replies go now, not when the loop gets to the close callbacks:
+  // a slow reader cut to make room must make room at once. (The socket is
+  // closed by uv_close below; the write cancelled later no longer reads its bytes.)
+  std::string().swap(c->s.out.bytes);
+  if (c->wreq) std::string().swap(c->wreq->data), c->wreq->off = 0;
   // A client that broke the framing is worth an operator's attention; ordinary closes are not.
   const bool broken = reason.rfind("BAD_FRAME", 0) == 0 || reason.rfind("FRAME_TOO_LARGE", 0) == 0;
   spdlog::log(broken ? spdlog::level::info : spdlog::level::debug, "conn {} (uid {} pid {}): closed ({}), {} requests",
@@ -445,6 +572,8 @@ void Server::on_expire(uv_timer_t* t) {
     w->expire_step(256);
     swept += 256;
   } while (swept < buckets && uv_hrtime() - t0 < kExpireBudgetNs);
+  self->check_stalled();
+  self->flush_dirty();
 }
 
 void Server::arm_deadline() {
@@ -471,8 +600,11 @@ void Server::on_deadline(uv_timer_t* t) {
 void Server::on_idle(uv_idle_t* h) {
   auto* self = static_cast<Server*>(h->data);
   const bool cleared = self->engine_->clear_work(kClearBudgetUs);
+  // Connections that used their share last turn go on now (each once a turn).
+  self->resume_.insert(self->resume_.end(), self->again_.begin(), self->again_.end());
+  self->again_.clear();
   self->resume_sessions();
-  if (cleared && self->resume_.empty()) uv_idle_stop(h);
+  if (cleared && self->resume_.empty() && self->again_.empty()) uv_idle_stop(h);
   self->flush_dirty();
 }
 
@@ -485,12 +617,7 @@ void Server::resume_sessions() {
       if (it == conns_.end()) continue;
       Conn* c = it->second;
       if (c->closed || c->s.blocked) continue;
-      engine_->feed(&c->s);
-      if (c->paused && !c->s.blocked && !c->s.closing && !c->s.kill && !c->eof && !stopping_) {
-        c->paused = false;
-        uv_read_start(reinterpret_cast<uv_stream_t*>(&c->pipe), on_alloc, on_read);
-      }
-      flush(c);
+      serve(c);
     }
   }
 }

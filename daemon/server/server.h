@@ -71,6 +71,14 @@ class Server {
   bool allowed(uint32_t uid, uint32_t gid, std::string* why) const;
   void resolve_allow_lists(const Config& cfg);
   void flush(Conn* c);
+  // Flow control (see Conn::paused): execute within the bounds, read on or not.
+  void serve(Conn* c);
+  void update_reading(Conn* c);
+  void schedule(Conn* c);  // serve it again next loop turn
+  void check_stalled();    // slow_reader_timeout_ms
+  size_t pending(const Conn* c) const;  // its replies not yet taken by the kernel
+  bool output_full(const Conn* c) const;
+  void count_pending(Conn* c);
   void close_conn(Conn* c, const std::string& reason);
   void arm_deadline();
   void maybe_finish_shutdown();
@@ -88,6 +96,8 @@ class Server {
   uv_signal_t sig_term_{}, sig_int_{}, sig_hup_{};
   std::vector<Conn*> dirty_;
   std::vector<uint64_t> resume_;  // connections whose blocking request completed (Session::blocked)
+  std::vector<uint64_t> again_;   // connections to serve next loop turn (Server::schedule)
+  size_t pending_total_ = 0;      // every connection's pending() (as last counted), for max_output_bytes_total
   std::map<uint64_t, Conn*> conns_;
   uint64_t next_conn_id_ = 1;
   uint64_t armed_deadline_ = UINT64_MAX;

@@ -364,7 +364,7 @@ def test_an_acl_user_with_only_the_documented_permissions(host, redis_servers, t
     admin = r.client()
     admin.execute_command(
         "ACL", "SETUSER", "nc", "on", ">nc-pw", "~*", "&__redis__:invalidate", "&__nearcache__:heartbeat:*",
-        "+ping", "+select", "+client|id", "+client|tracking", "+subscribe", "+publish", "+get", "+pttl", "+set",
+        "+ping", "+select", "+client|id", "+client|tracking", "+subscribe", "+publish", "+get", "+pttl", "+strlen", "+set",
         "+unlink", "+pexpire", "+persist", "+exists", "+script|load", "+evalsha", "+eval", "+scan", "+del")
     pw = tmp_path / "pw"
     pw.write_text("nc-pw\n")

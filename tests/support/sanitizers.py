@@ -10,6 +10,6 @@ import pytest
 @pytest.fixture(autouse=True)
 def no_sanitizer_reports(tmp_path):
     yield
-    for log in tmp_path.glob("*.log"):
+    for log in tmp_path.glob("**/*.log"):
         text = log.read_text(errors="replace")
         assert "Sanitizer" not in text and "runtime error:" not in text, f"{log}:\n{text[-4000:]}"

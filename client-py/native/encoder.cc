@@ -74,8 +74,11 @@ constexpr LenForms kBin{0, 0, 0xc4, 0xc5, 0xc6, "bytes"};
 constexpr LenForms kArray{0x90, 16, 0, 0xdc, 0xdd, "sequence"};
 constexpr LenForms kMap{0x80, 16, 0, 0xde, 0xdf, "dict"};
 
-bool enc_len(Buf& b, size_t n, const LenForms& f) {
-  if (n < f.fix_limit) return b.byte(uint8_t(f.fix | n));
+// A template on the forms, so that each family's branches fold to constants.
+template <const LenForms& f>
+bool enc_len(Buf& b, size_t n) {
+  if constexpr (f.fix_limit > 0)
+    if (n < f.fix_limit) return b.byte(uint8_t(f.fix | n));
   if (f.t8 && n <= 0xff) return b.be(f.t8, n, 1);
   if (n <= 0xffff) return b.be(f.t16, n, 2);
   if (n <= 0xffffffffULL) return b.be(f.t32, n, 4);
@@ -83,9 +86,9 @@ bool enc_len(Buf& b, size_t n, const LenForms& f) {
   return false;
 }
 
-bool enc_str(Buf& b, const char* s, size_t len) { return enc_len(b, len, kStr) && b.put(s, len); }
-bool enc_bin(Buf& b, const char* s, size_t len) { return enc_len(b, len, kBin) && b.put(s, len); }
-bool enc_array_header(Buf& b, size_t n) { return enc_len(b, n, kArray); }
+bool enc_str(Buf& b, const char* s, size_t len) { return enc_len<kStr>(b, len) && b.put(s, len); }
+bool enc_bin(Buf& b, const char* s, size_t len) { return enc_len<kBin>(b, len) && b.put(s, len); }
+bool enc_array_header(Buf& b, size_t n) { return enc_len<kArray>(b, n); }
 
 // A str object as msgpack str.
 bool enc_unicode(Buf& b, PyObject* o) {
@@ -309,7 +312,7 @@ bool enc(Buf& b, PyObject* o, PyObject* fallback, int depth) {
     return b.be(0xcb, u, 8);
   }
   if (t == &PyDict_Type) {
-    if (!enc_len(b, size_t(PyDict_GET_SIZE(o)), kMap)) return false;
+    if (!enc_len<kMap>(b, size_t(PyDict_GET_SIZE(o)))) return false;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(o, &pos, &k, &v)) {

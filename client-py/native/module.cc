@@ -1,6 +1,7 @@
-// client-py/native/module.cc — the nearcache._native module: its state
-// (state.h), packb/unpackb, the registration of Segment and CacheCore, and
-// the constants the Python side reads (statuses, flag, layout, EXT_CODES).
+// client-py/native/module.cc — the nearcache._native module: it fills in the
+// shared state (state.h), defines packb/unpackb, registers Segment and
+// CacheCore, and adds the constants the Python side reads (statuses, flag,
+// layout version, EXT_CODES).
 //
 // The parts: encoder (packb), decoder (unpackb), segment (the reader
 // binding), django_hit (NearCache's one-call hit path). Written against the

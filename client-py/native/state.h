@@ -1,6 +1,8 @@
 // client-py/native/state.h — what the parts of nearcache._native share: the
 // extension type codes, the entry flag, and the module state (imported types,
 // interned names) that module.cc fills in at import.
+// The files: encoder, decoder (the codec), segment (the reader binding),
+// django_hit (NearCache's hit path), module (definition, registration).
 //
 // One interpreter, GIL held throughout: the state is plain globals.
 #pragma once
@@ -35,9 +37,9 @@ struct ExtName {
   ExtCode code;
 };
 inline constexpr ExtName kExtNames[] = {
-    {"tuple", EXT_TUPLE},         {"set", EXT_SET},   {"frozenset", EXT_FROZENSET}, {"datetime", EXT_DATETIME},
-    {"date", EXT_DATE},           {"time", EXT_TIME}, {"timedelta", EXT_TIMEDELTA}, {"decimal", EXT_DECIMAL},
-    {"uuid", EXT_UUID},           {"bigint", EXT_BIGINT}, {"pickle", EXT_PICKLE},
+    {"tuple", EXT_TUPLE},       {"set", EXT_SET},         {"frozenset", EXT_FROZENSET}, {"datetime", EXT_DATETIME},
+    {"date", EXT_DATE},         {"time", EXT_TIME},       {"timedelta", EXT_TIMEDELTA}, {"decimal", EXT_DECIMAL},
+    {"uuid", EXT_UUID},         {"bigint", EXT_BIGINT},   {"pickle", EXT_PICKLE},
 };
 
 // Entry flag bit: the value is not nearcache msgpack but the output of the

@@ -24,7 +24,7 @@ def test_sdist_is_self_contained(dist):
     build-package.sh builds the wheel from this sdist, so a missing file fails the build too."""
     names = tarfile.open(dist["sdist"]).getnames()
     root = names[0].split("/")[0]
-    for f in ("native/_native.cc", "native/shm/reader.cc", "native/shm/reader.h", "native/shm/layout.h",
+    for f in ("native/module.cc", "native/shm/reader.cc", "native/shm/reader.h", "native/shm/layout.h",
               "CMakeLists.txt", "pyproject.toml", "src/nearcache/django.py"):
         assert f"{root}/{f}" in names, f
     assert not any("/native/shm/writer" in n for n in names), "the writer is the daemon's"

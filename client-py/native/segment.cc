@@ -1,0 +1,157 @@
+// client-py/native/segment.cc — nearcache._native.Segment: map a segment
+// read-only (open/close), look a key up (get), and what the reader reports
+// (alive, generation, limits, this process's hit/miss counts).
+//
+// Everything runs with the GIL held and never releases it, so a Segment is
+// never re-mapped while another thread reads it.
+#include "segment.h"
+
+#include <new>
+#include <string>
+
+namespace nearcache::py {
+
+using nearcache::shm::ReaderOptions;
+
+PyTypeObject SegmentType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+namespace {
+
+PyObject* Segment_new(PyTypeObject* type, PyObject*, PyObject*) {
+  auto* self = reinterpret_cast<SegmentObject*>(type->tp_alloc(type, 0));
+  if (!self) return nullptr;
+  self->reader = new (std::nothrow) Reader();
+  if (!self->reader) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  self->path = Py_NewRef(Py_None);
+  return reinterpret_cast<PyObject*>(self);
+}
+
+void Segment_dealloc(SegmentObject* self) {
+  delete self->reader;
+  Py_XDECREF(self->path);
+  Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+PyObject* Segment_open(SegmentObject* self, PyObject* args, PyObject* kwds) {
+  static const char* kwlist[] = {"path", "hints", "posix_shm", "use_hints", nullptr};
+  PyObject* path;
+  PyObject* hints = Py_None;
+  int posix_shm = 0, use_hints = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|Opp", const_cast<char**>(kwlist), PyUnicode_FSConverter, &path,
+                                   &hints, &posix_shm, &use_hints))
+    return nullptr;
+  ReaderOptions opts;
+  opts.posix_shm = posix_shm;
+  opts.use_hints = use_hints;
+  if (hints != Py_None) {
+    PyObject* hb;
+    if (!PyUnicode_FSConverter(hints, &hb)) {
+      Py_DECREF(path);
+      return nullptr;
+    }
+    opts.hints_path = PyBytes_AS_STRING(hb);
+    Py_DECREF(hb);
+  }
+  std::string p = PyBytes_AS_STRING(path);
+  std::string why;
+  // Open into a fresh Reader, then swap: a failed open keeps the old mapping
+  // closed as well (the caller asked for a new one), and no thread can be
+  // inside get() meanwhile because we hold the GIL.
+  Reader fresh;
+  int err = fresh.open(p, &why, opts);
+  *self->reader = static_cast<Reader&&>(fresh);
+  PyObject* old = self->path;
+  self->path = err == 0 ? PyUnicode_DecodeFSDefault(p.c_str()) : Py_NewRef(Py_None);
+  Py_XDECREF(old);
+  Py_DECREF(path);
+  if (err) {
+    PyObject* exc = PyObject_CallFunction(PyExc_OSError, "is", err, why.c_str());
+    if (exc) {
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+      Py_DECREF(exc);
+    }
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* Segment_close(SegmentObject* self, PyObject*) {
+  self->reader->close();
+  Py_SETREF(self->path, Py_NewRef(Py_None));
+  Py_RETURN_NONE;
+}
+
+// get(key: bytes) -> (status, value | None, flags, expiry_ms)
+PyObject* Segment_get(SegmentObject* self, PyObject* key) {
+  Py_buffer kb;
+  if (PyObject_GetBuffer(key, &kb, PyBUF_SIMPLE) < 0) return nullptr;
+  Hit h;
+  ReadStatus s = read_value(self->reader, static_cast<const char*>(kb.buf), size_t(kb.len), &h);
+  PyBuffer_Release(&kb);
+  if (s == ReadStatus::hit) {
+    PyObject* v = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(h.p), Py_ssize_t(h.len));
+    if (!v) return nullptr;
+    return Py_BuildValue("iNi", int(s), v, int(h.flags));
+  }
+  return Py_BuildValue("iOi", int(s), Py_None, 0);
+}
+
+PyObject* Segment_alive(SegmentObject* self, PyObject*) {
+  return PyBool_FromLong(self->reader->alive(nearcache::shm::monotonic_ms()));
+}
+
+PyObject* Segment_totals(PyObject*, PyObject*) {
+  auto t = Reader::totals();
+  return Py_BuildValue("{sKsKsK}", "hits", (unsigned long long)t.hits, "misses", (unsigned long long)t.misses,
+                       "busy", (unsigned long long)t.busy);
+}
+
+PyObject* Segment_get_generation(SegmentObject* self, void*) {
+  if (!self->reader->is_open()) Py_RETURN_NONE;
+  return PyLong_FromUnsignedLongLong(self->reader->generation());
+}
+PyObject* Segment_get_is_open(SegmentObject* self, void*) { return PyBool_FromLong(self->reader->is_open()); }
+PyObject* Segment_get_path(SegmentObject* self, void*) { return Py_NewRef(self->path); }
+PyObject* Segment_get_key_limit(SegmentObject* self, void*) { return PyLong_FromUnsignedLong(self->reader->key_limit()); }
+PyObject* Segment_get_value_limit(SegmentObject* self, void*) {
+  return PyLong_FromUnsignedLong(self->reader->value_limit());
+}
+PyObject* Segment_get_has_hints(SegmentObject* self, void*) { return PyBool_FromLong(self->reader->has_hints()); }
+
+PyMethodDef Segment_methods[] = {
+    {"open", (PyCFunction)(void (*)(void))Segment_open, METH_VARARGS | METH_KEYWORDS,
+     "open(path, hints=None, posix_shm=False, use_hints=True): map a segment read-only (replacing any "
+     "current mapping); raises OSError with the reader's errno (EPROTONOSUPPORT: unknown layout)."},
+    {"close", (PyCFunction)Segment_close, METH_NOARGS, "Unmap the segment."},
+    {"get", (PyCFunction)Segment_get, METH_O, "get(key) -> (status, value or None, flags)"},
+    {"alive", (PyCFunction)Segment_alive, METH_NOARGS, "The writer is running and its heartbeat is fresh."},
+    {"totals", (PyCFunction)Segment_totals, METH_NOARGS | METH_STATIC, "This process's reader counts."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef Segment_getset[] = {
+    {"generation", (getter)Segment_get_generation, nullptr, "generation of the mapped table, or None", nullptr},
+    {"is_open", (getter)Segment_get_is_open, nullptr, nullptr, nullptr},
+    {"path", (getter)Segment_get_path, nullptr, nullptr, nullptr},
+    {"key_limit", (getter)Segment_get_key_limit, nullptr, nullptr, nullptr},
+    {"value_limit", (getter)Segment_get_value_limit, nullptr, nullptr, nullptr},
+    {"has_hints", (getter)Segment_get_has_hints, nullptr, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+}  // namespace
+
+int segment_type_ready() {
+  SegmentType.tp_name = "nearcache._native.Segment";
+  SegmentType.tp_basicsize = sizeof(SegmentObject);
+  SegmentType.tp_flags = Py_TPFLAGS_DEFAULT;
+  SegmentType.tp_doc = "A read-only mapping of a nearcache shared-memory segment.";
+  SegmentType.tp_new = Segment_new;
+  SegmentType.tp_dealloc = (destructor)Segment_dealloc;
+  SegmentType.tp_methods = Segment_methods;
+  SegmentType.tp_getset = Segment_getset;
+  return PyType_Ready(&SegmentType);
+}
+
+}  // namespace nearcache::py

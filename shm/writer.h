@@ -139,6 +139,8 @@ class Writer {
   // The writer's own mapping (for readers in the same process: tests).
   const void* segment_base() const { return header_; }
   uint64_t segment_bytes() const { return st_.segment_bytes; }
+  // The segment object this writer mapped (its dev/ino: HELLO announces them).
+  const MappedObject* segment_object() const { return segment_.get(); }
 
   // Tests replace the clock to step through expiries.
   void set_clock(uint64_t (*now_ms)()) { now_ = now_ms; }

@@ -12,6 +12,7 @@
 
 #include "protocol/codec.h"
 #include "protocol/reply.h"
+#include "segment_file.h"
 #include "writer.h"
 
 namespace nearcache::daemon {
@@ -354,7 +355,7 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   const auto& o = w_->options();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(12);
+  pk.pack_map(15);
   pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
   pack_str(pk, "server"), pack_str(pk, kServerName);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
@@ -367,6 +368,14 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   pack_str(pk, "value_limit"), pk.pack_uint64(cfg_.value_limit);
   pack_str(pk, "max_frame_bytes"), pk.pack_uint64(cfg_.max_frame_bytes);
   pack_str(pk, "heartbeat_grace_ms"), pk.pack_uint64(cfg_.heartbeat_grace_ms);
+  // The segment object the daemon writes (a reader checks that its mapping is
+  // the same object, not a file swapped over the path), and the clock its
+  // heartbeat and expiries are on (a reader in another time namespace sees
+  // another CLOCK_MONOTONIC and must not trust them).
+  const shm::MappedObject* seg = w_->segment_object();
+  pack_str(pk, "segment_dev"), pk.pack_uint64(seg ? seg->dev() : 0);
+  pack_str(pk, "segment_ino"), pk.pack_uint64(seg ? seg->ino() : 0);
+  pack_str(pk, "clock_ms"), pk.pack_uint64(now_ms());
 }
 
 void Engine::op_get(Session* s, uint64_t id, Args& a) {

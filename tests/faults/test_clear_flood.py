@@ -17,7 +17,7 @@ from support.rawproto import CLEAR, GET, OK, SET, SET_MANY, RawConn, pack
 PREFIXES = 256        # CLEARs per write, each with its own prefix (the daemon's in-flight bound)
 PER_PREFIX = 200      # entries under each prefix
 KEEP = 210_000        # entries under no cleared prefix: they must all survive
-PHASE_S = 2.5
+PHASE_S = 0.8         # each of the alternating phases, three of each
 IDLE_PREFIX = b"z:"   # the baseline's CLEARs: a full pass each, nothing under it
 
 
@@ -119,7 +119,7 @@ def measure_while_clearing(d: Daemon, getter: RawConn, prefixes: list[bytes], de
         if child.is_alive():
             child.kill()
             child.join()
-    assert len(rounds) >= 2, len(rounds)
+    assert rounds, "no CLEAR was answered"
     return lat, rounds
 
 
@@ -134,21 +134,31 @@ def test_clear_flood_does_not_stall_other_clients(tmp_path):
 
         # Baseline: one CLEAR at a time, the next one already sent, so the
         # daemon is as busy clearing as in the flood (each is a full pass over
-        # the table, and the loop is never idle).
-        one, one_rounds = measure_while_clearing(d, getter, [IDLE_PREFIX], depth=2)
+        # the table, and the loop is never idle). The flood: 256 CLEARs per
+        # write. The phases alternate, so a change in the machine's load falls
+        # on both.
+        one, one_rounds, flood, rounds = [], [], [], []
+        for _ in range(3):
+            lat, r = measure_while_clearing(d, getter, [IDLE_PREFIX], depth=2)
+            one += lat
+            one_rounds += r
+            lat, r = measure_while_clearing(d, getter, [cleared_prefix(j) for j in range(PREFIXES)], depth=1)
+            flood += lat
+            rounds += r
+        one.sort()
+        flood.sort()
+
+        # Every CLEAR was answered OK with what it removed: in the first round
+        # every entry of its prefix, later only the SET that followed the
+        # previous round. Nothing else was removed.
         for r, replies in enumerate(one_rounds):
             assert replies == [[OK, 0 if r == 0 else 1]], (r, replies)
-
-        # The flood: 256 CLEARs per write. Every CLEAR is answered OK with what
-        # it removed: in the first round every entry of its prefix, later only
-        # the SET that followed the previous round. Nothing else is removed.
-        flood, rounds = measure_while_clearing(d, getter, [cleared_prefix(j) for j in range(PREFIXES)], depth=1)
         for r, replies in enumerate(rounds):
             for j, rep in enumerate(replies):
                 expect = PER_PREFIX if r == 0 else (1 if j == 0 else 0)
                 assert rep == [OK, expect], (r, j, rep)
         after = c.status()
-        assert after["entries"] == KEEP + 2  # and the last SET of each phase
+        assert after["entries"] == KEEP + 2  # and the last SET of each kind of round
         assert after["cleared_total"] == PREFIXES * PER_PREFIX + len(rounds) - 1 + len(one_rounds) - 1
         assert after["clears_total"] == PREFIXES * len(rounds) + len(one_rounds)
         for j in (0, 17, PREFIXES - 1):
@@ -158,14 +168,14 @@ def test_clear_flood_does_not_stall_other_clients(tmp_path):
         # processes load the cores, a daemon busy clearing waits for its share
         # of CPU for several ms at a time whatever it does per loop turn (up to
         # half its time on a runqueue was seen here), and one CLEAR at a time
-        # shows that cost. The flood may then cost at most 4x what one CLEAR at
-        # a time costs: this much noise between two phases of a loaded machine
-        # is common. A flood that stalled the loop (256 first slices in one
-        # turn: p99 above 400 ms before) fails either way.
-        assert len(one) > 100
-        bound = max(0.005, 4 * p99(one))
+        # shows that cost: the flood's p99 may then reach 4x the baseline's
+        # p99 or the baseline's worst round trip, the longest the machine kept
+        # a busy daemon waiting. A flood that stalled the loop (256 first
+        # slices in one turn: p99 above 400 ms before) fails either way.
+        assert len(one) > 100 and flood  # (a stalled loop answers few GETs: its p99 is their worst)
+        bound = max(0.005, 4 * p99(one), one[-1])
         print(f"GET p99: idle {p99(idle) * 1e3:.2f} ms, one CLEAR at a time {p99(one) * 1e3:.2f} ms "
-              f"({len(one_rounds)} passes), {PREFIXES} CLEARs per write {p99(flood) * 1e3:.2f} ms "
+              f"(max {one[-1] * 1e3:.1f} ms; {len(one_rounds)} passes), {PREFIXES} CLEARs per write {p99(flood) * 1e3:.2f} ms "
               f"(max {flood[-1] * 1e3:.1f} ms; {len(rounds)} rounds) over {n} entries")
         assert p99(flood) < bound
         c.close()

@@ -13,6 +13,12 @@ using nearcache::daemon::Op;
 namespace {
 constexpr uint32_t op(Op o) { return uint32_t(o); }
 const msgpack::type::nil_t nil;
+// k000, k001, ...: no key is a prefix of another.
+std::string key(int i) {
+  char b[16];
+  snprintf(b, sizeof b, "k%03d", i);
+  return std::string(b);
+}
 }  // namespace
 
 TEST_CASE("set, get, delete through the engine") {
@@ -205,11 +211,6 @@ TEST_CASE("at most 256 CLEARs in flight, each reports its own count") {
   Harness h(32 << 20);
   h.engine->set_clear_first_slice_us(0);  // all the work waits for clear_work()
   Session* s = h.connect();
-  auto key = [](int i) {  // no key is a prefix of another
-    char b[16];
-    snprintf(b, sizeof b, "k%03d", i);
-    return std::string(b);
-  };
   for (int i = 0; i < 300; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
   h.replies(s);
   for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
@@ -242,11 +243,6 @@ TEST_CASE("a flood of CLEARs costs a loop turn no more than one CLEAR: one budge
   Harness h(32 << 20);
   h.engine->set_slice_clock(tick_clock);
   Session* s = h.connect();
-  auto key = [](int i) {  // no key is a prefix of another
-    char b[16];
-    snprintf(b, sizeof b, "k%03d", i);
-    return std::string(b);
-  };
   for (int i = 0; i < 255; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
   for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
   h.replies(s);

@@ -315,3 +315,36 @@ TEST_CASE("a flood of CLEARs costs a loop turn no more than one CLEAR: one budge
   CHECK(arg(last, 2).via.u64 == 1);
   CHECK(!h.engine->clears_pending());
 }
+
+TEST_CASE("CLEARs pending together: an entry goes to the first that matches it, later writes survive earlier CLEARs") {
+  Harness h(32 << 20);
+  h.engine->set_clear_first_slice_us(0);  // everything waits for clear_work(): all of them pending at once
+  Session* s = h.connect();
+  for (int i = 0; i < 100; ++i)
+    for (const char* p : {"a", "ab", "b"}) h.send(s, op(Op::set), 1, Bin{p + std::to_string(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  REQUIRE(h.writer->stats().entries == 300);
+  // Overlapping prefixes of several lengths and many CLEARs (the table then
+  // matches each entry by lookups instead of against every CLEAR in turn).
+  std::string frames = Harness::req(op(Op::clear), 1, Bin{"ab"});
+  frames += Harness::req(op(Op::set), 2, Bin{"ab-new"}, Bin{"v"}, nil);  // after CLEAR ab, before CLEAR a
+  frames += Harness::req(op(Op::clear), 3, Bin{"a"});
+  for (int i = 0; i < 30; ++i) frames += Harness::req(op(Op::clear), uint64_t(100 + i), Bin{"zz" + key(i)});
+  frames += Harness::req(op(Op::set), 4, Bin{"a-late"}, Bin{"v"}, nil);  // after all of them
+  h.send_raw(s, frames);
+  while (!h.engine->clear_work(1000)) {
+  }
+  std::map<uint64_t, uint64_t> removed;
+  for (auto& r : h.replies(s)) {
+    REQUIRE(code_of(r) == int(Code::ok));
+    if (id_of(r) != 2 && id_of(r) != 4) removed[id_of(r)] = arg(r, 2).via.u64;
+  }
+  REQUIRE(removed.size() == 32);
+  CHECK(removed[1] == 100);      // ab0..ab99 (they match "a" too: the first CLEAR counts them)
+  CHECK(removed[3] == 100 + 1);  // a0..a99 and ab-new
+  for (int i = 0; i < 30; ++i) CHECK(removed[100 + i] == 0);
+  CHECK(h.writer->stats().entries == 100 + 1);  // b0..b99 and a-late
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"a-late"})) == int(Code::ok));
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"b7"})) == int(Code::ok));
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"ab-new"})) == int(Code::not_found));
+}

@@ -584,8 +584,8 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   std::string_view prefix;
   if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
-  // The table keeps the removed counts of this many clears (and each pending
-  // one is matched against every entry it has not yet seen): bound them.
+  // The table keeps the removed counts of this many clears, and a bucket's
+  // cost can grow with the clears pending: bound them.
   if (pending_clears_.size() >= kMaxPendingClears)
     return error(s, &id, Code::too_many_requests,
                  std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
@@ -615,9 +615,10 @@ bool Engine::clear_work(uint64_t budget_us) {
 }
 
 uint64_t Engine::clear_slice(uint64_t budget_us) {
-  // Each bucket is matched against every pending clear it has not seen, so
-  // the buckets per step shrink as clears pile up: a step stays a few tens of
-  // microseconds and the budget is kept however many clears are pending.
+  // A bucket may be matched against every pending clear it has not seen
+  // (when their prefixes have many lengths), so the buckets per step shrink
+  // as clears pile up: a step stays a few tens of microseconds and the budget
+  // is kept however many clears are pending.
   const size_t step = std::max<size_t>(8, 1024 / std::max<size_t>(1, pending_clears_.size()));
   const uint64_t t0 = slice_clock_();
   uint64_t used = 0;

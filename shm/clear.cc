@@ -3,6 +3,8 @@
 // time, and any bucket an operation touches first catches up with the clears
 // pending for it (settle, inline in writer_internal.h), so a cleared key is
 // never served by the writer and a later write is never lost.
+#include <algorithm>
+
 #include "writer_internal.h"
 
 namespace nearcache::shm {
@@ -10,6 +12,8 @@ namespace nearcache::shm {
 uint64_t Writer::clear_begin(std::string_view prefix) {
   const uint64_t id = ++clear_latest_;
   clears_.push_back({id, std::string(prefix)});
+  clear_ids_[std::string(prefix)].push_back(id);
+  clear_lengths_[prefix.size()]++;
   if (clears_.size() == 1) {
     pass_target_ = id;
     pass_cursor_ = 0;
@@ -20,9 +24,31 @@ uint64_t Writer::clear_begin(std::string_view prefix) {
 
 // Applies the clears bucket idx has not seen yet (settle() checks first).
 void Writer::catch_up(uint32_t idx) {
-  for (Clear& c : clears_)
-    if (c.id > applied_[idx]) clear_bucket(idx, c);
+  const uint64_t seen = applied_[idx];
   applied_[idx] = clear_latest_;
+  if (clears_.size() <= 4 * clear_lengths_.size()) {
+    for (Clear& c : clears_)
+      if (c.id > seen) clear_bucket(idx, c);
+    return;
+  }
+  // Many clears: each entry looks its key's prefixes up, one per distinct
+  // prefix length, and goes to the first clear after `seen` that matches.
+  const Bucket* b = bucket(idx);
+  for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
+    if (b->way[w] == 0) continue;
+    const std::string_view key = item_key(item_at(way_unit(b->way[w]) * kItemAlign));
+    uint64_t first = 0;
+    for (const auto& [len, n] : clear_lengths_) {
+      if (len > key.size()) break;
+      auto it = clear_ids_.find(key.substr(0, len));
+      if (it == clear_ids_.end()) continue;
+      auto j = std::upper_bound(it->second.begin(), it->second.end(), seen);
+      if (j != it->second.end() && (first == 0 || *j < first)) first = *j;
+    }
+    if (first == 0) continue;
+    remove_at({idx, w}, Why::cleared);
+    clears_[first - clears_.front().id].removed++;
+  }
 }
 
 void Writer::clear_bucket(uint32_t idx, Clear& c) {
@@ -43,7 +69,12 @@ bool Writer::clear_step(size_t max_buckets) {
   // Every bucket has caught up to at least pass_target_.
   clear_completed_ = pass_target_;
   while (!clears_.empty() && clears_.front().id <= clear_completed_) {
-    clear_results_[clears_.front().id] = clears_.front().removed;
+    const Clear& c = clears_.front();
+    clear_results_[c.id] = c.removed;
+    auto it = clear_ids_.find(c.prefix);
+    it->second.erase(it->second.begin());  // the oldest of its prefix
+    if (it->second.empty()) clear_ids_.erase(it);
+    if (--clear_lengths_[c.prefix.size()] == 0) clear_lengths_.erase(c.prefix.size());
     clears_.pop_front();
   }
   if (!clears_.empty()) {

@@ -22,6 +22,7 @@ namespace bip = boost::interprocess;
 
 struct MappedObject::Region {
   bip::mapped_region region;
+  uint64_t dev = 0, ino = 0;  // of the object mapped (fstat of the fd Boost mapped)
 };
 
 MappedObject::~MappedObject() = default;
@@ -63,6 +64,12 @@ template <class Mappable>
 int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std::string* why, const std::string& shown) {
   try {
     auto r = std::make_unique<MappedObject::Region>();
+    struct stat st;
+    if (fstat(m.get_mapping_handle().handle, &st) != 0) {
+      const int e = errno;
+      return fail(why, e, "cannot stat " + shown + ": " + std::strerror(e));
+    }
+    r->dev = uint64_t(st.st_dev), r->ino = uint64_t(st.st_ino);
     r->region = bip::mapped_region(m, bip::read_write);
     // Huge pages where the kernel allows them for shared memory (shmem THP "advise").
     madvise(r->region.get_address(), r->region.get_size(), MADV_HUGEPAGE);
@@ -122,6 +129,7 @@ int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<Mapped
   }
   obj->data_ = static_cast<unsigned char*>(region->region.get_address());
   obj->size_ = region->region.get_size();
+  obj->dev_ = region->dev, obj->ino_ = region->ino;
   obj->region_ = std::move(region);
   *out = std::move(obj);
   return 0;
@@ -157,6 +165,7 @@ int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, s
   if (rc != 0) return rc;
   obj->data_ = static_cast<unsigned char*>(region->region.get_address());
   obj->size_ = region->region.get_size();
+  obj->dev_ = region->dev, obj->ino_ = region->ino;
   obj->region_ = std::move(region);
   *out = std::move(obj);
   return 0;

@@ -35,6 +35,9 @@ class MappedObject {
 
   unsigned char* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // st_dev and st_ino of the object mapped: a reader checks it maps the same.
+  uint64_t dev() const { return dev_; }
+  uint64_t ino() const { return ino_; }
 
   struct Region;  // the Boost.Interprocess mapping, kept out of this header
 
@@ -44,6 +47,7 @@ class MappedObject {
   std::unique_ptr<Region> region_;
   unsigned char* data_ = nullptr;
   uint64_t size_ = 0;
+  uint64_t dev_ = 0, ino_ = 0;
 };
 
 // Creates `spec` with `bytes` reserved (zero-filled) and maps it read-write.

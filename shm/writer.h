@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -139,6 +140,8 @@ class Writer {
   // The writer's own mapping (for readers in the same process: tests).
   const void* segment_base() const { return header_; }
   uint64_t segment_bytes() const { return st_.segment_bytes; }
+  // The segment object this writer mapped (its dev/ino: HELLO announces them).
+  const MappedObject* segment_object() const { return segment_.get(); }
 
   // Tests replace the clock to step through expiries.
   void set_clock(uint64_t (*now_ms)()) { now_ = now_ms; }
@@ -229,6 +232,14 @@ class Writer {
   std::vector<uint64_t> applied_;
   uint64_t clear_latest_ = 0, clear_completed_ = 0, pass_target_ = 0, pass_cursor_ = 0;
   std::unordered_map<uint64_t, uint64_t> clear_results_;  // id -> removed, until taken
+  // The pending clears' ids by prefix (ascending), and their prefix lengths
+  // with counts, so an entry finds the clears it matches in a few lookups.
+  struct ViewHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+  };
+  std::unordered_map<std::string, std::vector<uint64_t>, ViewHash, std::equal_to<>> clear_ids_;
+  std::map<size_t, uint32_t> clear_lengths_;
 
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0

@@ -12,6 +12,7 @@
 
 #include "protocol/codec.h"
 #include "protocol/reply.h"
+#include "segment_file.h"
 #include "writer.h"
 
 namespace nearcache::daemon {
@@ -145,7 +146,8 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
               [this] {
                 if (hooks_.deadlines_changed) hooks_.deadlines_changed();
               }}),
-      clock_(shm::monotonic_ms) {
+      clock_(shm::monotonic_ms),
+      slice_clock_(mono_us) {
   started_ms_ = clock_();
 }
 
@@ -352,7 +354,7 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   const auto& o = w_->options();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(12);
+  pk.pack_map(15);
   pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
   pack_str(pk, "server"), pack_str(pk, kServerName);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
@@ -365,6 +367,14 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   pack_str(pk, "value_limit"), pk.pack_uint64(cfg_.value_limit);
   pack_str(pk, "max_frame_bytes"), pk.pack_uint64(cfg_.max_frame_bytes);
   pack_str(pk, "heartbeat_grace_ms"), pk.pack_uint64(cfg_.heartbeat_grace_ms);
+  // The segment object the daemon writes (a reader checks that its mapping is
+  // the same object, not a file swapped over the path), and the clock its
+  // heartbeat and expiries are on (a reader in another time namespace sees
+  // another CLOCK_MONOTONIC and must not trust them).
+  const shm::MappedObject* seg = w_->segment_object();
+  pack_str(pk, "segment_dev"), pk.pack_uint64(seg ? seg->dev() : 0);
+  pack_str(pk, "segment_ino"), pk.pack_uint64(seg ? seg->ino() : 0);
+  pack_str(pk, "clock_ms"), pk.pack_uint64(now_ms());
 }
 
 void Engine::op_get(Session* s, uint64_t id, Args& a) {
@@ -573,29 +583,51 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   std::string_view prefix;
   if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
-  // Each pending CLEAR is a pass over the table still to make: bound them.
+  // The table keeps the removed counts of this many clears, and a bucket's
+  // cost can grow with the clears pending: bound them.
   if (pending_clears_.size() >= kMaxPendingClears)
     return error(s, &id, Code::too_many_requests,
                  std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
+  // It joins the pass in progress, if any: the table applies every pending
+  // clear to a bucket in one visit, and to a bucket a later write touches
+  // before that write, so it removes exactly what was present when received.
   const uint64_t cid = w_->clear_begin(prefix);
   waits_.wrote_all();
   if (tier_) tier_->clear(prefix);  // SCAN + UNLINK under redis_prefix + prefix, write-behind
   pending_clears_.push_back({s->id, id, cid});
   s->outstanding++;
   spdlog::debug("conn {}: CLEAR started (prefix of {} bytes)", s->id, prefix.size());
-  // A small table clears within this turn; a large one continues from the loop.
-  if ((clear_first_slice_us_ == 0 || !clear_work(clear_first_slice_us_)) && hooks_.work_pending) hooks_.work_pending();
+  // A small table clears within this turn, from the first-slice budget all
+  // CLEARs share until the loop's next clear_work(); a large one, or one that
+  // finds the budget spent, continues from the loop.
+  if (clear_first_slice_left_us_ > 0) {
+    clear_first_slice_left_us_ -= std::min(clear_first_slice_left_us_, clear_slice(clear_first_slice_left_us_));
+    if (pending_clears_.empty()) return;
+  }
+  if (hooks_.work_pending) hooks_.work_pending();
 }
 
 bool Engine::clear_work(uint64_t budget_us) {
-  if (pending_clears_.empty()) return true;
-  const uint64_t t0 = mono_us();
+  clear_first_slice_left_us_ = clear_first_slice_us_;  // a new loop turn
+  if (!pending_clears_.empty()) clear_slice(budget_us);
+  return pending_clears_.empty();
+}
+
+uint64_t Engine::clear_slice(uint64_t budget_us) {
+  // A bucket may be matched against every pending clear it has not seen
+  // (when their prefixes have many lengths), so the buckets per step shrink
+  // as clears pile up: a step stays a few tens of microseconds and the budget
+  // is kept however many clears are pending.
+  const size_t step = std::max<size_t>(8, 1024 / std::max<size_t>(1, pending_clears_.size()));
+  const uint64_t t0 = slice_clock_();
+  uint64_t used = 0;
   bool done;
   do {
-    done = w_->clear_step(1024);
-  } while (!done && mono_us() - t0 < budget_us);
+    done = w_->clear_step(step);
+    used = slice_clock_() - t0;
+  } while (!done && used < budget_us);
   finish_clears();
-  return pending_clears_.empty();
+  return used;
 }
 
 void Engine::finish_clears() {

@@ -87,11 +87,18 @@ class Engine {
   // Lease deadlines and Redis waits (redis_wait_ms) up to now.
   void on_deadlines();
   uint64_t next_deadline() const;
-  // Clears a slice of the table for at most `budget_us`; true when no clear is pending.
+  // CLEAR work is bounded per loop turn for all pending CLEARs together: the
+  // loop calls clear_work once a turn, which works on every pending CLEAR at
+  // once (one pass over the table serves them all) for at most `budget_us`,
+  // and refills the first-slice budget. True when no clear is pending.
   bool clear_work(uint64_t budget_us);
   bool clears_pending() const { return !pending_clears_.empty(); }
-  // Work a CLEAR does at once before handing the rest to the loop (0: none).
-  void set_clear_first_slice_us(uint64_t us) { clear_first_slice_us_ = us; }
+  // Work CLEARs may do at once, before the loop's next clear_work(), so that a
+  // small table clears within the turn (0: none). Shared by every CLEAR
+  // received until then: a write of 256 CLEARs gets it once, not 256 times.
+  void set_clear_first_slice_us(uint64_t us) { clear_first_slice_us_ = clear_first_slice_left_us_ = us; }
+  // The microsecond clock CLEAR budgets are measured with; tests may replace it.
+  void set_slice_clock(uint64_t (*clock_us)()) { slice_clock_ = clock_us; }
 
   // SIGTERM: finish pending clears, answer waiters (leases, Redis) SHUTTING_DOWN,
   // release the leases held in Redis; later requests are answered
@@ -144,6 +151,8 @@ class Engine {
   bool expiry_arg(Session* s, uint64_t id, Args& a, size_t i, uint64_t* expiry);
   void after_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void apply_events(const std::vector<Leases::Event>& ev);
+  // Steps every pending clear for at most budget_us; returns the time used.
+  uint64_t clear_slice(uint64_t budget_us);
   void finish_clears();
   void lease_local(Session* s, uint64_t id, std::string_view key, uint64_t lease_ms, uint64_t wait_ms);
   void incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
@@ -192,7 +201,8 @@ class Engine {
   uint64_t (*clock_)();
   uint64_t started_ms_;
   bool stopping_ = false;
-  uint64_t clear_first_slice_us_ = 500;
+  uint64_t clear_first_slice_us_ = 500, clear_first_slice_left_us_ = 500;
+  uint64_t (*slice_clock_)();
   uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;
 };
 

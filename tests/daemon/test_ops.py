@@ -1,10 +1,13 @@
 """Every operation of doc/protocol.md against a real daemon, one at a time and pipelined."""
 from __future__ import annotations
 
+import os
+import shutil
 import time
 
 import pytest
 
+from support.nearcached import Daemon
 from support.rawproto import (ADD, CLEAR, DECR, DELETE, DELETE_MANY, EXISTS, GET, GET_MANY, HAS_KEY, HELLO, INCR,
                               NOT_FOUND, NOT_INTEGER, OK, OUT_OF_RANGE, PING, RELEASE, SET, SET_MANY, STATUS, TOUCH,
                               UNSUPPORTED_VERSION, RawConn, mp)
@@ -28,6 +31,44 @@ def test_hello_reports_segment_and_limits(daemon, conn):
     assert info["key_limit"] == 1024 and info["value_limit"] == 1 << 20
     assert info["max_frame_bytes"] == (4 << 20) + 1024 + (1 << 20)
     assert info["heartbeat_grace_ms"] == 2000
+
+
+def test_hello_announces_the_segment_object_and_the_clock(daemon, conn):
+    """A client checks that it maps the object the daemon writes (same st_dev
+    and st_ino as fstat of its mapping), and that its CLOCK_MONOTONIC is the
+    daemon's (a client in another time namespace sees a different one)."""
+    before = time.monotonic() * 1000
+    info = conn.call(HELLO, 2)[2]
+    after = time.monotonic() * 1000
+    st = os.stat(daemon.segment)
+    assert (info["segment_dev"], info["segment_ino"]) == (st.st_dev, st.st_ino)
+    # CLOCK_MONOTONIC in ms, read between the two readings here (ms truncation: -1).
+    assert before - 1 <= info["clock_ms"] <= after + 1
+    time.sleep(0.05)
+    later = conn.call(HELLO, 2)[2]
+    assert later["clock_ms"] - info["clock_ms"] >= 50
+    assert (later["segment_dev"], later["segment_ino"]) == (st.st_dev, st.st_ino)
+
+
+def test_hello_identity_tells_a_swapped_segment_file(daemon, conn):
+    """A copy moved over the segment's path is another object: HELLO still
+    announces the daemon's own, which a client can tell from the copy."""
+    copy = daemon.segment + ".copy"
+    shutil.copyfile(daemon.segment, copy)
+    os.rename(copy, daemon.segment)
+    info = conn.call(HELLO, 2)[2]
+    st = os.stat(daemon.segment)
+    assert (info["segment_dev"], info["segment_ino"]) != (st.st_dev, st.st_ino)
+    assert info["segment"] == daemon.segment
+
+
+def test_hello_identity_of_a_posix_shm_segment(tmp_path):
+    name = f"/nearcache-test-{os.getpid()}-{time.monotonic_ns()}"
+    with Daemon(tmp_path, posix_shm="true", segment=name) as d, RawConn(d.socket) as c:
+        info = c.call(HELLO, 2)[2]
+        assert info["posix_shm"] is True and info["segment"] == name
+        st = os.stat("/dev/shm" + name)
+        assert (info["segment_dev"], info["segment_ino"]) == (st.st_dev, st.st_ino)
 
 
 def test_hello_negotiates_version(conn):

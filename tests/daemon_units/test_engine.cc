@@ -2,6 +2,8 @@
 // sliced CLEAR, limits, leases across sessions, shutdown.
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "engine_harness.h"
 
 using namespace nctest_daemon;
@@ -11,6 +13,12 @@ using nearcache::daemon::Op;
 namespace {
 constexpr uint32_t op(Op o) { return uint32_t(o); }
 const msgpack::type::nil_t nil;
+// k000, k001, ...: no key is a prefix of another.
+std::string key(int i) {
+  char b[16];
+  snprintf(b, sizeof b, "k%03d", i);
+  return std::string(b);
+}
 }  // namespace
 
 TEST_CASE("set, get, delete through the engine") {
@@ -203,11 +211,6 @@ TEST_CASE("at most 256 CLEARs in flight, each reports its own count") {
   Harness h(32 << 20);
   h.engine->set_clear_first_slice_us(0);  // all the work waits for clear_work()
   Session* s = h.connect();
-  auto key = [](int i) {  // no key is a prefix of another
-    char b[16];
-    snprintf(b, sizeof b, "k%03d", i);
-    return std::string(b);
-  };
   for (int i = 0; i < 300; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
   h.replies(s);
   for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
@@ -227,4 +230,121 @@ TEST_CASE("at most 256 CLEARs in flight, each reports its own count") {
     if (id_of(r) == 1) CHECK(arg(r, 2).via.u64 == 60000);
     else CHECK(arg(r, 2).via.u64 == 1);
   }
+}
+
+namespace {
+// A microsecond clock that advances one tick per reading: the ticks a call
+// takes are the clear steps it made (one reading each, plus one to start).
+uint64_t g_ticks = 0;
+uint64_t tick_clock() { return ++g_ticks; }
+}  // namespace
+
+TEST_CASE("a flood of CLEARs costs a loop turn no more than one CLEAR: one budget for all of them") {
+  Harness h(32 << 20);
+  h.engine->set_slice_clock(tick_clock);
+  Session* s = h.connect();
+  for (int i = 0; i < 255; ++i) h.send(s, op(Op::set), uint64_t(i), Bin{key(i)}, Bin{"v"}, nil);
+  for (int i = 0; i < 60000; ++i) h.send(s, op(Op::set), 1, Bin{"f" + std::to_string(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  REQUIRE(h.writer->stats().entries == 60255);
+
+  // One write: 255 prefix CLEARs, a CLEAR of the whole table, then a SET that
+  // was received after all of them and survives them.
+  std::string frames;
+  for (int i = 0; i < 255; ++i) frames += Harness::req(op(Op::clear), uint64_t(1000 + i), Bin{key(i)});
+  frames += Harness::req(op(Op::clear), 2000);
+  frames += Harness::req(op(Op::set), 3000, Bin{key(0)}, Bin{"after"}, nil);
+  uint64_t t0 = g_ticks;
+  h.send_raw(s, frames);
+  // Together they took the one first-slice budget (500 us by default; each
+  // CLEAR given a slice reads the clock once more to start it), and what is
+  // left waits for the loop.
+  auto early = h.replies(s);  // the SET, and the CLEARs finished at once
+  CHECK(early.size() < 100);
+  CHECK(g_ticks - t0 <= 500 + early.size());
+  CHECK(h.clear_hooks >= 1);
+  CHECK(h.engine->clears_pending());
+
+  // A CLEAR received before the loop's next turn does no work at once: it
+  // joins the pending ones and asks the loop for its turn.
+  t0 = g_ticks;
+  const int hooks = h.clear_hooks;
+  h.send(s, op(Op::clear), 4000, Bin{"nothing-under-this"});
+  h.send(s, op(Op::ping), 4001);
+  CHECK(g_ticks == t0);
+  CHECK(h.clear_hooks == hooks + 1);
+
+  // Each loop turn keeps its budget however many CLEARs are pending, in steps
+  // small enough that a step stays short (here: a few buckets per step).
+  uint64_t loop_ticks = 0;
+  int turns = 0;
+  for (;;) {
+    t0 = g_ticks;
+    const bool done = h.engine->clear_work(2000);
+    CHECK(g_ticks - t0 <= 2000 + 1);
+    loop_ticks += g_ticks - t0;
+    ++turns;
+    if (done) break;
+    REQUIRE(turns < 10000);
+  }
+  CHECK(turns > 1);
+  CHECK(loop_ticks > h.writer->bucket_count() / 16);  // not 1024 buckets a step with 250 clears pending
+
+  auto rest = h.replies(s);
+  std::map<uint64_t, msgpack::object_handle> by_id;
+  for (auto& r : early) by_id.emplace(id_of(r), std::move(r));
+  for (auto& r : rest) by_id.emplace(id_of(r), std::move(r));
+  REQUIRE(by_id.size() == 255 + 1 + 1 + 1 + 1);  // the CLEARs, the SET, the later CLEAR, the PING
+  for (int i = 0; i < 255; ++i) {
+    INFO(i);
+    CHECK(code_of(by_id.at(1000 + i)) == int(Code::ok));
+    CHECK(arg(by_id.at(1000 + i), 2).via.u64 == 1);
+  }
+  CHECK(arg(by_id.at(2000), 2).via.u64 == 60000);
+  CHECK(arg(by_id.at(4000), 2).via.u64 == 0);
+  CHECK(h.writer->stats().entries == 1);
+  auto got = h.call(s, op(Op::get), Bin{key(0)});
+  REQUIRE(code_of(got) == int(Code::ok));
+  CHECK(bytes(arg(got, 2)) == "after");
+
+  // The budget is refilled each turn: a CLEAR now clears a small table at once.
+  t0 = g_ticks;
+  h.send(s, op(Op::clear), 5000);
+  CHECK(g_ticks > t0);
+  auto last = h.one(s);
+  CHECK(arg(last, 2).via.u64 == 1);
+  CHECK(!h.engine->clears_pending());
+}
+
+TEST_CASE("CLEARs pending together: an entry goes to the first that matches it, later writes survive earlier CLEARs") {
+  Harness h(32 << 20);
+  h.engine->set_clear_first_slice_us(0);  // everything waits for clear_work(): all of them pending at once
+  Session* s = h.connect();
+  for (int i = 0; i < 100; ++i)
+    for (const char* p : {"a", "ab", "b"}) h.send(s, op(Op::set), 1, Bin{p + std::to_string(i)}, Bin{"v"}, nil);
+  h.replies(s);
+  REQUIRE(h.writer->stats().entries == 300);
+  // Overlapping prefixes of several lengths and many CLEARs (the table then
+  // matches each entry by lookups instead of against every CLEAR in turn).
+  std::string frames = Harness::req(op(Op::clear), 1, Bin{"ab"});
+  frames += Harness::req(op(Op::set), 2, Bin{"ab-new"}, Bin{"v"}, nil);  // after CLEAR ab, before CLEAR a
+  frames += Harness::req(op(Op::clear), 3, Bin{"a"});
+  for (int i = 0; i < 30; ++i) frames += Harness::req(op(Op::clear), uint64_t(100 + i), Bin{"zz" + key(i)});
+  frames += Harness::req(op(Op::set), 4, Bin{"a-late"}, Bin{"v"}, nil);  // after all of them
+  h.send_raw(s, frames);
+  while (!h.engine->clear_work(1000)) {
+  }
+  std::map<uint64_t, uint64_t> removed;
+  for (auto& r : h.replies(s)) {
+    REQUIRE(code_of(r) == int(Code::ok));
+    if (id_of(r) != 2 && id_of(r) != 4) removed[id_of(r)] = arg(r, 2).via.u64;
+  }
+  REQUIRE(removed.size() == 32);
+  CHECK(removed[1] == 100);      // ab0..ab99 (they match "a" too: the first CLEAR counts them)
+  CHECK(removed[3] == 100 + 1);  // a0..a99 and ab-new
+  for (int i = 0; i < 30; ++i) CHECK(removed[100 + i] == 0);
+  CHECK(h.writer->stats().entries == 100 + 1);  // b0..b99 and a-late
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"a-late"})) == int(Code::ok));
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"b7"})) == int(Code::ok));
+  CHECK(code_of(h.call(s, op(Op::get), Bin{"ab-new"})) == int(Code::not_found));
 }

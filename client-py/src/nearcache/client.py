@@ -238,25 +238,34 @@ class Client:
             pool.give(conn)
         return conn
 
-    def _send(self, reqs: list, deadline: float, retry: bool, refresh: bool) -> list:
+    def _stall_check(self, extra: float):
+        """For an op that may wait past SOCKET_TIMEOUT: a check that the daemon
+        is stopped (its heartbeat is stale), so that the wait ends early."""
+        if extra <= 0 or not self.use_shm or not self.segment.is_open:
+            return None
+        seg = self.segment
+        return lambda: not seg.alive()
+
+    def _send(self, reqs: list, deadline: float, retry: bool, refresh: bool, extra: float = 0.0) -> list:
         pool = self._pool()
-        conn = pool.take(deadline)
+        soft, stalled = deadline - extra, self._stall_check(extra)
+        conn = pool.take(soft)
         try:
             fresh = conn is None
             if fresh:
-                conn = self._open(deadline)
+                conn = self._open(soft)  # connect and HELLO within SOCKET_TIMEOUT, whatever the op may wait
             hello = refresh and not fresh and self._refresh_due()
             if hello:
                 reqs = [core.hello(self.client_name), *reqs]
             try:
-                replies = conn.call_many(reqs, deadline)
+                replies = conn.call_many(reqs, deadline, soft, stalled)
             except (ConnectionResetError, BrokenPipeError):
                 # The daemon restarted under an idle connection: once more on a new one.
                 if fresh or not retry:
                     raise
                 conn = None
-                conn = self._open(deadline)
-                replies = conn.call_many(reqs, deadline)
+                conn = self._open(soft)
+                replies = conn.call_many(reqs, deadline, soft, stalled)
         finally:
             pool.give(conn)
         if hello:
@@ -275,7 +284,8 @@ class Client:
                 return op.result(())
             if policy.window_open():
                 return policy.unreachable(op, policy.down_reason)
-            return op.result(self._send(op.requests, time.monotonic() + self.timeout + op.extra, op.retry, refresh))
+            deadline = time.monotonic() + self.timeout + op.extra
+            return op.result(self._send(op.requests, deadline, op.retry, refresh, op.extra))
         except _CALL_ERRORS as e:
             return policy.failed(op, e)
 
@@ -316,20 +326,21 @@ class Client:
             raise
         return c
 
-    async def _asend(self, reqs: list, deadline: float, retry: bool, refresh: bool) -> list:
-        conn = await self._aconn(deadline)
+    async def _asend(self, reqs: list, deadline: float, retry: bool, refresh: bool, extra: float = 0.0) -> list:
+        soft, stalled = deadline - extra, self._stall_check(extra)
+        conn = await self._aconn(soft)
         reused, conn.used = conn.used, True
         hello = refresh and reused and self._refresh_due()
         if hello:
             reqs = [core.hello(self.client_name), *reqs]
         try:
-            replies = await conn.call_many(reqs, deadline)
+            replies = await conn.call_many(reqs, deadline, soft, stalled)
         except (ConnectionResetError, BrokenPipeError):
             if not (retry and reused):
                 raise
-            conn = await self._aconn(deadline)
+            conn = await self._aconn(soft)
             conn.used = True
-            replies = await conn.call_many(reqs, deadline)
+            replies = await conn.call_many(reqs, deadline, soft, stalled)
         if hello:
             try:
                 self._hello(conn, core.hello_info(replies[0]))
@@ -346,7 +357,7 @@ class Client:
             if policy.window_open():
                 return policy.unreachable(op, policy.down_reason)
             deadline = time.monotonic() + self.timeout + op.extra
-            return op.result(await self._asend(op.requests, deadline, op.retry, refresh))
+            return op.result(await self._asend(op.requests, deadline, op.retry, refresh, op.extra))
         except (*_CALL_ERRORS, asyncio.TimeoutError) as e:
             return policy.failed(op, e)
 

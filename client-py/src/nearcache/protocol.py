@@ -232,16 +232,30 @@ class Connection:
             except BlockingIOError:
                 continue
 
+    def _recv_until(self, sock, deadline: float, soft: float, stalled) -> bytes:
+        """_recv for a request allowed to wait past `soft` (a lease, a clear):
+        past it, gives up as soon as `stalled()` says the daemon is stopped."""
+        while True:
+            now = time.monotonic()
+            if now >= soft and stalled():
+                raise socket.timeout("nearcached stopped answering (its heartbeat is stale)")
+            try:
+                return self._recv(sock, min(deadline, max(soft, now) + STALL_SLICE))
+            except socket.timeout:
+                if time.monotonic() >= deadline:
+                    raise
+
     def call(self, op: int, *args, deadline: float) -> list:
         """Sends one request; returns the reply as [status, *results]."""
         return self.call_many([(op, *args)], deadline)[0]
 
-    def call_many(self, requests, deadline: float) -> list[list]:
+    def call_many(self, requests, deadline: float, soft: float | None = None, stalled=None) -> list[list]:
         """Pipelines requests; returns their replies ([status, *results]) in request order.
 
         Raises OSError (socket.timeout included) or ProtocolError (a framing
         error) when the connection fails; it is then closed. Error statuses of
-        single requests are returned, not raised.
+        single requests are returned, not raised. With `stalled`, a wait
+        past `soft` ends early once stalled() is true.
         """
         sock = self.sock
         if sock is None:
@@ -271,7 +285,8 @@ class Connection:
                     break
                 if time.monotonic() >= deadline:
                     raise socket.timeout("nearcached did not answer in time")
-                data = self._recv(sock, deadline)
+                data = (self._recv(sock, deadline) if stalled is None
+                        else self._recv_until(sock, deadline, soft, stalled))
                 if not data:
                     raise ConnectionResetError("nearcached closed the connection")
                 unpacker.feed(data)
@@ -282,6 +297,9 @@ class Connection:
             if r[0] in CLOSING:
                 self.close()
         return replies
+
+
+STALL_SLICE = 0.1  # seconds between stalled() checks of a long wait
 
 
 def _left(deadline: float) -> float:
@@ -352,6 +370,7 @@ class AsyncConnection:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(error)
+                fut.exception()  # retrieved: a caller that stopped waiting must not log it
         self._waiting.clear()
         try:
             self._writer.close()
@@ -366,7 +385,7 @@ class AsyncConnection:
     async def call(self, op: int, *args, deadline: float) -> list:
         return (await self.call_many([(op, *args)], deadline))[0]
 
-    async def call_many(self, requests, deadline: float) -> list[list]:
+    async def call_many(self, requests, deadline: float, soft: float | None = None, stalled=None) -> list[list]:
         if self._closed:
             raise ConnectionResetError("connection closed")
         futs = []
@@ -378,11 +397,26 @@ class AsyncConnection:
             futs.append(fut)
             out += self._packer.pack([req[0], rid, *req[1:]])
         self._writer.write(out)
+        gathered = asyncio.ensure_future(self._drain_and_gather(futs))
         try:
-            await asyncio.wait_for(self._drain_and_gather(futs), _left(deadline))
-        except asyncio.TimeoutError:
+            while True:
+                now = time.monotonic()
+                if stalled is not None and now >= soft and stalled():
+                    raise asyncio.TimeoutError
+                step = _left(deadline) if stalled is None else min(deadline, max(soft, now) + STALL_SLICE) - now
+                try:
+                    await asyncio.wait_for(asyncio.shield(gathered), max(step, 0.0))
+                    break
+                except asyncio.TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+        except (asyncio.TimeoutError, socket.timeout):
+            gathered.cancel()
             self.close()
             raise socket.timeout("nearcached did not answer in time") from None
+        except BaseException:
+            gathered.cancel()
+            raise
         result = [f.result() for f in futs]
         if any(r[0] in CLOSING for r in result):
             self.close()

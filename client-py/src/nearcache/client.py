@@ -65,6 +65,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _CALL_ERRORS = (OSError, ProtocolError, ValueError)
 
 
+class PoolBusy(P.CacheUnavailable):
+    """Every pooled connection stayed busy until the call's deadline (this process
+    is overloaded; the daemon may be fine, so no fast-fail window opens)."""
+
+
 class _Pool:
     """Idle blocking connections of one process, last used first."""
 
@@ -78,7 +83,7 @@ class _Pool:
     def take(self, deadline: float):
         if self.slots is not None:
             if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                raise TimeoutError("every nearcache connection of this process is busy")
+                raise PoolBusy("every nearcache connection of this process stayed busy")
         try:
             return self.idle.pop()
         except IndexError:

@@ -7,14 +7,12 @@ import pytest
 from support.nearcached import Daemon
 
 
-def _configure_django() -> None:
+@pytest.fixture(autouse=True, scope="session")
+def _django_settings():
+    """Minimal settings for NearCache objects, unless another suite (tests/python) configured Django."""
     from django.conf import settings
     if not settings.configured:
-        settings.configure(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-                           USE_TZ=False)
-
-
-_configure_django()
+        settings.configure(USE_TZ=False)
 
 
 @pytest.fixture

@@ -234,13 +234,21 @@ def test_set_many_splits_by_bytes(daemon):
 def test_frame_too_large_is_fail_open(tmp_path, caplog):
     d = Daemon(tmp_path, max_frame_bytes="64K", value_limit="32K")
     try:
-        c = nearcache(d)
+        c = nearcache(d, SYNC_WRITES=True)
         c.get("warm")
         c._client.limits["max_frame_bytes"] = 10 << 20   # a client that believes a larger limit
         data = {f"v{i}": "y" * 20_000 for i in range(10)}
         failed = c.set_many(data)                          # one 200 KB frame: FRAME_TOO_LARGE
         assert sorted(failed) == sorted(data)
         assert c.get_many(list(data)) == {}
+        # Writes that do not wait: no exception either; the failure is counted and logged.
+        a = nearcache(d, CLIENT_NAME="async")
+        a.get("warm")
+        a._client.limits["max_frame_bytes"] = 10 << 20
+        assert a.set_many(data) == []
+        assert a._client.flush()
+        assert a.get_many(list(data)) == {}
+        assert a._client._wchan.counters["failed"] >= 1
         strict = nearcache(d, STRICT=True)
         strict._client.limits["max_frame_bytes"] = 10 << 20
         with pytest.raises(Exception, match="FRAME_TOO_LARGE|max_frame"):

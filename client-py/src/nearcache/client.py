@@ -42,6 +42,7 @@ from nearcache import protocol as P
 from nearcache.core import Lease, key_bytes, ttl_ms  # noqa: F401  (re-exported)
 from nearcache.protocol import ProtocolError
 from nearcache.trust import DEFAULT_DAEMON_USER, Trust
+from nearcache.writes import WriteChannel
 
 log = logging.getLogger("nearcache.client")
 
@@ -51,11 +52,14 @@ GREEN_POOL_SIZE = 16
 # Bumped in every fork() child: connections opened in another epoch belong to
 # the parent and are never used (nor closed: the parent may still use them).
 _fork_epoch = 0
+_live: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _fork_epoch
     _fork_epoch += 1
+    for c in list(_live):
+        c._wchan = None  # the child starts with no pending writes and opens its own channel
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -107,7 +111,7 @@ class Client:
                  strict: bool = False, warn_interval: float = 60.0, use_shm: bool = True,
                  client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6,
                  max_connections: int | None = None, verify_daemon: bool = True,
-                 daemon_user=DEFAULT_DAEMON_USER):
+                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True):
         self.path = P.socket_path(socket_path)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout is not None else self.timeout
@@ -131,6 +135,10 @@ class Client:
         self._next_open = 0.0          # segment re-open rate limit
         self._failed_generation = None
         self._warned_unreadable = False
+        # sync_writes=False: set/set_many/delete_many do not wait (nearcache.writes); strict implies sync.
+        self.sync_writes = bool(sync_writes) or self.strict
+        self._wchan: WriteChannel | None = None
+        _live.add(self)
 
     @property
     def _down_until(self) -> float:
@@ -290,9 +298,17 @@ class Client:
             if policy.window_open():
                 return policy.unreachable(op, policy.down_reason)
             deadline = time.monotonic() + self.timeout + op.extra
+            ch = self._wchan
+            if ch is not None and ch.unacked() and not ch.wait(deadline - op.extra):  # earlier writes first
+                raise TimeoutError("this process's earlier writes were not acknowledged in time")
             return op.result(self._send(op.requests, deadline, op.retry, refresh, op.extra))
         except _CALL_ERRORS as e:
             return policy.failed(op, e)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until this process's writes are acknowledged; False if some were not in time."""
+        ch = self._wchan
+        return ch is None or ch.wait(time.monotonic() + (self.timeout if timeout is None else timeout))
 
     def close(self) -> None:
         """Closes this process's idle connections."""
@@ -362,6 +378,11 @@ class Client:
             if policy.window_open():
                 return policy.unreachable(op, policy.down_reason)
             deadline = time.monotonic() + self.timeout + op.extra
+            ch = self._wchan
+            while ch is not None and ch.unacked():  # this process's earlier writes first
+                if time.monotonic() >= deadline - op.extra:
+                    raise TimeoutError("this process's earlier writes were not acknowledged in time")
+                await asyncio.sleep(0.0002)
             return op.result(await self._asend(op.requests, deadline, op.retry, refresh, op.extra))
         except (*_CALL_ERRORS, asyncio.TimeoutError) as e:
             return policy.failed(op, e)
@@ -377,9 +398,21 @@ class Client:
         e = self.get_entry(key)
         return None if e is None else e[0]
 
+    def pending(self, k: bytes):
+        """(True, entry or None) when this process has a write of k not yet acknowledged."""
+        ch = self._wchan
+        if ch is not None and ch.pending:
+            p = ch.pending.get(k)
+            if p is not None:
+                return True, p[1]
+        return False, None
+
     def get_entry(self, key) -> tuple[bytes, int] | None:
         """(value, flags) or None."""
         k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e
         if self.use_shm:
             st, e = self._shm_get(k)
             if st == HIT:
@@ -407,6 +440,11 @@ class Client:
         out, missing = {}, []
         for key in keys:
             k = key_bytes(key)
+            found, e = self.pending(k)
+            if found:
+                if e is not None:
+                    out[key] = e
+                continue
             if self.use_shm:
                 st, e = self._shm_get(k)
                 if st == HIT:
@@ -421,14 +459,51 @@ class Client:
 
     def has_key(self, key) -> bool:
         k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e is not None
         if self.use_shm and self.segment.get(k)[0] == HIT:
             return True
         return self._run(core.has_key(k))
 
     # -- writes --------------------------------------------------------------
+    def _channel(self) -> WriteChannel:
+        ch = self._wchan
+        if ch is None:
+            ch = self._wchan = WriteChannel(self)
+        return ch
+
+    def _write_set(self, op: core.Op) -> bool:
+        """A SET without waiting: True when sent (sync_writes: when stored)."""
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        req = op.requests[0]
+        return self._channel().submit(req[0], req[1:], [(req[1], None if req[3] == 0 else (req[2], req[4]))])
+
+    def _write_set_many(self, op: core.Op) -> list:
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        ch = self._channel()
+        failed = op.result([[P.OK, []] for _ in op.requests])  # what the limits refused
+        for req in op.requests:
+            items, ttl = req[1], req[2]
+            entries = [(it[0], None if ttl == 0 else (it[1], it[2])) for it in items]
+            if not ch.submit(req[0], req[1:], entries):
+                failed.extend(it[0] for it in items)
+        return failed
+
+    def _write_delete_many(self, op: core.Op, n: int) -> int:
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        ch = self._channel()
+        for req in op.requests:
+            ch.submit(req[0], req[1:], [(k, None) for k in req[1]])
+        return n
+
     def set(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        """Stores the value; False when it was not stored (daemon unreachable, over a limit)."""
-        return self._run(core.set(key_bytes(key), value, ttl, flags, self.limits))
+        """Stores the value; False when it was not stored (daemon unreachable, over a limit).
+        With sync_writes=False: sent without waiting, True when sent."""
+        return self._write_set(core.set(key_bytes(key), value, ttl, flags, self.limits))
 
     def add(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         """Stores the value only if the key is absent; True when stored."""
@@ -449,13 +524,15 @@ class Client:
     def set_many(self, items, ttl: float | None = None) -> list:
         """items: {key: value} or [(key, value, flags)]; returns the keys that were not stored."""
         triples, byk = self._items(items)
-        return [byk[kb] for kb in self._run(core.set_many(triples, ttl, self.limits))]
+        return [byk[kb] for kb in self._write_set_many(core.set_many(triples, ttl, self.limits))]
 
     def delete(self, key) -> bool:
         return self._run(core.delete(key_bytes(key)))
 
     def delete_many(self, keys) -> int:
-        return self._run(core.delete_many([key_bytes(k) for k in keys], self.limits))
+        """How many keys existed (sync_writes=False: how many were sent)."""
+        ks = [key_bytes(k) for k in keys]
+        return self._write_delete_many(core.delete_many(ks, self.limits), len(ks))
 
     def touch(self, key, ttl: float | None = None) -> bool:
         return self._run(core.touch(key_bytes(key), ttl))
@@ -495,6 +572,9 @@ class Client:
 
     async def aget_entry(self, key) -> tuple[bytes, int] | None:
         k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e
         if self.use_shm:
             st, e = self._shm_get(k)
             if st == HIT:
@@ -518,25 +598,32 @@ class Client:
 
     async def ahas_key(self, key) -> bool:
         k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e is not None
         if self.use_shm and self.segment.get(k)[0] == HIT:
             return True
         return await self._arun(core.has_key(k))
 
     async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        return await self._arun(core.set(key_bytes(key), value, ttl, flags, self.limits))
+        op = core.set(key_bytes(key), value, ttl, flags, self.limits)
+        return await self._arun(op) if self.sync_writes else self._write_set(op)
 
     async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))
 
     async def aset_many(self, items, ttl: float | None = None) -> list:
         triples, byk = self._items(items)
-        return [byk[kb] for kb in await self._arun(core.set_many(triples, ttl, self.limits))]
+        op = core.set_many(triples, ttl, self.limits)
+        return [byk[kb] for kb in (await self._arun(op) if self.sync_writes else self._write_set_many(op))]
 
     async def adelete(self, key) -> bool:
         return await self._arun(core.delete(key_bytes(key)))
 
     async def adelete_many(self, keys) -> int:
-        return await self._arun(core.delete_many([key_bytes(k) for k in keys], self.limits))
+        ks = [key_bytes(k) for k in keys]
+        op = core.delete_many(ks, self.limits)
+        return await self._arun(op) if self.sync_writes else self._write_delete_many(op, len(ks))
 
     async def atouch(self, key, ttl: float | None = None) -> bool:
         return await self._arun(core.touch(key_bytes(key), ttl))

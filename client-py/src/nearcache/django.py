@@ -95,6 +95,7 @@ class NearCache(_native.CacheCore, BaseCache):
             max_connections=None if max_conn is None else int(max_conn),
             verify_daemon=_bool(opts.get("VERIFY_DAEMON", True)),
             daemon_user=opts.get("DAEMON_USER", "nearcache"),
+            sync_writes=_bool(opts.get("SYNC_WRITES", False)),
         )
         self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
                                            int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))
@@ -158,6 +159,12 @@ class NearCache(_native.CacheCore, BaseCache):
                         kb[:200], type(e).__name__, e)
 
     def _probe(self, kb: bytes):
+        found, e = self._client.pending(kb)
+        if found:
+            if e is None:
+                return _native.MISS, None
+            v = self._decode(kb, e[0], e[1], _MISS)
+            return (_native.MISS, None) if v is _MISS else (HIT, v)
         if self._use_shm:
             try:
                 return self._nc_probe(kb)
@@ -168,12 +175,18 @@ class NearCache(_native.CacheCore, BaseCache):
 
     # -- get and get_many: the native hit path, with its failures as misses ---
     def get(self, key, default=None, version=None):
+        ch = self._client._wchan
+        if ch is not None and ch.pending:  # this process's unacknowledged writes come first
+            return self._nc_get_slow(key, default, version)
         try:
             return _core_get(self, key, default, version)
         except (ValueError, UnicodeEncodeError):
             return self._nc_get_slow(key, default, version)
 
     def get_many(self, keys, version=None):
+        ch = self._client._wchan
+        if ch is not None and ch.pending:
+            return self._nc_get_many_slow(keys, version)
         try:
             return _core_get_many(self, keys, version)
         except (ValueError, UnicodeEncodeError):

@@ -232,6 +232,42 @@ class Connection:
             except BlockingIOError:
                 continue
 
+    def send_frame(self, data: bytes, deadline: float) -> None:
+        """Sends bytes without reading a reply (the write channel); closes on failure."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectionResetError("connection closed")
+        try:
+            self._send(sock, data, deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def recv_blocking(self, check) -> bytes:
+        """Waits for bytes as long as `check()` (called every STALL_SLICE) does not
+        raise: the write channel's drainer thread, while other threads send on the
+        same socket."""
+        sock = self.sock
+        if sock is None:
+            return b""
+        if self.green:
+            while True:
+                try:
+                    sock.settimeout(STALL_SLICE)
+                    return sock.recv(262144)
+                except socket.timeout:
+                    if self.sock is None:
+                        return b""
+                    check()
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while True:
+            try:
+                return sock.recv(262144)
+            except BlockingIOError:
+                if not poller.poll(int(STALL_SLICE * 1000)):
+                    check()
+
     def _recv_until(self, sock, deadline: float, soft: float, stalled) -> bytes:
         """_recv for a request allowed to wait past `soft` (a lease, a clear):
         past it, gives up as soon as `stalled()` says the daemon is stopped."""

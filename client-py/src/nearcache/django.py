@@ -177,7 +177,9 @@ class NearCache(_native.CacheCore, BaseCache):
     def get(self, key, default=None, version=None):
         ch = self._client._wchan
         if ch is not None and ch.pending:  # this process's unacknowledged writes come first
-            return self._nc_get_slow(key, default, version)
+            kb = self._key(key, version)
+            if kb in ch.pending:
+                return self._nc_get_slow(key, default, version)
         try:
             return _core_get(self, key, default, version)
         except (ValueError, UnicodeEncodeError):

@@ -74,6 +74,10 @@ class PoolBusy(P.CacheUnavailable):
     is overloaded; the daemon may be fine, so no fast-fail window opens)."""
 
 
+class FastFail(P.CacheUnavailable):
+    """A call made while the fast-fail window after a timeout is open (it does not extend it)."""
+
+
 class _Pool:
     """Idle blocking connections of one process, last used first."""
 
@@ -281,29 +285,34 @@ class Client:
                 replies = conn.call_many(reqs, deadline, soft, stalled)
         finally:
             pool.give(conn)
-        if hello:
-            try:
-                self._hello(conn, core.hello_info(replies[0]))
-            except ProtocolError:
-                pass
-            replies = replies[1:]
-        return replies
+        return self._strip_hello(conn, replies) if hello else replies
+
+    def _strip_hello(self, conn, replies: list) -> list:
+        """Applies the HELLO a call carried in front of its requests; returns the rest."""
+        try:
+            self._hello(conn, core.hello_info(replies[0]))
+        except ProtocolError:
+            pass
+        return replies[1:]
+
+    def _begin(self, op: core.Op) -> float:
+        """The deadline of an op about to be sent; raises FastFail while the window is open."""
+        if self.policy.window_open():
+            raise FastFail(f"nearcached timed out recently ({self.policy.down_reason}); not retrying yet")
+        return time.monotonic() + self.timeout + op.extra
 
     def _run(self, op: core.Op, refresh: bool = False):
         """Runs one Op: its result, or the policy's answer to its failure."""
-        policy = self.policy
         try:
             if not op.requests:
                 return op.result(())
-            if policy.window_open():
-                return policy.unreachable(op, policy.down_reason)
-            deadline = time.monotonic() + self.timeout + op.extra
+            deadline = self._begin(op)
             ch = self._wchan
             if ch is not None and ch.unacked() and not ch.wait(deadline - op.extra):  # earlier writes first
                 raise TimeoutError("this process's earlier writes were not acknowledged in time")
             return op.result(self._send(op.requests, deadline, op.retry, refresh, op.extra))
         except _CALL_ERRORS as e:
-            return policy.failed(op, e)
+            return self.policy.failed(op, e)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until this process's writes are acknowledged; False if some were not in time."""
@@ -362,22 +371,13 @@ class Client:
             conn = await self._aconn(soft)
             conn.used = True
             replies = await conn.call_many(reqs, deadline, soft, stalled)
-        if hello:
-            try:
-                self._hello(conn, core.hello_info(replies[0]))
-            except ProtocolError:
-                pass
-            replies = replies[1:]
-        return replies
+        return self._strip_hello(conn, replies) if hello else replies
 
     async def _arun(self, op: core.Op, refresh: bool = False):
-        policy = self.policy
         try:
             if not op.requests:
                 return op.result(())
-            if policy.window_open():
-                return policy.unreachable(op, policy.down_reason)
-            deadline = time.monotonic() + self.timeout + op.extra
+            deadline = self._begin(op)
             ch = self._wchan
             while ch is not None and ch.unacked():  # this process's earlier writes first
                 if time.monotonic() >= deadline - op.extra:
@@ -385,7 +385,7 @@ class Client:
                 await asyncio.sleep(0.0002)
             return op.result(await self._asend(op.requests, deadline, op.retry, refresh, op.extra))
         except (*_CALL_ERRORS, asyncio.TimeoutError) as e:
-            return policy.failed(op, e)
+            return self.policy.failed(op, e)
 
     # -- shared memory -------------------------------------------------------
     def _shm_get(self, k: bytes):

@@ -60,3 +60,11 @@ def test_status_with_a_client_name_that_is_not_utf8(module_daemon):
         assert reply[1] == 0, reply
         st = Client(module_daemon.socket, strict=True).status()
         assert isinstance(st["connections"], list) and len(st["connections"]) >= 2
+
+
+def test_own_client_name_that_is_not_utf8(module_daemon):
+    name = b"worker-\xff".decode("utf-8", "surrogateescape")
+    c = Client(module_daemon.socket, strict=True, client_name=name)
+    assert c.set(b"n", b"1") and c.get(b"n") == b"1"
+    names = [x.get("name") for x in c.status()["connections"]]
+    assert name in names, names

@@ -275,7 +275,11 @@ def status() -> Op:
     return Op([(P.STATUS,)], lambda replies: check(replies[0], P.OK)[1], RAISE)
 
 
-def hello(client_name: str) -> tuple:
+def hello(client_name) -> tuple:
+    # Sent as bytes: a name that is not valid UTF-8 (surrogate-escaped) must not
+    # make HELLO unencodable; the daemon takes bin or str.
+    if isinstance(client_name, str):
+        client_name = client_name.encode("utf-8", "surrogateescape")
     return (P.HELLO, P.PROTOCOL_VERSION, client_name)
 
 

@@ -181,3 +181,17 @@ def test_strict_and_sync_writes_wait(module_daemon, make_cache):
         assert c._client.sync_writes
         c.set("s", 1)
         assert c._client._wchan is None
+
+
+def test_first_write_after_a_daemon_restart_is_kept(tmp_path, make_cache):
+    d = Daemon(tmp_path)
+    try:
+        c = make_cache(d)
+        c.set("k", 1)
+        assert c._client.flush()
+        d.restart()
+        c.set("k", 2)                # the channel's old connection is dead: sent on a new one
+        assert c._client.flush()
+        assert Client(d.socket, strict=True).get(c._key("k")) == c._nc_pack(2)
+    finally:
+        d.stop()

@@ -81,15 +81,23 @@ class WriteChannel:
                 if conn is None:
                     self._skip(k for k, _ in entries)
                     return False
-            try:
-                if self._skipped or self._skipped_overflow:
-                    self._send_skipped(conn)
-                self._send(conn, op, args, entries)
-            except (OSError, ValueError) as e:
-                self._lost(conn, e)
-                self._skip(k for k, _ in entries)
-                return False
-            return True
+            for attempt in (1, 2):
+                try:
+                    if self._skipped or self._skipped_overflow:
+                        self._send_skipped(conn)
+                    self._send(conn, op, args, entries)
+                    return True
+                except (OSError, ValueError) as e:
+                    idle = not self._inflight
+                    self._lost(conn, e)
+                    # The daemon restarted under an idle channel: once more on a new one.
+                    if attempt == 1 and idle and isinstance(e, (BrokenPipeError, ConnectionResetError)):
+                        conn = self._connect()
+                        if conn is not None:
+                            continue
+                    self._skip(k for k, _ in entries)
+                    return False
+            return False
 
     def _send(self, conn, op: int, args: tuple, entries: list) -> None:
         """Numbers and sends one frame, its keys pending until the reply (lock held)."""

@@ -177,9 +177,14 @@ class NearCache(_native.CacheCore, BaseCache):
     def get(self, key, default=None, version=None):
         ch = self._client._wchan
         if ch is not None and ch.pending:  # this process's unacknowledged writes come first
-            kb = self._key(key, version)
-            if kb in ch.pending:
-                return self._nc_get_slow(key, default, version)
+            kb = self._key(key, version)   # built (and validated) once
+            found, e = self._client.pending(kb)
+            if found and e is None:          # a pending delete
+                return default
+            st, value = self._probe(kb)
+            if st == HIT:
+                return value
+            return self._nc_get_miss(kb, default, st)
         try:
             return _core_get(self, key, default, version)
         except (ValueError, UnicodeEncodeError):

@@ -158,6 +158,7 @@ def main() -> None:
         # 1. Decoded hit against dict + unpackb.
         nc = caches["NearCache"]
         nc.set(KEY, VALUE, None)
+        nc._client.flush()  # the set may not wait for the daemon; the probe below reads the table
         kb = nc._key(KEY)
         assert nc._nc_probe(kb) == (nearcache.client.HIT, VALUE)
         d = {KEY: packed}

@@ -6,7 +6,8 @@
     nearcache.packb / unpackb        the value format (client-py/README.md)
 """
 from nearcache._native import packb, unpackb
-from nearcache.client import Client, Lease
+from nearcache.client import Client
+from nearcache.core import Lease
 from nearcache.helpers import get_cached_data
 from nearcache.protocol import CacheUnavailable, KeyTooLong, NearcacheError, ProtocolError, ValueTooLarge
 

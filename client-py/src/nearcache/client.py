@@ -2,81 +2,106 @@
 
 Hits come from the daemon's shared-memory segment, read in-process by
 `nearcache._native.Segment` (no system call, no lock). Everything else goes
-over the Unix socket: one blocking connection per thread (per process: a
-fork() child never uses its parent's socket) and one asyncio connection per
-event loop. The segment is mapped from what HELLO reports and re-mapped when a
-HELLO reports another generation or the mapped one goes stale.
+over the Unix socket. Each call builds an `Op` (nearcache.core: the request
+frames and how the replies read) and runs it on a transport: `_run` on a
+blocking connection taken from the process's pool, `_arun` on the event
+loop's asyncio connection. The two differ only in that; the fail-open policy
+(`core.Policy`) is the same object for both.
+
+- One deadline per call: connect, HELLO and the request together take at
+  most `timeout` seconds (plus the waits an op defines: a lease's wait, a
+  clear).
+- Connections: a LIFO pool per process (a fork() child never uses its
+  parent's). Under gevent or eventlet monkey-patching the pool is bounded
+  (`max_connections`, default 16): a thousand greenlets share a few daemon
+  connections instead of opening one each.
+- The segment is mapped from what HELLO reports; a call that found it
+  unusable carries a HELLO in the same round trip (rate-limited) so that a
+  re-map costs no extra wait.
+- Every connection's daemon is checked before its first request
+  (nearcache.trust), unless `verify_daemon=False`.
 
 Daemon unreachable: with `strict=False` (the default) reads are misses and
 writes are skipped, and a warning is logged at most once per `warn_interval`;
-with `strict=True` they raise `CacheUnavailable`. Every socket call has a
-timeout.
+with `strict=True` they raise `CacheUnavailable`.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
+import grp
 import logging
-import math
 import os
-import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 
 from nearcache import _native
+from nearcache import core
 from nearcache import protocol as P
-from nearcache.protocol import CacheUnavailable, ProtocolError
+from nearcache.core import Lease, key_bytes, ttl_ms  # noqa: F401  (re-exported)
+from nearcache.protocol import ProtocolError
+from nearcache.trust import DEFAULT_DAEMON_USER, Trust
+from nearcache.writes import WriteChannel
 
 log = logging.getLogger("nearcache.client")
 
 HIT, MISS, BUSY, UNAVAILABLE = _native.HIT, _native.MISS, _native.BUSY, _native.UNAVAILABLE
+GREEN_POOL_SIZE = 16
 
 # Bumped in every fork() child: connections opened in another epoch belong to
-# the parent and are never used (nor closed: closing would not hurt, but the
-# parent may still be using the same socket).
+# the parent and are never used (nor closed: the parent may still use them).
 _fork_epoch = 0
+_live: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _fork_epoch
     _fork_epoch += 1
+    for c in list(_live):
+        c._wchan = None  # the child starts with no pending writes and opens its own channel
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_MANY_CHUNK = 1000
-# Replies that mean "the daemon cannot serve this now": handled like a failed connection.
-_UNREACHABLE_STATUSES = frozenset({P.SHUTTING_DOWN, P.UNAVAILABLE, P.TOO_MANY_REQUESTS})  # keys per GET_MANY / SET_MANY / DELETE_MANY frame
+# Exceptions of a transport that the policy handles; anything else (a TypeError
+# from a bad argument) is a bug of the caller and raises.
+_CALL_ERRORS = (OSError, ProtocolError, ValueError)
 
 
-def ttl_ms(ttl: float | None) -> int | None:
-    """Seconds (None = never expires, <= 0 = expires at once) as protocol milliseconds."""
-    if ttl is None:
-        return None
-    if ttl <= 0:
-        return 0
-    return max(1, math.ceil(ttl * 1000))
+class PoolBusy(P.CacheUnavailable):
+    """Every pooled connection stayed busy until the call's deadline (this process
+    is overloaded; the daemon may be fine, so no fast-fail window opens)."""
 
 
-def _key(key) -> bytes:
-    if isinstance(key, bytes):
-        return key
-    if isinstance(key, str):
-        return key.encode()
-    if isinstance(key, (bytearray, memoryview)):
-        return bytes(key)
-    raise TypeError(f"nearcache keys are str or bytes, not {type(key).__name__}")
+class FastFail(P.CacheUnavailable):
+    """A call made while the fast-fail window after a timeout is open (it does not extend it)."""
 
 
-@dataclass
-class Lease:
-    """Outcome of LEASE: a value (`hit`), the lease (`token`), or neither (wait timed out)."""
-    hit: bool
-    value: bytes | None = None
-    flags: int = 0
-    token: int | None = None
+class _Pool:
+    """Idle blocking connections of one process, last used first."""
+
+    def __init__(self, green: bool, size: int | None):
+        self.epoch = _fork_epoch
+        self.green = green
+        self.idle: list[P.Connection] = []
+        # Under monkey-patching threading.Semaphore is the green library's.
+        self.slots = threading.Semaphore(size) if green and size else None
+
+    def take(self, deadline: float):
+        if self.slots is not None:
+            if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise PoolBusy("every nearcache connection of this process stayed busy")
+        try:
+            return self.idle.pop()
+        except IndexError:
+            return None
+
+    def give(self, conn) -> None:
+        if conn is not None and conn.sock is not None:
+            self.idle.append(conn)
+        if self.slots is not None:
+            self.slots.release()
 
 
 class Client:
@@ -88,61 +113,48 @@ class Client:
 
     def __init__(self, socket_path: str | None = None, *, timeout: float = 1.0, connect_timeout: float | None = None,
                  strict: bool = False, warn_interval: float = 60.0, use_shm: bool = True,
-                 client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6):
+                 client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6,
+                 max_connections: int | None = None, verify_daemon: bool = True,
+                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True):
         self.path = P.socket_path(socket_path)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout is not None else self.timeout
         self.strict = bool(strict)
-        self.warn_interval = float(warn_interval)
         self.use_shm = bool(use_shm)
         self.client_name = client_name
         self.remap_interval = float(remap_interval)
         self.busy_poll = float(busy_poll)
+        self.max_connections = max_connections
+        self.trust = Trust(daemon_user) if verify_daemon else None
+        self.policy = core.Policy(self.path, self.strict, float(warn_interval), self.timeout)
         self.segment = _native.Segment()
         self.info: dict = {}              # the last HELLO
+        self.limits: dict = dict(core.DEFAULT_LIMITS)
         self.shm_disabled_reason: str | None = None
-        self._local = threading.local()
+        self.counters = {"undecodable": 0}
+        self._pool_state: _Pool | None = None
         self._aconns: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = \
             weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-        self._last_warning = -math.inf
-        self._down_until = 0.0
-        self._next_refresh = 0.0       # refresh_segment() rate limit
+        self._next_refresh = 0.0       # HELLO-to-refresh rate limit
         self._next_open = 0.0          # segment re-open rate limit
         self._failed_generation = None
+        self._warned_unreadable = False
+        # sync_writes=False: set/set_many/delete_many do not wait (nearcache.writes); strict implies sync.
+        self.sync_writes = bool(sync_writes) or self.strict
+        self._wchan: WriteChannel | None = None
+        _live.add(self)
 
-    # -- connections ---------------------------------------------------------
-    def _conn(self) -> P.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is not None and c.sock is not None and c.epoch == _fork_epoch:
-            return c
-        if time.monotonic() < self._down_until:
-            raise socket.timeout("nearcached timed out recently; not retrying yet")
-        try:
-            c = P.Connection(self.path, self.timeout, self.connect_timeout, self.busy_poll)
-        except socket.timeout:
-            self._down_until = time.monotonic() + min(1.0, self.timeout)
-            raise
-        c.epoch = _fork_epoch
-        c.used = False
-        reply = c.call(P.HELLO, P.PROTOCOL_VERSION, self.client_name)
-        self._hello(c, reply)
-        self._local.conn = c
-        return c
+    @property
+    def _down_until(self) -> float:
+        return self.policy.down_until
 
-    def _hello(self, conn, reply: list) -> None:
-        if reply[0] != P.OK:
-            conn.close()
-            message = reply[1] if len(reply) > 1 else P.STATUS_NAMES.get(reply[0], "")
-            # Refusals are an unreachable daemon for the failure policy.
-            if reply[0] == P.NOT_ALLOWED:
-                raise PermissionError(errno.EACCES, f"nearcached refused this user: {message}")
-            if reply[0] == P.SHUTTING_DOWN:
-                raise ConnectionRefusedError(errno.ECONNREFUSED, f"nearcached is shutting down: {message}")
-            raise P.error_for(reply[0], message)
-        info = reply[1] if len(reply) > 1 and isinstance(reply[1], dict) else {}
+    # -- the segment ---------------------------------------------------------
+    def _hello(self, conn, info: dict) -> None:
         conn.info = info
         self.info = info
+        for name in core.DEFAULT_LIMITS:
+            if isinstance(info.get(name), int):
+                self.limits[name] = info[name]
         self._sync_segment(info)
 
     def _sync_segment(self, info: dict) -> None:
@@ -161,7 +173,6 @@ class Client:
         seg = self.segment
         if seg.is_open and seg.generation == gen and seg.path == info["segment"]:
             return
-        # Rate-limit attempts that keep failing on the same table.
         now = time.monotonic()
         if self._failed_generation == gen and now < self._next_open:
             return
@@ -175,305 +186,148 @@ class Client:
             self.shm_disabled_reason = str(e.strerror or e)
             if e.errno == errno.EPROTONOSUPPORT:
                 log.warning("nearcache: %s; using the socket alone", e.strerror)
+            elif e.errno in (errno.EACCES, errno.EPERM):
+                if not self._warned_unreadable:
+                    self._warned_unreadable = True
+                    log.warning("nearcache: cannot read the segment %s (%s): every hit goes over the socket. "
+                                "Fix: add this process's user (uid %d) to the group %s, which may read it",
+                                info["segment"], e.strerror, os.getuid(), self._segment_group(info))
             else:
                 log.info("nearcache: cannot map the segment (%s); using the socket meanwhile", e.strerror)
 
-    def refresh_segment(self) -> None:
-        """Re-checks the mapping with a HELLO (rate-limited to one per remap_interval)."""
+    @staticmethod
+    def _segment_group(info: dict) -> str:
+        path = info["segment"] if not info.get("posix_shm") else "/dev/shm/" + info["segment"].lstrip("/")
+        try:
+            gid = os.stat(path).st_gid
+        except OSError:
+            return "of the segment (see nearcached's socket_group / segment options)"
+        try:
+            return f"'{grp.getgrgid(gid).gr_name}' (gid {gid})"
+        except KeyError:
+            return f"gid {gid}"
+
+    def _refresh_due(self) -> bool:
         now = time.monotonic()
         if now < self._next_refresh:
-            return
+            return False
         self._next_refresh = now + self.remap_interval
+        return True
+
+    def refresh_segment(self) -> None:
+        """Re-checks the mapping with a HELLO (rate-limited to one per remap_interval)."""
+        if self._refresh_due():
+            op = core.Op([core.hello(self.client_name)], lambda replies: core.hello_info(replies[0]), None)
+            info = self._run(op)
+            if info:
+                self.info = info
+                self._sync_segment(info)
+
+    # -- the blocking transport ------------------------------------------------
+    def _pool(self) -> _Pool:
+        pool = self._pool_state
+        if pool is None or pool.epoch != _fork_epoch:
+            green = P.socket.socket.__module__ != "socket"  # gevent or eventlet patched the module
+            size = self.max_connections if self.max_connections is not None else GREEN_POOL_SIZE
+            pool = self._pool_state = _Pool(green, size)
+        return pool
+
+    def _open(self, deadline: float) -> P.Connection:
+        cdeadline = min(deadline, time.monotonic() + self.connect_timeout)
+        conn = P.Connection(self.path, cdeadline, self.busy_poll, self.trust)
         try:
-            conn = self._conn()
-            reply = conn.call(P.HELLO, P.PROTOCOL_VERSION, self.client_name)
-            if reply[0] == P.OK:
-                conn.info = self.info = reply[1]
-                self._sync_segment(reply[1])
-        except (OSError, ProtocolError):
+            self._hello(conn, core.hello_info(conn.call(*core.hello(self.client_name), deadline=deadline)))
+        except BaseException:
+            conn.close()
+            raise
+        conn.epoch = _fork_epoch
+        return conn
+
+    def _conn(self) -> P.Connection:
+        """An idle connection of this process (opened if there is none); it stays in the pool."""
+        pool = self._pool()
+        deadline = time.monotonic() + self.timeout
+        conn = pool.take(deadline)
+        try:
+            if conn is None:
+                conn = self._open(deadline)
+        finally:
+            pool.give(conn)
+        return conn
+
+    def _stall_check(self, extra: float):
+        """For an op that may wait past SOCKET_TIMEOUT: a check that the daemon
+        is stopped (its heartbeat is stale), so that the wait ends early."""
+        if extra <= 0 or not self.use_shm or not self.segment.is_open:
+            return None
+        seg = self.segment
+        return lambda: not seg.alive()
+
+    def _send(self, reqs: list, deadline: float, retry: bool, refresh: bool, extra: float = 0.0) -> list:
+        pool = self._pool()
+        soft, stalled = deadline - extra, self._stall_check(extra)
+        conn = pool.take(soft)
+        try:
+            fresh = conn is None
+            if fresh:
+                conn = self._open(soft)  # connect and HELLO within SOCKET_TIMEOUT, whatever the op may wait
+            hello = refresh and not fresh and self._refresh_due()
+            if hello:
+                reqs = [core.hello(self.client_name), *reqs]
+            try:
+                replies = conn.call_many(reqs, deadline, soft, stalled)
+            except (ConnectionResetError, BrokenPipeError):
+                # The daemon restarted under an idle connection: once more on a new one.
+                if fresh or not retry:
+                    raise
+                conn = None
+                conn = self._open(soft)
+                replies = conn.call_many(reqs, deadline, soft, stalled)
+        finally:
+            pool.give(conn)
+        return self._strip_hello(conn, replies) if hello else replies
+
+    def _strip_hello(self, conn, replies: list) -> list:
+        """Applies the HELLO a call carried in front of its requests; returns the rest."""
+        try:
+            self._hello(conn, core.hello_info(replies[0]))
+        except ProtocolError:
             pass
+        return replies[1:]
+
+    def _begin(self, op: core.Op) -> float:
+        """The deadline of an op about to be sent; raises FastFail while the window is open."""
+        if self.policy.window_open():
+            raise FastFail(f"nearcached timed out recently ({self.policy.down_reason}); not retrying yet")
+        return time.monotonic() + self.timeout + op.extra
+
+    def _run(self, op: core.Op, refresh: bool = False):
+        """Runs one Op: its result, or the policy's answer to its failure."""
+        try:
+            if not op.requests:
+                return op.result(())
+            deadline = self._begin(op)
+            ch = self._wchan
+            if ch is not None and ch.unacked() and not ch.wait(deadline - op.extra):  # earlier writes first
+                raise TimeoutError("this process's earlier writes were not acknowledged in time")
+            return op.result(self._send(op.requests, deadline, op.retry, refresh, op.extra))
+        except _CALL_ERRORS as e:
+            return self.policy.failed(op, e)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until this process's writes are acknowledged; False if some were not in time."""
+        ch = self._wchan
+        return ch is None or ch.wait(time.monotonic() + (self.timeout if timeout is None else timeout))
 
     def close(self) -> None:
-        """Closes this thread's connection (others close when their threads end)."""
-        c = getattr(self._local, "conn", None)
-        if c is not None:
-            self._local.conn = None
-            if c.epoch == _fork_epoch:
-                c.close()
+        """Closes this process's idle connections."""
+        pool = self._pool_state
+        if pool is not None and pool.epoch == _fork_epoch:
+            while pool.idle:
+                pool.idle.pop().close()
 
-    # -- failure policy ------------------------------------------------------
-    def _unreachable(self, exc: BaseException) -> None:
-        """Logs (rate-limited) and raises CacheUnavailable; callers in fail-open mode catch it."""
-        now = time.monotonic()
-        # UNAVAILABLE: the daemon answers, but a tier it needs (Redis, with
-        # redis_down = error) does not; the policy is the same, the words are not.
-        what = ("answers but cannot serve this" if isinstance(exc, P.ProtocolError) and exc.status == P.UNAVAILABLE
-                else "unreachable")
-        if now - self._last_warning >= self.warn_interval:
-            self._last_warning = now
-            log.warning("nearcache: daemon at %s %s (%s: %s); %s", self.path, what, type(exc).__name__, exc,
-                        "raising (STRICT)" if self.strict else "reads are misses and writes are skipped")
-        raise CacheUnavailable(f"nearcached at {self.path} {what}: {exc}") from exc
-
-    def _requests(self, reqs, timeout: float | None = None, retry: bool = True) -> list[list]:
-        """Runs requests on this thread's connection; raises CacheUnavailable or ProtocolError."""
-        try:
-            conn = self._conn()
-            reused = conn.used
-            conn.used = True
-            try:
-                replies = conn.call_many(reqs, timeout=timeout)
-            except (ConnectionResetError, BrokenPipeError):
-                # The daemon restarted under a connection we had used: one more try on a new one.
-                if not (retry and reused):
-                    raise
-                conn = self._conn()
-                conn.used = True
-                replies = conn.call_many(reqs, timeout=timeout)
-        except OSError as e:
-            if isinstance(e, socket.timeout):
-                self._down_until = time.monotonic() + min(1.0, self.timeout)
-            self._unreachable(e)
-        for r in replies:
-            if r[0] in _UNREACHABLE_STATUSES:
-                self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
-        return replies
-
-    def _one(self, op: int, *args, timeout: float | None = None, retry: bool = True) -> list:
-        return self._requests(((op, *args),), timeout=timeout, retry=retry)[0]
-
-    def _check(self, reply: list, *ok: int) -> list:
-        if reply[0] in ok:
-            return reply
-        raise P.error_for(reply[0], reply[1] if len(reply) > 1 else "")
-
-    def _soft(self, fallback):
-        """Called from an `except CacheUnavailable` block: re-raises it when
-        strict, else returns the fail-open result."""
-        if self.strict:
-            raise
-        return fallback
-
-    # -- reads ---------------------------------------------------------------
-    def get(self, key) -> bytes | None:
-        e = self.get_entry(key)
-        return None if e is None else e[0]
-
-    def get_entry(self, key) -> tuple[bytes, int] | None:
-        """(value, flags) or None."""
-        k = _key(key)
-        if self.use_shm:
-            st, value, flags = self.segment.get(k)
-            if st == HIT:
-                return value, flags
-            if st == UNAVAILABLE:
-                self.refresh_segment()
-        return self.fetch(k)
-
-    def fetch(self, k: bytes) -> tuple[bytes, int] | None:
-        """GET over the socket (skipping shared memory)."""
-        try:
-            r = self._one(P.GET, k)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return None
-        return self._get_result(r)
-
-    def _get_result(self, r: list) -> tuple[bytes, int] | None:
-        """A GET reply as (value, flags), None for a miss; raises on errors."""
-        if r[0] == P.OK:
-            return r[1], (r[2] if len(r) > 2 else 0)
-        if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
-            return None
-        self._check(r)
-
-    def get_many(self, keys) -> dict:
-        """{key: value} for the keys present."""
-        return {k: v[0] for k, v in self.get_many_entries(keys).items()}
-
-    def get_many_entries(self, keys) -> dict:
-        out = {}
-        missing = []
-        for key in keys:
-            k = _key(key)
-            if self.use_shm:
-                st, value, flags = self.segment.get(k)
-                if st == HIT:
-                    out[key] = (value, flags)
-                    continue
-            missing.append((key, k))
-        if missing:
-            entries = self.fetch_many([k for _, k in missing])
-            for (key, _), e in zip(missing, entries):
-                if e is not None:
-                    out[key] = e
-        return out
-
-    def fetch_many(self, ks: list[bytes]) -> list:
-        """GET_MANY over the socket: a list of (value, flags) or None, in order."""
-        reqs = [(P.GET_MANY, ks[i:i + _MANY_CHUNK]) for i in range(0, len(ks), _MANY_CHUNK)]
-        try:
-            replies = self._requests(reqs)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return [None] * len(ks)
-        out = []
-        for r in replies:
-            self._check(r, P.OK)
-            out.extend(tuple(e) if e is not None else None for e in r[1])
-        return out
-
-    def has_key(self, key) -> bool:
-        k = _key(key)
-        if self.use_shm and self.segment.get(k)[0] == HIT:
-            return True
-        try:
-            r = self._one(P.HAS_KEY, k)
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    # -- writes --------------------------------------------------------------
-    def _write(self, reply: list, *ok: int):
-        if reply[0] in (P.KEY_TOO_LONG, P.VALUE_TOO_LARGE) and not self.strict:
-            log.warning("nearcache: not stored: %s", reply[1] if len(reply) > 1 else P.STATUS_NAMES[reply[0]])
-            return None
-        return self._check(reply, *ok)
-
-    def set(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        """Stores the value; False when it was not stored (daemon unreachable, over a limit)."""
-        try:
-            r = self._one(P.SET, _key(key), value, ttl_ms(ttl), flags)
-        except CacheUnavailable:
-            return self._soft(False)
-        return self._write(r, P.OK) is not None
-
-    def add(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        """Stores the value only if the key is absent; True when stored."""
-        try:
-            r = self._one(P.ADD, _key(key), value, ttl_ms(ttl), flags)
-        except CacheUnavailable:
-            return self._soft(False)
-        r = self._write(r, P.OK, P.EXISTS)
-        return r is not None and r[0] == P.OK
-
-    def set_many(self, items, ttl: float | None = None) -> list:
-        """items: {key: value} or [(key, value, flags)]; returns the keys that were not stored."""
-        if isinstance(items, dict):
-            items = [(k, v, 0) for k, v in items.items()]
-        triples = [(k, _key(k), v, f) for k, v, f in items]
-        reqs = [(P.SET_MANY, [[kb, v, f] for _, kb, v, f in triples[i:i + _MANY_CHUNK]], ttl_ms(ttl))
-                for i in range(0, len(triples), _MANY_CHUNK)]
-        if not reqs:
-            return []
-        try:
-            replies = self._requests(reqs)
-        except CacheUnavailable:
-            return self._soft([k for k, *_ in triples])
-        failed_kb = set()
-        for r in replies:
-            self._check(r, P.OK)
-            failed_kb.update(bytes(x) for x in r[1])
-        return [k for k, kb, _, _ in triples if kb in failed_kb]
-
-    def delete(self, key) -> bool:
-        try:
-            r = self._one(P.DELETE, _key(key))
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    def delete_many(self, keys) -> int:
-        ks = [_key(k) for k in keys]
-        reqs = [(P.DELETE_MANY, ks[i:i + _MANY_CHUNK]) for i in range(0, len(ks), _MANY_CHUNK)]
-        if not reqs:
-            return 0
-        try:
-            replies = self._requests(reqs)
-        except CacheUnavailable:
-            return self._soft(0)
-        return sum(self._check(r, P.OK)[1] for r in replies)
-
-    def touch(self, key, ttl: float | None = None) -> bool:
-        try:
-            r = self._one(P.TOUCH, _key(key), ttl_ms(ttl))
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    def incr(self, key, delta: int = 1) -> int | None:
-        """The new value, or None when the key is absent (or the daemon unreachable)."""
-        op = P.INCR if delta >= 0 else P.DECR
-        try:
-            r = self._one(op, _key(key), abs(delta), retry=False)
-        except CacheUnavailable:
-            return self._soft(None)
-        if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
-            return None
-        return self._check(r, P.OK)[1]
-
-    def decr(self, key, delta: int = 1) -> int | None:
-        return self.incr(key, -delta)
-
-    def clear(self, prefix: bytes | str | None = None) -> int:
-        """Removes every entry, or those whose key starts with `prefix`; returns how many."""
-        args = () if prefix is None else (_key(prefix),)
-        try:
-            r = self._one(P.CLEAR, *args, timeout=max(self.timeout, 30.0))
-        except CacheUnavailable:
-            return self._soft(0)
-        return self._check(r, P.OK)[1]
-
-    # -- leases --------------------------------------------------------------
-    def lease(self, key, lease_ttl: float = 30.0, wait: float = 30.0) -> Lease:
-        """LEASE: the value if present; else the lease (compute, then set() or release());
-        else, after waiting `wait` seconds for another holder, neither."""
-        try:
-            r = self._one(P.LEASE, _key(key), ttl_ms(lease_ttl), ttl_ms(wait) or 0, timeout=wait + self.timeout,
-                          retry=False)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return Lease(hit=False)
-        return self._lease_result(r)
-
-    def _lease_result(self, r: list) -> Lease:
-        if r[0] == P.OK:
-            return Lease(hit=True, value=r[1], flags=r[2] if len(r) > 2 else 0)
-        if r[0] == P.LEASED:
-            return Lease(hit=False, token=r[1])
-        if r[0] in (P.TIMEOUT, P.KEY_TOO_LONG):
-            return Lease(hit=False)
-        self._check(r)
-
-    def release(self, key, token: int) -> bool:
-        try:
-            r = self._one(P.RELEASE, _key(key), token)
-        except CacheUnavailable:
-            return self._soft(False)
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    # -- administration ------------------------------------------------------
-    def ping(self) -> bool:
-        try:
-            return self._one(P.PING)[0] == P.OK
-        except CacheUnavailable:
-            return self._soft(False)
-
-    def status(self) -> dict:
-        """The daemon's STATUS map (raises CacheUnavailable when unreachable)."""
-        return self._check(self._one(P.STATUS), P.OK)[1]
-
-    # -- asyncio -------------------------------------------------------------
-    async def _aconn(self) -> P.AsyncConnection:
+    # -- the asyncio transport -------------------------------------------------
+    async def _aconn(self, deadline: float) -> P.AsyncConnection:
         loop = asyncio.get_running_loop()
         task = self._aconns.get(loop)
         if task is not None and task.done():
@@ -481,7 +335,7 @@ class Client:
             if c is None or c.closed or c.epoch != _fork_epoch:
                 task = None
         if task is None:
-            task = loop.create_task(self._aopen())
+            task = loop.create_task(self._aopen(deadline))
             self._aconns[loop] = task
         try:
             return await asyncio.shield(task)
@@ -490,181 +344,307 @@ class Client:
                 del self._aconns[loop]
             raise
 
-    async def _aopen(self) -> P.AsyncConnection:
-        c = await P.AsyncConnection.open(self.path, self.timeout, self.connect_timeout)
+    async def _aopen(self, deadline: float) -> P.AsyncConnection:
+        cdeadline = min(deadline, time.monotonic() + self.connect_timeout)
+        c = await P.AsyncConnection.open(self.path, cdeadline, self.trust)
         c.epoch = _fork_epoch
         c.used = False
         try:
-            reply = await c.call(P.HELLO, P.PROTOCOL_VERSION, self.client_name)
-            self._hello(c, reply)
+            self._hello(c, core.hello_info(await c.call(*core.hello(self.client_name), deadline=deadline)))
         except BaseException:
             c.close()
             raise
         return c
 
-    async def _arequests(self, reqs, timeout: float | None = None, retry: bool = True) -> list[list]:
+    async def _asend(self, reqs: list, deadline: float, retry: bool, refresh: bool, extra: float = 0.0) -> list:
+        soft, stalled = deadline - extra, self._stall_check(extra)
+        conn = await self._aconn(soft)
+        reused, conn.used = conn.used, True
+        hello = refresh and reused and self._refresh_due()
+        if hello:
+            reqs = [core.hello(self.client_name), *reqs]
         try:
-            conn = await self._aconn()
-            reused = conn.used
+            replies = await conn.call_many(reqs, deadline, soft, stalled)
+        except (ConnectionResetError, BrokenPipeError):
+            if not (retry and reused):
+                raise
+            conn = await self._aconn(soft)
             conn.used = True
-            try:
-                replies = await conn.call_many(reqs, timeout=timeout)
-            except (ConnectionResetError, BrokenPipeError):
-                if not (retry and reused):
-                    raise
-                conn = await self._aconn()
-                conn.used = True
-                replies = await conn.call_many(reqs, timeout=timeout)
-        except (OSError, asyncio.TimeoutError) as e:
-            self._unreachable(e)
-        for r in replies:
-            if r[0] in _UNREACHABLE_STATUSES:
-                self._unreachable(P.error_for(r[0], r[1] if len(r) > 1 else ""))
-        return replies
+            replies = await conn.call_many(reqs, deadline, soft, stalled)
+        return self._strip_hello(conn, replies) if hello else replies
 
-    async def _aone(self, op: int, *args, timeout: float | None = None, retry: bool = True) -> list:
-        return (await self._arequests([(op, *args)], timeout=timeout, retry=retry))[0]
+    async def _arun(self, op: core.Op, refresh: bool = False):
+        try:
+            if not op.requests:
+                return op.result(())
+            deadline = self._begin(op)
+            ch = self._wchan
+            while ch is not None and ch.unacked():  # this process's earlier writes first
+                if time.monotonic() >= deadline - op.extra:
+                    raise TimeoutError("this process's earlier writes were not acknowledged in time")
+                await asyncio.sleep(0.0002)
+            return op.result(await self._asend(op.requests, deadline, op.retry, refresh, op.extra))
+        except (*_CALL_ERRORS, asyncio.TimeoutError) as e:
+            return self.policy.failed(op, e)
 
+    # -- shared memory -------------------------------------------------------
+    def _shm_get(self, k: bytes):
+        """(status, entry): the segment's answer for a key."""
+        st, value, flags = self.segment.get(k)
+        return st, ((value, flags) if st == HIT else None)
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key) -> bytes | None:
+        e = self.get_entry(key)
+        return None if e is None else e[0]
+
+    def pending(self, k: bytes):
+        """(True, entry or None) when this process has a write of k not yet acknowledged."""
+        ch = self._wchan
+        if ch is not None and ch.pending:
+            p = ch.pending.get(k)
+            if p is not None:
+                return True, p[1]
+        return False, None
+
+    def get_entry(self, key) -> tuple[bytes, int] | None:
+        """(value, flags) or None."""
+        k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e
+        if self.use_shm:
+            st, e = self._shm_get(k)
+            if st == HIT:
+                return e
+            return self.fetch(k, refresh=st == UNAVAILABLE)
+        return self.fetch(k)
+
+    def fetch(self, k: bytes, refresh: bool = False) -> tuple[bytes, int] | None:
+        """GET over the socket (skipping shared memory)."""
+        return self._run(core.get(k), refresh)
+
+    def get_many(self, keys) -> dict:
+        """{key: value} for the keys present."""
+        return {k: v[0] for k, v in self.get_many_entries(keys).items()}
+
+    def get_many_entries(self, keys) -> dict:
+        out, missing = self._shm_many(keys)
+        if missing:
+            for (key, _), e in zip(missing, self.fetch_many([k for _, k in missing])):
+                if e is not None:
+                    out[key] = e
+        return out
+
+    def _shm_many(self, keys):
+        out, missing = {}, []
+        for key in keys:
+            k = key_bytes(key)
+            found, e = self.pending(k)
+            if found:
+                if e is not None:
+                    out[key] = e
+                continue
+            if self.use_shm:
+                st, e = self._shm_get(k)
+                if st == HIT:
+                    out[key] = e
+                    continue
+            missing.append((key, k))
+        return out, missing
+
+    def fetch_many(self, ks: list[bytes], refresh: bool = False) -> list:
+        """GET_MANY over the socket: a list of (value, flags) or None, in order."""
+        return self._run(core.get_many(ks, self.limits), refresh)
+
+    def has_key(self, key) -> bool:
+        k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e is not None
+        if self.use_shm and self.segment.get(k)[0] == HIT:
+            return True
+        return self._run(core.has_key(k))
+
+    # -- writes --------------------------------------------------------------
+    def _channel(self) -> WriteChannel:
+        ch = self._wchan
+        if ch is None:
+            ch = self._wchan = WriteChannel(self)
+        return ch
+
+    def _write_set(self, op: core.Op) -> bool:
+        """A SET without waiting: True when sent (sync_writes: when stored)."""
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        req = op.requests[0]
+        return self._channel().submit(req[0], req[1:], [(req[1], None if req[3] == 0 else (req[2], req[4]))])
+
+    def _write_set_many(self, op: core.Op) -> list:
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        ch = self._channel()
+        failed = op.result([[P.OK, []] for _ in op.requests])  # what the limits refused
+        for req in op.requests:
+            items, ttl = req[1], req[2]
+            entries = [(it[0], None if ttl == 0 else (it[1], it[2])) for it in items]
+            if not ch.submit(req[0], req[1:], entries):
+                failed.extend(it[0] for it in items)
+        return failed
+
+    def _write_delete_many(self, op: core.Op, n: int) -> int:
+        if self.sync_writes or not op.requests:
+            return self._run(op)
+        ch = self._channel()
+        for req in op.requests:
+            ch.submit(req[0], req[1:], [(k, None) for k in req[1]])
+        return n
+
+    def set(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        """Stores the value; False when it was not stored (daemon unreachable, over a limit).
+        With sync_writes=False: sent without waiting, True when sent."""
+        return self._write_set(core.set(key_bytes(key), value, ttl, flags, self.limits))
+
+    def add(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        """Stores the value only if the key is absent; True when stored."""
+        return self._run(core.add(key_bytes(key), value, ttl, flags, self.limits))
+
+    @staticmethod
+    def _items(items):
+        if isinstance(items, dict):
+            items = [(k, v, 0) for k, v in items.items()]
+        byk = {}
+        triples = []
+        for k, v, f in items:
+            kb = key_bytes(k)
+            byk[kb] = k
+            triples.append((kb, v, f))
+        return triples, byk
+
+    def set_many(self, items, ttl: float | None = None) -> list:
+        """items: {key: value} or [(key, value, flags)]; returns the keys that were not stored."""
+        triples, byk = self._items(items)
+        return [byk[kb] for kb in self._write_set_many(core.set_many(triples, ttl, self.limits))]
+
+    def delete(self, key) -> bool:
+        return self._run(core.delete(key_bytes(key)))
+
+    def delete_many(self, keys) -> int:
+        """How many keys existed (sync_writes=False: how many were sent)."""
+        ks = [key_bytes(k) for k in keys]
+        return self._write_delete_many(core.delete_many(ks, self.limits), len(ks))
+
+    def touch(self, key, ttl: float | None = None) -> bool:
+        return self._run(core.touch(key_bytes(key), ttl))
+
+    def incr(self, key, delta: int = 1) -> int | None:
+        """The new value, or None when the key is absent (or the daemon unreachable)."""
+        return self._run(core.incr(key_bytes(key), delta))
+
+    def decr(self, key, delta: int = 1) -> int | None:
+        return self.incr(key, -delta)
+
+    def clear(self, prefix: bytes | str | None = None) -> int:
+        """Removes every entry, or those whose key starts with `prefix`; returns how many."""
+        return self._run(core.clear(None if prefix is None else key_bytes(prefix)))
+
+    # -- leases --------------------------------------------------------------
+    def lease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
+        """LEASE: the value if present; else the lease (compute, then set() or release());
+        else, after waiting `wait` seconds for another holder, neither."""
+        return self._run(core.lease(key_bytes(key), lease_ttl, wait), refresh)
+
+    def release(self, key, token: int) -> bool:
+        return self._run(core.release(key_bytes(key), token))
+
+    # -- administration ------------------------------------------------------
+    def ping(self) -> bool:
+        return self._run(core.ping())
+
+    def status(self) -> dict:
+        """The daemon's STATUS map (raises CacheUnavailable when unreachable)."""
+        return self._run(core.status())
+
+    # -- asyncio: the same Ops on the event loop's connection ----------------
     async def aget(self, key) -> bytes | None:
         e = await self.aget_entry(key)
         return None if e is None else e[0]
 
     async def aget_entry(self, key) -> tuple[bytes, int] | None:
-        k = _key(key)
+        k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e
         if self.use_shm:
-            st, value, flags = self.segment.get(k)
+            st, e = self._shm_get(k)
             if st == HIT:
-                return value, flags
+                return e
+            return await self.afetch(k, refresh=st == UNAVAILABLE)
         return await self.afetch(k)
 
-    async def afetch(self, k: bytes) -> tuple[bytes, int] | None:
-        try:
-            r = await self._aone(P.GET, k)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return None
-        return self._get_result(r)
+    async def afetch(self, k: bytes, refresh: bool = False) -> tuple[bytes, int] | None:
+        return await self._arun(core.get(k), refresh)
 
-    async def afetch_many(self, ks: list[bytes]) -> list:
-        reqs = [(P.GET_MANY, ks[i:i + _MANY_CHUNK]) for i in range(0, len(ks), _MANY_CHUNK)]
-        try:
-            replies = await self._arequests(reqs)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return [None] * len(ks)
-        out = []
-        for r in replies:
-            self._check(r, P.OK)
-            out.extend(tuple(e) if e is not None else None for e in r[1])
-        return out
+    async def aget_many(self, keys) -> dict:
+        out, missing = self._shm_many(keys)
+        if missing:
+            for (key, _), e in zip(missing, await self.afetch_many([k for _, k in missing])):
+                if e is not None:
+                    out[key] = e
+        return {k: v[0] for k, v in out.items()}
 
-    async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        try:
-            r = await self._aone(P.SET, _key(key), value, ttl_ms(ttl), flags)
-        except CacheUnavailable:
-            return self._soft(False)
-        return self._write(r, P.OK) is not None
-
-    async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        try:
-            r = await self._aone(P.ADD, _key(key), value, ttl_ms(ttl), flags)
-        except CacheUnavailable:
-            return self._soft(False)
-        r = self._write(r, P.OK, P.EXISTS)
-        return r is not None and r[0] == P.OK
-
-    async def aset_many(self, items, ttl: float | None = None) -> list:
-        if isinstance(items, dict):
-            items = [(k, v, 0) for k, v in items.items()]
-        triples = [(k, _key(k), v, f) for k, v, f in items]
-        reqs = [(P.SET_MANY, [[kb, v, f] for _, kb, v, f in triples[i:i + _MANY_CHUNK]], ttl_ms(ttl))
-                for i in range(0, len(triples), _MANY_CHUNK)]
-        if not reqs:
-            return []
-        try:
-            replies = await self._arequests(reqs)
-        except CacheUnavailable:
-            return self._soft([k for k, *_ in triples])
-        failed_kb = set()
-        for r in replies:
-            self._check(r, P.OK)
-            failed_kb.update(bytes(x) for x in r[1])
-        return [k for k, kb, _, _ in triples if kb in failed_kb]
-
-    async def adelete(self, key) -> bool:
-        try:
-            r = await self._aone(P.DELETE, _key(key))
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    async def adelete_many(self, keys) -> int:
-        ks = [_key(k) for k in keys]
-        reqs = [(P.DELETE_MANY, ks[i:i + _MANY_CHUNK]) for i in range(0, len(ks), _MANY_CHUNK)]
-        if not reqs:
-            return 0
-        try:
-            replies = await self._arequests(reqs)
-        except CacheUnavailable:
-            return self._soft(0)
-        return sum(self._check(r, P.OK)[1] for r in replies)
-
-    async def atouch(self, key, ttl: float | None = None) -> bool:
-        try:
-            r = await self._aone(P.TOUCH, _key(key), ttl_ms(ttl))
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
-
-    async def aincr(self, key, delta: int = 1) -> int | None:
-        op = P.INCR if delta >= 0 else P.DECR
-        try:
-            r = await self._aone(op, _key(key), abs(delta), retry=False)
-        except CacheUnavailable:
-            return self._soft(None)
-        if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
-            return None
-        return self._check(r, P.OK)[1]
+    async def afetch_many(self, ks: list[bytes], refresh: bool = False) -> list:
+        return await self._arun(core.get_many(ks, self.limits), refresh)
 
     async def ahas_key(self, key) -> bool:
-        k = _key(key)
+        k = key_bytes(key)
+        found, e = self.pending(k)
+        if found:
+            return e is not None
         if self.use_shm and self.segment.get(k)[0] == HIT:
             return True
-        try:
-            r = await self._aone(P.HAS_KEY, k)
-        except CacheUnavailable:
-            return self._soft(False)
-        if r[0] == P.KEY_TOO_LONG:
-            return False
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
+        return await self._arun(core.has_key(k))
+
+    async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        op = core.set(key_bytes(key), value, ttl, flags, self.limits)
+        return await self._arun(op) if self.sync_writes else self._write_set(op)
+
+    async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))
+
+    async def aset_many(self, items, ttl: float | None = None) -> list:
+        triples, byk = self._items(items)
+        op = core.set_many(triples, ttl, self.limits)
+        return [byk[kb] for kb in (await self._arun(op) if self.sync_writes else self._write_set_many(op))]
+
+    async def adelete(self, key) -> bool:
+        return await self._arun(core.delete(key_bytes(key)))
+
+    async def adelete_many(self, keys) -> int:
+        ks = [key_bytes(k) for k in keys]
+        op = core.delete_many(ks, self.limits)
+        return await self._arun(op) if self.sync_writes else self._write_delete_many(op, len(ks))
+
+    async def atouch(self, key, ttl: float | None = None) -> bool:
+        return await self._arun(core.touch(key_bytes(key), ttl))
+
+    async def aincr(self, key, delta: int = 1) -> int | None:
+        return await self._arun(core.incr(key_bytes(key), delta))
+
+    async def adecr(self, key, delta: int = 1) -> int | None:
+        return await self.aincr(key, -delta)
 
     async def aclear(self, prefix: bytes | str | None = None) -> int:
-        args = () if prefix is None else (_key(prefix),)
-        try:
-            r = await self._aone(P.CLEAR, *args, timeout=max(self.timeout, 30.0))
-        except CacheUnavailable:
-            return self._soft(0)
-        return self._check(r, P.OK)[1]
+        return await self._arun(core.clear(None if prefix is None else key_bytes(prefix)))
 
-    async def alease(self, key, lease_ttl: float = 30.0, wait: float = 30.0) -> Lease:
-        try:
-            r = await self._aone(P.LEASE, _key(key), ttl_ms(lease_ttl), ttl_ms(wait) or 0,
-                                 timeout=wait + self.timeout, retry=False)
-        except CacheUnavailable:
-            if self.strict:
-                raise
-            return Lease(hit=False)
-        return self._lease_result(r)
+    async def alease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
+        return await self._arun(core.lease(key_bytes(key), lease_ttl, wait), refresh)
 
     async def arelease(self, key, token: int) -> bool:
-        try:
-            r = await self._aone(P.RELEASE, _key(key), token)
-        except CacheUnavailable:
-            return self._soft(False)
-        return self._check(r, P.OK, P.NOT_FOUND)[0] == P.OK
+        return await self._arun(core.release(key_bytes(key), token))
+
+    async def aping(self) -> bool:
+        return await self._arun(core.ping())
+
+    async def astatus(self) -> dict:
+        return await self._arun(core.status())

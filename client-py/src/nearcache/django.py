@@ -10,26 +10,45 @@ of the process with the same LOCATION and OPTIONS. A custom KEY_FUNCTION (also
 one assigned at run time) or a subclass that overrides make_key/validate_key
 makes keys in Python, as Django does.
 
+Fail-open (STRICT off, the default) is the Client's policy, written once in
+nearcache.core: no exception but Django's own (ValueError for incr of an
+absent key, TypeError/OverflowError for incr of a non-integer or past 64
+bits) reaches the application. A value this process cannot decode is a
+miss, counted and logged once per key and WARN_INTERVAL.
+
 OPTIONS are documented in client-py/README.md.
 """
 from __future__ import annotations
 
+import contextvars
+import logging
 import pickle
 import threading
+import time
 
+import msgpack
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
 from nearcache import _native
 from nearcache.client import HIT, UNAVAILABLE, Client
+from nearcache.core import key_bytes
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
-from nearcache.serializer import Serializer, make_serializer
+from nearcache.serializer import EXT_CODES, Serializer, make_serializer
+
+log = logging.getLogger("nearcache.django")
 
 _clients: dict[tuple, Client] = {}
 _clients_lock = threading.Lock()
+_core_get = _native.CacheCore.get
+_core_get_many = _native.CacheCore.get_many
+_MISS = object()
+# Keys whose value this thread or task is computing in get_or_set: a nested
+# get_or_set of one of them computes directly instead of waiting for itself.
+_computing: contextvars.ContextVar[frozenset] = contextvars.ContextVar("nearcache_computing", default=frozenset())
 
 
 def shared_client(path: str, **options) -> Client:
-    """The process's Client for these settings (one mapping, connections per thread)."""
+    """The process's Client for these settings (one mapping, one connection pool)."""
     key = (path, tuple(sorted(options.items())))
     c = _clients.get(key)
     if c is None:
@@ -62,21 +81,28 @@ class NearCache(_native.CacheCore, BaseCache):
         if strict is None:
             strict = not _bool(opts.get("IGNORE_EXCEPTIONS", True))
         self._use_shm = _bool(opts.get("USE_SHM", True))
+        self._warn_interval = float(opts.get("WARN_INTERVAL", 60.0))
+        max_conn = opts.get("MAX_CONNECTIONS")
         self._client = shared_client(
             location or "",
             timeout=timeout,
             connect_timeout=float(opts.get("SOCKET_CONNECT_TIMEOUT", timeout)),
             strict=_bool(strict),
-            warn_interval=float(opts.get("WARN_INTERVAL", 60.0)),
+            warn_interval=self._warn_interval,
             use_shm=self._use_shm,
             client_name=str(opts.get("CLIENT_NAME", "django")),
             busy_poll=float(opts.get("BUSY_POLL_US", 50)) / 1e6,
+            max_connections=None if max_conn is None else int(max_conn),
+            verify_daemon=_bool(opts.get("VERIFY_DAEMON", True)),
+            daemon_user=opts.get("DAEMON_USER", "nearcache"),
+            sync_writes=_bool(opts.get("SYNC_WRITES", False)),
         )
         self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
                                            int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))
         self._clear_prefix_only = _bool(opts.get("CLEAR_PREFIX_ONLY", False))
         self._lease_ttl = float(opts.get("LEASE_TIMEOUT", 30.0))
         self._lease_wait = float(opts.get("LEASE_WAIT", 30.0))
+        self._bad_values: dict[bytes, float] = {}
         cls = type(self)
         native_keys = (cls.make_key is NearCache.make_key and cls.validate_key is NearCache.validate_key
                        and cls.make_and_validate_key is NearCache.make_and_validate_key)
@@ -87,14 +113,25 @@ class NearCache(_native.CacheCore, BaseCache):
 
     # -- keys and values -----------------------------------------------------
     def _key(self, key, version=None) -> bytes:
-        kb = self._nc_key(key, version)
+        try:
+            kb = self._nc_key(key, version)
+        except UnicodeEncodeError:  # a lone surrogate: a valid Django key
+            kb = None
         if kb is None:
             k = self.make_and_validate_key(key, version=version)
-            kb = (k if isinstance(k, str) else str(k)).encode()
+            kb = key_bytes(k if isinstance(k, str) else str(k))
         return kb
 
     def _encode(self, value) -> tuple[bytes, int]:
-        return self._nc_pack(value), 0
+        try:
+            return self._nc_pack(value), 0
+        except ValueError:
+            # Nested beyond msgpack's depth (a recursive structure): LocMem
+            # pickles it, and so does this backend when pickle is on.
+            fallback = self._serializer.fallback
+            if fallback is None:
+                raise
+            return msgpack.packb(msgpack.ExtType(EXT_CODES["pickle"], fallback(value))), 0
 
     def _ttl(self, timeout):
         """Django timeout (seconds; None = forever; 0 or less = expire at once) for the Client."""
@@ -102,20 +139,70 @@ class NearCache(_native.CacheCore, BaseCache):
             return self.default_timeout
         return timeout
 
+    def _decode(self, kb: bytes, data: bytes, flags: int, default=None):
+        """A stored value; `default` (a miss) when this process cannot decode it."""
+        try:
+            return self._nc_decode(data, flags)
+        except Exception as e:
+            self._undecodable(kb, e)
+            return default
+
+    def _undecodable(self, kb: bytes, e: Exception) -> None:
+        self._client.counters["undecodable"] += 1
+        now = time.monotonic()
+        last = self._bad_values.get(kb)
+        if last is None or now - last >= self._warn_interval:
+            if len(self._bad_values) > 10000:
+                self._bad_values.clear()
+            self._bad_values[kb] = now
+            log.warning("nearcache: the value of %r cannot be decoded (%s: %s); served as a miss",
+                        kb[:200], type(e).__name__, e)
+
     def _probe(self, kb: bytes):
+        found, e = self._client.pending(kb)
+        if found:
+            if e is None:
+                return _native.MISS, None
+            v = self._decode(kb, e[0], e[1], _MISS)
+            return (_native.MISS, None) if v is _MISS else (HIT, v)
         if self._use_shm:
-            st, value = self._nc_probe(kb)
-            if st == UNAVAILABLE:
-                self._client.refresh_segment()
-            return st, value
+            try:
+                return self._nc_probe(kb)
+            except Exception as e:  # a value in the table that does not decode
+                self._undecodable(kb, e)
+                return _native.MISS, None
         return UNAVAILABLE, None
+
+    # -- get and get_many: the native hit path, with its failures as misses ---
+    def get(self, key, default=None, version=None):
+        ch = self._client._wchan
+        if ch is not None and ch.pending:  # this process's unacknowledged writes come first
+            kb = self._key(key, version)   # built (and validated) once
+            found, e = self._client.pending(kb)
+            if found and e is None:          # a pending delete
+                return default
+            st, value = self._probe(kb)
+            if st == HIT:
+                return value
+            return self._nc_get_miss(kb, default, st)
+        try:
+            return _core_get(self, key, default, version)
+        except (ValueError, UnicodeEncodeError):
+            return self._nc_get_slow(key, default, version)
+
+    def get_many(self, keys, version=None):
+        ch = self._client._wchan
+        if ch is not None and ch.pending:
+            return self._nc_get_many_slow(keys, version)
+        try:
+            return _core_get_many(self, keys, version)
+        except (ValueError, UnicodeEncodeError):
+            return self._nc_get_many_slow(keys, version)
 
     # -- hooks of the native get/get_many --------------------------------------
     def _nc_get_miss(self, kb: bytes, default, status: int):
-        if status == UNAVAILABLE and self._use_shm:
-            self._client.refresh_segment()
-        e = self._client.fetch(kb)
-        return default if e is None else self._nc_decode(e[0], e[1])
+        e = self._client.fetch(kb, refresh=status == UNAVAILABLE and self._use_shm)
+        return default if e is None else self._decode(kb, e[0], e[1], default)
 
     def _nc_get_slow(self, key, default, version):
         kb = self._key(key, version)
@@ -125,10 +212,13 @@ class NearCache(_native.CacheCore, BaseCache):
         return self._nc_get_miss(kb, default, st)
 
     def _nc_get_many_miss(self, pending: list, result: dict) -> None:
-        entries = self._client.fetch_many([kb for _, kb, _ in pending])
-        for (key, _, _), e in zip(pending, entries):
+        refresh = self._use_shm and any(st == UNAVAILABLE for _, _, st in pending)
+        entries = self._client.fetch_many([kb for _, kb, _ in pending], refresh)
+        for (key, kb, _), e in zip(pending, entries):
             if e is not None:
-                result[key] = self._nc_decode(e[0], e[1])
+                v = self._decode(kb, e[0], e[1], _MISS)
+                if v is not _MISS:
+                    result[key] = v
 
     def _nc_get_many_slow(self, keys, version):
         result = {}
@@ -145,8 +235,6 @@ class NearCache(_native.CacheCore, BaseCache):
         return result
 
     # -- BaseCache -----------------------------------------------------------
-    # get() and get_many() are CacheCore's.
-
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         kb = self._key(key, version)
         data, flags = self._encode(value)
@@ -166,13 +254,18 @@ class NearCache(_native.CacheCore, BaseCache):
     def has_key(self, key, version=None):
         return self._client.has_key(self._key(key, version))
 
-    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        items = []
+    def _items(self, data, version):
+        items, keys = [], {}
         for key, value in data.items():
             v, flags = self._encode(value)
-            items.append((key, self._key(key, version), v, flags))
-        failed = set(self._client.set_many([(kb, v, f) for _, kb, v, f in items], self._ttl(timeout)))
-        return [key for key, kb, _, _ in items if kb in failed]
+            kb = self._key(key, version)
+            keys[kb] = key
+            items.append((kb, v, flags))
+        return items, keys
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        items, keys = self._items(data, version)
+        return [keys[kb] for kb in self._client.set_many(items, self._ttl(timeout))]
 
     def delete_many(self, keys, version=None):
         self._client.delete_many([self._key(k, version) for k in keys])
@@ -188,31 +281,29 @@ class NearCache(_native.CacheCore, BaseCache):
 
     @staticmethod
     def _incr_value(key, value):
+        """An absent key is ValueError; fail-open, an unreachable daemon is an
+        empty cache, so ValueError too (the same in sync and async code)."""
         if value is None:
             raise ValueError("Key '%s' not found" % key)
         return value
 
-    def _incr_result(self, key, fn):
+    def incr(self, key, delta=1, version=None):
+        kb = self._key(key, version)
         try:
-            value = fn()
+            value = self._client.incr(kb, delta)
         except ProtocolError as e:
             raise self._incr_error(e) from None
         return self._incr_value(key, value)
 
-    def incr(self, key, delta=1, version=None):
-        kb = self._key(key, version)
-        return self._incr_result(key, lambda: self._client.incr(kb, delta))
-
     def decr(self, key, delta=1, version=None):
-        kb = self._key(key, version)
-        return self._incr_result(key, lambda: self._client.incr(kb, -delta))
+        return self.incr(key, -delta, version)
 
     def clear(self):
         """Clears the whole table, or with CLEAR_PREFIX_ONLY the keys of this KEY_PREFIX."""
         self._client.clear(f"{self.key_prefix}:" if self._clear_prefix_only else None)
 
     def close(self, **kwargs):
-        # Called after every request: connections are kept (one per thread).
+        # Called after every request: connections are kept (a pool per process).
         pass
 
     def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
@@ -221,41 +312,57 @@ class NearCache(_native.CacheCore, BaseCache):
         st, value = self._probe(kb)
         if st == HIT:
             return value
-        return self._compute_once(kb, default, self._ttl(timeout), store_none=True)[0]
+        return self._compute_once(kb, default, self._ttl(timeout), store_none=True, status=st)[0]
 
-    def _compute_once(self, kb: bytes, default, ttl, store_none: bool):
-        """(value, computed_here). The lease holder computes; others get its value."""
-        lease = self._client.lease(kb, self._lease_ttl, self._lease_wait)
+    # -- compute once: the lease protocol, its sync and async transports -------
+    def _lease_outcome(self, kb, lease):
+        """(value, True) when the lease brought a value this process can decode."""
         if lease.hit:
-            return self._nc_decode(lease.value, lease.flags), False
+            v = self._decode(kb, lease.value, lease.flags, _MISS)
+            if v is not _MISS:
+                return v, True
+        return None, False
+
+    def _compute_once(self, kb: bytes, default, ttl, store_none: bool, status=None):
+        """(value, computed_here). The lease holder computes; others get its value."""
+        held = _computing.get()
+        if kb in held:  # re-entered for a key this thread or task is computing
+            return self._compute(kb, default, ttl, store_none, None), True
+        lease = self._client.lease(kb, self._lease_ttl, self._lease_wait, refresh=status == UNAVAILABLE)
+        value, found = self._lease_outcome(kb, lease)
+        if found:
+            return value, False
+        mark = _computing.set(held | {kb})
+        try:
+            return self._compute(kb, default, ttl, store_none, lease.token), True
+        finally:
+            _computing.reset(mark)
+
+    def _compute(self, kb, default, ttl, store_none, token):
         try:
             value = default() if callable(default) else default
-            if value is None and not store_none:
-                stored = False
-            else:
+            stored = False
+            if value is not None or store_none:
                 data, flags = self._encode(value)
-                if lease.token is not None:
-                    stored = self._client.set(kb, data, ttl, flags)  # ends the lease
-                else:
-                    stored = self._client.add(kb, data, ttl, flags)
+                # A lease holder's SET ends the lease; without one, ADD keeps a
+                # value another worker stored meanwhile.
+                stored = (self._client.set if token is not None else self._client.add)(kb, data, ttl, flags)
         except BaseException:
-            if lease.token is not None:
-                self._client.release(kb, lease.token)
+            if token is not None:
+                self._client.release(kb, token)
             raise
-        if lease.token is not None and not stored:
-            self._client.release(kb, lease.token)
-        return value, True
+        if token is not None and not stored:
+            self._client.release(kb, token)
+        return value
 
     # -- async: hits run here, in the event loop's thread, with no executor ---
-    def _adecode_entry(self, e, default):
-        return default if e is None else self._nc_decode(e[0], e[1])
-
     async def aget(self, key, default=None, version=None):
         kb = self._key(key, version)
         st, value = self._probe(kb)
         if st == HIT:
             return value
-        return self._adecode_entry(await self._client.afetch(kb), default)
+        e = await self._client.afetch(kb, refresh=st == UNAVAILABLE and self._use_shm)
+        return default if e is None else self._decode(kb, e[0], e[1], default)
 
     async def aget_many(self, keys, version=None):
         result = {}
@@ -266,12 +373,15 @@ class NearCache(_native.CacheCore, BaseCache):
             if st == HIT:
                 result[key] = value
             else:
-                pending.append((key, kb))
+                pending.append((key, kb, st))
         if pending:
-            entries = await self._client.afetch_many([kb for _, kb in pending])
-            for (key, _), e in zip(pending, entries):
+            refresh = self._use_shm and any(st == UNAVAILABLE for _, _, st in pending)
+            entries = await self._client.afetch_many([kb for _, kb, _ in pending], refresh)
+            for (key, kb, _), e in zip(pending, entries):
                 if e is not None:
-                    result[key] = self._nc_decode(e[0], e[1])
+                    v = self._decode(kb, e[0], e[1], _MISS)
+                    if v is not _MISS:
+                        result[key] = v
         return result
 
     async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
@@ -294,28 +404,22 @@ class NearCache(_native.CacheCore, BaseCache):
         return await self._client.ahas_key(self._key(key, version))
 
     async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        items = []
-        for key, value in data.items():
-            v, flags = self._encode(value)
-            items.append((key, self._key(key, version), v, flags))
-        failed = set(await self._client.aset_many([(kb, v, f) for _, kb, v, f in items], self._ttl(timeout)))
-        return [key for key, kb, _, _ in items if kb in failed]
+        items, keys = self._items(data, version)
+        return [keys[kb] for kb in await self._client.aset_many(items, self._ttl(timeout))]
 
     async def adelete_many(self, keys, version=None):
         await self._client.adelete_many([self._key(k, version) for k in keys])
 
-    async def _aincr(self, key, kb, delta):
+    async def aincr(self, key, delta=1, version=None):
+        kb = self._key(key, version)
         try:
             value = await self._client.aincr(kb, delta)
         except ProtocolError as e:
             raise self._incr_error(e) from None
         return self._incr_value(key, value)
 
-    async def aincr(self, key, delta=1, version=None):
-        return await self._aincr(key, self._key(key, version), delta)
-
     async def adecr(self, key, delta=1, version=None):
-        return await self._aincr(key, self._key(key, version), -delta)
+        return await self.aincr(key, -delta, version)
 
     async def aclear(self):
         await self._client.aclear(f"{self.key_prefix}:" if self._clear_prefix_only else None)
@@ -328,26 +432,33 @@ class NearCache(_native.CacheCore, BaseCache):
         st, value = self._probe(kb)
         if st == HIT:
             return value
-        return (await self._acompute_once(kb, default, self._ttl(timeout), store_none=True))[0]
+        return (await self._acompute_once(kb, default, self._ttl(timeout), store_none=True, status=st))[0]
 
-    async def _acompute_once(self, kb: bytes, default, ttl, store_none: bool):
-        lease = await self._client.alease(kb, self._lease_ttl, self._lease_wait)
-        if lease.hit:
-            return self._nc_decode(lease.value, lease.flags), False
+    async def _acompute_once(self, kb: bytes, default, ttl, store_none: bool, status=None):
+        held = _computing.get()
+        if kb in held:
+            return await self._acompute(kb, default, ttl, store_none, None), True
+        lease = await self._client.alease(kb, self._lease_ttl, self._lease_wait, refresh=status == UNAVAILABLE)
+        value, found = self._lease_outcome(kb, lease)
+        if found:
+            return value, False
+        mark = _computing.set(held | {kb})
+        try:
+            return await self._acompute(kb, default, ttl, store_none, lease.token), True
+        finally:
+            _computing.reset(mark)
+
+    async def _acompute(self, kb, default, ttl, store_none, token):
         try:
             value = default() if callable(default) else default
-            if value is None and not store_none:
-                stored = False
-            else:
+            stored = False
+            if value is not None or store_none:
                 data, flags = self._encode(value)
-                if lease.token is not None:
-                    stored = await self._client.aset(kb, data, ttl, flags)
-                else:
-                    stored = await self._client.aadd(kb, data, ttl, flags)
+                stored = await (self._client.aset if token is not None else self._client.aadd)(kb, data, ttl, flags)
         except BaseException:
-            if lease.token is not None:
-                await self._client.arelease(kb, lease.token)
+            if token is not None:
+                await self._client.arelease(kb, token)
             raise
-        if lease.token is not None and not stored:
-            await self._client.arelease(kb, lease.token)
-        return value, True
+        if token is not None and not stored:
+            await self._client.arelease(kb, token)
+        return value

@@ -48,7 +48,7 @@ def get_cached_data(key, fetch_func, timeout=60 * 60 * 24, cache=None):
             computed.append(True)
             return _freeze(fetch_func())
 
-        value, _ = cache._compute_once(kb, compute, timeout, store_none=False)
+        value, _ = cache._compute_once(kb, compute, timeout, store_none=False, status=st)
         if computed and value is not None:
             log.debug("Cache | action=set status=success key='%s' timeout=%s", key, timeout)
         return value

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import socket
-import struct
+import select
 import time
 
 import msgpack
@@ -65,21 +66,44 @@ class ValueTooLarge(ProtocolError, ValueError):
     """The value is larger than the daemon's value_limit."""
 
 
+class Refused(CacheUnavailable):
+    """The daemon answered the connection with a refusal ([nil, status, message]) and closed it."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(f"nearcached refused the connection: {message}")
+
+
+# Connection-level answers that mean "this daemon will not serve you now".
+REFUSALS = frozenset({UNAVAILABLE, NOT_ALLOWED, SHUTTING_DOWN, TOO_MANY_REQUESTS})
+
+
 def error_for(status: int, message) -> ProtocolError:
     cls = {KEY_TOO_LONG: KeyTooLong, VALUE_TOO_LARGE: ValueTooLarge}.get(status, ProtocolError)
     return cls(status, message if isinstance(message, str) else "")
 
 
+PACKAGED_SOCKET = "/run/nearcache/nearcached.sock"
+
+
 def default_socket_path() -> str:
-    """The daemon's default socket path (see the README)."""
+    """The daemon's default socket path (see the README): $NEARCACHE_SOCKET, else
+    the user's own daemon under $XDG_RUNTIME_DIR when it is there, else the
+    packaged daemon when it is there, else the user's own (under
+    $XDG_RUNTIME_DIR, or /tmp/nearcache-<uid>/; root: the packaged path)."""
     env = os.environ.get("NEARCACHE_SOCKET")
     if env:
         return env
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return os.path.join(xdg, "nearcache", "nearcached.sock")
+    own = os.path.join(xdg, "nearcache", "nearcached.sock") if xdg else None
+    if own and os.path.exists(own):
+        return own
+    if os.path.exists(PACKAGED_SOCKET):
+        return PACKAGED_SOCKET
+    if own:
+        return own
     if os.getuid() == 0:
-        return "/run/nearcache/nearcached.sock"
+        return PACKAGED_SOCKET
     return f"/tmp/nearcache-{os.getuid()}/nearcached.sock"
 
 
@@ -93,64 +117,65 @@ def socket_path(location: str | None) -> str:
     return location
 
 
-def _new_unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+def new_unpacker() -> msgpack.Unpacker:
+    # surrogateescape: a text field the daemon relays from a client (client_name)
+    # need not be UTF-8, and must not make STATUS unreadable for everyone.
+    return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0, unicode_errors="surrogateescape")
 
 
-def _timeval(seconds: float) -> bytes:
-    seconds = max(seconds, 0.001)
-    return struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
+def check_frame(frame) -> None:
+    """Raises for a reply that is no reply, or a connection-level error (id nil)."""
+    if type(frame) is not list or len(frame) < 2:
+        raise ConnectionError(f"nearcached sent a malformed reply: {frame!r}"[:200])
+    if frame[0] is None:
+        status = frame[1]
+        message = frame[2] if len(frame) > 2 and isinstance(frame[2], str) else STATUS_NAMES.get(status, "")
+        if status in REFUSALS:  # e.g. [nil, UNAVAILABLE] at max_connections
+            raise Refused(status, message)
+        raise error_for(status, message)
+
+
+def green_socket(sock) -> bool:
+    """True for gevent's or eventlet's cooperative sockets (monkey-patching)."""
+    return type(sock).__module__ != "socket"
 
 
 class Connection:
-    """One blocking connection. Not thread-safe: the Client keeps one per thread.
+    """One blocking connection, used by one thread (or greenlet) at a time.
 
-    Timeouts are the kernel's (SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket):
-    a call costs one send and one receive system call, with no poll() before
-    each as Python's socket timeouts would add.
+    Every call runs against a deadline (time.monotonic()). A native socket is
+    non-blocking: a reply usually arrives within microseconds, so the client
+    tries recv() first (polling for up to busy_poll seconds), then waits in
+    poll() for the time left. A gevent or eventlet socket gets its own
+    timeout set to the time left before each wait, so the wait is
+    cooperative and bounded (a kernel SO_RCVTIMEO means nothing to them).
     """
 
-    def __init__(self, path: str, timeout: float, connect_timeout: float | None = None, busy_poll: float = 0.0):
+    def __init__(self, path: str, deadline: float, busy_poll: float = 0.0, trust=None):
         self.path = path
-        self.timeout = timeout
         self.busy_poll = busy_poll
         self._ids = itertools.count(1)
-        self._unpacker = _new_unpacker()
+        self._unpacker = new_unpacker()
         self._pack = msgpack.Packer(use_bin_type=True).pack
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.green = green_socket(sock)
         try:
-            sock.settimeout(connect_timeout if connect_timeout is not None else timeout)
+            sock.settimeout(_left(deadline))
             sock.connect(path)
-            sock.settimeout(None)
-            self._set_timeout(sock, timeout)
+            if trust is not None:
+                trust(sock, path)
+            if not self.green:
+                sock.settimeout(0.0)
+                self._poll = select.poll()
+                self._poll.register(sock.fileno(), select.POLLIN)
+        except socket.timeout:
+            sock.close()
+            raise socket.timeout(f"connecting to {path} timed out") from None
         except BaseException:
             sock.close()
             raise
         self.sock = sock
         self.info: dict = {}
-
-    def _recv(self, sock) -> bytes:
-        """Receives, polling without blocking for up to busy_poll seconds first.
-
-        The daemon usually answers within microseconds, but a thread that
-        blocks in recv() pays the kernel's wake-up latency on top (tens of
-        microseconds on virtual machines); a short, bounded poll skips it.
-        """
-        if self.busy_poll > 0:
-            end = time.perf_counter() + self.busy_poll
-            while True:
-                try:
-                    return sock.recv(262144, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    if time.perf_counter() > end:
-                        break
-        return sock.recv(262144)
-
-    @staticmethod
-    def _set_timeout(sock, seconds: float) -> None:
-        tv = _timeval(seconds)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -164,61 +189,143 @@ class Connection:
     def closed(self) -> bool:
         return self.sock is None
 
-    def call(self, op: int, *args, timeout: float | None = None) -> list:
-        """Sends one request; returns the reply as [status, *results]."""
-        return self.call_many([(op, *args)], timeout=timeout)[0]
+    def _wait(self, sock, deadline: float, events: int) -> None:
+        left = _left(deadline)
+        self._poll.modify(sock.fileno(), events)
+        if not self._poll.poll(max(1, math.ceil(left * 1000))) and time.monotonic() >= deadline:
+            raise socket.timeout("nearcached did not answer in time")
 
-    def call_many(self, requests: list[tuple], timeout: float | None = None) -> list[list]:
+    def _send(self, sock, out: bytes, deadline: float) -> None:
+        if self.green:
+            sock.settimeout(_left(deadline))
+            sock.sendall(out)
+            return
+        view = memoryview(out)
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                self._wait(sock, deadline, select.POLLOUT)
+
+    def _recv(self, sock, deadline: float) -> bytes:
+        if self.green:
+            sock.settimeout(_left(deadline))
+            return sock.recv(262144)
+        try:
+            return sock.recv(262144)
+        except BlockingIOError:
+            pass
+        # The daemon usually answers within microseconds, but a thread that
+        # sleeps in poll() pays the kernel's wake-up latency on top (tens of
+        # microseconds on virtual machines); a short, bounded spin skips it.
+        if self.busy_poll > 0:
+            end = time.perf_counter() + self.busy_poll
+            while time.perf_counter() < end:
+                try:
+                    return sock.recv(262144)
+                except BlockingIOError:
+                    pass
+        while True:
+            self._wait(sock, deadline, select.POLLIN)
+            try:
+                return sock.recv(262144)
+            except BlockingIOError:
+                continue
+
+    def send_frame(self, data: bytes, deadline: float) -> None:
+        """Sends bytes without reading a reply (the write channel); closes on failure."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectionResetError("connection closed")
+        try:
+            self._send(sock, data, deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def recv_blocking(self, check) -> bytes:
+        """Waits for bytes as long as `check()` (called every STALL_SLICE) does not
+        raise: the write channel's drainer thread, while other threads send on the
+        same socket."""
+        sock = self.sock
+        if sock is None:
+            return b""
+        if self.green:
+            while True:
+                try:
+                    sock.settimeout(STALL_SLICE)
+                    return sock.recv(262144)
+                except socket.timeout:
+                    if self.sock is None:
+                        return b""
+                    check()
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while True:
+            try:
+                return sock.recv(262144)
+            except BlockingIOError:
+                if not poller.poll(int(STALL_SLICE * 1000)):
+                    check()
+
+    def _recv_until(self, sock, deadline: float, soft: float, stalled) -> bytes:
+        """_recv for a request allowed to wait past `soft` (a lease, a clear):
+        past it, gives up as soon as `stalled()` says the daemon is stopped."""
+        while True:
+            now = time.monotonic()
+            if now >= soft and stalled():
+                raise socket.timeout("nearcached stopped answering (its heartbeat is stale)")
+            try:
+                return self._recv(sock, min(deadline, max(soft, now) + STALL_SLICE))
+            except socket.timeout:
+                if time.monotonic() >= deadline:
+                    raise
+
+    def call(self, op: int, *args, deadline: float) -> list:
+        """Sends one request; returns the reply as [status, *results]."""
+        return self.call_many([(op, *args)], deadline)[0]
+
+    def call_many(self, requests, deadline: float, soft: float | None = None, stalled=None) -> list[list]:
         """Pipelines requests; returns their replies ([status, *results]) in request order.
 
-        Raises OSError (socket.timeout included) when the connection fails;
-        the connection is then closed. Error statuses are returned, not raised.
+        Raises OSError (socket.timeout included) or ProtocolError (a framing
+        error) when the connection fails; it is then closed. Error statuses of
+        single requests are returned, not raised. With `stalled`, a wait
+        past `soft` ends early once stalled() is true.
         """
         sock = self.sock
         if sock is None:
             raise ConnectionResetError("connection closed")
         pack = self._pack
         first = next(self._ids)
-        if len(requests) == 1:
+        n = len(requests)
+        if n == 1:
             req = requests[0]
             out = pack([req[0], first, *req[1:]])
         else:
             out = b"".join([pack([req[0], first + i, *req[1:]]) for i, req in enumerate(requests)])
-            self._ids = itertools.count(first + len(requests))
-        n = len(requests)
+            self._ids = itertools.count(first + n)
         replies: list = [None] * n
         got = 0
-        total = timeout if timeout is not None else self.timeout
-        deadline = time.monotonic() + total
         unpacker = self._unpacker
         try:
-            if timeout is not None:
-                self._set_timeout(sock, timeout)
-            sock.sendall(out)
+            self._send(sock, out, deadline)
             while True:
                 for frame in unpacker:
-                    if type(frame) is not list or len(frame) < 2:
-                        raise ConnectionError(f"nearcached sent a malformed reply: {frame!r}")
-                    rid = frame[0]
-                    if rid is None:  # framing error: the daemon closes the connection
-                        raise error_for(frame[1], frame[2] if len(frame) > 2 else "")
-                    i = rid - first
+                    check_frame(frame)
+                    i = frame[0] - first if type(frame[0]) is int else -1
                     if 0 <= i < n and replies[i] is None:
                         replies[i] = frame[1:]
                         got += 1
                 if got == n:
                     break
-                data = self._recv(sock)
+                if time.monotonic() >= deadline:
+                    raise socket.timeout("nearcached did not answer in time")
+                data = (self._recv(sock, deadline) if stalled is None
+                        else self._recv_until(sock, deadline, soft, stalled))
                 if not data:
                     raise ConnectionResetError("nearcached closed the connection")
                 unpacker.feed(data)
-                if time.monotonic() > deadline:
-                    raise socket.timeout("nearcached did not answer in time")
-            if timeout is not None:
-                self._set_timeout(sock, self.timeout)
-        except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO expired
-            self.close()
-            raise socket.timeout(f"nearcached did not answer within {total:g} s") from None
         except BaseException:
             self.close()
             raise
@@ -228,6 +335,17 @@ class Connection:
         return replies
 
 
+STALL_SLICE = 0.1  # seconds between stalled() checks of a long wait
+
+
+def _left(deadline: float) -> float:
+    """Seconds until the deadline; raises socket.timeout once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("nearcached did not answer in time")
+    return left
+
+
 class AsyncConnection:
     """One asyncio connection, owned by the event loop that opened it.
 
@@ -235,10 +353,8 @@ class AsyncConnection:
     of that loop can use the connection at once (pipelining).
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.loop = asyncio.get_running_loop()
-        self.pid = os.getpid()
-        self.timeout = timeout
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
@@ -249,17 +365,25 @@ class AsyncConnection:
         self.info: dict = {}
 
     @classmethod
-    async def open(cls, path: str, timeout: float, connect_timeout: float | None = None) -> "AsyncConnection":
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path),
-                                                connect_timeout if connect_timeout is not None else timeout)
-        return cls(reader, writer, timeout)
+    async def open(cls, path: str, deadline: float, trust=None) -> "AsyncConnection":
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), _left(deadline))
+        except asyncio.TimeoutError:
+            raise socket.timeout(f"connecting to {path} timed out") from None
+        try:
+            if trust is not None:
+                trust(writer.get_extra_info("socket"), path)
+        except BaseException:
+            writer.close()
+            raise
+        return cls(reader, writer)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     async def _read_loop(self) -> None:
-        unpacker = _new_unpacker()
+        unpacker = new_unpacker()
         error: BaseException = ConnectionResetError("nearcached closed the connection")
         try:
             while True:
@@ -268,16 +392,11 @@ class AsyncConnection:
                     break
                 unpacker.feed(data)
                 for frame in unpacker:
-                    if not isinstance(frame, list) or len(frame) < 2:
-                        error = ConnectionError(f"nearcached sent a malformed reply: {frame!r}")
-                        return
-                    if frame[0] is None:
-                        error = error_for(frame[1], frame[2] if len(frame) > 2 else "")
-                        return
+                    check_frame(frame)
                     fut = self._waiting.pop(frame[0], None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame[1:])
-        except (OSError, asyncio.IncompleteReadError) as e:
+        except Exception as e:  # OSError, a framing error, a malformed reply
             error = e
         finally:
             self._fail(error)
@@ -287,6 +406,7 @@ class AsyncConnection:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(error)
+                fut.exception()  # retrieved: a caller that stopped waiting must not log it
         self._waiting.clear()
         try:
             self._writer.close()
@@ -298,10 +418,10 @@ class AsyncConnection:
             self._task.cancel()
             self._fail(ConnectionResetError("connection closed"))
 
-    async def call(self, op: int, *args, timeout: float | None = None) -> list:
-        return (await self.call_many([(op, *args)], timeout=timeout))[0]
+    async def call(self, op: int, *args, deadline: float) -> list:
+        return (await self.call_many([(op, *args)], deadline))[0]
 
-    async def call_many(self, requests: list[tuple], timeout: float | None = None) -> list[list]:
+    async def call_many(self, requests, deadline: float, soft: float | None = None, stalled=None) -> list[list]:
         if self._closed:
             raise ConnectionResetError("connection closed")
         futs = []
@@ -313,11 +433,26 @@ class AsyncConnection:
             futs.append(fut)
             out += self._packer.pack([req[0], rid, *req[1:]])
         self._writer.write(out)
+        gathered = asyncio.ensure_future(self._drain_and_gather(futs))
         try:
-            await asyncio.wait_for(self._drain_and_gather(futs), timeout if timeout is not None else self.timeout)
-        except asyncio.TimeoutError:
+            while True:
+                now = time.monotonic()
+                if stalled is not None and now >= soft and stalled():
+                    raise asyncio.TimeoutError
+                step = _left(deadline) if stalled is None else min(deadline, max(soft, now) + STALL_SLICE) - now
+                try:
+                    await asyncio.wait_for(asyncio.shield(gathered), max(step, 0.0))
+                    break
+                except asyncio.TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+        except (asyncio.TimeoutError, socket.timeout):
+            gathered.cancel()
             self.close()
             raise socket.timeout("nearcached did not answer in time") from None
+        except BaseException:
+            gathered.cancel()
+            raise
         result = [f.result() for f in futs]
         if any(r[0] in CLOSING for r in result):
             self.close()

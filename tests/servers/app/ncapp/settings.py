@@ -17,7 +17,7 @@ INSTALLED_APPS: list[str] = []
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "ncapp.urls"
 USE_TZ = True
-LOGGING_CONFIG = None  # 500s still reach the server's log through Django's default handler
+LOGGING_CONFIG = None  # no setup: 500s and nearcache's warnings reach the server's log (Python's last-resort handler)
 
 _kind = os.environ.get("NCAPP_CACHE", "nearcache")
 _location = os.environ.get("NCAPP_LOCATION", "")

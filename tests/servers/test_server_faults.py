@@ -214,8 +214,9 @@ def test_gevent_greenlets_share_a_few_daemon_connections(tmp_path):
         assert not failed, f"{len(failed)} of {GREENLETS} requests failed: {failed[:3]}"
         # The requests overlapped: served one after another they would take GREENLETS * hold / 2 s.
         assert elapsed < GREENLETS * hold / 8, f"{GREENLETS} requests took {elapsed:.1f} s: not concurrent"
+        # gunicorn does not promise to spread them: one worker may take them all.
         served_by = {r.body["pid"] for r in replies}
-        assert served_by == pids, f"requests reached workers {served_by}, not all of {pids}"
+        assert served_by <= pids, f"requests reached workers {served_by} beyond {pids}: a worker was replaced"
         assert all(n <= POOL_BOUND for n in peak.values()), \
             (f"{GREENLETS} concurrent greenlets held {peak} daemon connections per worker pid "
              f"(bound {POOL_BOUND}): one connection per greenlet")

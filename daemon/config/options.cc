@@ -47,6 +47,11 @@ const std::map<std::string, Field>& redis_fields() {
       {"redis_lease_poll_max_ms", &C::redis_lease_poll_max_ms},
       {"redis_wait_ms", &C::redis_wait_ms},
       {"redis_down", &C::redis_down},
+      {"redis_tls_ca_file", &C::redis_tls_ca_file},
+      {"redis_tls_cert_file", &C::redis_tls_cert_file},
+      {"redis_tls_key_file", &C::redis_tls_key_file},
+      {"redis_tls_server_name", &C::redis_tls_server_name},
+      {"redis_tls_verify", &C::redis_tls_verify},
   };
   return f;
 }
@@ -56,6 +61,7 @@ OptType redis_type(const std::string& t) {
   if (t == "path") return OptType::path;
   if (t == "count") return OptType::count;
   if (t == "size") return OptType::size;
+  if (t == "boolean") return OptType::boolean;
   return OptType::string;
 }
 
@@ -431,6 +437,11 @@ redis::Config redis_config(const Config& c) {
   r.lease_poll_min_ms = c.redis_lease_poll_min_ms;
   r.lease_poll_max_ms = c.redis_lease_poll_max_ms;
   r.wait_ms = c.redis_wait_ms;
+  r.tls_ca_file = c.redis_tls_ca_file;
+  r.tls_cert_file = c.redis_tls_cert_file;
+  r.tls_key_file = c.redis_tls_key_file;
+  r.tls_server_name = c.redis_tls_server_name;
+  r.tls_verify = c.redis_tls_verify;
   std::string ignored;
   redis::parse_down_policy(c.redis_down, &r.down, &ignored);
   return r;

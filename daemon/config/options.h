@@ -44,6 +44,8 @@ struct Config {
   uint64_t redis_drain_timeout_ms = 5000, redis_heartbeat_ms = 1000;
   uint64_t redis_lease_poll_min_ms = 10, redis_lease_poll_max_ms = 250;
   uint64_t redis_wait_ms = 500;
+  std::string redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file, redis_tls_server_name;
+  bool redis_tls_verify = true;
 };
 
 enum class OptType { string, path, boolean, size, count, mode, list, secret };

@@ -354,7 +354,7 @@ void Engine::redis_status(Packer& pk) {
     pk.pack_uint64(redis::redis_metric_value(st, redis::RedisMetric(i)));
   }
   pack_str(pk, "redis");
-  pk.pack_map(11);
+  pk.pack_map(13);
   pack_str(pk, "url"), pack_str(pk, st.url);
   pack_str(pk, "prefix"), pack_bytes(pk, tier_->config().prefix);
   pack_str(pk, "state"), pack_str(pk, redis::link_state_name(st.data.state));
@@ -366,6 +366,10 @@ void Engine::redis_status(Packer& pk) {
   pack_str(pk, "degraded"), st.degraded ? pk.pack_true() : pk.pack_false();
   pack_str(pk, "redis_down"), pack_str(pk, redis::down_policy_name(tier_->down_policy()));
   pack_str(pk, "queue_in_flight"), pk.pack_uint64(st.queue.in_flight);
+  pack_str(pk, "tls"), pack_str(pk, !st.data.tls ? "off" : st.data.tls_verify ? "on" : "on, not verified");
+  const std::string& verr =
+      st.data.tls_verify_error.empty() ? st.invalidation.tls_verify_error : st.data.tls_verify_error;
+  pack_str(pk, "tls_verify_error"), pack_str(pk, verr);
 }
 
 }  // namespace nearcache::daemon

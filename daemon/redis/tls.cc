@@ -34,7 +34,8 @@ bool load_key(SSL_CTX* ctx, const std::string& path, std::string* err) {
   const int ok = SSL_CTX_use_PrivateKey(ctx, key);
   EVP_PKEY_free(key);
   if (ok != 1) {
-    *err = "redis_tls_key_file " + path + ": " + tls_errors("cannot use the key");
+    *err = "redis_tls_key_file " + path + " does not match redis_tls_cert_file or cannot be used: " +
+           tls_errors("cannot use the key");
     return false;
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {

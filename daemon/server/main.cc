@@ -42,7 +42,7 @@ std::string metrics_markdown() {
   s += "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
        "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, `handshaking`), "
        "`since_unix_ms` (when the data connection last went up or down), `last_error`, "
-       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`.\n\n"
+       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `tls` (off, on, or \"on, not verified\"), `tls_verify_error` (the last certificate verification failure).\n\n"
        "| metric | type | meaning |\n| --- | --- | --- |\n";
   const MetricSpec* r = redis_metric_table();
   for (size_t i = 0; i < kRedisMetricCount; ++i)
@@ -175,6 +175,8 @@ int main(int argc, char** argv) {
       });
     };
     server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
+      std::string tls_err;
+      if (!tier->reload_tls(&tls_err)) spdlog::error("SIGHUP: {}; keeping the previous TLS certificates", tls_err);
       if (c.redis_password_file.empty()) return;
       std::string pw, why;
       if (!nearcache::redis::read_password_file(c.redis_password_file, &pw, &why)) {

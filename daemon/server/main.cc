@@ -42,7 +42,8 @@ std::string metrics_markdown() {
   s += "\nWith `redis_url` set, STATUS also has these, and a `redis` map: `url` (credentials masked), `prefix`, "
        "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, `handshaking`), "
        "`since_unix_ms` (when the data connection last went up or down), `last_error`, "
-       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `tls` (off, on, or \"on, not verified\"), `tls_verify_error` (the last certificate verification failure).\n\n"
+       "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `tls` (`off`, `on`, "
+       "or `on, not verified`), `tls_verify_error` (the last certificate verification failure).\n\n"
        "| metric | type | meaning |\n| --- | --- | --- |\n";
   const MetricSpec* r = redis_metric_table();
   for (size_t i = 0; i < kRedisMetricCount; ++i)

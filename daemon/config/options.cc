@@ -546,8 +546,8 @@ std::string config_markdown() {
        "the worst loop delay seen.\n"
     << "\n## The Redis tier\n\n"
     << "The `redis_*` options configure it; `doc/redis.md` describes what it guarantees, what "
-       "`redis_down = local` can lose, and the limits of the Redis client library (no TLS, no RESP3, no "
-       "Sentinel or Cluster).\n";
+       "`redis_down = local` can lose, TLS (`rediss://`, the `redis_tls_*` options), and the limits that "
+       "remain (no RESP3, no Sentinel or Cluster).\n";
   return s.str();
 }
 

@@ -14,8 +14,8 @@ const std::vector<OptionRow>& redis_options() {
   static const std::vector<OptionRow> rows = {
       {"redis_url", "secret", "", false,
        "Redis shared by the hosts: redis://[user:password@]host[:port][/db] or "
-       "unix://[user:password@]/path[?db=N]. Empty: no Redis tier. rediss:// (TLS) is not supported "
-       "(hiredis 0.14); use a local TLS proxy. Put a password in redis_password_file rather than here: "
+       "unix://[user:password@]/path[?db=N]; rediss:// is redis:// over TLS (see redis_tls_*). Empty: no "
+       "Redis tier. Put a password in redis_password_file rather than here: "
        "the packaged config file is readable by every member of the nearcache group."},
       {"redis_password_file", "path", "", true,
        "File holding the Redis password (its first line), read at start and on SIGHUP (used from the next "

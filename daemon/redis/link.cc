@@ -11,6 +11,7 @@
 #include <random>
 #include <spdlog/spdlog.h>
 
+#include "redis/replies.h"
 #include "redis/tls.h"
 #include "redis/transport.h"
 #include "redis/util.h"
@@ -237,8 +238,7 @@ void Link::connect_to(const std::string& ip, const std::string& path) {
 
 void Link::on_tr_connected(void* ctx) {
   Link* self = static_cast<Link*>(ctx);
-  self->reader_ = redisReaderCreate();
-  if (!self->reader_) return self->fail("out of memory");
+  self->reader_ = new ReplyParser(self->opts_.max_reply_bytes);
   if (self->hold_) transport_hold(self->tr_, true);
   self->handshake();
 }
@@ -357,10 +357,10 @@ void Link::teardown(const std::string& why, bool retry) {
     tr_ = nullptr;
     transport_close(t);
   }
-  if (redisReader* r = reader_) {
+  if (ReplyParser* r = reader_) {
     reader_ = nullptr;
     if (dispatching_) dead_reader_ = r;  // on_data is using it
-    else redisReaderFree(r);
+    else delete r;
   }
   fail_reason_ = why;
   while (head_) {
@@ -481,67 +481,26 @@ bool Link::send(int argc, const char** argv, const size_t* lens, ReplyFn cb) {
 
 // ------------------------------------------------------------ replies
 
-namespace {
-
-// RESP2 pub/sub messages and confirmations: arrays whose first element names the kind.
-bool is_pubsub(const redisReply* r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING) return false;
-  const std::string_view k(r->element[0]->str, r->element[0]->len);
-  return k == "message" || k == "pmessage" || k == "subscribe" || k == "unsubscribe" || k == "psubscribe" ||
-         k == "punsubscribe" || k == "smessage" || k == "ssubscribe" || k == "sunsubscribe";
-}
-
-// The length a top-level bulk string reply announces ("$<n>\r\n"), or -1
-// when `buf` does not start with a complete bulk header.
-int64_t bulk_length(const char* buf, size_t len) {
-  if (len < 2 || buf[0] != '$') return -1;
-  int64_t v = 0;
-  for (size_t i = 1; i < len && i < 21; ++i) {
-    if (buf[i] == '\r') return i > 1 ? v : -1;
-    if (buf[i] < '0' || buf[i] > '9') return -1;
-    v = v * 10 + (buf[i] - '0');
-  }
-  return -1;
-}
-
-}  // namespace
-
 void Link::on_data(const char* bytes, size_t len) {
   if (!reader_) return;
-  redisReader* rd = reader_;
-  if (redisReaderFeed(rd, bytes, len) != REDIS_OK) return fail(std::string("protocol error: ") + rd->errstr);
+  ReplyParser* rd = reader_;
+  std::string err;
+  if (!rd->feed(bytes, len, &err)) return fail(err);
   dispatching_ = true;
+  bool ok = true;
   for (;;) {
-    void* reply = nullptr;
-    if (redisReaderGetReply(rd, &reply) != REDIS_OK) {
-      const std::string why = std::string("protocol error: ") + rd->errstr;
-      dispatching_ = false;
-      if (dead_reader_) redisReaderFree(dead_reader_), dead_reader_ = nullptr;
-      return fail(why);
-    }
-    if (!reply) break;
-    dispatch(static_cast<redisReply*>(reply));
+    redisReply* reply = nullptr;
+    if (!(ok = rd->next(&reply, &err)) || !reply) break;
+    dispatch(reply);
     if (dead_reader_) break;  // torn down (close() from a callback)
   }
   dispatching_ = false;
   if (dead_reader_) {
-    redisReaderFree(dead_reader_);
+    delete dead_reader_;
     dead_reader_ = nullptr;
     return;
   }
-  check_reply_size();
-}
-
-// What the reader holds is the reply still incomplete: refuse it before it
-// grows past the bound (a bulk string as soon as its header announces more).
-bool Link::check_reply_size() {
-  const uint64_t max = opts_.max_reply_bytes;
-  if (max == 0 || !reader_ || failing_) return true;
-  const size_t buffered = reader_->len - reader_->pos;
-  const int64_t announced = bulk_length(reader_->buf + reader_->pos, buffered);
-  if (buffered <= max && (announced < 0 || uint64_t(announced) <= max)) return true;
-  fail("a reply of more than " + std::to_string(max) + " bytes (max_reply_bytes) was refused");
-  return false;
+  if (!ok || !rd->within_bound(&err)) fail(err);
 }
 
 void Link::dispatch(redisReply* reply) {

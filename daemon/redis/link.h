@@ -27,7 +27,7 @@
 // pending command's callback has failed.
 //
 // Replies larger than LinkOptions::max_reply_bytes (when set) close the
-// connection as failed before more than that is buffered (check_reply_size).
+// connection as failed before more than that is buffered (replies.h).
 //
 // Lifetime: start(), ..., close(cb); the Link may be destroyed once cb has
 // run (all its libuv handles are closed). Single-threaded: loop thread only.
@@ -46,10 +46,10 @@
 #include "redis/util.h"
 
 struct redisReply;
-struct redisReader;
 
 namespace nearcache::redis {
 
+class ReplyParser;
 class TlsClient;
 struct Transport;
 
@@ -173,7 +173,6 @@ class Link {
   bool send(int argc, const char** argv, const size_t* lens, ReplyFn cb);
   void on_data(const char* bytes, size_t len);
   void dispatch(redisReply* reply);
-  bool check_reply_size();
 
   static void on_tr_connected(void* self);
   static void on_tr_data(void* self, const char* bytes, size_t len);
@@ -187,9 +186,9 @@ class Link {
   LinkOptions opts_;
   LinkState state_ = LinkState::idle;
   Transport* tr_ = nullptr;           // the connection, while there is one
-  redisReader* reader_ = nullptr;     // its reply parser
+  ReplyParser* reader_ = nullptr;     // its reply parser
   bool dispatching_ = false;          // inside on_data: teardown leaves the reader to it
-  redisReader* dead_reader_ = nullptr;  // torn down while dispatching: freed by on_data
+  ReplyParser* dead_reader_ = nullptr;  // torn down while dispatching: freed by on_data
   Resolve* resolving_ = nullptr;      // the lookup in flight, if any
   bool resolve_wanted_ = false;       // an attempt waits for the lookup in flight
   std::vector<std::string> addrs_;    // last resolved addresses, tried in turn

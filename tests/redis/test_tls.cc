@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "fixture.h"
+#include "redis/replies.h"
 #include "redis/tls.h"
 
 using namespace nctest;
@@ -322,4 +323,27 @@ TEST_CASE("two hosts over TLS: write-behind, read-through and invalidations", "[
   CHECK(st.data.tls_verify);
   CHECK(st.invalidation.tls);
   CHECK(st.url.rfind("rediss://", 0) == 0);
+}
+
+TEST_CASE("the reply parser refuses oversized headers before hiredis allocates for them", "[redis][replies]") {
+  std::string err;
+  {
+    ReplyParser p;  // no byte bound: arrays are still capped
+    CHECK_FALSE(p.feed("*555555555\r\n", 12, &err));
+    CHECK(err.find("elements") != std::string::npos);
+  }
+  {
+    ReplyParser p(100);
+    // A bulk string announced over the bound is refused at its header; its
+    // payload (which may look like headers) is skipped, not scanned.
+    const std::string ok = "$10\r\n*999999999\r\n+OK\r\n";
+    REQUIRE(p.feed(ok.data(), ok.size(), &err));
+    redisReply* r = nullptr;
+    REQUIRE(p.next(&r, &err));
+    REQUIRE(r);
+    CHECK(std::string(r->str, r->len) == "*999999999");
+    freeReplyObject(r);
+    CHECK_FALSE(p.feed("$101\r\n", 6, &err));
+    CHECK(err.find("max_reply_bytes") != std::string::npos);
+  }
 }

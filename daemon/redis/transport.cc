@@ -29,6 +29,8 @@ struct Transport {
   uv_pipe_t pipe;
   uv_stream_t* stream = nullptr;  // &tcp or &pipe; nullptr when detached (fuzzer)
   uv_connect_t connect_req;
+  uv_prepare_t cork;     // flushes what this loop turn wrote, before the loop polls again
+  int handles = 0;       // open libuv handles (stream, cork): freed when both closed
   TransportHandlers h;
   TState state = TState::connecting;
   std::shared_ptr<const TlsClient> tls;
@@ -72,6 +74,18 @@ void drain_wbio(Transport* t) {
 }
 
 void on_write(uv_write_t* req, int status);
+void flush(Transport* t);
+
+// Commands written during one loop turn leave together: one syscall (and
+// one TLS record set) for GET + PTTL or a burst of write-behind.
+void flush_soon(Transport* t) {
+  if (!t->stream) return flush(t);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&t->cork)))
+    uv_prepare_start(&t->cork, [](uv_prepare_t* p) {
+      uv_prepare_stop(p);
+      flush(static_cast<Transport*>(p->data));
+    });
+}
 
 // Encrypts what waits, then hands everything for the socket to one uv_write.
 void flush(Transport* t) {
@@ -214,6 +228,16 @@ bool setup_tls(Transport* t, const TransportTarget& target, std::string* err) {
 }  // namespace
 
 Transport* transport_open(uv_loop_t* loop, const TransportTarget& target, TransportHandlers h, std::string* err) {
+  sockaddr_storage sa{};
+  if (target.path.empty()) {
+    const int rc = target.ip.find(':') != std::string::npos
+                       ? uv_ip6_addr(target.ip.c_str(), target.port, reinterpret_cast<sockaddr_in6*>(&sa))
+                       : uv_ip4_addr(target.ip.c_str(), target.port, reinterpret_cast<sockaddr_in*>(&sa));
+    if (rc != 0) {
+      *err = "bad address " + target.ip;
+      return nullptr;
+    }
+  }
   auto* t = new Transport;
   t->loop = loop;
   t->h = h;
@@ -222,23 +246,16 @@ Transport* transport_open(uv_loop_t* loop, const TransportTarget& target, Transp
     return nullptr;
   }
   t->connect_req.data = t;
-  int rc;
+  uv_prepare_init(loop, &t->cork);
+  t->cork.data = t;
+  t->handles = 2;
+  int rc = 0;
   if (!target.path.empty()) {
     uv_pipe_init(loop, &t->pipe, 0);
     t->stream = reinterpret_cast<uv_stream_t*>(&t->pipe);
     t->stream->data = t;
     uv_pipe_connect(&t->connect_req, &t->pipe, target.path.c_str(), on_connect);
-    rc = 0;
   } else {
-    sockaddr_storage sa{};
-    rc = target.ip.find(':') != std::string::npos
-             ? uv_ip6_addr(target.ip.c_str(), target.port, reinterpret_cast<sockaddr_in6*>(&sa))
-             : uv_ip4_addr(target.ip.c_str(), target.port, reinterpret_cast<sockaddr_in*>(&sa));
-    if (rc != 0) {
-      *err = "bad address " + target.ip;
-      delete t;
-      return nullptr;
-    }
     uv_tcp_init(loop, &t->tcp);
     t->stream = reinterpret_cast<uv_stream_t*>(&t->tcp);
     t->stream->data = t;
@@ -259,11 +276,7 @@ bool transport_write(Transport* t, const char* bytes, size_t len, std::string* e
     return false;
   }
   (t->ssl ? t->plain : t->out).append(bytes, len);
-  flush(t);
-  if (t->gone()) {
-    *err = "write failed";
-    return false;
-  }
+  flush_soon(t);
   return true;
 }
 
@@ -278,7 +291,12 @@ void transport_close(Transport* t) {
   if (t->state == TState::closed) return;
   t->state = TState::closed;
   if (!t->stream) return;  // detached: transport_free_detached_for_test frees it
-  uv_close(reinterpret_cast<uv_handle_t*>(t->stream), [](uv_handle_t* hd) { delete static_cast<Transport*>(hd->data); });
+  auto closed = [](uv_handle_t* hd) {
+    auto* tr = static_cast<Transport*>(hd->data);
+    if (--tr->handles == 0) delete tr;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&t->cork), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(t->stream), closed);
 }
 
 bool transport_is_tls(const Transport* t) { return t->ssl != nullptr; }

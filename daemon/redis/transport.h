@@ -10,8 +10,9 @@
 // certificate checks passed: nothing is written on a connection whose
 // verification failed.
 //
-// Writes are coalesced: while one uv_write is in flight, later writes are
-// buffered and go out together (one TLS record set, one syscall).
+// Writes are coalesced: what one loop turn writes goes out together just
+// before the loop polls again (a uv_prepare handle), and while a uv_write is
+// in flight later writes wait and go out together (one SSL_write, one syscall).
 //
 // Handlers run on the loop thread; after `failed` (once, with the reason) or
 // transport_close() no handler runs again. transport_close() may be called

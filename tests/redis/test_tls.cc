@@ -213,7 +213,7 @@ TEST_CASE("the system's CA store does not trust a private CA", "[redis][tls]") {
   refused(loop, redis, l, "unknown CA");
 }
 
-TEST_CASE("a certificate for another name is refused: name mismatch; redis_tls_server_name fixes it", "[redis][tls]") {
+TEST_CASE("a certificate for another name is refused (name mismatch), redis_tls_server_name fixes it", "[redis][tls]") {
   const int port = free_port();
   RedisServer redis(tls_server(port, "wrongname"));
   Loop loop;

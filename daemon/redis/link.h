@@ -29,6 +29,9 @@
 // Replies larger than LinkOptions::max_reply_bytes (when set) close the
 // connection as failed before more than that is buffered (replies.h).
 //
+// The process must ignore SIGPIPE (nearcached does): libuv writes with
+// write(2), which raises it when Redis has gone away.
+//
 // Lifetime: start(), ..., close(cb); the Link may be destroyed once cb has
 // run (all its libuv handles are closed). Single-threaded: loop thread only.
 #pragma once

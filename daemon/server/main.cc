@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     }
     warn_exposed_password(cfg, inv);
   }
-  // hiredis writes with write(2): a Redis that went away must not kill us.
+  // libuv writes with write(2): a Redis that went away must not kill us.
   signal(SIGPIPE, SIG_IGN);
   // Every client is a file descriptor: allow as many as the hard limit permits.
   rlimit rl;

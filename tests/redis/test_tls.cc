@@ -347,3 +347,31 @@ TEST_CASE("the reply parser refuses oversized headers before hiredis allocates f
     CHECK(err.find("max_reply_bytes") != std::string::npos);
   }
 }
+
+TEST_CASE("a TLS handshake that never completes is bounded by connect_timeout_ms; the loop keeps turning",
+          "[redis][tls]") {
+  const int port = free_port();
+  RedisServer redis(tls_server(port, "server"));
+  redis.pause();  // the kernel still accepts the TCP connection; nobody answers the ClientHello
+  Loop loop;
+  LinkOptions o = opts(client({.ca_file = pki().f("ca.crt")}));
+  o.connect_timeout_ms = 150;
+  Link l(loop, endpoint(url("localhost", port)), o);
+  uint64_t ticks = 0;
+  uv_timer_t tick;
+  uv_timer_init(loop, &tick);
+  tick.data = &ticks;
+  uv_timer_start(&tick, [](uv_timer_t* t) { ++*static_cast<uint64_t*>(t->data); }, 10, 10);
+  const uint64_t t0 = now_ms();
+  l.start();
+  REQUIRE(loop.until([&] { return l.status().failures_total >= 1; }, 3000));
+  const uint64_t took = now_ms() - t0;
+  INFO(l.status().last_error);
+  CHECK(l.status().last_error.find("(TLS): timed out after 150 ms") != std::string::npos);
+  CHECK(took < 1000);
+  CHECK(ticks >= 5);  // the loop ran its timers meanwhile
+  redis.resume();
+  REQUIRE(loop.until([&] { return l.ready(); }, 5000));
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+  close_link(loop, l);
+}

@@ -191,6 +191,12 @@ std::string status_text(const msgpack::object& st) {
     if (yes("degraded"))
       s << "    DEGRADED: Redis is unreachable; ADD, INCR and LEASE are decided on this host alone (redis_down = "
         << text("redis_down") << ")\n";
+    if (text("tls") == "on, not verified")
+      s << "    TLS: on, NOT VERIFIED (redis_tls_verify = false): anyone on the path can pose as Redis\n";
+    else if (!text("tls").empty() && text("tls") != "off")
+      s << "    TLS: " << text("tls") << " (certificate chain and name verified)\n";
+    if (!text("tls_verify_error").empty())
+      s << "    last TLS verification failure: " << text("tls_verify_error") << "\n";
     if (!text("last_error").empty()) s << "    last error: " << text("last_error") << "\n";
     if (!text("invalidation_last_error").empty())
       s << "    last invalidation error: " << text("invalidation_last_error") << "\n";

@@ -27,7 +27,7 @@ enum class OptType { string, path, boolean, size, count, mode, list, secret };
 
 // Where a row's value lives.
 using Field = std::variant<std::string Config::*, bool Config::*, unsigned Config::*, uint64_t Config::*,
-                           std::string redis::Config::*, uint64_t redis::Config::*,
+                           std::string redis::Config::*, bool redis::Config::*, uint64_t redis::Config::*,
                            redis::DownPolicy redis::Config::*>;
 
 struct OptionSpec {

@@ -354,7 +354,7 @@ void Engine::redis_status(Packer& pk) {
     pk.pack_uint64(redis::redis_metric_value(st, redis::RedisMetric(i)));
   }
   pack_str(pk, "redis");
-  pk.pack_map(13);
+  pk.pack_map(15);
   pack_str(pk, "url"), pack_str(pk, st.url);
   pack_str(pk, "prefix"), pack_bytes(pk, tier_->config().prefix);
   pack_str(pk, "state"), pack_str(pk, redis::link_state_name(st.data.state));
@@ -368,6 +368,10 @@ void Engine::redis_status(Packer& pk) {
   pack_str(pk, "queue_in_flight"), pk.pack_uint64(st.queue.in_flight);
   pack_str(pk, "last_write_refusal"), pack_str(pk, st.queue.last_refusal);  // write_behind.h: Refusals
   pack_str(pk, "last_write_refusal_unix_ms"), pk.pack_uint64(st.queue.last_refusal_unix_ms);
+  pack_str(pk, "tls"), pack_str(pk, !st.data.tls ? "off" : st.data.tls_verify ? "on" : "on, not verified");
+  const std::string& verr =
+      st.data.tls_verify_error.empty() ? st.invalidation.tls_verify_error : st.data.tls_verify_error;
+  pack_str(pk, "tls_verify_error"), pack_str(pk, verr);
 }
 
 }  // namespace nearcache::daemon

@@ -24,8 +24,8 @@ const std::vector<daemon::OptionSpec>& redis_options() {
   static const std::vector<daemon::OptionSpec> rows = {
       {"redis_url", OptType::secret, "", 0, 0, false,
        "Redis shared by the hosts: redis://[user:password@]host[:port][/db] or "
-       "unix://[user:password@]/path[?db=N]. Empty: no Redis tier. rediss:// (TLS) is not supported "
-       "(hiredis 0.14); use a local TLS proxy. Put a password in redis_password_file rather than here: "
+       "unix://[user:password@]/path[?db=N]; rediss:// is redis:// over TLS (see redis_tls_*). Empty: no "
+       "Redis tier. Put a password in redis_password_file rather than here: "
        "the packaged config file is readable by every member of the nearcache group.",
        &C::url},
       {"redis_password_file", OptType::path, "", 0, 0, true,
@@ -81,6 +81,25 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "
        "unknown). Keep it below the clients' timeouts (the Python client's default is 1 s).",
        &C::wait_ms},
+      {"redis_tls_ca_file", OptType::path, "", 0, 0, false,
+       "rediss:// only: PEM file of the CA certificate(s) that Redis's certificate must chain to. Default: the "
+       "system's CA store. Certificates are read again on SIGHUP (used from the next connection).",
+       &C::tls_ca_file},
+      {"redis_tls_cert_file", OptType::path, "", 0, 0, false,
+       "rediss:// only: PEM client certificate (with its chain) for mutual TLS; needs redis_tls_key_file.",
+       &C::tls_cert_file},
+      {"redis_tls_key_file", OptType::path, "", 0, 0, false,
+       "rediss:// only: PEM private key of redis_tls_cert_file. Like redis_password_file it must be a regular "
+       "file that only its owner may read (mode 0600 or 0400).",
+       &C::tls_key_file},
+      {"redis_tls_server_name", OptType::string, "", 0, 0, false,
+       "rediss:// only: the name sent as SNI and verified in Redis's certificate. Default: the URL's host (for "
+       "an IP address no SNI is sent and the certificate must list the address).",
+       &C::tls_server_name},
+      {"redis_tls_verify", OptType::boolean, "true", 0, 0, false,
+       "rediss:// only: verify Redis's certificate chain and name. false encrypts without knowing who answers "
+       "(logged as a warning at start and shown in STATUS); for tests only.",
+       &C::tls_verify},
       {"redis_down", OptType::string, "local", 0, 0, false,
        "What ADD, INCR/DECR and LEASE do while Redis is unreachable: local (decide on this host; STATUS "
        "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE).",
@@ -121,6 +140,16 @@ bool validate(const Config& c, Endpoint* ep, std::string* err) {
     ep->password = c.password;
     ep->has_password = true;
   }
+  const bool tls_opts = !c.tls_ca_file.empty() || !c.tls_cert_file.empty() || !c.tls_key_file.empty() ||
+                        !c.tls_server_name.empty() || !c.tls_verify;
+  if (tls_opts && !ep->tls) {
+    *err = "redis_tls_* options are set but redis_url is not rediss://";
+    return false;
+  }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    *err = "redis_tls_cert_file and redis_tls_key_file go together (mutual TLS)";
+    return false;
+  }
   if (c.prefix.empty()) {
     // An empty prefix would make CLEAR remove every key of the database and
     // the invalidation subscription cover keys of other applications.
@@ -150,9 +179,10 @@ bool validate(const Config& c, Endpoint* ep, std::string* err) {
   return true;
 }
 
-bool read_password_file(const std::string& path, std::string* password, std::string* err) {
+bool read_private_file(const std::string& path, const char* option, size_t max_bytes, std::string* data,
+                       std::string* err) {
   auto fail = [&](const std::string& why) {
-    *err = "redis_password_file " + path + ": " + why;
+    *err = std::string(option) + " " + path + ": " + why;
     return false;
   };
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -173,7 +203,7 @@ bool read_password_file(const std::string& path, std::string* password, std::str
     snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
     return fail(std::string("mode ") + mode + " lets others than its owner read or change it; chmod 600 it");
   }
-  std::string data;
+  data->clear();
   char buf[4096];
   for (;;) {
     const ssize_t n = read(fd, buf, sizeof buf);
@@ -184,16 +214,26 @@ bool read_password_file(const std::string& path, std::string* password, std::str
       return fail(std::strerror(e));
     }
     if (n == 0) break;
-    data.append(buf, size_t(n));
-    if (data.size() > 65536) {
+    data->append(buf, size_t(n));
+    if (data->size() > max_bytes) {
       close(fd);
-      return fail("longer than 64 KiB; expected one line with the password");
+      return fail("longer than " + std::to_string(max_bytes / 1024) + " KiB");
     }
   }
   close(fd);
+  if (data->empty()) return fail("empty");
+  return true;
+}
+
+bool read_password_file(const std::string& path, std::string* password, std::string* err) {
+  std::string data;
+  if (!read_private_file(path, "redis_password_file", 65536, &data, err)) return false;
   const size_t eol = data.find_first_of("\r\n");
   if (eol != std::string::npos) data.resize(eol);
-  if (data.empty()) return fail("empty (the password is its first line)");
+  if (data.empty()) {
+    *err = "redis_password_file " + path + ": empty (the password is its first line)";
+    return false;
+  }
   *password = std::move(data);
   return true;
 }

@@ -45,6 +45,12 @@ struct Config {
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)
   uint64_t pipeline = 1024;       // write-behind commands in flight at once (not an option)
+  // TLS (rediss:// URLs only; see tls.h).
+  std::string tls_ca_file;        // redis_tls_ca_file; "" = the system's CA store
+  std::string tls_cert_file;      // redis_tls_cert_file (mutual TLS) ...
+  std::string tls_key_file;       // ... redis_tls_key_file (owner-only, like the password file)
+  std::string tls_server_name;    // redis_tls_server_name; "" = the URL's host
+  bool tls_verify;                // redis_tls_verify; off: no chain or name check (warned)
   // The largest value read from Redis that the daemon relays (value bytes,
   // envelope removed); a larger one is refused in Redis, before any of it is
   // sent (read_through.h). The daemon sets it from value_limit (not an option).
@@ -74,5 +80,10 @@ bool validate(const Config& cfg, Endpoint* ep, std::string* err);
 // owner may read or write (mode & 077): the packaged config is readable by
 // every app user, the password file must not be.
 bool read_password_file(const std::string& path, std::string* password, std::string* err);
+// The same checks for any secret file (redis_tls_key_file): a regular file,
+// not a symlink, mode & 077 == 0, at most max_bytes, not empty. `option`
+// names it in *err.
+bool read_private_file(const std::string& path, const char* option, size_t max_bytes, std::string* data,
+                       std::string* err);
 
 }  // namespace nearcache::redis

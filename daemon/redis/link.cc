@@ -2,7 +2,6 @@
 #include "redis/link.h"
 
 #include <arpa/inet.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -12,6 +11,9 @@
 #include <random>
 #include <spdlog/spdlog.h>
 
+#include "redis/replies.h"
+#include "redis/tls.h"
+#include "redis/transport.h"
 #include "redis/util.h"
 
 namespace nearcache::redis {
@@ -47,71 +49,10 @@ std::string Reply::error() const {
   return {};
 }
 
-// ------------------------------------------------------------ poll adapter
-//
-// The adapter of hiredis 0.14 (adapters/libuv.h) returns early when libuv
-// reports a socket error as a status (libuv does so for POLLERR: a refused
-// connect, a reset connection), so hiredis never learns of the error and the
-// connection hangs. This one is the same but hands such events to hiredis,
-// whose read or write then finds the error. It can also hold replies (tests).
-
-struct Link::Events {
-  redisAsyncContext* ac = nullptr;
-  Link* link = nullptr;
-  uv_poll_t handle;
-  int want = 0;  // what hiredis asked for
-  bool hold = false;
-
-  void update() {
-    int ev = want;
-    if (hold) ev &= ~UV_READABLE;
-    if (ev) uv_poll_start(&handle, ev, on_poll);
-    else uv_poll_stop(&handle);
-  }
-  static void on_poll(uv_poll_t* h, int status, int events) {
-    auto* p = static_cast<Events*>(h->data);
-    if (!p->ac) return;
-    if (status < 0) events = p->want & (p->hold ? ~UV_READABLE : ~0);
-    if (events & UV_READABLE) redisAsyncHandleRead(p->ac);
-    if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
-  }
-  static void add_read(void* d) { static_cast<Events*>(d)->want |= UV_READABLE, static_cast<Events*>(d)->update(); }
-  static void del_read(void* d) { static_cast<Events*>(d)->want &= ~UV_READABLE, static_cast<Events*>(d)->update(); }
-  static void add_write(void* d) { static_cast<Events*>(d)->want |= UV_WRITABLE, static_cast<Events*>(d)->update(); }
-  static void del_write(void* d) { static_cast<Events*>(d)->want &= ~UV_WRITABLE, static_cast<Events*>(d)->update(); }
-  static void cleanup(void* d) {
-    auto* p = static_cast<Events*>(d);
-    p->ac = nullptr;
-    if (p->link && p->link->ev_ == p) p->link->ev_ = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) { delete static_cast<Events*>(h->data); });
-  }
-  static Events* attach(redisAsyncContext* ac, uv_loop_t* loop, Link* link) {
-    auto* p = new Events;
-    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
-      delete p;
-      return nullptr;
-    }
-    p->ac = ac;
-    p->link = link;
-    p->hold = link->hold_;
-    p->handle.data = p;
-    ac->ev.data = p;
-    ac->ev.addRead = add_read;
-    ac->ev.delRead = del_read;
-    ac->ev.addWrite = add_write;
-    ac->ev.delWrite = del_write;
-    ac->ev.cleanup = cleanup;
-    return p;
-  }
-};
-
 // ------------------------------------------------------------ commands
 
-// One command awaiting its reply; hiredis owns the pointer until it calls
-// on_reply, which it always does exactly once (with nullptr when the context
-// is freed before the reply came).
+// One command awaiting its reply, in the Link's FIFO (replies come in send order).
 struct Link::Pending {
-  Link* link;
   Pending *prev = nullptr, *next = nullptr;
   uint64_t deadline = 0;
   ReplyFn cb;
@@ -139,8 +80,8 @@ Link::Link(uv_loop_t* loop, Endpoint ep, LinkOptions opts) : loop_(loop), ep_(st
 }
 
 Link::~Link() {
-  // close() must have completed: hiredis and libuv hold pointers to us until then.
-  if (handles_open_ != 0 || ac_)
+  // close() must have completed: libuv holds pointers to us until then.
+  if (handles_open_ != 0 || tr_)
     spdlog::critical("redis {} link destroyed while open; call close() and run the loop first", opts_.name);
 }
 
@@ -163,6 +104,8 @@ LinkStatus Link::status() const {
   LinkStatus s = st_;
   s.state = state_;
   s.pending = pending_count_;
+  s.tls = ep_.tls;
+  s.tls_verify = ep_.tls && (!opts_.tls || opts_.tls->verify());
   return s;
 }
 
@@ -278,52 +221,52 @@ void Link::connect_to(const std::string& ip, const std::string& path) {
   phase_ = "connecting to " + (path.empty() ? (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" +
                                                   std::to_string(ep_.port)
                                             : path);
-  // A numeric address: hiredis's own getaddrinfo call returns without a lookup.
-  redisAsyncContext* ac = path.empty() ? redisAsyncConnect(ip.c_str(), ep_.port) : redisAsyncConnectUnix(path.c_str());
-  if (!ac) {
-    teardown(phase_ + ": out of memory", true);
-    return;
+  TransportTarget target;
+  target.ip = ip;
+  target.port = ep_.port;
+  target.path = path;
+  if (ep_.tls && !ep_.unix_socket) {
+    if (!opts_.tls) {
+      std::string err;
+      auto c = TlsClient::create(TlsOptions{}, &err);
+      if (!c) return teardown(err, true);
+      opts_.tls = std::move(c);
+    }
+    target.tls = opts_.tls;
+    target.host = ep_.host;
+    phase_ += " (TLS)";
   }
-  if (ac->err) {
-    const std::string why = phase_ + ": " + ac->errstr;
-    redisAsyncFree(ac);
-    teardown(why, true);
-    return;
-  }
-  ev_ = Events::attach(ac, loop_, this);
-  if (!ev_) {
-    redisAsyncFree(ac);
-    teardown(phase_ + ": cannot watch the socket", true);
-    return;
-  }
-  ac->data = this;
-  ac_ = ac;
-  redisAsyncSetConnectCallback(ac, on_connect_cb);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect_cb);
+  TransportHandlers h;
+  h.ctx = this;
+  h.connected = on_tr_connected;
+  h.data = on_tr_data;
+  h.failed = on_tr_failed;
+  std::string err;
+  tr_ = transport_open(loop_, target, h, &err);
+  if (!tr_) teardown(phase_ + ": " + err, true);
 }
 
-void Link::on_connect_cb(const redisAsyncContext* ac, int status) {
-  Link* self = static_cast<Link*>(ac->data);
-  if (!self || self->ac_ != ac) return;
-  if (status != REDIS_OK) {
-    // hiredis frees the context itself right after this callback.
-    const std::string why = self->phase_ + ": " + ac->errstr;
-    self->ac_ = nullptr;
-    self->teardown(why, true);
-    return;
-  }
+void Link::on_tr_connected(void* ctx) {
+  Link* self = static_cast<Link*>(ctx);
+  self->reader_ = new ReplyParser(self->opts_.max_reply_bytes);
+  if (self->hold_) transport_hold(self->tr_, true);
   self->handshake();
 }
 
-void Link::on_disconnect_cb(const redisAsyncContext* ac, int status) {
-  Link* self = static_cast<Link*>(ac->data);
-  if (!self || self->ac_ != ac) return;  // our own teardown, or a stale context
-  // hiredis lost the connection (EOF, I/O or protocol error) and is freeing
-  // the context; pending callbacks have already failed.
-  const std::string why = std::string("connection lost: ") + (ac->errstr[0] ? ac->errstr : "closed");
-  self->ac_ = nullptr;
-  self->teardown(why, true);
+void Link::on_tr_failed(void* ctx, const std::string& why) {
+  Link* self = static_cast<Link*>(ctx);
+  // The transport is dead and calls nothing again; tear down from the loop,
+  // not from inside whatever wrote or read.
+  const bool verify = why.rfind("certificate verification failed", 0) == 0;
+  if (verify) {
+    self->st_.tls_verify_error = why;
+    self->st_.tls_verify_failures_total++;
+  }
+  const bool up = self->state_ == LinkState::ready || self->state_ == LinkState::handshaking;
+  self->fail(up ? "connection lost: " + why : self->phase_ + ": " + why);
 }
+
+void Link::on_tr_data(void* ctx, const char* bytes, size_t len) { static_cast<Link*>(ctx)->on_data(bytes, len); }
 
 void Link::handshake() {
   state_ = LinkState::handshaking;
@@ -404,8 +347,8 @@ void Link::become_ready() {
 
 void Link::fail(const std::string& why) {
   if (state_ == LinkState::stopped || state_ == LinkState::backoff || state_ == LinkState::idle) return;
-  // Often called from inside a hiredis callback, where the context must not
-  // be freed: stop taking commands now, tear down from the loop.
+  // Often called from inside a reply callback or the transport: stop taking
+  // commands now, tear down from the loop.
   if (failing_) return;
   failing_ = true;
   fail_reason_ = why;
@@ -420,22 +363,22 @@ void Link::teardown(const std::string& why, bool retry) {
   const bool lost = was_ready_;
   was_ready_ = false;
   state_ = retry ? LinkState::backoff : LinkState::stopped;
-  if (redisAsyncContext* ac = ac_) {
-    ac_ = nullptr;
-    fail_reason_ = why;
-    // Fails every pending command (their callbacks run with no reply).
-    redisAsyncFree(ac);
+  if (Transport* t = tr_) {
+    tr_ = nullptr;
+    transport_close(t);
   }
-  // Commands hiredis never saw a reply for are already gone; anything left
-  // in our list belongs to a context hiredis freed on its own.
+  if (ReplyParser* r = reader_) {
+    reader_ = nullptr;
+    if (dispatching_) dead_reader_ = r;  // on_data is using it
+    else delete r;
+  }
+  fail_reason_ = why;
   while (head_) {
     Pending* p = head_;
     head_ = p->next;
     if (head_) head_->prev = nullptr;
     else tail_ = nullptr;
-    p->prev = p->next = nullptr;
     pending_count_--;
-    p->link = nullptr;  // hiredis still owns it until its callback
     if (!p->done) {
       p->done = true;
       Reply r;
@@ -443,8 +386,9 @@ void Link::teardown(const std::string& why, bool retry) {
       r.why = why;
       p->cb(r);
     }
+    delete p;
   }
-  subs_.clear();
+  sub_fn_ = nullptr;
   if (why != "link closed") {
     st_.failures_total++;
     if (st_.last_error != why || lost) {
@@ -524,15 +468,17 @@ bool Link::command(const std::vector<std::string_view>& argv, ReplyFn cb) {
 }
 
 bool Link::send(int argc, const char** argv, const size_t* lens, ReplyFn cb) {
-  if (!ac_ || failing_ || (state_ != LinkState::ready && state_ != LinkState::handshaking)) return false;
+  if (!tr_ || failing_ || (state_ != LinkState::ready && state_ != LinkState::handshaking)) return false;
+  char* cmd = nullptr;
+  const int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+  if (n < 0) return false;
+  std::string err;
+  const bool ok = transport_write(tr_, cmd, size_t(n), &err);
+  redisFreeCommand(cmd);
+  if (!ok) return false;  // the transport failed: fail() tears down on the next turn
   auto* p = new Pending;
-  p->link = this;
   p->deadline = uv_now(loop_) + opts_.command_timeout_ms;
   p->cb = std::move(cb);
-  if (redisAsyncCommandArgv(ac_, on_reply, p, argc, argv, lens) != REDIS_OK) {
-    delete p;
-    return false;
-  }
   p->prev = tail_;
   if (tail_) tail_->next = p;
   else head_ = p;
@@ -543,36 +489,55 @@ bool Link::send(int argc, const char** argv, const size_t* lens, ReplyFn cb) {
   return true;
 }
 
-void Link::on_reply(redisAsyncContext* ac, void* reply, void* priv) {
-  auto* p = static_cast<Pending*>(priv);
-  Link* self = p->link;
-  if (self) {
-    if (p->prev) p->prev->next = p->next;
-    else self->head_ = p->next;
-    if (p->next) p->next->prev = p->prev;
-    else self->tail_ = p->prev;
-    self->pending_count_--;
-    if (!reply && self->ac_ == ac && !self->failing_) {
-      // hiredis is freeing a context it lost: the link is down from here on
-      // (on_disconnect_cb finishes the teardown once every callback ran).
-      self->state_ = LinkState::backoff;
-      self->failing_ = true;
-      self->fail_reason_ = std::string("connection lost: ") + (ac->errstr[0] ? ac->errstr : "closed");
-    }
+// ------------------------------------------------------------ replies
+
+void Link::on_data(const char* bytes, size_t len) {
+  if (!reader_) return;
+  ReplyParser* rd = reader_;
+  std::string err;
+  if (!rd->feed(bytes, len, &err)) return fail(err);
+  dispatching_ = true;
+  bool ok = true;
+  for (;;) {
+    redisReply* reply = nullptr;
+    if (!(ok = rd->next(&reply, &err)) || !reply) break;
+    dispatch(reply);
+    if (dead_reader_) break;  // torn down (close() from a callback)
   }
+  dispatching_ = false;
+  if (dead_reader_) {
+    delete dead_reader_;
+    dead_reader_ = nullptr;
+    return;
+  }
+  if (!ok || !rd->within_bound(&err)) fail(err);
+}
+
+void Link::dispatch(redisReply* reply) {
+  if (sub_fn_ && is_pubsub(reply)) {
+    sub_fn_(reply);
+    freeReplyObject(reply);
+    return;
+  }
+  Pending* p = head_;
+  if (!p) {
+    freeReplyObject(reply);
+    return fail("protocol error: a reply without a command");
+  }
+  head_ = p->next;
+  if (head_) head_->prev = nullptr;
+  else tail_ = nullptr;
+  pending_count_--;
   if (!p->done) {
     p->done = true;
     Reply r;
-    if (reply) {
-      r.r = static_cast<redisReply*>(reply);
-      if (r.r->type == REDIS_REPLY_ERROR) r.why = std::string_view(r.r->str, r.r->len);
-    } else {
-      r.fail = Reply::Fail::disconnected;
-      r.why = self ? std::string_view(self->fail_reason_) : std::string_view("link closed");
-    }
+    r.r = reply;
+    if (reply->type == REDIS_REPLY_ERROR) r.why = std::string_view(reply->str, reply->len);
     p->cb(r);
   }
   delete p;
+  freeReplyObject(reply);
+  if (!head_) uv_timer_stop(&command_timer_);
 }
 
 void Link::arm_command_timer() {
@@ -605,33 +570,26 @@ void Link::on_command_timer(uv_timer_t* t) {
                    true);
 }
 
-struct Link::Sub {
-  MessageFn fn;
-};
-
 bool Link::subscribe(const std::vector<std::string_view>& channels, MessageFn fn) {
-  if (!ac_ || failing_ || (state_ != LinkState::ready && state_ != LinkState::handshaking)) return false;
+  if (!tr_ || failing_ || (state_ != LinkState::ready && state_ != LinkState::handshaking)) return false;
   std::vector<const char*> a{"SUBSCRIBE"};
   std::vector<size_t> l{9};
   for (auto c : channels) a.push_back(c.data()), l.push_back(c.size());
-  auto sub = std::make_unique<Sub>();
-  sub->fn = std::move(fn);
-  auto on_message = [](redisAsyncContext*, void* reply, void* priv) {
-    // nullptr: the context is being freed; the Sub is freed by teardown after that.
-    if (reply) static_cast<Sub*>(priv)->fn(static_cast<redisReply*>(reply));
-  };
-  if (redisAsyncCommandArgv(ac_, on_message, sub.get(), int(a.size()), a.data(), l.data()) != REDIS_OK) return false;
-  subs_.push_back(std::move(sub));
+  char* cmd = nullptr;
+  const int n = redisFormatCommandArgv(&cmd, int(a.size()), a.data(), l.data());
+  if (n < 0) return false;
+  std::string err;
+  const bool ok = transport_write(tr_, cmd, size_t(n), &err);
+  redisFreeCommand(cmd);
+  if (!ok) return false;
+  sub_fn_ = std::move(fn);
   sent_++;
   return true;
 }
 
 void Link::hold_replies(bool hold) {
   hold_ = hold;
-  if (ev_) {
-    ev_->hold = hold;
-    ev_->update();
-  }
+  if (tr_ && reader_) transport_hold(tr_, hold);
 }
 
 }  // namespace nearcache::redis

@@ -1,12 +1,17 @@
 // daemon/redis/link.h — one Redis connection on the daemon's libuv loop,
 // kept up for as long as the Link runs.
 //
-// hiredis 0.14 has no timeouts and resolves host names with a blocking call,
-// so the Link does both itself: names are resolved with uv_getaddrinfo (on
-// libuv's threadpool, at most one lookup in flight per Link, so a resolver
-// that hangs holds one pool thread and never the loop) and hiredis connects
-// to the numeric address; a timer bounds resolve + connect + AUTH + SELECT +
-// the owner's setup steps (connect_timeout_ms), and every command
+// The connection is the Link's own transport (transport.h: TCP or a Unix
+// socket, plain or TLS with OpenSSL over memory BIOs, all on the loop);
+// hiredis 0.14 only formats commands (redisFormatCommandArgv) and parses
+// replies (redisReader). Replies are matched to commands in send order;
+// pub/sub messages go to the subscribe() callback.
+//
+// Names are resolved with uv_getaddrinfo (on libuv's threadpool, at most one
+// lookup in flight per Link, so a resolver that hangs holds one pool thread
+// and never the loop) and the transport connects to the numeric address; a
+// timer bounds resolve + connect + TLS handshake + AUTH + SELECT + the
+// owner's setup steps (connect_timeout_ms), and every command
 // (command_timeout_ms). A command that times out closes the connection: its
 // effect is unknown and everything pipelined behind it would wait as long.
 // After any failure the Link reconnects with exponential backoff and jitter.
@@ -21,7 +26,10 @@
 // ready link is lost (not when close() ends it); on_down runs after every
 // pending command's callback has failed.
 //
-// The process must ignore SIGPIPE (nearcached does): hiredis writes with
+// Replies larger than LinkOptions::max_reply_bytes (when set) close the
+// connection as failed before more than that is buffered (replies.h).
+//
+// The process must ignore SIGPIPE (nearcached does): libuv writes with
 // write(2), which raises it when Redis has gone away.
 //
 // Lifetime: start(), ..., close(cb); the Link may be destroyed once cb has
@@ -40,10 +48,13 @@
 #include "redis/url.h"
 #include "redis/util.h"
 
-struct redisAsyncContext;
 struct redisReply;
 
 namespace nearcache::redis {
+
+class ReplyParser;
+class TlsClient;
+struct Transport;
 
 enum class LinkState { idle, resolving, connecting, handshaking, ready, backoff, stopped };
 
@@ -74,6 +85,12 @@ struct LinkOptions {
   uint64_t connect_timeout_ms = 1000;
   uint64_t command_timeout_ms = 1000;
   uint64_t reconnect_min_ms = 100, reconnect_max_ms = 10000, jitter_percent = 50;
+  // rediss:// endpoints: the TLS context (tls.h). nullptr with a rediss://
+  // endpoint: the system's CA store, verification on.
+  std::shared_ptr<const TlsClient> tls;
+  // A reply (or the part of it buffered so far) above this closes the
+  // connection as failed; 0 = no limit.
+  uint64_t max_reply_bytes = 0;
 };
 
 struct LinkStatus {
@@ -85,6 +102,10 @@ struct LinkStatus {
   uint64_t resolves_total = 0;        // uv_getaddrinfo lookups started
   uint64_t timeouts_total = 0;        // command timeouts
   uint64_t pending = 0;               // commands awaiting a reply
+  bool tls = false;                   // rediss://
+  bool tls_verify = false;            // TLS with chain and name verification
+  std::string tls_verify_error;       // the last certificate verification failure ("" if none)
+  uint64_t tls_verify_failures_total = 0;
 };
 
 class Link {
@@ -122,9 +143,9 @@ class Link {
   bool command(const std::vector<std::string_view>& argv, ReplyFn cb);
   bool command(std::initializer_list<std::string_view> argv, ReplyFn cb);
 
-  // SUBSCRIBE (setup steps only: hiredis 0.14 cannot mix pub/sub with other
-  // commands on one connection). `fn` gets every pub/sub reply of the
-  // connection — the confirmations, then the messages — until it ends.
+  // SUBSCRIBE (setup steps only). `fn` gets every pub/sub reply of the
+  // connection — the confirmations, then the messages — until it ends;
+  // other replies still go to their commands in order.
   using MessageFn = std::function<void(const redisReply* msg)>;
   bool subscribe(const std::vector<std::string_view>& channels, MessageFn fn);
 
@@ -137,20 +158,17 @@ class Link {
   const Endpoint& endpoint() const { return ep_; }
   // A new password (redis_password_file reloaded): used from the next connection.
   void set_password(const std::string& password) { ep_.password = password, ep_.has_password = true; }
+  // New certificates (SIGHUP): used from the next connection.
+  void set_tls(std::shared_ptr<const TlsClient> tls) { opts_.tls = std::move(tls); }
   const LinkOptions& options() const { return opts_; }
 
  private:
   struct Pending;
   struct Resolve;
-  struct Events;
-  struct Sub;
-  friend struct Events;
 
   void attempt();
   void on_resolved(int status, struct addrinfo* res);
   void connect_to(const std::string& ip, const std::string& path);
-  void on_connected(int status);
-  void on_disconnected(int status);
   void handshake();
   void ping_then_setup();
   void run_setup(size_t i);
@@ -160,10 +178,12 @@ class Link {
   void arm_command_timer();
   uint64_t backoff_delay();
   bool send(int argc, const char** argv, const size_t* lens, ReplyFn cb);
+  void on_data(const char* bytes, size_t len);
+  void dispatch(redisReply* reply);
 
-  static void on_reply(redisAsyncContext* ac, void* reply, void* priv);
-  static void on_connect_cb(const redisAsyncContext* ac, int status);
-  static void on_disconnect_cb(const redisAsyncContext* ac, int status);
+  static void on_tr_connected(void* self);
+  static void on_tr_data(void* self, const char* bytes, size_t len);
+  static void on_tr_failed(void* self, const std::string& why);
   static void on_connect_timer(uv_timer_t* t);
   static void on_retry_timer(uv_timer_t* t);
   static void on_command_timer(uv_timer_t* t);
@@ -172,8 +192,10 @@ class Link {
   Endpoint ep_;
   LinkOptions opts_;
   LinkState state_ = LinkState::idle;
-  redisAsyncContext* ac_ = nullptr;
-  Events* ev_ = nullptr;              // the poll adapter of ac_
+  Transport* tr_ = nullptr;           // the connection, while there is one
+  ReplyParser* reader_ = nullptr;     // its reply parser
+  bool dispatching_ = false;          // inside on_data: teardown leaves the reader to it
+  ReplyParser* dead_reader_ = nullptr;  // torn down while dispatching: freed by on_data
   Resolve* resolving_ = nullptr;      // the lookup in flight, if any
   bool resolve_wanted_ = false;       // an attempt waits for the lookup in flight
   std::vector<std::string> addrs_;    // last resolved addresses, tried in turn
@@ -197,7 +219,7 @@ class Link {
   bool was_ready_ = false;
   bool failing_ = false;              // fail() called: teardown on the next loop turn
   std::string fail_reason_;
-  std::vector<std::unique_ptr<Sub>> subs_;  // callbacks hiredis holds for this connection
+  MessageFn sub_fn_;                  // SUBSCRIBE sent on this connection: pub/sub replies go here
   Throttle fail_log_{30000};
   std::string phase_;                 // what the connect timer interrupts: "resolving x", "connecting to y", ...
   LinkStatus st_;

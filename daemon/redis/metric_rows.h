@@ -44,4 +44,9 @@
   X(redis_atomic_errors_total, counter, count, "Redis-decided op errors",                                                \
     "ADD/INCR/LEASE/RELEASE that Redis did not decide (timeout, lost connection, error)")                                \
   X(redis_local_decisions_total, counter, count, "decided locally",                                                      \
-    "ADD/INCR/LEASE decided on this host because Redis was unreachable (redis_down=local)")
+    "ADD/INCR/LEASE decided on this host because Redis was unreachable (redis_down=local)")                              \
+  X(redis_tls, gauge, count, "Redis TLS", "1 when the Redis connections use TLS (rediss://)")                           \
+  X(redis_tls_verify, gauge, count, "Redis TLS verified",                                                                \
+    "1 when TLS verifies Redis's certificate chain and name; 0 with redis_tls_verify = false (or no TLS)")              \
+  X(redis_tls_verify_failures_total, counter, count, "Redis TLS verify failures",                                        \
+    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")

@@ -46,6 +46,10 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_readthrough_stale_total: return s.reads.stale_total;
     case RedisMetric::redis_atomic_errors_total: return s.atomics.errors_total;
     case RedisMetric::redis_local_decisions_total: return s.local_decisions_total;
+    case RedisMetric::redis_tls: return s.data.tls;
+    case RedisMetric::redis_tls_verify: return s.data.tls_verify;
+    case RedisMetric::redis_tls_verify_failures_total:
+      return s.data.tls_verify_failures_total + s.invalidation.tls_verify_failures_total;
     case RedisMetric::count_: break;
   }
   return 0;

@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "redis/tls.h"
 #include "redis/util.h"
 
 namespace nearcache::redis {
@@ -10,7 +11,31 @@ namespace nearcache::redis {
 std::unique_ptr<Tier> Tier::create(uv_loop_t* loop, const Config& cfg, TableHooks hooks, std::string* err) {
   Endpoint ep;
   if (!validate(cfg, &ep, err)) return nullptr;
-  return std::unique_ptr<Tier>(new Tier(loop, cfg, ep, std::move(hooks)));
+  std::shared_ptr<const TlsClient> tls;
+  if (ep.tls && !(tls = tls_client(cfg, err))) return nullptr;
+  auto t = std::unique_ptr<Tier>(new Tier(loop, cfg, ep, std::move(hooks)));
+  t->link_->set_tls(tls);
+  t->inval_->link().set_tls(tls);
+  return t;
+}
+
+std::shared_ptr<const TlsClient> Tier::tls_client(const Config& cfg, std::string* err) {
+  TlsOptions o;
+  o.ca_file = cfg.tls_ca_file;
+  o.cert_file = cfg.tls_cert_file;
+  o.key_file = cfg.tls_key_file;
+  o.server_name = cfg.tls_server_name;
+  o.verify = cfg.tls_verify;
+  return TlsClient::create(o, err);
+}
+
+bool Tier::reload_tls(std::string* err) {
+  if (!ep_.tls) return true;
+  auto tls = tls_client(cfg_, err);
+  if (!tls) return false;
+  link_->set_tls(tls);
+  inval_->link().set_tls(tls);
+  return true;
 }
 
 Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks)
@@ -55,6 +80,9 @@ void Tier::start() {
   if (started_) return;
   started_ = true;
   spdlog::info("redis: tier for {} (prefix '{}')", ep_.masked(), printable(cfg_.prefix));
+  if (ep_.tls && !cfg_.tls_verify)
+    spdlog::warn("redis: redis_tls_verify is off: Redis's certificate and name are not checked, so anyone on the "
+                 "path can pose as Redis; use it for tests only");
   link_->start();
   inval_->start();
 }

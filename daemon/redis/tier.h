@@ -67,6 +67,12 @@ class Tier final : public TierApi {
 
   // redis_password_file changed (SIGHUP): both links use it from their next connection.
   void set_password(const std::string& password);
+  // SIGHUP: reads the redis_tls_* certificate and key files again (rediss://
+  // only); both links use them from their next connection. false + *err
+  // (the previous ones stay) when they do not load.
+  bool reload_tls(std::string* err);
+  // The TLS context the redis_tls_* options describe.
+  static std::shared_ptr<const TlsClient> tls_client(const Config& cfg, std::string* err);
 
   // ---- the rest of TierApi (tier_api.h)
   void wake_lease_waiters(std::string_view key) override;

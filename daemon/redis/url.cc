@@ -72,11 +72,9 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_
     return true;
   };
   if (starts("rediss://")) {
-    *err = "redis_url: rediss:// (TLS) is not supported: this build uses hiredis 0.14, which has no TLS; "
-           "run a TLS proxy on this host (e.g. stunnel) and use redis:// or unix:// to reach it";
-    return false;
-  }
-  if (starts("redis://")) {
+    rest = url.substr(9);
+    e.tls = true;
+  } else if (starts("redis://")) {
     rest = url.substr(8);
   } else if (starts("unix://")) {
     rest = url.substr(7);
@@ -84,7 +82,7 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_
   } else {
     // Only the scheme is echoed: the rest may hold a password.
     const size_t sep = url.find("://");
-    *err = "redis_url must start with redis:// or unix:// (got " +
+    *err = "redis_url must start with redis://, rediss:// or unix:// (got " +
            (sep != std::string_view::npos && sep <= 16 ? "\"" + std::string(url.substr(0, sep + 3)) + "...\""
                                                        : std::string("no such scheme")) +
            ")";
@@ -205,7 +203,7 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_
 }
 
 std::string Endpoint::masked() const {
-  std::string s = unix_socket ? "unix://" : "redis://";
+  std::string s = unix_socket ? "unix://" : tls ? "rediss://" : "redis://";
   if (has_password || !user.empty()) s += user + ":***@";
   if (unix_socket) {
     s += path;

@@ -2,11 +2,11 @@
 //
 //   redis://[[user]:password@]host[:port][/db]     TCP; host may be a name, an
 //                                                  IPv4 address or [IPv6]
+//   rediss://...                                   the same as redis:// over TLS
+//                                                  (redis_tls_* options, tls.h)
 //   unix://[[user]:password@]/path[?db=N]          Unix socket
 //
-// User and password are percent-decoded. `rediss://` is refused: Debian 12's
-// hiredis (0.14) has no TLS; put a TLS proxy on this host and point redis://
-// or unix:// at it.
+// User and password are percent-decoded.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,7 @@ namespace nearcache::redis {
 
 struct Endpoint {
   bool unix_socket = false;
+  bool tls = false;  // rediss://
   std::string host;  // TCP: name or address (without brackets)
   uint16_t port = 6379;
   std::string path;  // unix socket path
@@ -25,7 +26,7 @@ struct Endpoint {
   bool has_password = false;  // `redis://user:@host` sends AUTH with an empty password
   unsigned db = 0;
 
-  // "redis://alice:***@host:6379/2" — never the password.
+  // "redis://alice:***@host:6379/2" (or rediss://) — never the password.
   std::string masked() const;
   // "host:port" or the socket path, for log lines.
   std::string where() const;

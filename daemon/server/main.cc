@@ -48,7 +48,8 @@ std::string metrics_markdown() {
          "`state` and `invalidation_state` (`connected`, `reconnecting`, `resolving`, `connecting`, "
          "`handshaking`), `since_unix_ms` (when the data connection last went up or down), `last_error`, "
          "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `last_write_refusal` (the last write Redis refused and why, \"\" = none; "
-         "see doc/redis.md) and `last_write_refusal_unix_ms`.\n\n" +
+         "see doc/redis.md), `last_write_refusal_unix_ms`, `tls` (`off`, `on`, or `on, not verified`) and "
+         "`tls_verify_error` (the last certificate verification failure).\n\n" +
          metric_rows(redis_metric_table(), kRedisMetricCount);
 }
 
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
     }
     warn_exposed_password(cfg, inv);
   }
-  // hiredis writes with write(2): a Redis that went away must not kill us.
+  // libuv writes with write(2): a Redis that went away must not kill us.
   signal(SIGPIPE, SIG_IGN);
   // Every client is a file descriptor: allow as many as the hard limit permits.
   rlimit rl;
@@ -175,6 +176,8 @@ int main(int argc, char** argv) {
       });
     };
     server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
+      std::string tls_err;
+      if (!tier->reload_tls(&tls_err)) spdlog::error("SIGHUP: {}; keeping the previous TLS certificates", tls_err);
       if (c.redis.password_file.empty()) return;
       std::string pw, why;
       if (!nearcache::redis::read_password_file(c.redis.password_file, &pw, &why)) {

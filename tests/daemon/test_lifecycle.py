@@ -200,8 +200,8 @@ def test_kill9_readers_see_stale_heartbeat_then_new_daemon_starts(tmp_path):
 
 
 @pytest.mark.parametrize("url, says", [
-    ("rediss://cache:6380", "TLS"),
-    ("http://u:secret@h", "must start with redis:// or unix://"),
+    ("ftp://cache:6380", "must start with redis://, rediss:// or unix://"),
+    ("http://u:secret@h", "must start with redis://, rediss:// or unix://"),
     ("redis://h:99999", "port must be 1-65535"),
     ("redis://secret@h", "user:password@"),
 ])

@@ -207,8 +207,9 @@ TEST_CASE("the Redis tier's options are in the table and validated when redis_ur
   }
   CHECK_FALSE(load_config({{"redis_down", "maybe"}}, &c, &err));
   CHECK(err.find("redis_down") != std::string::npos);
-  CHECK_FALSE(load_config({{"redis_url", "rediss://h"}}, &c, &err));
-  CHECK(err.find("TLS") != std::string::npos);
+  CHECK(load_config({{"redis_url", "rediss://h"}}, &c, &err));
+  CHECK_FALSE(load_config({{"redis_url", "redis://h"}, {"redis_tls_verify", "false"}}, &c, &err));
+  CHECK(err.find("rediss://") != std::string::npos);
   CHECK_FALSE(load_config({{"redis_url", "redis://h"}, {"redis_prefix", ""}}, &c, &err));
   CHECK_FALSE(load_config({{"redis_url", "redis://h"}, {"redis_reconnect_min_ms", "500"},
                            {"redis_reconnect_max_ms", "100"}},

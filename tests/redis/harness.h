@@ -87,6 +87,7 @@ class RedisServer {
     std::string password;  // requirepass (the default user)
     std::string user, user_password;  // an ACL user with every permission
     bool aof = true;
+    std::vector<std::string> extra_args;  // more redis-server flags (e.g. --tls-port ...)
   };
 
   RedisServer() : RedisServer(Options{}) {}
@@ -186,6 +187,7 @@ class RedisServer {
                                      "--daemonize", "no", "--protected-mode", "no", "--databases", "4"};
     if (!o_.password.empty()) args.insert(args.end(), {"--requirepass", o_.password});
     if (!o_.user.empty()) args.insert(args.end(), {"--user", o_.user, "on", ">" + o_.user_password, "~*", "&*", "+@all"});
+    args.insert(args.end(), o_.extra_args.begin(), o_.extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

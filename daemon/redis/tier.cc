@@ -47,6 +47,10 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
   o.reconnect_min_ms = cfg.reconnect_min_ms;
   o.reconnect_max_ms = cfg.reconnect_max_ms;
   o.jitter_percent = cfg.reconnect_jitter_percent;
+  // No reply is larger than the largest value relayed (the scripts refuse
+  // bigger ones in Redis) plus room for SCAN pages: a Redis that answers more
+  // is cut off before the reply is buffered.
+  o.max_reply_bytes = relay_max_stored(cfg) + (4ull << 20);
   link_ = std::make_unique<Link>(loop, ep, o);
   scripts_ = std::make_unique<Scripts>(link_.get());
   queue_ = std::make_unique<WriteBehind>(loop, link_.get(), scripts_.get(), cfg);

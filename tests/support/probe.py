@@ -1,4 +1,4 @@
-"""The segment probe (tests/daemon/segment_probe.cc): a real shared-memory
+"""The segment probe (tests/support/segment_probe.cc): a real shared-memory
 reader in its own process, driven line by line."""
 from __future__ import annotations
 

@@ -23,6 +23,28 @@ bool decode_v1(std::string_view s, std::string_view* value, uint8_t* flags) {
   return true;
 }
 
+std::string encode_v1(std::string_view value, uint8_t flags) {
+  if (flags == 0) return std::string(value);
+  const uint64_t n = value.size() + 1;  // payload: flags byte + value
+  std::string s;
+  s.reserve(n + 6);
+  if (n <= 0xff) {
+    s.push_back(char(0xc7));
+    s.push_back(char(n));
+  } else if (n <= 0xffff) {
+    s.push_back(char(0xc8));
+    s.push_back(char(n >> 8));
+    s.push_back(char(n));
+  } else {
+    s.push_back(char(0xc9));
+    for (int i = 3; i >= 0; --i) s.push_back(char(n >> (8 * i)));
+  }
+  s.push_back(char(kEnvelopeExt));
+  s.push_back(char(flags));
+  s.append(value);
+  return s;
+}
+
 uint64_t be(const unsigned char* p, int n) {
   uint64_t x = 0;
   for (int i = 0; i < n; ++i) x = x << 8 | p[i];
@@ -74,7 +96,8 @@ bool is_one_msgpack(std::string_view s) {
   return i == n;
 }
 
-std::string encode_value(std::string_view value, uint8_t flags) {
+std::string encode_value(std::string_view value, uint8_t flags, uint64_t version) {
+  if (version == 1) return encode_v1(value, flags);
   std::string_view v1v;
   uint8_t v1f;
   if (flags == 0 && is_one_msgpack(value) && !decode_v1(value, &v1v, &v1f)) return std::string(value);

@@ -40,8 +40,12 @@ inline constexpr uint8_t kFlagForeign = 0x80;
 
 enum class Stored { bare, v1, v2, foreign };
 
-// The Redis value for (value, flags).
-std::string encode_value(std::string_view value, uint8_t flags);
+// The Redis value for (value, flags), in envelope `version` 2 (above) or 1
+// (redis_value_format = 1, for a rolling upgrade: flags 0 bare whatever the
+// bytes, other flags in version 1's envelope; flags-0 bytes that are not one
+// msgpack value then read back as foreign, and ones that look like a
+// version-1 envelope as other bytes and flags, as in version 1).
+std::string encode_value(std::string_view value, uint8_t flags, uint64_t version = 2);
 // Splits a Redis value into (value, flags); *value points into `stored`.
 // A foreign value is returned whole with flags kFlagForeign.
 Stored decode_value(std::string_view stored, std::string_view* value, uint8_t* flags);

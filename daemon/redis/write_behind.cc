@@ -61,7 +61,7 @@ void WriteBehind::close(std::function<void()> closed) {
 
 Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
   Entry e{Entry::set, std::string(key)};
-  e.value = encode_value(value, flags);
+  e.value = encode_value(value, flags, cfg_.value_format);
   e.expiry = expiry_ms;
   return put(std::move(e));
 }

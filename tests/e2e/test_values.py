@@ -139,3 +139,18 @@ def test_what_an_old_host_serves_for_a_version_2_value_is_a_miss(host, redis_ser
         assert cache.get(k, "miss") == "miss"
         assert cache.get_many([k]) == {}
         assert cache.get_or_set(k, lambda: "computed") == "computed"
+
+
+def test_redis_value_format_1_writes_what_old_hosts_read(host, redis_server):
+    """The rolling upgrade's switch: an upgraded host writes version 1's forms,
+    which hosts of both versions read; STATUS shows it."""
+    a, b = host("a", redis_value_format=1), host("b")
+    ca, cb = client(a), client(b)
+    r = redis_server.client()
+    assert ca.set("pickled", b"\x80\x04K\x05.", flags=1) and ca.set("plain", mp([1]))
+    wait_flushed(a)
+    assert r.get(P + b"pickled") == v1_envelope(b"\x80\x04K\x05.", 1)  # what a version-1 host reads
+    assert r.get(P + b"plain") == mp([1])
+    assert cb.get_entry("pickled") == (b"\x80\x04K\x05.", 1)
+    assert status(a)["config"]["redis_value_format"] == 1
+    assert status(b)["config"]["redis_value_format"] == 2

@@ -218,3 +218,18 @@ TEST_CASE_METHOD(nctest::OneRedis, "INCR keeps each envelope version; the read-t
   CHECK(l.kind == AtomicResult::Kind::value);
   CHECK((l.value == "\xff\xfe raw" && l.flags == kFlagForeign));
 }
+
+TEST_CASE("redis_value_format = 1 writes what version 1 wrote", "[redis][value]") {
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 20000; ++i) {
+    std::string val;
+    for (size_t j = rng() % (i % 50 == 0 ? 70000 : 40); j > 0; --j) val.push_back(char(rng()));
+    const uint8_t flags = uint8_t(rng() % 2 ? rng() : 0);
+    const std::string stored = encode_value(val, flags, 1);
+    CHECK(stored == encode_v1(val, flags));
+    std::string_view v;
+    uint8_t f;
+    decode_value(stored, &v, &f);
+    if (flags != 0) CHECK((v == val && f == flags));  // flags 0: bare, as version 1 had it
+  }
+}

@@ -76,6 +76,12 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        &C::lease_poll_min_ms},
       {"redis_lease_poll_max_ms", OptType::count, "250", 1, 600000, false,
        "... up to this; invalidations of the key or the lease wake it earlier.", &C::lease_poll_max_ms},
+      {"redis_value_format", OptType::count, "2", 1, 2, false,
+       "How values that need an envelope are written to Redis: 2 (values with flags, and bytes that are not one "
+       "msgpack value, in the version-2 envelope) or 1 (as version 1 did: ext 126 for flags, other bytes bare, "
+       "for hosts of version 1 to read values with flags during a rolling upgrade). Both are always read; see "
+       "doc/redis.md, Values in Redis.",
+       &C::value_format},
       {"redis_wait_ms", OptType::count, "500", 1, kHour, false,
        "Longest a client request waits for Redis (read-through, ADD, INCR/DECR, LEASE). A read-through not "
        "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "

@@ -41,6 +41,7 @@ struct Config {
   uint64_t lease_poll_min_ms;     // LEASE waiters on a lease held by another host poll ...
   uint64_t lease_poll_max_ms;     // ... with this backoff (and wake on invalidations)
   DownPolicy down;                // redis_down
+  uint64_t value_format = 2;      // redis_value_format: the envelope version written (value.h)
   uint64_t wait_ms;               // longest a client request waits for Redis (the daemon's bound)
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)

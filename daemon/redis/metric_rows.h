@@ -24,6 +24,8 @@
     "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
   X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
     "Redis values larger than this daemon relays (value_limit), refused before being read")                          \
+  X(redis_readthrough_foreign_total, counter, count, "read-throughs foreign",                                          \
+    "Redis values nearcache did not write (not msgpack, no envelope), answered with flag 0x80")                      \
   X(redis_queue_coalesced_total, counter, count, "write-behind coalesced",                                               \
     "Queued operations replaced by a later one on the same key")                                                         \
   X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \

@@ -1,5 +1,5 @@
 // URL parsing (rediss:// included), config validation and the value
-// envelope / msgpack integer codec.
+// msgpack integer codec (the value envelope: test_value.cc).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,28 +184,6 @@ TEST_CASE("redis_password_file: a private file, its first line, and URLs without
   CHECK_FALSE(validate(c, &e, &err));
   CHECK(err.find("remove the password") != std::string::npos);
   CHECK(err.find("inline") == std::string::npos);
-}
-
-TEST_CASE("values with flags travel in an ext-126 envelope, flags 0 are the exact bytes", "[redis][url]") {
-  std::string_view v;
-  uint8_t f;
-  const std::string plain = "\x93\x01\x02\x03";
-  CHECK(encode_value(plain, 0) == plain);
-  decode_value(plain, &v, &f);
-  CHECK(v == plain);
-  CHECK(f == 0);
-  for (size_t n : {0, 1, 200, 254, 255, 256, 70000}) {
-    const std::string val(n, 'x');
-    const std::string enc = encode_value(val, 0x41);
-    decode_value(enc, &v, &f);
-    CHECK(v == val);
-    CHECK(f == 0x41);
-  }
-  // A value that merely starts like an envelope is not one.
-  const std::string fake = std::string("\xc7\x05\x7e\x01", 4) + "ab";
-  decode_value(fake, &v, &f);
-  CHECK(f == 0);
-  CHECK(v == fake);
 }
 
 TEST_CASE("msgpack integer codec matches the table's", "[redis][url]") {

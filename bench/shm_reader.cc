@@ -10,7 +10,7 @@
 // medians and p99; throughput is ops over wall time. Repeated `--rounds`
 // times; the medians of the rounds are printed.
 //
-// Usage: bench_shm_reader [--entries N] [--rounds R] [--dir DIR]
+// Usage: bench_shm_reader [--entries N] [--rounds R] [--dir DIR] [--no-region 1]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,8 +33,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+bool g_no_region = false;  // --no-region: readers record nothing (a client that registered none)
+
 // This process's hit region (one per process, as a client has), attached to `r`.
 void attach_region(Reader& r) {
+  if (g_no_region) return;
   static std::unique_ptr<HitRegion> region;
   static pid_t owner = 0;
   if (owner != getpid()) {  // a forked child makes its own
@@ -170,6 +173,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--entries")) entries = std::strtoull(argv[i + 1], nullptr, 10);
     if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
     if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    if (!strcmp(argv[i], "--no-region")) g_no_region = atoi(argv[i + 1]) != 0;
   }
   WriterOptions o;
   o.path = dir + "/nearcache-bench-" + std::to_string(getpid());

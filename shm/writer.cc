@@ -152,7 +152,10 @@ uint64_t Writer::generation() const { return header_->generation; }
 void Writer::heartbeat() { store_relaxed(&header_->heartbeat_ms, now_()); }
 
 void Writer::stop() {
-  if (header_) store_release(&header_->state, uint32_t(SegmentState::stopped));
+  if (!header_) return;
+  persist_rings();
+  store_relaxed(&state_->clean_shutdown, 1u);
+  store_release(&header_->state, uint32_t(SegmentState::stopped));
 }
 
 void Writer::remove() {
@@ -166,8 +169,6 @@ void Writer::set_flag(uint32_t bit, bool on) {
   const uint32_t f = load_relaxed(&header_->flags);
   store_release(&header_->flags, on ? f | bit : f & ~bit);
 }
-
-void Writer::mark_clean_shutdown() { store_relaxed(&state_->clean_shutdown, 1u); }
 
 // The rings' fields in WriterState, after the items and ways they describe are in place.
 void Writer::persist_rings() {

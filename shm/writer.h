@@ -135,8 +135,6 @@ class Writer {
   void note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy);
   void set_reader_processes(uint32_t n) { st_.reader_processes = n; }
   uint64_t way_index_limit() const { return uint64_t(nbuckets_) * 8; }
-  // The writer's last act at a clean stop (WriterState.clean_shutdown).
-  void mark_clean_shutdown();
 
   // CLEAR: removes every entry present when clear_begin was called (all of
   // them, or those whose key starts with `prefix`). The work is done a slice
@@ -152,7 +150,7 @@ class Writer {
   // Reclaims expired items in the next `max_buckets` buckets; returns how many.
   size_t expire_step(size_t max_buckets);
   void heartbeat();
-  void stop();    // state = stopped: readers stop serving from this table
+  void stop();    // state = stopped (and WriterState.clean_shutdown): readers stop serving from this table
   void remove();  // removes the names (segment, lock); mappings stay valid
 
   void for_each(const std::function<void(const Item&)>& fn);

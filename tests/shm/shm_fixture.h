@@ -87,6 +87,17 @@ inline nearcache::shm::Reader open_reader(const std::string& path) {
   return r;
 }
 
+// A writer on a small segment and a reader of it, in this process.
+struct Table {
+  TempDir dir;
+  std::unique_ptr<nearcache::shm::Writer> w;
+  nearcache::shm::Reader r;
+  explicit Table(uint64_t bytes = 4 << 20) {
+    w = make_writer(small_options(dir, bytes));
+    r = open_reader(w->path());
+  }
+};
+
 // Reads a key through a Reader into a string; "" with status otherwise.
 inline nearcache::shm::ReadStatus read(nearcache::shm::Reader& r, const std::string& key, std::string* value,
                                        uint64_t now = 0) {

@@ -19,14 +19,7 @@ using namespace nearcache::shm;
 
 namespace {
 
-struct Table {
-  nctest::TempDir dir;
-  std::unique_ptr<Writer> w;
-  Reader r;
-  explicit Table(uint64_t bytes = 4 << 20) {
-    w = nctest::make_writer(nctest::small_options(dir, bytes));
-    r = nctest::open_reader(w->path());
-  }
+struct Table : nctest::Table {
   ReadStatus get(const std::string& k, std::string* v = nullptr) {
     std::string ignored;
     return nctest::read(r, k, v ? v : &ignored);

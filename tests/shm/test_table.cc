@@ -25,14 +25,8 @@ namespace {
 uint64_t g_now = 0;
 uint64_t fake_now() { return g_now; }
 
-struct Table {
-  nctest::TempDir dir;
-  std::unique_ptr<Writer> w;
-  Reader r;
-  explicit Table(uint64_t bytes = 4 << 20) {
-    w = nctest::make_writer(nctest::small_options(dir, bytes));
-    r = nctest::open_reader(w->path());
-  }
+struct Table : nctest::Table {
+  using nctest::Table::Table;
   void use_fake_clock() {
     g_now = monotonic_ms();
     w->set_clock(fake_now);

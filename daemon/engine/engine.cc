@@ -833,7 +833,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
 // ---------------------------------------------------------------- hit regions
 
 void Engine::op_hits(Session* s, uint64_t id, Args&) {
-  const int fd = hooks_.take_fd ? hooks_.take_fd(s) : -1;
+  const int fd = take_fd_ ? take_fd_(s) : -1;
   if (fd < 0)
     return error(s, &id, Code::bad_args,
                  "HITS carries the hit region's file descriptor (SCM_RIGHTS, in the sendmsg of the request)");

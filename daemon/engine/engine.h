@@ -44,9 +44,6 @@ struct EngineHooks {
   // A session's blocking request (Session::blocked) completed: call feed() on
   // it soon (from the loop, not from inside the Redis callback).
   std::function<void(Session*)> resume;
-  // Takes the file descriptor the session's peer sent (SCM_RIGHTS) and has
-  // not been claimed yet; -1 when there is none. The caller owns it.
-  std::function<int(Session*)> take_fd;
 };
 
 // Counters the server keeps and STATUS shows.
@@ -64,6 +61,9 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   void set_hooks(EngineHooks hooks) { hooks_ = std::move(hooks); }
+  // How HITS takes the file descriptor the session's peer sent (SCM_RIGHTS)
+  // that nothing claimed yet: -1 when there is none; the caller then owns it.
+  void set_fd_source(std::function<int(Session*)> take_fd) { take_fd_ = std::move(take_fd); }
   // The Redis tier (daemon/redis/README.md; redis::Tier, or a fake in tests):
   // nullptr = none. Create it with table_hooks(), which act on this engine's table.
   void set_tier(redis::TierApi* tier) {
@@ -203,6 +203,7 @@ class Engine {
   shm::Writer* w_;
   Config cfg_;
   EngineHooks hooks_;
+  std::function<int(Session*)> take_fd_;
   std::unordered_map<uint64_t, Session*> sessions_;
   Leases leases_;
   std::vector<PendingClear> pending_clears_;

@@ -102,12 +102,12 @@ Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std:
         // The idle handle keeps the loop from sleeping until the session is fed.
         if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
       },
-      [](Session* s) {
-        Conn* c = static_cast<Conn*>(s->transport);
-        const int fd = c->fd;
-        c->fd = -1;
-        return fd;
-      },
+  });
+  engine_->set_fd_source([](Session* s) {
+    Conn* c = static_cast<Conn*>(s->transport);
+    const int fd = c->fd;
+    c->fd = -1;
+    return fd;
   });
 }
 

@@ -83,7 +83,7 @@ TEST_CASE("the daemon's side refuses what is not a sealed region of the exact si
   CHECK_FALSE(src);
 }
 
-TEST_CASE("a region's hits reach the writer's frequencies and counters; indexes out of range are ignored") {
+TEST_CASE("a region's hits reach the writer's frequencies and counters, and indexes out of range are ignored") {
   Table t;
   nctest::Hits hits(&t.r);
   REQUIRE(t.w->set("k", "v", 0, 0) == Status::ok);

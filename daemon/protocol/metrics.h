@@ -33,7 +33,7 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(hit_ratio, gauge, ratio, "hit ratio", "hits_total / (hits_total + misses_total)")                              \
   X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
   X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
-  X(reader_processes, gauge, count, "reader processes", "Processes with a reader counter slot in the hints file")  \
+  X(reader_processes, gauge, count, "reader processes", "Reader processes with a hit region registered (op HITS)")  \
   X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
   X(adds_total, counter, count, "adds", "ADD requests")                                                            \
   X(deletes_total, counter, count, "deletes", "DELETE and DELETE_MANY keys")                                        \

@@ -135,7 +135,6 @@ int main(int argc, char** argv) {
   wo.value_limit = uint32_t(cfg.value_limit);
   wo.expected_item_bytes = uint32_t(std::min<uint64_t>(cfg.expected_item_size, UINT32_MAX));
   wo.mode = cfg.segment_mode;
-  wo.hints_mode = cfg.hints_mode;
   wo.heartbeat_grace_ms = uint32_t(cfg.heartbeat_grace_ms);
   resolve_group(cfg.segment_group, &wo.group, &err);
 

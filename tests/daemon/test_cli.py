@@ -6,6 +6,7 @@ import json
 import re
 
 from helpers import Probe, cli
+from support.probe import unregister
 from support.rawproto import DELETE, GET, SET, RawConn, mp
 
 
@@ -19,7 +20,9 @@ def do_operations(daemon):
     c.call(DELETE, b"k2")
     with Probe() as p:  # two hits served from shared memory, one miss
         p.open(daemon.segment)
+        reg = p.register(daemon.socket)  # reported through its hit region (op HITS)
         assert p.get("k0") == "hit" and p.get("k1") == "hit" and p.get("zzz") == "miss"
+        unregister(reg, c)  # its last counts are read when its connection closes
     return c
 
 

@@ -257,7 +257,7 @@ json value_json(const msgpack::object& o) {
 }
 
 json stored_value_json(std::string_view value, uint64_t flags) {
-  if (flags & kFlagSerialized) {
+  if (flags) {  // another SERIALIZER's bytes, or bits this build does not know (compression, ...)
     if (flags == kFlagSerialized && looks_pickled(value)) return with_size("$pickle", value);
     json j = tagged("$serialized", base64(value));
     j["flags"] = flags;

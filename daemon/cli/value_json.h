@@ -22,10 +22,11 @@ namespace nearcache::daemon {
 nlohmann::ordered_json value_json(const msgpack::object& o);
 
 // A stored value and its entry flags (protocol.md): one msgpack object is
-// rendered as above; a value with the client's FLAG_SERIALIZED bit (another
-// SERIALIZER's bytes) as {"$pickle": ...} when it is a pickle, else
-// {"$serialized": "<base64>", "flags": F, "bytes": N}; bytes that are not one
-// msgpack object as {"$raw": "<base64>", "bytes": N}.
+// rendered as above. A value with flags (the client's FLAG_SERIALIZED: another
+// SERIALIZER's bytes; or bits this CLI does not know) is not read as msgpack:
+// {"$pickle": ...} when the flags are FLAG_SERIALIZED alone and the bytes are
+// a pickle, else {"$serialized": "<base64>", "flags": F, "bytes": N}. Bytes
+// that are not one msgpack object are {"$raw": "<base64>", "bytes": N}.
 nlohmann::ordered_json stored_value_json(std::string_view value, uint64_t flags);
 
 // One line of JSON, UTF-8 as it is (not \u-escaped).

@@ -275,3 +275,16 @@ def test_status_json_keeps_text_readable(daemon):
     assert "café €" in [x["name"] for x in st["connections"]]
     assert "café €" in cli("--socket=" + daemon.socket, "status").stdout
     c.close()
+
+
+def test_status_recent_hit_ratio(daemon):
+    """Within the first minute the recent window starts at the start: the same ratio as since the start."""
+    c = do_operations(daemon)
+    st = json.loads(cli("--socket=" + daemon.socket, "status", "--json").stdout)
+    assert abs(st["hit_ratio_1m"] - 4 / 5) < 1e-9
+    assert 0 <= st["hit_ratio_1m_window_seconds"] <= st["uptime_seconds"] + 1 < 60
+    c.call(GET, b"nope2")  # one more miss: 4 of 6
+    text = cli("--socket=" + daemon.socket, "status").stdout
+    assert re.search(r"^  hit ratio, last minute: +66\.7%$", text, re.M), text
+    assert re.search(r"^  hit ratio window: +\d+$", text, re.M)
+    c.close()

@@ -133,10 +133,20 @@ std::string cli_help(const std::vector<CliCommand>& table) {
     else snprintf(line, sizeof line, "  %s\n  %-30s %s\n", head.c_str(), "", c.summary);
     s << line;
   }
-  s << "\n" << global_flags() << "\n"
+  s << "\n";
+  for (const auto& c : table)
+    if (c.flags) s << command_flags(c) << "\n";
+  s << global_flags() << "\n"
     << "Flags may come before or after the command; `--name value` and `--name=value`\n"
        "alike; `_` and `-` in a flag's name alike. `--` ends the flags.\n"
        "`nearcache COMMAND --help` shows the command's own flags.\n\n"
+       "Values (get, status --json) print as one line of JSON, text as UTF-8. What JSON\n"
+       "lacks is tagged: {\"$bytes\": BASE64}, {\"$tuple\": [...]}, {\"$set\": [...]},\n"
+       "{\"$frozenset\": [...]}, {\"$datetime\": ISO}, {\"$date\": ...}, {\"$time\": ...},\n"
+       "{\"$timedelta\": TEXT}, {\"$decimal\": TEXT}, {\"$uuid\": TEXT}, {\"$bigint\": DIGITS},\n"
+       "{\"$pickle\": BASE64, \"bytes\": N}, {\"$map\": [[key, value], ...]} (keys not text),\n"
+       "{\"$float\": \"nan\"}; a value with flags {\"$serialized\": BASE64, \"flags\": F, ...},\n"
+       "bytes that are not msgpack {\"$raw\": BASE64, \"bytes\": N}.\n\n"
        "Exit status: 0 done; 1 key not found or error reply; 2 usage; 3 daemon unreachable.\n";
   return s.str();
 }

@@ -91,6 +91,8 @@ std::string status_text(const msgpack::object& st) {
       char buf[32];
       snprintf(buf, sizeof buf, "%.1f%%", number(v) * 100);
       text = buf;
+    } else if (m.unit == MetricUnit::seconds) {
+      text = number_text(v) + " s";
     } else if (m.unit == MetricUnit::millis) {
       char buf[32];
       snprintf(buf, sizeof buf, "%.1f ms", number(v));

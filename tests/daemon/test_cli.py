@@ -286,5 +286,5 @@ def test_status_recent_hit_ratio(daemon):
     c.call(GET, b"nope2")  # one more miss: 4 of 6
     text = cli("--socket=" + daemon.socket, "status").stdout
     assert re.search(r"^  hit ratio, last minute: +66\.7%$", text, re.M), text
-    assert re.search(r"^  hit ratio window: +\d+$", text, re.M)
+    assert re.search(r"^  hit ratio window: +\d+ s$", text, re.M)
     c.close()

@@ -800,6 +800,9 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::daemon_hits_total, st.get_hits);
   set(Metric::misses_total, misses);
   out[size_t(Metric::hit_ratio)].real = hits + misses ? double(hits) / double(hits + misses) : 0.0;
+  const HitWindow::Ratio recent = hit_window_.sample(started_ms_, now_ms(), hits, misses);
+  out[size_t(Metric::hit_ratio_1m)].real = recent.ratio;
+  set(Metric::hit_ratio_1m_window_seconds, (recent.window_ms + 500) / 1000);
   set(Metric::shm_misses_total, st.reader_misses);
   set(Metric::shm_busy_total, st.reader_busy);
   set(Metric::reader_processes, st.reader_processes);

@@ -23,6 +23,7 @@
 
 #include <msgpack.hpp>
 
+#include "engine/hit_window.h"
 #include "engine/leases.h"
 #include "engine/redis_waits.h"
 #include "protocol/metrics.h"
@@ -215,6 +216,7 @@ class Engine {
   uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
   uint64_t (*clock_)();
   uint64_t started_ms_;
+  mutable HitWindow hit_window_;  // STATUS's recent hit ratio: collect() samples it
   bool stopping_ = false;
   uint64_t clear_first_slice_us_ = 500, clear_first_slice_left_us_ = 500;
   uint64_t (*slice_clock_)();

@@ -80,6 +80,16 @@ def test_install_creates_user_group_and_files(installed):
         assert os.path.getsize(page) > 300, page
 
 
+def test_monitoring_files_are_installed(installed):
+    """The Grafana dashboard and the alert rules (tests/daemon/test_monitoring.py checks their metrics)."""
+    dash = Path("/usr/share/nearcache/grafana/nearcache.json")
+    alerts = Path("/usr/share/nearcache/prometheus/nearcache-alerts.yml")
+    for path in (dash, alerts):
+        assert mode_of(str(path)) == (0o644, "root", "root"), path
+    assert json.loads(dash.read_text())["uid"] == "nearcache"
+    assert re.search(r"^groups:$", alerts.read_text(), re.M) and "alert: NearcacheDown" in alerts.read_text()
+
+
 def test_conffile_is_every_default(installed):
     """The daemon reads the shipped file as the built-in defaults, every option listed."""
     with_file = run("/usr/sbin/nearcached", f"--config={CONF}", "--print-config").stdout

@@ -49,7 +49,8 @@ std::string metrics_markdown() {
          "`handshaking`), `since_unix_ms` (when the data connection last went up or down), `last_error`, "
          "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `last_write_refusal` (the last write Redis refused and why, \"\" = none; "
          "see doc/redis.md), `last_write_refusal_unix_ms`, `tls` (`off`, `on`, or `on, not verified`) and "
-         "`tls_verify_error` (the last certificate verification failure).\n\n" +
+         "`tls_verify_error` (the last certificate verification failure); with Sentinel also `sentinel_master` (the name), "
+         "`sentinel` (the Sentinel that answered last) and `master` (the server the data connection uses).\n\n" +
          metric_rows(redis_metric_table(), kRedisMetricCount);
 }
 
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   }
   setup_logging(cfg.log_level);
   nearcache::redis::Config rcfg = cfg.redis;
-  if (!cfg.redis.url.empty()) {
+  if (cfg.redis.enabled()) {
     if (!rcfg.password_file.empty() &&
         !nearcache::redis::read_password_file(rcfg.password_file, &rcfg.password, &err)) {
       spdlog::critical("{}", err);
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
   }
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
-  if (!cfg.redis.url.empty()) {
+  if (cfg.redis.enabled()) {
     tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
     if (!tier) {
       spdlog::critical("{}", err);
@@ -178,6 +179,8 @@ int main(int argc, char** argv) {
     server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
       std::string tls_err;
       if (!tier->reload_tls(&tls_err)) spdlog::error("SIGHUP: {}; keeping the previous TLS certificates", tls_err);
+      if (!tier->reload_sentinel_password(c.redis.sentinel_password_file, &tls_err))
+        spdlog::error("SIGHUP: {}; keeping the previous Sentinel password", tls_err);
       if (c.redis.password_file.empty()) return;
       std::string pw, why;
       if (!nearcache::redis::read_password_file(c.redis.password_file, &pw, &why)) {

@@ -59,7 +59,8 @@ std::string metrics_markdown() {
 void warn_exposed_password(const Config& cfg, const Invocation& inv) {
   nearcache::redis::Endpoint ep;
   std::string err;
-  if (!nearcache::redis::parse_url(cfg.redis.url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
+  auto parse = cfg.redis.sentinels.empty() ? nearcache::redis::parse_url : nearcache::redis::parse_sentinel_url;
+  if (!parse(cfg.redis.url, &ep, &err, false) || !ep.has_password || ep.password.empty()) return;
   struct stat st;
   if (inv.flags.count("redis_url"))
     spdlog::warn("redis_url carries a password on the command line, where every local user can read it (ps); "

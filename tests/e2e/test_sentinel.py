@@ -11,6 +11,8 @@ fail over with the first of them down.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -63,14 +65,14 @@ def topology(redis_servers, tmp_path):
     """topology(sentinels=1, quorum=1): a primary, its replica (in sync) and Sentinels monitoring them."""
     made: list[Sentinel] = []
 
-    def make(sentinels: int = 1, quorum: int = 1) -> Topology:
+    def make(sentinels: int = 1, quorum: int = 1, password: str | None = None) -> Topology:
         primary = redis_servers("primary", tcp=True)
         replica = redis_servers("replica", tcp=True, replicaof=f"127.0.0.1 {primary.port}")
         wait_for(lambda: replica.client().info("replication").get("master_link_status") == "up", 10,
                  "the replica to sync")
         t = Topology(primary, replica)
         for i in range(sentinels):
-            made.append(Sentinel(tmp_path, f"s{i + 1}", primary, MASTER, quorum=quorum))
+            made.append(Sentinel(tmp_path, f"s{i + 1}", primary, MASTER, quorum=quorum, password=password))
             t.sentinels.append(made[-1])
         for s in t.sentinels:  # a failover needs a replica the Sentinel knows
             wait_for(lambda: len(s.command("SENTINEL", "replicas", MASTER)) == 1, 10, "the Sentinel to see the replica")
@@ -180,6 +182,28 @@ def test_a_sentinel_down_the_next_one_answers(topology, host):
     s2.start()
     wait_coherent(a)
     assert status(a)["redis"]["sentinel"] == s2.addr
+
+
+def test_the_sentinels_own_password_from_its_file(topology, host, tmp_path):
+    t = topology(password="sentinel-pw")
+    pw = tmp_path / "sentinel-password"
+    pw.write_text("wrong\n")
+    pw.chmod(0o600)
+    d = Daemon(tmp_path, name="a", **{**FAST, **t.opts(redis_sentinel_password_file=pw)})
+    try:
+        wait_for(lambda: "no Sentinel named the master" in status(d)["redis"]["last_error"], 10,
+                 "the wrong Sentinel password to be reported")
+        assert status(d)["redis_connected"] == 0
+        pw.write_text("sentinel-pw\n")
+        d.signal(signal.SIGHUP)  # read again, used from the next connection to a Sentinel
+        wait_coherent(d)
+        assert status(d)["redis"]["master"] == where(t.primary)
+    finally:
+        assert d.stop() == 0, d.log()
+    pw.chmod(0o644)  # as redis_password_file: readable by others is refused at start
+    bad = Daemon(tmp_path, name="b", start=False, **{**FAST, **t.opts(redis_sentinel_password_file=pw)})
+    r = subprocess.run(bad.args(), capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "redis_sentinel_password_file" in r.stdout + r.stderr, r
 
 
 def test_replica_promoted_while_writes_are_queued(topology, host):

@@ -8,7 +8,10 @@
 //   - an invalidation from another host drops the local entry, makes the
 //     in-flight read stale and wakes lease waiters of the key;
 //   - when invalidations stop or (re)start, every local entry is dropped
-//     (TableHooks::drop_all) and in-flight reads go stale.
+//     (TableHooks::drop_all) and in-flight reads go stale;
+//   - with Sentinel (sentinel.h), both links ask it for the master before
+//     every attempt, and a link left on an old master is closed when the
+//     Sentinels name a new one (so both end on one server).
 //
 // The tier never touches the table: the daemon gives it TableHooks. What the
 // engine calls is TierApi (tier_api.h, the seam a fake tier implements in the

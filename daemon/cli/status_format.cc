@@ -114,6 +114,9 @@ std::string status_text(const msgpack::object& st) {
       return v && v->type == msgpack::type::BOOLEAN && v->via.boolean;
     };
     s << "  redis: " << text("url") << " (prefix '" << text("prefix") << "')\n";
+    if (!text("sentinel_master").empty() && text("sentinel_master") != "?")
+      s << "    Sentinel: master '" << text("sentinel_master") << "' at " << text("master") << " (last answer from "
+        << text("sentinel") << ")\n";
     s << "    data link: " << text("state");
     const double since = number(lookup(*r, "since_unix_ms"));
     if (since > 0) {

@@ -65,9 +65,9 @@ bool socket_path_fits(Config* c, std::string* err) {
 }
 
 bool redis_tier(Config* c, std::string* err) {
-  // Without redis_url the other redis_* options are not checked.
+  // Without redis_url (or the Sentinel options) the other redis_* options are not checked.
   redis::Endpoint ep;
-  return c->redis.url.empty() || redis::validate(c->redis, &ep, err);
+  return !c->redis.enabled() || redis::validate(c->redis, &ep, err);
 }
 
 bool known_ids(Config* c, std::string* err) {

@@ -351,7 +351,7 @@ void Engine::redis_status(Packer& pk) {
     pk.pack_uint64(redis::redis_metric_value(st, redis::RedisMetric(i)));
   }
   pack_str(pk, "redis");
-  pk.pack_map(15);
+  pk.pack_map(18);
   pack_str(pk, "url"), pack_str(pk, st.url);
   pack_str(pk, "prefix"), pack_bytes(pk, tier_->config().prefix);
   pack_str(pk, "state"), pack_str(pk, redis::link_state_name(st.data.state));
@@ -369,6 +369,9 @@ void Engine::redis_status(Packer& pk) {
   const std::string& verr =
       st.data.tls_verify_error.empty() ? st.invalidation.tls_verify_error : st.data.tls_verify_error;
   pack_str(pk, "tls_verify_error"), pack_str(pk, verr);
+  pack_str(pk, "sentinel_master"), pack_str(pk, st.sentinel.master_name);  // "" without Sentinel
+  pack_str(pk, "sentinel"), pack_str(pk, st.sentinel.last_sentinel);
+  pack_str(pk, "master"), pack_str(pk, st.master);
 }
 
 }  // namespace nearcache::daemon

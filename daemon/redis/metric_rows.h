@@ -51,4 +51,10 @@
   X(redis_tls_verify, gauge, count, "Redis TLS verified",                                                                \
     "1 when TLS verifies Redis's certificate chain and name; 0 with redis_tls_verify = false (or no TLS)")              \
   X(redis_tls_verify_failures_total, counter, count, "Redis TLS verify failures",                                        \
-    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")
+    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")          \
+  X(redis_sentinel_failovers_total, counter, count, "Sentinel failovers seen",                                   \
+    "Times the Sentinels named another master (an answer or +switch-master); 0 without Sentinel")              \
+  X(redis_sentinel_queries_total, counter, count, "Sentinel queries",                                            \
+    "Times the Sentinels were asked for the master (before a connection attempt)")                             \
+  X(redis_sentinel_query_failures_total, counter, count, "Sentinel queries failed",                              \
+    "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")

@@ -51,6 +51,9 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_tls_verify: return s.data.tls_verify;
     case RedisMetric::redis_tls_verify_failures_total:
       return s.data.tls_verify_failures_total + s.invalidation.tls_verify_failures_total;
+    case RedisMetric::redis_sentinel_failovers_total: return s.sentinel.failovers_total;
+    case RedisMetric::redis_sentinel_queries_total: return s.sentinel.queries_total;
+    case RedisMetric::redis_sentinel_query_failures_total: return s.sentinel.query_failures_total;
     case RedisMetric::count_: break;
   }
   return 0;

@@ -30,6 +30,7 @@
 #include "redis/invalidation.h"
 #include "redis/link.h"
 #include "redis/read_through.h"
+#include "redis/sentinel.h"
 #include "redis/write_behind.h"
 
 namespace nearcache::redis {
@@ -54,6 +55,10 @@ struct TierStatus {
   uint64_t local_flushes_total = 0;     // drop_all calls
   uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
   std::string url;                      // masked
+  // With Sentinel (sentinel.h): the Sentinels' view, and the data link's
+  // current server ("" without Sentinel or before the first answer).
+  SentinelStatus sentinel;
+  std::string master;
 };
 
 class TierApi {

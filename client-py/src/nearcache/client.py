@@ -551,10 +551,8 @@ class Client:
         lim = self.limits
         if self.sync_writes or len(k) > lim["key_limit"] or len(value) > lim["value_limit"]:
             return self._run(core.set(k, value, ttl, flags, lim))  # waits, or refuses (over a limit)
-        t = ttl_ms(ttl)
         # Sent without waiting: the common case, kept short (no Op, no lists).
-        return (self._wchan or self._channel()).submit_one(P.SET, (k, value, t, flags), k,
-                                                           None if t == 0 else (value, flags))
+        return (self._wchan or self._channel()).submit_set(k, value, ttl_ms(ttl), flags)
 
     def add(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         """Stores the value only if the key is absent; True when stored."""

@@ -72,20 +72,19 @@ class WriteChannel:
         with self._lock:
             return self._submit(op, args, entries)
 
-    def submit_one(self, op: int, args: tuple, k: bytes, entry) -> bool:
-        """submit() of a one-key write (a SET), the common case: no lists, one clock read."""
+    def submit_set(self, k: bytes, value: bytes, t, flags: int) -> bool:
+        """submit() of one SET (t: protocol ttl), the common case: no lists, one clock read."""
+        entry = None if t == 0 else (value, flags)
         with self._lock:
             conn = self._conn
-            if conn is None or self._skipped or self._skipped_overflow:
-                return self._submit(op, args, [(k, entry)])
             now = _monotonic()
-            if now < self.client.policy.down_until:
-                return self._submit(op, args, [(k, entry)])
+            if conn is None or self._skipped or self._skipped_overflow or now < self.client.policy.down_until:
+                return self._submit(P.SET, (k, value, t, flags), [(k, entry)])
             rid = self._last_sent + 1
             try:
-                conn.send_frame(self._pack([op, rid, *args]), now + self.client.timeout)
+                conn.send_frame(self._pack([P.SET, rid, k, value, t, flags]), now + self.client.timeout)
             except (OSError, ValueError) as e:
-                return self._failed(conn, e, op, args, [(k, entry)])
+                return self._failed(conn, e, P.SET, (k, value, t, flags), [(k, entry)])
             self._last_sent = rid
             self.pending[k] = (rid, entry)
             self._inflight[rid] = (now, (k,))

@@ -81,10 +81,22 @@ class WriteChannel:
             if conn is None or self._skipped or self._skipped_overflow or now < self.client.policy.down_until:
                 return self._submit(P.SET, (k, value, t, flags), [(k, entry)])
             rid = self._last_sent + 1
+            data = self._pack([P.SET, rid, k, value, t, flags])
+            sock = conn.sock
             try:
-                conn.send_frame(self._pack([P.SET, rid, k, value, t, flags]), now + self.client.timeout)
-            except (OSError, ValueError) as e:
+                # One send() on the socket itself when it takes the whole frame; else the
+                # connection's own loop (the rest of a partial send, gevent, a closed socket).
+                n = 0 if sock is None or conn.green else sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                conn.close()
                 return self._failed(conn, e, P.SET, (k, value, t, flags), [(k, entry)])
+            if n != len(data):
+                try:
+                    conn.send_frame(data[n:] if n else data, now + self.client.timeout)
+                except (OSError, ValueError) as e:
+                    return self._failed(conn, e, P.SET, (k, value, t, flags), [(k, entry)])
             self._last_sent = rid
             self.pending[k] = (rid, entry)
             self._inflight[rid] = (now, (k,))

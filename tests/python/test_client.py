@@ -22,7 +22,7 @@ def client(module_daemon):
 def test_hello_maps_the_segment(client, module_daemon):
     assert client.ping()
     assert client.info["protocol"] == 2 and client.info["layout"] == _native.LAYOUT_VERSION
-    assert client.segment.is_open and client.segment.path == module_daemon.segment
+    assert client.segment.is_open and client.segment_path == module_daemon.segment
     assert client.segment.generation == client.info["generation"]
 
 

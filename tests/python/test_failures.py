@@ -186,14 +186,16 @@ def test_incompatible_segment_layout(tmp_path, make_cache, caplog):
     assert e.value.errno == errno.EPROTONOSUPPORT and "layout version" in str(e.value)
     # Point the client at it, as a HELLO naming that segment would.
     client = c._client
-    client._sync_segment(dict(client.info, segment=str(future), generation=client.info["generation"] + 1))
+    st, now = os.stat(future), time.monotonic()
+    client._sync_segment(dict(client.info, segment=str(future), generation=client.info["generation"] + 1,
+                              segment_dev=st.st_dev, segment_ino=st.st_ino, clock_ms=int(now * 1000)), now, now)
     assert not client.segment.is_open and "layout" in client.shm_disabled_reason
     assert any("socket alone" in r.getMessage() for r in warnings_logged(caplog))
     assert c.get("k") == "v"        # over the socket
     c.set("k2", [1])
     assert c.get("k2") == [1]
     # A HELLO reporting a layout this client does not know: socket only as well.
-    client._sync_segment(dict(client.info, layout=_native.LAYOUT_VERSION + 1))
+    client._sync_segment(dict(client.info, layout=_native.LAYOUT_VERSION + 1), now, now)
     assert not client.segment.is_open and c.get("k2") == [1]
     d.stop()
 

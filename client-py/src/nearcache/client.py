@@ -38,6 +38,7 @@ import weakref
 
 from nearcache import _native
 from nearcache import core
+from nearcache import mapping
 from nearcache import protocol as P
 from nearcache.core import Lease, key_bytes, ttl_ms  # noqa: F401  (re-exported)
 from nearcache.protocol import ProtocolError
@@ -115,7 +116,7 @@ class Client:
                  strict: bool = False, warn_interval: float = 60.0, use_shm: bool = True,
                  client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6,
                  max_connections: int | None = None, verify_daemon: bool = True,
-                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True):
+                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True, verify_segment: bool = True):
         self.path = P.socket_path(socket_path)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout is not None else self.timeout
@@ -131,6 +132,11 @@ class Client:
         self.info: dict = {}              # the last HELLO
         self.limits: dict = dict(core.DEFAULT_LIMITS)
         self.shm_disabled_reason: str | None = None
+        # verify_segment: serve hits only from the object HELLO names, on this process's clock (nearcache.mapping).
+        self.verify_segment = bool(verify_segment)
+        self.segment_path: str | None = None   # HELLO's name of the mapped segment
+        self._mapped_id: tuple | None = None   # its (st_dev, st_ino), as checked
+        self._warned_segment: set = set()
         self.counters = {"undecodable": 0}
         self._pool_state: _Pool | None = None
         self._aconns: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = \
@@ -149,16 +155,40 @@ class Client:
         return self.policy.down_until
 
     # -- the segment ---------------------------------------------------------
-    def _hello(self, conn, info: dict) -> None:
+    def _hello(self, conn, info: dict, t0: float, t1: float) -> None:
+        """Applies a HELLO reply (t0..t1: time.monotonic() before it was sent and after it came)."""
         conn.info = info
         self.info = info
         for name in core.DEFAULT_LIMITS:
             if isinstance(info.get(name), int):
                 self.limits[name] = info[name]
-        self._sync_segment(info)
+        self._sync_segment(info, t0, t1)
 
-    def _sync_segment(self, info: dict) -> None:
-        """Maps the segment HELLO described, unless it is the one already mapped."""
+    @property
+    def segment_state(self) -> str:
+        """"mapped" (hits served from the segment, identity and clock checked), "unverified"
+        (mapped, verify_segment off), "socket" (not mapped: shm_disabled_reason says why) or "off"."""
+        if not self.use_shm:
+            return "off"
+        if self.segment.is_open:
+            return "mapped" if self.verify_segment else "unverified"
+        return "socket"
+
+    def _no_segment(self, kind: str, reason: str) -> None:
+        """Serves no hits from shared memory, for `reason` (said once at WARNING per kind)."""
+        self.segment.close()
+        self._mapped_id = None
+        self.shm_disabled_reason = reason
+        if kind not in self._warned_segment:
+            self._warned_segment.add(kind)
+            log.warning("nearcache: not serving hits from the segment: %s; using the socket alone until a "
+                        "HELLO and the mapping agree (VERIFY_SEGMENT=False switches this check off)", reason)
+        else:
+            log.debug("nearcache: not serving hits from the segment: %s", reason)
+
+    def _sync_segment(self, info: dict, t0: float, t1: float) -> None:
+        """Maps the segment HELLO described, unless it is the one already mapped; checks on
+        every HELLO that the mapping is the daemon's object and the clock is this process's."""
         if not self.use_shm or not info.get("segment"):
             return
         layout = info.get("layout")
@@ -169,18 +199,32 @@ class Client:
                                             f"({_native.LAYOUT_VERSION}); using the socket alone")
                 log.warning("nearcache: %s", self.shm_disabled_reason)
             return
+        verify = self.verify_segment
+        if verify:
+            why = mapping.clock_refusal(info, t0, t1)
+            if why is not None:
+                return self._no_segment("clock", why)
         gen = info.get("generation")
         seg = self.segment
-        if seg.is_open and seg.generation == gen and seg.path == info["segment"]:
+        if seg.is_open and seg.generation == gen and self.segment_path == info["segment"] and \
+                (not verify or self._mapped_id == mapping.identity(info)):
             return
         now = time.monotonic()
         if self._failed_generation == gen and now < self._next_open:
             return
         try:
-            seg.open(info["segment"], hints=info.get("hints") or None, posix_shm=bool(info.get("posix_shm")))
+            if verify:
+                self._mapped_id = mapping.map_checked(seg, info)
+            else:
+                seg.open(info["segment"], hints=info.get("hints") or None, posix_shm=bool(info.get("posix_shm")))
+            self.segment_path = info["segment"]
             self.shm_disabled_reason = None
             self._failed_generation = None
+        except mapping.Refused as e:
+            self._no_segment("identity", str(e))
         except OSError as e:
+            self.segment.close()
+            self._mapped_id = None
             self._failed_generation = gen
             self._next_open = now + self.remap_interval
             self.shm_disabled_reason = str(e.strerror or e)
@@ -218,10 +262,11 @@ class Client:
         """Re-checks the mapping with a HELLO (rate-limited to one per remap_interval)."""
         if self._refresh_due():
             op = core.Op([core.hello(self.client_name)], lambda replies: core.hello_info(replies[0]), None)
+            t0 = time.monotonic()
             info = self._run(op)
             if info:
                 self.info = info
-                self._sync_segment(info)
+                self._sync_segment(info, t0, time.monotonic())
 
     # -- the blocking transport ------------------------------------------------
     def _pool(self) -> _Pool:
@@ -236,7 +281,9 @@ class Client:
         cdeadline = min(deadline, time.monotonic() + self.connect_timeout)
         conn = P.Connection(self.path, cdeadline, self.busy_poll, self.trust)
         try:
-            self._hello(conn, core.hello_info(conn.call(*core.hello(self.client_name), deadline=deadline)))
+            t0 = time.monotonic()
+            reply = conn.call(*core.hello(self.client_name), deadline=deadline)
+            self._hello(conn, core.hello_info(reply), t0, time.monotonic())
         except BaseException:
             conn.close()
             raise
@@ -272,6 +319,7 @@ class Client:
             if fresh:
                 conn = self._open(soft)  # connect and HELLO within SOCKET_TIMEOUT, whatever the op may wait
             hello = refresh and not fresh and self._refresh_due()
+            t0 = time.monotonic()
             if hello:
                 reqs = [core.hello(self.client_name), *reqs]
             try:
@@ -285,12 +333,12 @@ class Client:
                 replies = conn.call_many(reqs, deadline, soft, stalled)
         finally:
             pool.give(conn)
-        return self._strip_hello(conn, replies) if hello else replies
+        return self._strip_hello(conn, replies, t0) if hello else replies
 
-    def _strip_hello(self, conn, replies: list) -> list:
-        """Applies the HELLO a call carried in front of its requests; returns the rest."""
+    def _strip_hello(self, conn, replies: list, t0: float) -> list:
+        """Applies the HELLO a call carried in front of its requests (sent after t0); returns the rest."""
         try:
-            self._hello(conn, core.hello_info(replies[0]))
+            self._hello(conn, core.hello_info(replies[0]), t0, time.monotonic())
         except ProtocolError:
             pass
         return replies[1:]
@@ -350,7 +398,9 @@ class Client:
         c.epoch = _fork_epoch
         c.used = False
         try:
-            self._hello(c, core.hello_info(await c.call(*core.hello(self.client_name), deadline=deadline)))
+            t0 = time.monotonic()
+            reply = await c.call(*core.hello(self.client_name), deadline=deadline)
+            self._hello(c, core.hello_info(reply), t0, time.monotonic())
         except BaseException:
             c.close()
             raise
@@ -361,6 +411,7 @@ class Client:
         conn = await self._aconn(soft)
         reused, conn.used = conn.used, True
         hello = refresh and reused and self._refresh_due()
+        t0 = time.monotonic()
         if hello:
             reqs = [core.hello(self.client_name), *reqs]
         try:
@@ -371,7 +422,7 @@ class Client:
             conn = await self._aconn(soft)
             conn.used = True
             replies = await conn.call_many(reqs, deadline, soft, stalled)
-        return self._strip_hello(conn, replies) if hello else replies
+        return self._strip_hello(conn, replies, t0) if hello else replies
 
     async def _arun(self, op: core.Op, refresh: bool = False):
         try:
@@ -473,13 +524,6 @@ class Client:
             ch = self._wchan = WriteChannel(self)
         return ch
 
-    def _write_set(self, op: core.Op) -> bool:
-        """A SET without waiting: True when sent (sync_writes: when stored)."""
-        if self.sync_writes or not op.requests:
-            return self._run(op)
-        req = op.requests[0]
-        return self._channel().submit(req[0], req[1:], [(req[1], None if req[3] == 0 else (req[2], req[4]))])
-
     def _write_set_many(self, op: core.Op) -> list:
         if self.sync_writes or not op.requests:
             return self._run(op)
@@ -503,7 +547,12 @@ class Client:
     def set(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         """Stores the value; False when it was not stored (daemon unreachable, over a limit).
         With sync_writes=False: sent without waiting, True when sent."""
-        return self._write_set(core.set(key_bytes(key), value, ttl, flags, self.limits))
+        k = key if type(key) is bytes else key_bytes(key)
+        lim = self.limits
+        if self.sync_writes or len(k) > lim["key_limit"] or len(value) > lim["value_limit"]:
+            return self._run(core.set(k, value, ttl, flags, lim))  # waits, or refuses (over a limit)
+        # Sent without waiting: the common case, kept short (no Op, no lists).
+        return (self._wchan or self._channel()).submit_set(k, value, ttl_ms(ttl), flags)
 
     def add(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         """Stores the value only if the key is absent; True when stored."""
@@ -606,8 +655,9 @@ class Client:
         return await self._arun(core.has_key(k))
 
     async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
-        op = core.set(key_bytes(key), value, ttl, flags, self.limits)
-        return await self._arun(op) if self.sync_writes else self._write_set(op)
+        if self.sync_writes:
+            return await self._arun(core.set(key_bytes(key), value, ttl, flags, self.limits))
+        return self.set(key, value, ttl, flags)  # never waits: the same path as set()
 
     async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))

@@ -40,6 +40,8 @@ def ttl_ms(ttl) -> int | None:
     """
     if ttl is None:
         return None
+    if type(ttl) is int and 0 < ttl < 9_000_000_000_000:  # the common case: whole seconds
+        return ttl * 1000
     if ttl != ttl:  # nan: LocMem's expiry comparison with nan is never true
         return None
     if ttl <= 0:

@@ -102,6 +102,7 @@ class NearCache(_native.CacheCore, BaseCache):
             verify_daemon=_bool(opts.get("VERIFY_DAEMON", True)),
             daemon_user=opts.get("DAEMON_USER", "nearcache"),
             sync_writes=_bool(opts.get("SYNC_WRITES", False)),
+            verify_segment=_bool(opts.get("VERIFY_SEGMENT", True)),
         )
         self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
                                            int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))
@@ -247,7 +248,7 @@ class NearCache(_native.CacheCore, BaseCache):
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         kb = self._key(key, version)
         data, flags = self._encode(value)
-        self._client.set(kb, data, self._ttl(timeout), flags)
+        self._client.set(kb, data, self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout, flags)
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         kb = self._key(key, version)

@@ -200,7 +200,13 @@ class Connection:
             sock.settimeout(_left(deadline))
             sock.sendall(out)
             return
-        view = memoryview(out)
+        try:
+            n = sock.send(out)  # a frame usually fits the socket buffer: one call
+        except BlockingIOError:
+            n = 0
+        if n == len(out):
+            return
+        view = memoryview(out)[n:]
         while view:
             try:
                 view = view[sock.send(view):]

@@ -26,12 +26,12 @@ What keeps this correct:
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import select
 import threading
 import time
 import weakref
+from time import monotonic as _monotonic
 
 import msgpack
 
@@ -54,11 +54,9 @@ class WriteChannel:
         self.counters = {"writes": 0, "failed": 0, "skipped": 0}
         self._lock = threading.Lock()            # numbering + sending + pending updates
         self._acked = threading.Condition(threading.Lock())
-        self._ids = itertools.count(1)
         self._last_sent = 0                     # id of the last frame sent
         self._last_acked = 0                    # every frame up to this id is acknowledged
-        self._inflight: dict[int, list] = {}    # id -> keys of that frame (ids ascend)
-        self._sent_at: list = []                # [(id, monotonic time sent)] of unacknowledged frames
+        self._inflight: dict[int, tuple] = {}   # id -> (monotonic time sent, keys of that frame); ids ascend
         self._conn: P.Connection | None = None
         self._skipped: set[bytes] = set()
         self._skipped_overflow = False
@@ -72,44 +70,88 @@ class WriteChannel:
         """Sends one write frame; entries: [(key, (value, flags) or None)] it installs in pending.
         False when it was not sent (the daemon is unreachable: the keys are remembered as skipped)."""
         with self._lock:
-            if self.client.policy.window_open():  # skipped, as a synchronous write would be
+            return self._submit(op, args, entries)
+
+    def submit_set(self, k: bytes, value: bytes, t, flags: int) -> bool:
+        """submit() of one SET (t: protocol ttl), the common case: no lists, one clock read."""
+        entry = None if t == 0 else (value, flags)
+        with self._lock:
+            conn = self._conn
+            now = _monotonic()
+            if conn is None or self._skipped or self._skipped_overflow or now < self.client.policy.down_until:
+                return self._submit(P.SET, (k, value, t, flags), [(k, entry)])
+            rid = self._last_sent + 1
+            data = self._pack([P.SET, rid, k, value, t, flags])
+            sock = conn.sock
+            try:
+                # One send() on the socket itself when it takes the whole frame; else the
+                # connection's own loop (the rest of a partial send, gevent, a closed socket).
+                n = 0 if sock is None or conn.green else sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                conn.close()
+                return self._failed(conn, e, P.SET, (k, value, t, flags), [(k, entry)])
+            if n != len(data):
+                try:
+                    conn.send_frame(data[n:] if n else data, now + self.client.timeout)
+                except (OSError, ValueError) as e:
+                    return self._failed(conn, e, P.SET, (k, value, t, flags), [(k, entry)])
+            self._last_sent = rid
+            self.pending[k] = (rid, entry)
+            self._inflight[rid] = (now, (k,))
+            self.counters["writes"] += 1
+            return True
+
+    def _submit(self, op: int, args: tuple, entries: list) -> bool:
+        """submit() with the lock held."""
+        if self.client.policy.window_open():  # skipped, as a synchronous write would be
+            self._skip(k for k, _ in entries)
+            return False
+        conn = self._conn
+        if conn is None or conn.sock is None:
+            conn = self._connect()
+            if conn is None:
                 self._skip(k for k, _ in entries)
                 return False
-            conn = self._conn
-            if conn is None or conn.sock is None:
-                conn = self._connect()
-                if conn is None:
-                    self._skip(k for k, _ in entries)
-                    return False
-            for attempt in (1, 2):
+        try:
+            self._send_after_skipped(conn, op, args, entries)
+            return True
+        except (OSError, ValueError) as e:
+            return self._failed(conn, e, op, args, entries)
+
+    def _failed(self, conn, e: Exception, op: int, args: tuple, entries: list) -> bool:
+        """A send failed (lock held): the daemon restarted under an idle channel → once more
+        on a new one; else the keys are remembered as skipped."""
+        idle = not self._inflight
+        self._lost(conn, e)
+        if idle and isinstance(e, (BrokenPipeError, ConnectionResetError)):
+            conn = self._connect()
+            if conn is not None:
                 try:
-                    if self._skipped or self._skipped_overflow:
-                        self._send_skipped(conn)
-                    self._send(conn, op, args, entries)
+                    self._send_after_skipped(conn, op, args, entries)
                     return True
-                except (OSError, ValueError) as e:
-                    idle = not self._inflight
-                    self._lost(conn, e)
-                    # The daemon restarted under an idle channel: once more on a new one.
-                    if attempt == 1 and idle and isinstance(e, (BrokenPipeError, ConnectionResetError)):
-                        conn = self._connect()
-                        if conn is not None:
-                            continue
-                    self._skip(k for k, _ in entries)
-                    return False
-            return False
+                except (OSError, ValueError) as e2:
+                    self._lost(conn, e2)
+        self._skip(k for k, _ in entries)
+        return False
+
+    def _send_after_skipped(self, conn, op: int, args: tuple, entries: list) -> None:
+        if self._skipped or self._skipped_overflow:
+            self._send_skipped(conn)
+        self._send(conn, op, args, entries)
 
     def _send(self, conn, op: int, args: tuple, entries: list) -> None:
         """Numbers and sends one frame, its keys pending until the reply (lock held)."""
-        rid = next(self._ids)
-        conn.send_frame(self._pack([op, rid, *args]), time.monotonic() + self.client.timeout)
+        rid = self._last_sent + 1
+        now = _monotonic()
+        conn.send_frame(self._pack([op, rid, *args]), now + self.client.timeout)
         self._last_sent = rid
         keys = []
         for k, entry in entries:
             self.pending[k] = (rid, entry)
             keys.append(k)
-        self._inflight[rid] = keys
-        self._sent_at.append((rid, time.monotonic()))
+        self._inflight[rid] = (now, keys)
         self.counters["writes"] += 1
 
     def _send_skipped(self, conn) -> None:
@@ -199,8 +241,13 @@ class WriteChannel:
 
     def _check_stall(self) -> None:
         """Raises when the oldest unacknowledged write waited longer than SOCKET_TIMEOUT."""
-        sent = self._sent_at
-        if self._last_acked < self._last_sent and sent and time.monotonic() - sent[0][1] > self.client.timeout:
+        if self._last_acked >= self._last_sent:
+            return
+        try:
+            sent = next(iter(self._inflight.values()))[0]  # the oldest: ids ascend in insertion order
+        except (StopIteration, RuntimeError):  # empty, or changed by another thread meanwhile
+            return
+        if time.monotonic() - sent > self.client.timeout:
             raise TimeoutError(f"no reply to a write within {self.client.timeout:g} s")
 
     def _ack(self, frames: list) -> None:
@@ -208,11 +255,12 @@ class WriteChannel:
         failures = []
         top = 0
         with self._lock:
-            pending, inflight, sent = self.pending, self._inflight, self._sent_at
+            pending, inflight = self.pending, self._inflight
             for frame in frames:
                 rid, status = frame[0], frame[1]
-                top = max(top, rid)
-                keys = inflight.pop(rid, ())
+                if rid > top:
+                    top = rid
+                keys = inflight.pop(rid, (0, ()))[1]
                 for k in keys:
                     p = pending.get(k)
                     if p is not None and p[0] <= rid:
@@ -221,8 +269,6 @@ class WriteChannel:
                     failures.append((keys, frame[2] if len(frame) > 2 else P.STATUS_NAMES.get(status, status)))
                 elif len(frame) > 2 and isinstance(frame[2], list) and frame[2]:
                     failures.append(([bytes(x) for x in frame[2]], "not stored (over a limit)"))
-            while sent and sent[0][0] <= top:
-                sent.pop(0)
             for keys, message in failures:
                 self.counters["failed"] += len(keys) or 1
         for keys, message in failures:
@@ -241,7 +287,7 @@ class WriteChannel:
         """The channel died (lock held): every unacknowledged write is remembered as skipped."""
         conn.close()
         self._conn = None
-        lost = [k for keys in self._inflight.values() for k in keys]
+        lost = [k for _, keys in self._inflight.values() for k in keys]
         if lost:
             # The same rate limit as "daemon unreachable": one outage, one warning per interval.
             self.client.policy.warn("unreachable", "nearcache: daemon at %s unreachable (%s: %s): %d "
@@ -250,7 +296,6 @@ class WriteChannel:
             self.counters["failed"] += len(lost)
             self._skip(lost)
         self._inflight.clear()
-        self._sent_at.clear()
         self.pending.clear()
         with self._acked:
             self._last_acked = self._last_sent

@@ -18,7 +18,7 @@ from nearcache import _native  # noqa: E402
 
 def state() -> dict:
     seg = cache._client.segment
-    return {"segment_open": seg.is_open, "generation": seg.generation, "segment": seg.path,
+    return {"segment_open": seg.is_open, "generation": seg.generation, "segment": cache._client.segment_path,
             "shm_hits": _native.Segment.totals()["hits"]}
 
 

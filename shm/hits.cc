@@ -84,6 +84,11 @@ int HitSource::adopt(int fd, uint64_t now_ms, std::unique_ptr<HitSource>* out, s
   std::unique_ptr<HitSource> s(new HitSource());
   s->fd_ = fd;
   s->last_ms_ = now_ms;
+  // Counting starts now: a process's region also holds what it counted for
+  // another daemon (or before a restart), which is not this daemon's to report.
+  HitRegionHeader h;
+  if (pread_all(fd, &h, sizeof h, 0) && h.magic == kHitMagic && h.version == kHitRegionVersion)
+    s->hits_ = h.hits, s->misses_ = h.misses, s->busy_ = h.busy, s->head_ = h.head;
   *out = std::move(s);
   return 0;
 }

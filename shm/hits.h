@@ -83,8 +83,8 @@ class HitSource {
   HitSource(const HitSource&) = delete;
   HitSource& operator=(const HitSource&) = delete;
 
-  // Reads the region once (at most three preads; the baselines start at 0
-  // when the region is adopted): appends to `ways` the ring
+  // Reads the region once (at most three preads; the baselines are the
+  // region's counts when it was adopted): appends to `ways` the ring
   // entries written since the last poll (the newest kHitRing at most, only if
   // the region's generation is `generation`, only indexes below `max_index`),
   // and adds the counters' plausible growth to *d. A counter that went down

@@ -6,8 +6,13 @@
 // never re-mapped while another thread reads it.
 #include "segment.h"
 
+#include <unistd.h>
+
+#include <memory>
 #include <new>
 #include <string>
+
+#include "hits.h"
 
 namespace nearcache::py {
 
@@ -16,6 +21,23 @@ using nearcache::shm::ReaderOptions;
 PyTypeObject SegmentType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
 namespace {
+
+// This process's hit region (doc/protocol.md, HITS): one per process, made
+// on first use; a fork() child makes its own (the inherited one is its
+// parent's), so the child's hits are never written into the parent's ring.
+std::unique_ptr<nearcache::shm::HitRegion> g_region;
+pid_t g_region_pid = 0;
+std::string g_region_error;
+
+nearcache::shm::HitRegion* process_region() {
+  if (g_region_pid != getpid()) {
+    g_region.reset();  // the parent's: unmapped and closed in this process only
+    g_region_pid = getpid();
+    g_region_error.clear();
+    g_region = nearcache::shm::HitRegion::create(&g_region_error);
+  }
+  return g_region.get();
+}
 
 PyObject* Segment_new(PyTypeObject* type, PyObject*, PyObject*) {
   auto* self = reinterpret_cast<SegmentObject*>(type->tp_alloc(type, 0));
@@ -62,6 +84,7 @@ PyObject* Segment_open(SegmentObject* self, PyObject* args, PyObject* kwds) {
   // inside get() meanwhile because we hold the GIL.
   Reader fresh;
   int err = fresh.open(p, &why, opts);
+  if (err == 0) fresh.attach_hits(process_region());
   *self->reader = static_cast<Reader&&>(fresh);
   PyObject* old = self->path;
   self->path = err == 0 ? PyUnicode_DecodeFSDefault(p.c_str()) : Py_NewRef(Py_None);
@@ -109,6 +132,14 @@ PyObject* Segment_totals(PyObject*, PyObject*) {
                        "busy", (unsigned long long)t.busy);
 }
 
+// hit_region_fd() -> int: this process's hit region, to send with HITS
+// (made if needed); OSError when the kernel refuses a sealed memfd.
+PyObject* Segment_hit_region_fd(PyObject*, PyObject*) {
+  nearcache::shm::HitRegion* r = process_region();
+  if (!r) return PyErr_Format(PyExc_OSError, "no hit region: %s", g_region_error.c_str());
+  return PyLong_FromLong(r->fd());
+}
+
 PyObject* Segment_get_generation(SegmentObject* self, void*) {
   if (!self->reader->is_open()) Py_RETURN_NONE;
   return PyLong_FromUnsignedLongLong(self->reader->generation());
@@ -129,6 +160,8 @@ PyMethodDef Segment_methods[] = {
     {"get", (PyCFunction)Segment_get, METH_O, "get(key) -> (status, value or None, flags)"},
     {"alive", (PyCFunction)Segment_alive, METH_NOARGS, "The writer is running and its heartbeat is fresh."},
     {"totals", (PyCFunction)Segment_totals, METH_NOARGS | METH_STATIC, "This process's reader counts."},
+    {"hit_region_fd", (PyCFunction)Segment_hit_region_fd, METH_NOARGS | METH_STATIC,
+     "This process's hit region's fd, to register with HITS (one region per process)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef Segment_getset[] = {

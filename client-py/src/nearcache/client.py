@@ -53,6 +53,8 @@ GREEN_POOL_SIZE = 16
 # Bumped in every fork() child: connections opened in another epoch belong to
 # the parent and are never used (nor closed: the parent may still use them).
 _fork_epoch = 0
+_hits_conns: dict = {}  # socket path -> ((path, daemon pid), the connection that registered the hit region)
+_hits_conn_failed: list = []  # the error, once: no hit region could be made or sent
 _live: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
@@ -288,7 +290,31 @@ class Client:
             conn.close()
             raise
         conn.epoch = _fork_epoch
+        if self.use_shm:
+            self._register_hits(conn, deadline)
         return conn
+
+    def _register_hits(self, conn: P.Connection, deadline: float) -> None:
+        """Hands the daemon this process's hit region (HITS, doc/protocol.md) on one
+        live connection of the process, so that its shared-memory hits count in
+        STATUS and inform eviction. Once per process and daemon (the daemon's
+        pid tells a restarted one apart): each registration is read on its own,
+        so a second one would count every hit twice."""
+        daemon = (self.path, conn.info.get("pid"))
+        held = _hits_conns.get(self.path)
+        if held is not None and held[0] == daemon and held[1].epoch == _fork_epoch and not held[1].closed:
+            return
+        if conn.info.get("layout", 1) < 2:  # a daemon without HITS would close the connection
+            return
+        try:
+            fd = _native.Segment.hit_region_fd()
+        except OSError as e:  # no sealed memfd here: hits are served all the same, just not reported
+            if not _hits_conn_failed:
+                _hits_conn_failed.append(e)
+                log.warning("nearcache: hits served from shared memory are not reported to the daemon (%s)", e)
+            return
+        if conn.send_fd(P.HITS, fd, deadline)[0] == P.OK:
+            _hits_conns[self.path] = (daemon, conn)
 
     def _conn(self) -> P.Connection:
         """An idle connection of this process (opened if there is none); it stays in the pool."""

@@ -8,6 +8,7 @@ before reading any reply and matches replies by id.
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
 import math
@@ -311,11 +312,43 @@ class Connection:
         else:
             out = b"".join([pack([req[0], first + i, *req[1:]]) for i, req in enumerate(requests)])
             self._ids = itertools.count(first + n)
+        try:
+            self._send(sock, out, deadline)
+        except BaseException:
+            self.close()
+            raise
+        return self._collect(first, n, deadline, soft, stalled)
+
+    def send_fd(self, op: int, fd: int, deadline: float) -> list:
+        """One request `[op, id]` with `fd` in its SCM_RIGHTS (HITS); returns its reply."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectionResetError("connection closed")
+        first = next(self._ids)
+        out = self._pack([op, first])
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+        try:
+            while True:
+                if self.green:
+                    sock.settimeout(_left(deadline))
+                try:
+                    if sock.sendmsg([out], fds) == len(out):
+                        break
+                    raise ConnectionResetError("a partial frame with an fd")  # a 3-byte frame: never seen
+                except BlockingIOError:
+                    self._wait(sock, deadline, select.POLLOUT)
+        except BaseException:
+            self.close()
+            raise
+        return self._collect(first, 1, deadline)[0]
+
+    def _collect(self, first: int, n: int, deadline: float, soft: float | None = None, stalled=None) -> list[list]:
+        """Reads the replies to requests first .. first + n - 1, in request order."""
+        sock = self.sock
         replies: list = [None] * n
         got = 0
         unpacker = self._unpacker
         try:
-            self._send(sock, out, deadline)
             while True:
                 for frame in unpacker:
                     check_frame(frame)

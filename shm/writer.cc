@@ -173,6 +173,10 @@ void Writer::stop() {
   if (header_) store_release(&header_->state, uint32_t(SegmentState::stopped));
 }
 
+void Writer::resume() {
+  if (header_) store_release(&header_->state, uint32_t(SegmentState::running));
+}
+
 void Writer::remove() {
   remove_object(segment_spec(opts_));
   remove_object(hints_spec(opts_));

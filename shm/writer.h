@@ -122,6 +122,7 @@ class Writer {
   size_t expire_step(size_t max_buckets);
   void heartbeat();
   void stop();    // state = stopped: readers stop serving from this table
+  void resume();  // state = running again after stop() (a suspension's end)
   void remove();  // removes the names (segment, hints); mappings stay valid
   // Returns counter slots of processes that no longer exist to the pool.
   void reap_reader_slots();

@@ -28,7 +28,7 @@
     "Queued operations replaced by a later one on the same key")                                                         \
   X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \
   X(redis_coherence_lost_total, counter, count, "invalidation link losses",                                              \
-    "Times invalidations stopped (the near tier was flushed)")                                                           \
+    "Times invalidations stopped (the near tier is served for redis_stale_grace_ms, then repaired)")                                                           \
   X(redis_local_flushes_total, counter, count, "near tier flushes",                                                      \
     "Times every local entry was dropped: invalidations stopped or restarted, FLUSHDB")                                  \
   X(redis_readthrough_hits_total, counter, count, "read-through hits", "Local misses that Redis (or the queue) answered") \
@@ -49,4 +49,17 @@
   X(redis_tls_verify, gauge, count, "Redis TLS verified",                                                                \
     "1 when TLS verifies Redis's certificate chain and name; 0 with redis_tls_verify = false (or no TLS)")              \
   X(redis_tls_verify_failures_total, counter, count, "Redis TLS verify failures",                                        \
-    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")
+    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")                  \
+  X(redis_suspended, gauge, count, "near tier suspended",                                                                \
+    "1 while invalidations have been down longer than redis_stale_grace_ms: the table is kept, not served")             \
+  X(redis_repair_snapshots_total, counter, count, "slot snapshots",                                                     \
+    "Snapshots of the per-slot write counters taken while invalidations flowed")                                        \
+  X(redis_repair_snapshot_us, gauge, count, "slot snapshot time (us)",                                                  \
+    "Time the last snapshot of the 16384 slot counters took to read (MGET pages, INFO)")                                \
+  X(redis_repairs_total, counter, count, "repairs", "Gaps in invalidations repaired on reconnect")                      \
+  X(redis_repairs_full_total, counter, count, "repairs that dropped all",                                               \
+    "Repairs that could prove nothing (Redis restarted, unprovable failover, flush, CLEAR) and dropped every entry")     \
+  X(redis_repair_slots_dropped_total, counter, count, "repair slots dropped",                                           \
+    "Slots whose counter moved (or is missing) across a gap: their local entries were dropped")                          \
+  X(redis_flush_ignored_total, counter, count, "other-db flushes ignored",                                               \
+    "Flush messages after which this database's marker was intact (FLUSHDB of another database)")

@@ -150,6 +150,12 @@ void Repair::coherent() {
 }
 
 void Repair::healthy(Snapshot s) {
+  if (gap_ && !base_) {
+    // The first snapshot: nothing to compare with (what the table holds came
+    // before any invalidation was received).
+    h_.drop_all("invalidations started");
+    gap_ = false;
+  }
   if (gap_) {
     std::vector<bool> drop;
     size_t n = 0;

@@ -62,6 +62,17 @@ def cut_and_wait(proxy, a) -> None:
              "a to lose its links")
 
 
+def partitioned(host, proxy, grace_ms: int):
+    """Host A (through `proxy`, with this grace) and host B, warm, with a fresh snapshot; then A is cut off."""
+    a = host("a", url=proxy.url, redis_stale_grace_ms=grace_ms)
+    b = host("b")
+    ca, cb = client(a), client(b)
+    warm(ca, cb, b)
+    fresh_snapshot(a)
+    cut_and_wait(proxy, a)
+    return a, b, ca, cb
+
+
 def heal_and_repair(proxy, a) -> dict:
     before = status(a)["redis_repairs_total"]
     proxy.heal()
@@ -83,12 +94,7 @@ def check_repaired(ca, written: set[int]) -> None:
 
 def test_a_partition_shorter_than_the_grace_keeps_serving_then_drops_only_what_changed(host, redis_server, tmp_path):
     with HoldingProxy(tmp_path, redis_server.socket) as proxy:
-        a = host("a", url=proxy.url, redis_stale_grace_ms=20000)
-        b = host("b")
-        ca, cb = client(a), client(b)
-        warm(ca, cb, b)
-        fresh_snapshot(a)
-        cut_and_wait(proxy, a)
+        a, b, ca, cb = partitioned(host, proxy, 20000)
         written = set(range(0, 20))
         for i in written:
             cb.set(key(i), mp(1000 + i))
@@ -105,12 +111,7 @@ def test_a_partition_shorter_than_the_grace_keeps_serving_then_drops_only_what_c
 
 def test_a_partition_longer_than_the_grace_suspends_without_deleting(host, redis_server, tmp_path):
     with HoldingProxy(tmp_path, redis_server.socket) as proxy:
-        a = host("a", url=proxy.url, redis_stale_grace_ms=500)
-        b = host("b")
-        ca, cb = client(a), client(b)
-        warm(ca, cb, b)
-        fresh_snapshot(a)
-        cut_and_wait(proxy, a)
+        a, b, ca, cb = partitioned(host, proxy, 500)
         written = {3, 50, 150}
         for i in written:
             cb.set(key(i), mp(1000 + i))
@@ -160,12 +161,7 @@ def test_flushdb_of_another_database_drops_nothing_of_this_one(host, redis_serve
 
 def test_missing_counters_drop_their_slots(host, redis_server, tmp_path):
     with HoldingProxy(tmp_path, redis_server.socket) as proxy:
-        a = host("a", url=proxy.url, redis_stale_grace_ms=20000)
-        b = host("b")
-        ca, cb = client(a), client(b)
-        warm(ca, cb, b)
-        fresh_snapshot(a)
-        cut_and_wait(proxy, a)
+        a, b, ca, cb = partitioned(host, proxy, 20000)
         # allkeys-* eviction (or anyone) removes the counters of two keys' slots during the gap.
         r = redis_server.client()
         gone = {slot(P + key(7)), slot(P + key(77))}

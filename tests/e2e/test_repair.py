@@ -187,3 +187,37 @@ def test_grace_zero_flushes_at_once_as_before(host, redis_server, tmp_path):
         proxy.heal()
         wait_coherent(a)
         assert ca.get(key(1)) == mp(1)
+
+
+def test_a_failover_to_a_replica_that_holds_the_snapshot_repairs_by_slot(host, redis_servers, tmp_path):
+    """REPLICAOF NO ONE on an in-sync replica: its master_replid2 and
+    second_repl_offset prove it holds A's snapshot, so only the slots B wrote
+    on the new primary are dropped."""
+    p, rep = redis_servers("primary", tcp=True), redis_servers("replica", tcp=True)
+    rep.client().replicaof("127.0.0.1", p.port)
+    wait_for(lambda: rep.client().info("replication")["master_link_status"] == "up", 10, "the replica to sync")
+    with HoldingProxy(tmp_path, p.socket, name="pa") as pa, HoldingProxy(tmp_path, p.socket, name="pb") as pb:
+        a = host("a", url=pa.url, redis_stale_grace_ms=20000)
+        b = host("b", url=pb.url)
+        ca, cb = client(a), client(b)
+        warm(ca, cb, b)
+        fresh_snapshot(a)
+        cut_and_wait(pa, a)
+        pb.cut()
+
+        def in_sync():
+            return rep.client().info("replication")["master_repl_offset"] == \
+                p.client().info("replication")["master_repl_offset"]
+        wait_for(in_sync, 10, "the replica to catch up")
+        p.stop()
+        rep.client().replicaof("no", "one")
+        pa.upstream = pb.upstream = rep.socket
+        pb.heal()
+        wait_coherent(b)
+        written = {5, 60}
+        for i in written:
+            cb.set(key(i), mp(1000 + i))
+        wait_flushed(b)
+        st = heal_and_repair(pa, a)
+        assert st["redis_repairs_full_total"] == 0, a.log()
+        check_repaired(ca, written)

@@ -575,7 +575,7 @@ TEST_CASE("engine+redis: STATUS shows the tier's state and counts LEASEs waiting
   CHECK(saw_waiters);
 }
 
-TEST_CASE("engine+redis: a suspended table is kept but not served; drop_slots drops exactly its slots") {
+TEST_CASE("engine+redis: a suspended table is kept but not served, drop_slots drops exactly its slots") {
   Fixture f;
   Session* s = f.h.connect();
   for (const char* k : {"a", "b", "c"}) REQUIRE(f.h.writer->set(k, std::string("v-") + k, 0, 0) == nearcache::shm::Status::ok);

@@ -138,9 +138,11 @@ void Repair::on_grace(uv_timer_t* t) {
 
 void Repair::coherent() {
   const uint64_t gen = ++gen_;
-  if (cfg_.stale_grace_ms == 0 && gap_) {
-    // Today's strictness: whatever the table holds may have missed invalidations.
-    h_.drop_all("invalidations (re)started");
+  if (gap_ && (cfg_.stale_grace_ms == 0 || !base_)) {
+    // Nothing to compare with (the first connection: what the table holds came
+    // before any invalidation was received), or today's strictness: whatever
+    // the table holds may have missed invalidations. At once, as coherence starts.
+    h_.drop_all(base_ ? "invalidations (re)started" : "invalidations started");
     gap_ = false;
   }
   snapshot([this, gen](std::optional<Snapshot> s) {
@@ -150,12 +152,6 @@ void Repair::coherent() {
 }
 
 void Repair::healthy(Snapshot s) {
-  if (gap_ && !base_) {
-    // The first snapshot: nothing to compare with (what the table holds came
-    // before any invalidation was received).
-    h_.drop_all("invalidations started");
-    gap_ = false;
-  }
   if (gap_) {
     std::vector<bool> drop;
     size_t n = 0;

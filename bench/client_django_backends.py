@@ -24,9 +24,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from servers import BenchServers
+from servers import BenchServers, Report
 
 KEY = "user:profile:0001234"  # 20 characters
 assert len(KEY) == 20
@@ -131,11 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     n_fast, n_slow, secs = (2000, 300, 0.5) if args.quick else (100000, 5000, 2.0)
 
-    lines: list[str] = []
-
-    def out(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    out = Report(args.output)
 
     with BenchServers() as servers:
         caches_cfg = configure(servers)
@@ -244,8 +239,7 @@ def main() -> None:
             out(f"   get_many  vs {alias:<16} {ratio:6.3f}x")
         out(f"   gets/s, 2 procs / 1 proc: NearCache {ncr['gets/s 2 procs'] / ncr['gets/s 1 proc']:.2f}, "
             f"LocMemCache {results['LocMemCache']['gets/s 2 procs'] / results['LocMemCache']['gets/s 1 proc']:.2f}")
-    if args.output:
-        Path(args.output).write_text("\n".join(lines) + "\n")
+    out.save()
 
 
 if __name__ == "__main__":

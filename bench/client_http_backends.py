@@ -36,7 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from servers import BenchServers
+from servers import BenchServers, Report
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "tests" / "servers" / "app"
@@ -152,11 +152,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: scripts/install-deps.sh bench")
 
-    lines: list[str] = []
-
-    def out(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    out = Report(args.output)
 
     import django
     import gunicorn
@@ -208,8 +204,7 @@ def main() -> None:
         for name in results:
             out(f"   {name:<16}" + "   ".join(
                 f"{view} " + " ".join(f"{s['rps']:,.0f}" for s in results[name][view]) for view in VIEWS))
-    if args.output:
-        Path(args.output).write_text("\n".join(lines) + "\n")
+    out.save()
 
 
 if __name__ == "__main__":

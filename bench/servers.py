@@ -78,3 +78,18 @@ class BenchServers:
             return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().split("\n")[0]
         except OSError:
             return "?"
+
+
+class Report:
+    """A benchmark's report: printed as it goes, and written to --output at the end."""
+
+    def __init__(self, output: str | None):
+        self.output, self.lines = output, []
+
+    def __call__(self, s: str = "") -> None:
+        print(s, flush=True)
+        self.lines.append(s)
+
+    def save(self) -> None:
+        if self.output:
+            Path(self.output).write_text("\n".join(self.lines) + "\n")

@@ -2,16 +2,19 @@
 // with the same byte budget, on Zipf-distributed requests, in one run.
 //
 // The table is driven the way nearcache is used: a request is a reader
-// lookup (which records the access in the hints file, as a client's hit
-// does); on a miss the writer stores the value. "table, no hints" repeats
-// the run with readers that do not record accesses, to show what the hints
+// lookup (which records the access in the process's hit region, as a
+// client's hit does); on a miss the writer stores the value. Every
+// --poll-every requests (default 1024) the writer takes the region's new
+// hits as the daemon's timer does (HitSource::poll, then note_hits): the
+// region's ring holds 4096, so none is lost at this rate. "table, no hints"
+// repeats the run with a reader that has no region, to show what the hints
 // are worth. The LRU is charged the same bytes per item as the table
 // (header, key, value, padding) and gets the table's whole data area.
 //
 // 10^6 keys, values of 50..4000 bytes (log-uniform, fixed per key), Zipf
 // alpha 0.9 and 1.0, cache = 1% and 10% of the key space's bytes.
 //
-// Usage: bench_shm_hit_ratio [--keys N] [--requests R] [--dir DIR]
+// Usage: bench_shm_hit_ratio [--keys N] [--requests R] [--dir DIR] [--poll-every N]
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "hits.h"
 #include "reader.h"
 #include "writer.h"
 #include "zipf.h"
@@ -31,6 +35,8 @@
 using namespace nearcache::shm;
 
 namespace {
+
+size_t g_poll_every = 1024;
 
 class Lru {
  public:
@@ -85,12 +91,22 @@ double run_table(const Workload& wl, const std::string& path, uint64_t segment_b
   }
   *data_bytes = w->stats().data_bytes;
   Reader r;
-  ReaderOptions ro;
-  ro.use_hints = hints;
-  if (r.open(path, &why, ro) != 0) {
+  if (r.open(path, &why) != 0) {
     fprintf(stderr, "bench_shm_hit_ratio: %s\n", why.c_str());
     exit(1);
   }
+  std::unique_ptr<HitRegion> region;
+  std::unique_ptr<HitSource> source;
+  if (hints) {
+    region = HitRegion::create(&why);
+    if (!region || HitSource::adopt(dup(region->fd()), 0, &source, &why) != 0) {
+      fprintf(stderr, "bench_shm_hit_ratio: %s\n", why.c_str());
+      exit(1);
+    }
+    r.attach_hits(region.get());
+  }
+  std::vector<uint32_t> ways;
+  uint64_t poll_clock = 0;
   std::string value(4096, 'v'), buf(4096, '\0');
   uint64_t hits = 0, counted = 0;
   for (size_t i = 0; i < wl.requests.size(); ++i) {
@@ -100,6 +116,12 @@ double run_table(const Workload& wl, const std::string& path, uint64_t segment_b
     if (!hit) w->set(k, std::string_view(value.data(), wl.sizes[id]), 0, 0);
     if (i >= warmup) counted++, hits += hit;
     if (i % 65536 == 0) w->heartbeat();
+    if (source && i % g_poll_every == 0) {
+      HitDeltas d;
+      ways.clear();
+      source->poll(w->generation(), w->way_index_limit(), poll_clock += 1000, &ways, &d);
+      w->note_hits(ways.data(), ways.size());
+    }
   }
   const auto s = w->stats();
   if (s.index_evictions > s.evictions / 100)
@@ -129,6 +151,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--keys")) nkeys = std::strtoull(argv[i + 1], nullptr, 10);
     if (!strcmp(argv[i], "--requests")) nrequests = std::strtoull(argv[i + 1], nullptr, 10);
     if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    if (!strcmp(argv[i], "--poll-every")) g_poll_every = std::max<size_t>(1, std::strtoull(argv[i + 1], nullptr, 10));
   }
   std::mt19937_64 rng(2024);
   Workload wl;
@@ -145,7 +168,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < nkeys; ++i) perm[i] = uint32_t(i);
   std::shuffle(perm.begin(), perm.end(), rng);
 
-  printf("hit ratio: nearcache table (S3-FIFO over two logs, reader hints) vs exact LRU, same bytes\n");
+  printf("hit ratio: nearcache table (S3-FIFO over two logs, reader hits via a hit region polled every %zu requests) vs exact LRU, same bytes\n", g_poll_every);
   printf("%zu keys, values 50..4000 B log-uniform (mean item %u B), %zu requests (first 25%% warm-up)\n", nkeys,
          avg_item, nrequests);
   printf("%-6s %-6s %12s %10s %10s %10s %12s\n", "alpha", "cache", "budget MiB", "table", "no hints", "LRU",

@@ -5,11 +5,12 @@
 //   aggregate throughput of 1 and 2 reader processes;
 //   metadata bytes per entry at 10^6 entries;
 //   and, for scale, this machine's latency of one dependent DRAM load.
-// Per-operation latencies are timed one by one (timer cost subtracted) for
+// Every reader records its hits into its process's hit region, as a client
+// does (hits.h). Per-operation latencies are timed one by one (timer cost subtracted) for
 // medians and p99; throughput is ops over wall time. Repeated `--rounds`
 // times; the medians of the rounds are printed.
 //
-// Usage: bench_shm_reader [--entries N] [--rounds R] [--dir DIR]
+// Usage: bench_shm_reader [--entries N] [--rounds R] [--dir DIR] [--no-region 1]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,12 +23,37 @@
 #include <string>
 #include <vector>
 
+#include "hits.h"
 #include "reader.h"
 #include "writer.h"
 #include "zipf.h"
 
 using namespace nearcache::shm;
 using Clock = std::chrono::steady_clock;
+
+namespace {
+
+bool g_no_region = false;  // --no-region: readers record nothing (a client that registered none)
+
+// This process's hit region (one per process, as a client has), attached to `r`.
+void attach_region(Reader& r) {
+  if (g_no_region) return;
+  static std::unique_ptr<HitRegion> region;
+  static pid_t owner = 0;
+  if (owner != getpid()) {  // a forked child makes its own
+    std::string why;
+    region.release();  // the parent's mapping is inherited; leave it alone
+    region = HitRegion::create(&why);
+    owner = getpid();
+    if (!region) {
+      fprintf(stderr, "bench_shm_reader: %s\n", why.c_str());
+      _exit(1);
+    }
+  }
+  r.attach_hits(region.get());
+}
+
+}  // namespace
 
 namespace {
 
@@ -112,6 +138,7 @@ double throughput(const std::string& path, const std::vector<std::string>& keys,
       Reader r;
       std::string why;
       if (r.open(path, &why) != 0) _exit(1);
+      attach_region(r);
       std::string buf(4096, '\0');
       std::mt19937_64 rng(p + 1);
       uint64_t ops = 0;
@@ -146,6 +173,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--entries")) entries = std::strtoull(argv[i + 1], nullptr, 10);
     if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
     if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    if (!strcmp(argv[i], "--no-region")) g_no_region = atoi(argv[i + 1]) != 0;
   }
   WriterOptions o;
   o.path = dir + "/nearcache-bench-" + std::to_string(getpid());
@@ -178,6 +206,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "bench_shm_reader: %s\n", why.c_str());
     return 1;
   }
+  attach_region(r);
   const double overhead = timer_overhead_ns();
   std::mt19937_64 rng(7);
   // Zipf ranks map to scattered keys, as popular keys are in a real table.
@@ -233,6 +262,7 @@ int main(int argc, char** argv) {
     if (child == 0) {
       Reader cr;
       cr.open(o.path, &why);
+      attach_region(cr);
       size_t i = 0;
       auto res = time_gets(cr, 200000, [&](int) -> const std::string& { return hot[i++ % hot.size()]; }, overhead,
                            ReadStatus::hit);

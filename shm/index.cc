@@ -26,8 +26,7 @@ Writer::Loc Writer::free_way(uint64_t h) {
       }
       const uint64_t off = way_unit(b->way[w]) * kItemAlign;
       // Prefer expired entries, then the small queue, then the least used.
-      const uint8_t* f = freq({idx, w});
-      const int score = expired(item_at(off), now) ? -1 : (off < small_.end ? 0 : 4) + (f ? load_relaxed(f) : 0);
+      const int score = expired(item_at(off), now) ? -1 : (off < small_.end ? 0 : 4) + *freq({idx, w});
       if (score < victim_score) victim_score = score, victim = {idx, w};
     }
     if (n_empty > most_empty) most_empty = n_empty, empty = first_empty;
@@ -42,6 +41,7 @@ Writer::Loc Writer::free_way(uint64_t h) {
       const uint64_t way = b->way[w];
       const BucketPair other = buckets_of(hash(item_key(item_at(way_unit(way) * kItemAlign))), nbuckets_);
       const uint32_t alt = other.first == idx ? other.second : other.first;
+      fresh(alt);  // a way written into a bucket of an older epoch would be invisible
       Bucket* a = bucket(alt);
       for (uint32_t aw = 0; aw < kWaysPerBucket; ++aw) {
         if (a->way[aw] != 0) continue;
@@ -51,10 +51,8 @@ Writer::Loc Writer::free_way(uint64_t h) {
         begin_write(b);
         store_relaxed(&b->way[w], uint64_t{0});
         end_write(b);
-        if (uint8_t* f = freq({idx, w})) {
-          store_relaxed(freq({alt, aw}), load_relaxed(f));
-          store_relaxed(f, uint8_t{0});
-        }
+        *freq({alt, aw}) = *freq({idx, w});
+        *freq({idx, w}) = 0;
         st_.index_moves++;
         return {idx, w};
       }
@@ -63,6 +61,18 @@ Writer::Loc Writer::free_way(uint64_t h) {
   remove_at(victim, victim_score < 0 ? Why::expired : Why::evicted);
   if (victim_score >= 0) st_.index_evictions++;
   return victim;
+}
+
+// Lazy reclaim after drop_all: the bucket's ways go (inside its seqlock, so
+// that its version moves on before their items' memory is reused) and it
+// joins the current epoch. Its entries were already uncounted by drop_all.
+void Writer::reset_bucket(uint32_t idx) {
+  Bucket* b = bucket(idx);
+  begin_write(b);
+  for (uint32_t w = 0; w < kWaysPerBucket; ++w) store_relaxed(&b->way[w], uint64_t{0});
+  store_relaxed(&b->epoch, epoch_);
+  end_write(b);
+  for (uint32_t w = 0; w < 8; ++w) freq_[uint64_t(idx) * 8 + w] = 0;
 }
 
 void Writer::remove_at(const Loc& loc, Why why) {
@@ -76,8 +86,9 @@ void Writer::remove_at(const Loc& loc, Why why) {
   // The item's bytes now belong to its log only; readers that still hold the
   // way will fail their version check. Marking it dead lets the log skip it.
   store_relaxed(&ih->meta, make_meta(meta_value_len(meta), meta_key_len(meta), meta_flags(meta), ItemState::dead));
-  if (uint8_t* f = freq(loc)) store_relaxed(f, uint8_t{0});
+  *freq(loc) = 0;
   st_.entries--;
+  st_.negatives -= meta_negative(meta);
   st_.live_bytes -= meta_key_len(meta) + uint64_t(meta_value_len(meta));
   st_.item_bytes -= item_bytes(meta_key_len(meta), meta_value_len(meta));
   if (ih->expiry_ms != 0) with_expiry_--;

@@ -10,10 +10,10 @@
 namespace nearcache::shm {
 
 void Writer::write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags,
-                        uint64_t expiry) {
+                        uint64_t expiry, uint8_t bits) {
   const uint64_t n = item_bytes(key.size(), value.size());
   scratch_.resize(n);
-  ItemHeader ih{expiry, make_meta(uint32_t(value.size()), uint16_t(key.size()), flags, ItemState::live)};
+  ItemHeader ih{expiry, make_meta(uint32_t(value.size()), uint16_t(key.size()), flags, ItemState::live, bits)};
   std::memcpy(scratch_.data(), &ih, sizeof ih);
   // An empty string_view may carry a null data(); memcpy must not see it.
   if (!key.empty()) std::memcpy(scratch_.data() + kItemHeaderBytes, key.data(), key.size());
@@ -53,6 +53,7 @@ uint64_t Writer::alloc(Ring& r, uint64_t n) {
   int reinserts = 0;
   uint64_t off;
   while (!place(r, n, &off)) free_tail(r, &reinserts);
+  persist_rings();
   return off;
 }
 
@@ -74,7 +75,7 @@ void Writer::free_tail(Ring& r, int* reinserts) {
 
   const uint64_t h = hash(item_key(ih));
   const Loc loc = find_unit(h, off / kItemAlign);
-  if (!loc.found()) return advance_tail(r, size);  // unreachable: a live item is always indexed
+  if (!loc.found()) return advance_tail(r, size);  // its bucket was dropped (drop_all) and reset
   if (expired(ih, now_())) {
     remove_at(loc, Why::expired);
     return advance_tail(r, size);

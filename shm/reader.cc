@@ -2,7 +2,6 @@
 #include "reader.h"
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "hits.h"
 #include "siphash.h"
 #include "words.h"
 
@@ -17,23 +17,7 @@ namespace nearcache::shm {
 
 namespace {
 
-// This process's pid, refreshed in a fork() child, so that a child claims
-// its own counter slot without calling getpid() on the hot path.
-std::atomic<uint32_t> g_pid{0};
 std::atomic<uint64_t> g_hits{0}, g_misses{0}, g_busy{0};
-
-void on_fork_child() { g_pid.store(uint32_t(getpid()), std::memory_order_relaxed); }
-
-uint32_t current_pid() {
-  uint32_t p = g_pid.load(std::memory_order_relaxed);
-  if (p == 0) {
-    static const bool registered = [] { return pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
-    (void)registered;
-    p = uint32_t(getpid());
-    g_pid.store(p, std::memory_order_relaxed);
-  }
-  return p;
-}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -61,6 +45,8 @@ const char* read_status_name(ReadStatus s) {
     case ReadStatus::busy: return "busy";
     case ReadStatus::unavailable: return "unavailable";
     case ReadStatus::too_small: return "too_small";
+    case ReadStatus::negative: return "negative";
+    case ReadStatus::suspended: return "suspended";
   }
   return "?";
 }
@@ -74,10 +60,8 @@ Reader& Reader::operator=(Reader&& o) noexcept {
   key_limit_ = o.key_limit_; value_limit_ = o.value_limit_; grace_ms_ = o.grace_ms_;
   writer_pid_ = o.writer_pid_; generation_ = o.generation_;
   hash_key_[0] = o.hash_key_[0]; hash_key_[1] = o.hash_key_[1];
-  hints_ = o.hints_; hints_size_ = o.hints_size_; freq_ = o.freq_; slots_ = o.slots_;
-  mine_.store(o.mine_.load()); mine_pid_.store(o.mine_pid_.load());
-  o.base_ = nullptr; o.hints_ = nullptr; o.freq_ = nullptr; o.slots_ = nullptr;
-  o.mine_.store(nullptr);
+  hits_ = o.hits_;
+  o.base_ = nullptr; o.hits_ = nullptr;
   o.close();
   return *this;
 }
@@ -85,10 +69,8 @@ Reader& Reader::operator=(Reader&& o) noexcept {
 void Reader::close() {
   if (base_ && owned_) munmap(const_cast<unsigned char*>(base_), size_);
   owned_ = false;
-  if (hints_) munmap(hints_, hints_size_);
   base_ = nullptr; size_ = 0; header_ = nullptr; buckets_ = nullptr; data_ = nullptr;
-  hints_ = nullptr; hints_size_ = 0; freq_ = nullptr; slots_ = nullptr;
-  mine_.store(nullptr); mine_pid_.store(0);
+  hits_ = nullptr;
   generation_ = 0;
 }
 
@@ -176,30 +158,12 @@ int Reader::open(const std::string& path, std::string* why, const ReaderOptions&
     return rc;
   }
   owned_ = true;
-
-  if (opts.use_hints) {
-    std::string hp = opts.hints_path.empty() ? path + ".hints" : opts.hints_path;
-    int hfd = open_object(hp, opts.posix_shm, O_RDWR);
-    struct stat hst;
-    const uint64_t want = hints_total_bytes(bucket_count_);
-    if (hfd >= 0 && fstat(hfd, &hst) == 0 && uint64_t(hst.st_size) == want) {
-      void* hm = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, hfd, 0);
-      if (hm != MAP_FAILED) {
-        auto* hh = static_cast<HintsHeader*>(hm);
-        if (load_relaxed(&hh->magic) == kHintsMagic && load_relaxed(&hh->generation) == generation_ &&
-            load_relaxed(&hh->counter_slots) == kCounterSlots) {
-          hints_ = static_cast<unsigned char*>(hm);
-          hints_size_ = want;
-          slots_ = reinterpret_cast<ReaderCounters*>(hints_ + kHintsCountersOffset);
-          freq_ = hints_ + kHintsFreqOffset;
-        } else {
-          munmap(hm, want);
-        }
-      }
-    }
-    if (hfd >= 0) ::close(hfd);
-  }
   return 0;
+}
+
+void Reader::attach_hits(HitRegion* region) {
+  hits_ = region;
+  if (hits_ && base_) hits_->set_generation(generation_);
 }
 
 bool Reader::alive(uint64_t now) const {
@@ -209,47 +173,22 @@ bool Reader::alive(uint64_t now) const {
   return hb + grace_ms_ >= now;
 }
 
-ReaderCounters* Reader::counters() {
-  if (!slots_) return nullptr;
-  uint32_t pid = current_pid();
-  ReaderCounters* c = mine_.load(std::memory_order_relaxed);
-  if (c && mine_pid_.load(std::memory_order_relaxed) == pid) return c;
-  // Claim a free slot (1..n-1); slot 0 is shared when none is free.
-  c = &slots_[0];
-  for (uint32_t i = 1; i < kCounterSlots; ++i) {
-    uint32_t expected = 0;
-    if (__atomic_compare_exchange_n(&slots_[i].pid, &expected, pid, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED) ||
-        expected == pid) {
-      c = &slots_[i];
-      break;
-    }
-  }
-  mine_.store(c, std::memory_order_relaxed);
-  mine_pid_.store(pid, std::memory_order_relaxed);
-  return c;
-}
-
-// Counts with a relaxed load and store, not an atomic add: a locked
-// instruction would wait for the hint byte's store to reach memory, which
-// after a cache miss costs a whole DRAM round trip on every hit. The slot is
-// this process's own, so only threads of one process racing on the same
-// counter can lose an increment (never with the GIL held).
-void Reader::note(ReadStatus s) {
-  auto bump = [](uint64_t* p) { store_relaxed(p, load_relaxed(p) + 1); };
+// Counts with a relaxed load and store, not an atomic add (see HitRegion::hit).
+void Reader::note(ReadStatus s, uint32_t way_index) {
   auto bump_local = [](std::atomic<uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); };
-  ReaderCounters* c = counters();
   switch (s) {
     case ReadStatus::hit:
       bump_local(g_hits);
-      if (c) bump(&c->hits);
+      if (hits_) hits_->hit(way_index);
       break;
     case ReadStatus::miss:
+    case ReadStatus::negative:
       bump_local(g_misses);
-      if (c) bump(&c->misses);
+      if (hits_) hits_->miss();
       break;
     case ReadStatus::busy:
       bump_local(g_busy);
-      if (c) bump(&c->busy);
+      if (hits_) hits_->busy();
       break;
     default:
       break;
@@ -268,23 +207,28 @@ ReadResult Reader::get(const void* key, size_t key_len, void* buf, size_t cap) {
 ReadResult Reader::get_at(const void* key, size_t key_len, void* buf, size_t cap, uint64_t now) {
   ReadResult r;
   if (!alive(now)) return r;  // unavailable
+  if (load_relaxed(&header_->flags) & kFlagSuspended) {
+    r.status = ReadStatus::suspended;
+    return r;
+  }
   if (key_len > key_limit_) {
     r.status = ReadStatus::miss;  // cannot be stored; the daemon will say why
     return r;
   }
   const uint64_t h = key_hash(hash_key_, key, key_len);
+  uint32_t way_index = 0;
   for (int attempt = 0; attempt <= kMaxRetries; ++attempt) {
-    Walk w = walk(key, uint32_t(key_len), h, buf, cap, now, &r);
+    Walk w = walk(key, uint32_t(key_len), h, buf, cap, now, &r, &way_index);
     if (w != Walk::changed) {
       if (w == Walk::absent) r.status = ReadStatus::miss;
-      note(r.status);
+      note(r.status, way_index);
       return r;
     }
     r.retries++;
     cpu_relax();
   }
   r.status = ReadStatus::busy;
-  note(r.status);
+  note(r.status, 0);
   return r;
 }
 
@@ -292,7 +236,7 @@ ReadResult Reader::get_at(const void* key, size_t key_len, void* buf, size_t cap
 // is bounds-checked before use; anything inconsistent is either a
 // concurrent change (the version re-check says so) or corruption (a miss).
 Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* buf, size_t cap, uint64_t now,
-                          ReadResult* out) {
+                          ReadResult* out, uint32_t* way_index) {
   const uint16_t tag = tag_of(hash);
   const BucketPair pair = buckets_of(hash, bucket_count_);
   __builtin_prefetch(&buckets_[pair.second]);  // both lines in flight at once
@@ -300,7 +244,12 @@ Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* b
     const Bucket* b = &buckets_[idx];
     const uint32_t v1 = load_acquire(&b->version);
     if (v1 & 1) return Walk::changed;
-    for (uint32_t i = 0; i < kWaysPerBucket; ++i) {
+    // A bucket of an older epoch is empty (a whole-table drop). The writer
+    // stores the new header epoch before it resets or reuses anything, and
+    // resets a stale bucket inside its seqlock before reusing its items'
+    // memory, so a bucket read here with its current epoch is consistent.
+    const uint32_t ways = load_relaxed(&b->epoch) == load_relaxed(&header_->epoch) ? kWaysPerBucket : 0;
+    for (uint32_t i = 0; i < ways; ++i) {
       const uint64_t way = load_relaxed(&b->way[i]);
       if (way == 0 || way_tag(way) != tag) continue;
       const uint64_t unit = way_unit(way);
@@ -321,6 +270,8 @@ Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* b
       ReadStatus status;
       if (expiry != 0 && expiry <= now) {
         status = ReadStatus::miss;
+      } else if (meta_negative(meta)) {
+        status = ReadStatus::negative;
       } else if (vlen > cap) {
         status = ReadStatus::too_small;
       } else {
@@ -333,11 +284,7 @@ Reader::Walk Reader::walk(const void* key, uint32_t klen, uint64_t hash, void* b
       out->value_len = vlen;
       out->flags = meta_flags(meta);
       out->expiry_ms = expiry;
-      if (status == ReadStatus::hit && freq_) {
-        uint8_t* f = freq_ + uint64_t(idx) * 8 + i;
-        uint8_t cur = load_relaxed(f);
-        if (cur < kMaxFreq) store_relaxed(f, uint8_t(cur + 1));
-      }
+      *way_index = idx * 8 + i;
       return Walk::found;
     }
     // A key the writer moved into this bucket while we scanned it would be

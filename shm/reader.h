@@ -5,11 +5,17 @@
 // word loads, and re-checks the bucket's version (seqlock). It depends only
 // on the C++ standard library and POSIX, so the Python extension can link it.
 //
-// Outcomes: hit (value copied), miss (ask the daemon), busy (the writer kept
-// changing the bucket; ask the daemon), unavailable (no segment, writer
-// stopped or heartbeat stale; re-open later, use the socket meanwhile),
-// too_small (hit, but the caller's buffer is too small; value_len says how
-// much to provide).
+// Outcomes: hit (value copied), miss (ask the daemon, unless authoritative()
+// says the table is the whole truth: then it is a definite miss), busy (the
+// writer kept changing the bucket; ask the daemon), unavailable (no segment,
+// writer stopped or heartbeat stale; re-open later, use the socket
+// meanwhile), too_small (hit, but the caller's buffer is too small; value_len
+// says how much to provide), negative (a definite miss: the daemon cached that
+// Redis has no such key), suspended (the daemon asks readers to serve nothing
+// from the table for now: ask it).
+//
+// Hits, misses and busy lookups are recorded in the process's hit region
+// (hits.h) when one is attached, and in this process's totals().
 #pragma once
 
 #include <atomic>
@@ -21,7 +27,9 @@
 
 namespace nearcache::shm {
 
-enum class ReadStatus : uint8_t { hit, miss, busy, unavailable, too_small };
+class HitRegion;
+
+enum class ReadStatus : uint8_t { hit, miss, busy, unavailable, too_small, negative, suspended };
 const char* read_status_name(ReadStatus s);
 
 struct ReadResult {
@@ -34,8 +42,8 @@ struct ReadResult {
 
 struct ReaderOptions {
   bool posix_shm = false;   // `path` is a POSIX shared-memory name ("/name")
-  std::string hints_path;   // default: path + ".hints" (a file, or a shm name)
-  bool use_hints = true;    // report hits for eviction and status
+  std::string hints_path;   // ignored (layout 1's hints file is gone; kept so old callers compile)
+  bool use_hints = true;    // ignored: hits are recorded when a HitRegion is attached (attach_hits)
 };
 
 // Counts this process's reader lookups (all Reader objects together).
@@ -61,10 +69,15 @@ class Reader {
   // the socket alone), EINVAL (not a nearcache segment, or inconsistent).
   int open(const std::string& path, std::string* why, const ReaderOptions& opts = {});
   // Validates and reads a segment image the caller keeps mapped (tests and
-  // fuzzing); no hints, nothing unmapped by close(). Same return values.
+  // fuzzing); nothing is unmapped by close(). Same return values.
   int attach(const void* base, size_t size, std::string* why);
   void close();
   bool is_open() const { return base_ != nullptr; }
+
+  // Records this Reader's lookups into `region` (not owned; nullptr: none)
+  // and stamps it with this segment's generation. Re-attach after open().
+  void attach_hits(HitRegion* region);
+  HitRegion* hits() const { return hits_; }
 
   // Looks up `key`; on a hit copies the value into buf[0..cap).
   ReadResult get(const void* key, size_t key_len, void* buf, size_t cap);
@@ -81,7 +94,11 @@ class Reader {
   uint32_t heartbeat_grace_ms() const { return grace_ms_; }
   uint32_t writer_pid() const { return writer_pid_; }
   uint64_t mapped_bytes() const { return size_; }
-  bool has_hints() const { return hints_ != nullptr; }
+  bool has_hints() const { return hits_ != nullptr; }  // a hit region is attached
+  // The daemon has no Redis tier: a miss in this table is a definite miss.
+  bool authoritative() const { return base_ && (load_relaxed(&header_->flags) & kFlagAuthoritative); }
+  // The daemon asks readers to serve nothing from the table (get answers suspended).
+  bool suspended() const { return base_ && (load_relaxed(&header_->flags) & kFlagSuspended); }
 
   static ReaderTotals totals();
 
@@ -89,9 +106,8 @@ class Reader {
   enum class Walk { found, absent, changed };
   int validate(const unsigned char* base, size_t size, std::string* why);
   Walk walk(const void* key, uint32_t klen, uint64_t hash, void* buf, size_t cap, uint64_t now,
-            ReadResult* out);
-  ReaderCounters* counters();
-  void note(ReadStatus s);
+            ReadResult* out, uint32_t* way_index);
+  void note(ReadStatus s, uint32_t way_index);
 
   const unsigned char* base_ = nullptr;  // whole segment, PROT_READ
   size_t size_ = 0;
@@ -105,12 +121,7 @@ class Reader {
   uint64_t generation_ = 0;
   uint64_t hash_key_[2] = {0, 0};
 
-  unsigned char* hints_ = nullptr;  // hints file, read-write, may be absent
-  size_t hints_size_ = 0;
-  uint8_t* freq_ = nullptr;
-  ReaderCounters* slots_ = nullptr;
-  std::atomic<ReaderCounters*> mine_{nullptr};
-  std::atomic<uint32_t> mine_pid_{0};
+  HitRegion* hits_ = nullptr;  // this process's hit region, not owned; may be absent
 };
 
 }  // namespace nearcache::shm

@@ -1,8 +1,8 @@
 // shm/s3fifo.cc — the eviction policy, S3-FIFO (Yang et al., SOSP '23): a
 // small FIFO queue (about 10% of the data area) that new keys enter, a main
 // FIFO queue, and a ghost queue of fingerprints of keys evicted from small
-// unread. Readers record accesses as a 0..3 frequency per way in the hints
-// file. At a log's tail (log.cc hands each live item here): an item of small
+// unread. Accesses are a 0..3 frequency per way in the writer's memory
+// (its own lookups and the hits readers report in their hit regions). At a log's tail (log.cc hands each live item here): an item of small
 // moves to main if it was read (or main still has room), else it is evicted
 // and remembered in the ghost queue; an item of main is re-inserted with one
 // access less if it was read, else evicted. A new key found in the ghost queue
@@ -55,8 +55,7 @@ Writer::Ring& Writer::admit(const Loc& existing, uint64_t h, uint64_t size) {
 void Writer::evict_or_keep(Ring& r, const Loc& at, uint64_t h, uint64_t size, int* reinserts) {
   const uint64_t off = r.tail;
   Loc loc = at;
-  const uint8_t* fp = freq(loc);
-  const uint8_t f = fp ? load_relaxed(fp) : 0;
+  const uint8_t f = *freq(loc);
   auto relocate = [&](uint64_t to, const std::vector<unsigned char>& copy) {
     // Copied out first: `to` may overlap the old bytes, so the copy back is
     // written inside the bucket's odd version, like the way itself.
@@ -74,7 +73,7 @@ void Writer::evict_or_keep(Ring& r, const Loc& at, uint64_t h, uint64_t size, in
       const uint64_t to = alloc(main_, size);
       loc = find_unit(h, off / kItemAlign);  // main's evictions may have moved it to another way
       relocate(to, move_scratch_);
-      if (uint8_t* nf = freq(loc)) store_relaxed(nf, uint8_t{0});
+      *freq(loc) = 0;
       st_.moved_to_main++;
     } else {
       remove_at(loc, Why::evicted);
@@ -89,7 +88,7 @@ void Writer::evict_or_keep(Ring& r, const Loc& at, uint64_t h, uint64_t size, in
     uint64_t to;
     if (place(main_, size, &to)) {
       relocate(to, scratch_);
-      if (uint8_t* nf = freq(loc)) store_relaxed(nf, uint8_t(f - 1));
+      *freq(loc) = uint8_t(f - 1);
       st_.reinserted++;
       ++*reinserts;
     } else {

@@ -1,5 +1,5 @@
 // shm/segment_file.h — creating, locking, mapping and removing the writer's
-// shared-memory objects (the segment and its hints file).
+// shared-memory objects (the segment and its lock).
 //
 // An object is either a file (default: in the runtime directory next to the
 // daemon's socket, on a tmpfs such as /run) or a POSIX shared-memory name.

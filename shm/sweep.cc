@@ -1,10 +1,5 @@
 // shm/sweep.cc — the daemon's periodic maintenance: reclaiming expired items
-// a slice of buckets at a time (expire_step), and returning the counter slots
-// of reader processes that exited (reap_reader_slots), keeping their counts.
-#include <signal.h>
-
-#include <cerrno>
-
+// a slice of buckets at a time (expire_step).
 #include "writer_internal.h"
 
 namespace nearcache::shm {
@@ -16,6 +11,7 @@ size_t Writer::expire_step(size_t max_buckets) {
   for (size_t i = 0; i < max_buckets; ++i) {
     const uint32_t idx = uint32_t(expire_cursor_);
     expire_cursor_ = (expire_cursor_ + 1) % nbuckets_;
+    fresh(idx);
     const Bucket* b = bucket(idx);
     for (uint32_t w = 0; w < kWaysPerBucket; ++w)
       if (b->way[w] != 0 && expired(item_at(way_unit(b->way[w]) * kItemAlign), now)) {
@@ -24,20 +20,6 @@ size_t Writer::expire_step(size_t max_buckets) {
       }
   }
   return reclaimed;
-}
-
-void Writer::reap_reader_slots() {
-  if (!slots_) return;
-  for (uint32_t i = 1; i < kCounterSlots; ++i) {
-    ReaderCounters* c = &slots_[i];
-    const uint32_t pid = load_relaxed(&c->pid);
-    if (pid == 0 || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
-    retired_hits_ += __atomic_exchange_n(&c->hits, 0, __ATOMIC_RELAXED);
-    retired_misses_ += __atomic_exchange_n(&c->misses, 0, __ATOMIC_RELAXED);
-    retired_busy_ += __atomic_exchange_n(&c->busy, 0, __ATOMIC_RELAXED);
-    uint32_t expected = pid;
-    __atomic_compare_exchange_n(&c->pid, &expected, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-  }
 }
 
 }  // namespace nearcache::shm

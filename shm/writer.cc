@@ -21,7 +21,6 @@ namespace nearcache::shm {
 namespace {
 
 ObjectSpec segment_spec(const WriterOptions& o) { return {o.path, o.posix_shm, o.mode, o.group}; }
-ObjectSpec hints_spec(const WriterOptions& o) { return {o.hints_path, o.posix_shm, o.hints_mode, o.group}; }
 
 }  // namespace
 
@@ -50,7 +49,6 @@ uint64_t Writer::max_item_bytes() const { return item_bytes(opts_.key_limit, opt
 
 int Writer::init(const WriterOptions& in, std::string* why) {
   opts_ = in;
-  if (opts_.hints_path.empty()) opts_.hints_path = opts_.path + ".hints";
   auto bad = [&](const std::string& m) {
     if (why) *why = m;
     return EINVAL;
@@ -97,30 +95,12 @@ int Writer::init(const WriterOptions& in, std::string* why) {
     old.reset();
   }
 
-  const uint64_t hints_bytes = hints_total_bytes(nbuckets_);
-  rc = create_object(hints_spec(opts_), hints_bytes, &hints_, why);
-  if (rc != 0) return rc;
   rc = create_object(segment_spec(opts_), seg, &segment_, why);
-  if (rc != 0) {
-    remove_object(hints_spec(opts_));
-    return rc;
-  }
+  if (rc != 0) return rc;
 
   const uint64_t generation = std::max(old_generation + 1, unix_ms());
   uint64_t key[2];
   if (getrandom(key, sizeof key, 0) != sizeof key) return bad("getrandom failed");
-
-  auto* hh = reinterpret_cast<HintsHeader*>(hints_->data());
-  hh->magic = kHintsMagic;
-  hh->layout_version = kLayoutVersion;
-  hh->counter_slots = kCounterSlots;
-  hh->generation = generation;
-  hh->counters_offset = kHintsCountersOffset;
-  hh->freq_offset = kHintsFreqOffset;
-  hh->freq_bytes = uint64_t(nbuckets_) * 8;
-  hh->total_bytes = hints_bytes;
-  slots_ = reinterpret_cast<ReaderCounters*>(hints_->data() + kHintsCountersOffset);
-  freq_ = hints_->data() + kHintsFreqOffset;
 
   unsigned char* base = segment_->data();
   header_ = reinterpret_cast<Header*>(base);
@@ -141,12 +121,17 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   header_->writer_pid = uint32_t(getpid());
   header_->heartbeat_grace_ms = opts_.heartbeat_grace_ms;
   header_->created_unix_ms = unix_ms();
-  header_->hints_bytes = hints_bytes;
+  header_->writer_state_offset = kWriterStateOffset;
+  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
+  state_->magic = kMagic;
+  state_->clean_shutdown = 0;
   buckets_ = reinterpret_cast<Bucket*>(base + buckets_offset);
   data_ = base + data_offset;
 
   init_queues(data_bytes);
+  persist_rings();
   applied_.assign(nbuckets_, 0);
+  freq_.assign(uint64_t(nbuckets_) * 8, 0);
   st_.data_bytes = data_bytes;
   st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
   st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
@@ -155,10 +140,7 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
 
-  if ((rc = publish_object(hints_spec(opts_), why)) != 0 || (rc = publish_object(segment_spec(opts_), why)) != 0) {
-    remove_object(hints_spec(opts_));
-    return rc;
-  }
+  if ((rc = publish_object(segment_spec(opts_), why)) != 0) return rc;
   if (old) store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));
   return 0;
 }
@@ -170,22 +152,76 @@ uint64_t Writer::generation() const { return header_->generation; }
 void Writer::heartbeat() { store_relaxed(&header_->heartbeat_ms, now_()); }
 
 void Writer::stop() {
-  if (header_) store_release(&header_->state, uint32_t(SegmentState::stopped));
-}
-
-void Writer::resume() {
-  if (header_) store_release(&header_->state, uint32_t(SegmentState::running));
+  if (!header_) return;
+  persist_rings();
+  store_relaxed(&state_->clean_shutdown, 1u);
+  store_release(&header_->state, uint32_t(SegmentState::stopped));
 }
 
 void Writer::remove() {
   remove_object(segment_spec(opts_));
-  remove_object(hints_spec(opts_));
   lock_->remove();
+}
+
+uint32_t Writer::flags() const { return load_relaxed(&header_->flags); }
+
+void Writer::set_flag(uint32_t bit, bool on) {
+  const uint32_t f = load_relaxed(&header_->flags);
+  store_release(&header_->flags, on ? f | bit : f & ~bit);
+}
+
+// The rings' fields in WriterState, after the items and ways they describe are in place.
+void Writer::persist_rings() {
+  for (auto [r, p] : {std::pair{&small_, &state_->small}, std::pair{&main_, &state_->main}}) {
+    store_relaxed(&p->head, r->head);
+    store_relaxed(&p->tail, r->tail);
+    store_relaxed(&p->used, r->used);
+  }
+}
+
+// ---------------------------------------------------------------- whole-table drop
+
+uint64_t Writer::drop_all() {
+  const uint64_t removed = st_.entries;
+  // Readers compare each bucket's epoch with this one; the writer resets a
+  // stale bucket (seqlock) before reusing any memory its ways referenced.
+  epoch_++;
+  store_release(&header_->epoch, epoch_);
+  st_.drops++;
+  st_.cleared += removed;
+  st_.entries = st_.live_bytes = st_.item_bytes = st_.negatives = 0;
+  with_expiry_ = 0;
+  // Pending clears are complete: nothing they could remove is left.
+  for (const Clear& c : clears_) clear_results_[c.id] = c.removed;
+  clears_.clear();
+  clear_ids_.clear();
+  clear_lengths_.clear();
+  clear_completed_ = clear_latest_;
+  return removed;
+}
+
+// ---------------------------------------------------------------- hits reported by readers
+
+void Writer::note_hits(const uint32_t* way_index, size_t n) {
+  const uint64_t limit = way_index_limit();
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t x = way_index[i];
+    if (x >= limit || x % 8 == kWaysPerBucket) continue;
+    uint8_t& f = freq_[x];
+    if (f < kMaxFreq) f++;
+  }
+}
+
+void Writer::note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy) {
+  st_.reader_hits += hits;
+  st_.reader_misses += misses;
+  st_.reader_busy += busy;
 }
 
 // ---------------------------------------------------------------- operations
 
-Status Writer::store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent) {
+Status Writer::store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent,
+                     uint8_t bits) {
   if (key.size() > opts_.key_limit) return Status::key_too_long;
   if (value.size() > opts_.value_limit) return Status::value_too_large;
   const uint64_t now = now_();
@@ -196,7 +232,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
     remove_at(loc, Why::expired);
     loc = {0, kWaysPerBucket};
   }
-  if (only_if_absent && loc.found()) return Status::exists;
+  if (only_if_absent && loc.found() && !meta_negative(item_of(loc)->meta)) return Status::exists;
   if (expiry != 0 && expiry <= now) {  // "expire at once": the key is gone
     if (loc.found()) remove_at(loc, Why::replaced);
     return Status::ok;
@@ -204,7 +240,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
 
   const uint64_t size = item_bytes(key.size(), value.size());
   const uint64_t off = alloc(admit(loc, h, size), size);
-  write_item(off, key, value, flags, expiry);
+  write_item(off, key, value, flags, expiry, bits);
 
   loc = find(key, h);  // the allocation may have evicted or moved the old item
   if (!loc.found()) loc = free_way(h);
@@ -218,11 +254,13 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
     const uint64_t m = oh->meta;
     store_relaxed(&oh->meta, make_meta(meta_value_len(m), meta_key_len(m), meta_flags(m), ItemState::dead));
     st_.entries--;
+    st_.negatives -= meta_negative(m);
     st_.live_bytes -= meta_key_len(m) + uint64_t(meta_value_len(m));
     st_.item_bytes -= item_bytes(meta_key_len(m), meta_value_len(m));
     if (oh->expiry_ms != 0) with_expiry_--;
   }
   st_.entries++;
+  st_.negatives += (bits & kItemNegative) != 0;
   st_.live_bytes += key.size() + value.size();
   st_.item_bytes += size;
   if (expiry != 0) with_expiry_++;
@@ -239,6 +277,11 @@ Status Writer::add(std::string_view key, std::string_view value, uint8_t flags, 
   return store(key, value, flags, expiry_ms, true);
 }
 
+Status Writer::set_negative(std::string_view key, uint64_t expiry_ms) {
+  if (key.size() > opts_.key_limit) return Status::key_too_long;
+  return store(key, {}, 0, expiry_ms, false, kItemNegative);
+}
+
 Status Writer::del(std::string_view key) {
   if (key.size() > opts_.key_limit) return Status::key_too_long;
   st_.deletes++;
@@ -247,8 +290,9 @@ Status Writer::del(std::string_view key) {
   Loc loc = find(key, h);
   if (!loc.found()) return Status::not_found;
   const bool was_expired = expired(item_of(loc), now_());
+  const bool negative = meta_negative(item_of(loc)->meta);
   remove_at(loc, was_expired ? Why::expired : Why::deleted);
-  return was_expired ? Status::not_found : Status::ok;
+  return was_expired || negative ? Status::not_found : Status::ok;
 }
 
 Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
@@ -264,6 +308,7 @@ Status Writer::touch(std::string_view key, uint64_t expiry_ms) {
     remove_at(loc, Why::expired);
     return Status::not_found;
   }
+  if (meta_negative(ih->meta)) return Status::not_found;
   if (expiry_ms != 0 && expiry_ms <= now) {
     remove_at(loc, Why::deleted);
     return Status::ok;
@@ -316,13 +361,14 @@ bool Writer::lookup(std::string_view key, Item* out, bool touch_freq) {
     return false;
   }
   const uint64_t m = ih->meta;
+  if (meta_negative(m)) return false;
   out->key = item_key(ih);
   out->value = {out->key.data() + out->key.size(), meta_value_len(m)};
   out->flags = meta_flags(m);
   out->expiry_ms = ih->expiry_ms;
-  if (uint8_t* f = touch_freq ? freq(loc) : nullptr) {
-    const uint8_t cur = load_relaxed(f);
-    if (cur < kMaxFreq) store_relaxed(f, uint8_t(cur + 1));
+  if (touch_freq) {
+    uint8_t* f = freq(loc);
+    if (*f < kMaxFreq) ++*f;
   }
   return true;
 }
@@ -338,18 +384,6 @@ WriterStats Writer::stats() const {
   WriterStats s = st_;
   s.small_used = small_.used;
   s.main_used = main_.used;
-  s.reader_hits = retired_hits_;
-  s.reader_misses = retired_misses_;
-  s.reader_busy = retired_busy_;
-  if (slots_) {
-    for (uint32_t i = 0; i < kCounterSlots; ++i) {
-      const ReaderCounters* c = &slots_[i];
-      s.reader_hits += load_relaxed(&c->hits);
-      s.reader_misses += load_relaxed(&c->misses);
-      s.reader_busy += load_relaxed(&c->busy);
-      if (i > 0 && load_relaxed(&c->pid) != 0) s.reader_processes++;
-    }
-  }
   return s;
 }
 
@@ -357,10 +391,11 @@ void Writer::for_each(const std::function<void(const Item&)>& fn) {
   const uint64_t now = now_();
   for (uint32_t i = 0; i < nbuckets_; ++i) {
     const Bucket* b = bucket(i);
+    if (b->epoch != epoch_) continue;  // dropped (drop_all), not reset yet
     for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
       if (b->way[w] == 0) continue;
       const ItemHeader* ih = item_at(way_unit(b->way[w]) * kItemAlign);
-      if (expired(ih, now)) continue;
+      if (expired(ih, now) || meta_negative(ih->meta)) continue;
       Item it;
       it.key = item_key(ih);
       it.value = {it.key.data() + it.key.size(), meta_value_len(ih->meta)};

@@ -4,11 +4,17 @@
 // Memory: the data area is two circular logs, S3-FIFO's small queue (about
 // 10%) and main queue. A set appends the item to a log; a full log frees its
 // oldest bytes: dead items are skipped, live ones are evicted, moved from
-// small to main, or re-inserted in main, by the access frequency readers
-// record in the hints file. Any size up to the limit fits once enough of the
+// small to main, or re-inserted in main, by their access frequency, which
+// the writer keeps in its own memory from its own lookups and the hits that
+// reader processes report in their hit regions (hits.h, note_hits). Any size up to the limit fits once enough of the
 // oldest bytes are freed, so a full, fragmented table keeps taking sets and
 // never needs to be wiped. Expired items are also reclaimed by a sweep
 // (expire_step) that the daemon runs from a timer, a slice at a time.
+//
+// Dropping the whole table (drop_all) is O(1): the header's epoch moves on,
+// every bucket of the old epoch is empty to readers, and the writer resets a
+// stale bucket lazily before it touches it; the logs reclaim the old items
+// when their tails reach them.
 //
 // Time: expiries are absolute CLOCK_MONOTONIC milliseconds, 0 = never.
 #pragma once
@@ -33,14 +39,12 @@ class ObjectLock;
 struct WriterOptions {
   std::string path;                      // segment file, or POSIX shm name ("/name") with posix_shm
   bool posix_shm = false;
-  std::string hints_path;                // default: path + ".hints"
   uint64_t segment_bytes = 64ull << 20;
   uint32_t key_limit = 1024;
   uint32_t value_limit = 1u << 20;
   uint32_t expected_item_bytes = 256;    // sizes the index: data bytes / this = entries to plan for
   unsigned mode = 0640;                  // segment: owner rw, group r
-  unsigned hints_mode = 0660;            // hints: readers of the group write access hints
-  int64_t group = -1;                    // gid for both objects; -1 keeps the creator's
+  int64_t group = -1;                    // gid of the segment; -1 keeps the creator's
   uint32_t heartbeat_grace_ms = 2000;
   uint32_t small_queue_percent = 10;
 };
@@ -83,8 +87,10 @@ struct WriterStats {
   uint64_t clears = 0, cleared = 0;
   uint64_t index_ways = 0;                     // entries the index can hold (7 per bucket)
   uint64_t index_moves = 0;                    // entries moved to their other bucket to make room
-  uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // from the hints file
-  uint32_t reader_processes = 0;                                 // counter slots claimed
+  uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // reported by hit regions (note_reader_counts)
+  uint32_t reader_processes = 0;                                 // hit regions registered (set_reader_processes)
+  uint64_t drops = 0;                          // whole-table drops (drop_all)
+  uint64_t negatives = 0;                      // negative entries among `entries`
 };
 
 class Writer {
@@ -104,8 +110,31 @@ class Writer {
   Status incr(std::string_view key, int64_t delta, int64_t* result);
   Status decr(std::string_view key, int64_t delta, int64_t* result);
   // Looks a key up for the daemon and counts the access for eviction.
+  // A negative entry is absent for every operation but set_negative and del.
   bool get(std::string_view key, Item* out);
   bool contains(std::string_view key);
+  // Caches "no such key" until expiry_ms (0 = never): readers answer
+  // ReadStatus::negative. Replaced by any store, removed by del and clears.
+  Status set_negative(std::string_view key, uint64_t expiry_ms);
+
+  // Removes every entry at once, O(1) (the header's epoch moves on); returns
+  // how many were live. Pending clears complete (nothing they could remove
+  // is left) with the counts they had reached.
+  uint64_t drop_all();
+  uint32_t epoch() const { return epoch_; }
+
+  // Header flags (kFlagAuthoritative, kFlagSuspended) readers act on.
+  void set_authoritative(bool on) { set_flag(kFlagAuthoritative, on); }
+  void set_suspended(bool on) { set_flag(kFlagSuspended, on); }
+  uint32_t flags() const;
+
+  // Hits reported by readers' hit regions: way indexes (bucket * 8 + way;
+  // anything out of range is ignored) whose access frequency goes up by one,
+  // saturating at kMaxFreq; the frequencies are the writer's own memory.
+  void note_hits(const uint32_t* way_index, size_t n);
+  void note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy);
+  void set_reader_processes(uint32_t n) { st_.reader_processes = n; }
+  uint64_t way_index_limit() const { return uint64_t(nbuckets_) * 8; }
 
   // CLEAR: removes every entry present when clear_begin was called (all of
   // them, or those whose key starts with `prefix`). The work is done a slice
@@ -121,11 +150,8 @@ class Writer {
   // Reclaims expired items in the next `max_buckets` buckets; returns how many.
   size_t expire_step(size_t max_buckets);
   void heartbeat();
-  void stop();    // state = stopped: readers stop serving from this table
-  void resume();  // state = running again after stop() (a suspension's end)
-  void remove();  // removes the names (segment, hints); mappings stay valid
-  // Returns counter slots of processes that no longer exist to the pool.
-  void reap_reader_slots();
+  void stop();    // state = stopped (and WriterState.clean_shutdown): readers stop serving from this table
+  void remove();  // removes the names (segment, lock); mappings stay valid
 
   void for_each(const std::function<void(const Item&)>& fn);
   WriterStats stats() const;
@@ -134,7 +160,6 @@ class Writer {
   uint32_t key_limit() const { return opts_.key_limit; }
   uint32_t value_limit() const { return opts_.value_limit; }
   const std::string& path() const { return opts_.path; }
-  const std::string& hints_path() const { return opts_.hints_path; }
   const WriterOptions& options() const { return opts_; }
   uint64_t max_item_bytes() const;
   uint32_t bucket_count() const { return nbuckets_; }
@@ -165,10 +190,13 @@ class Writer {
     uint64_t removed = 0;
   };
   enum class Why { deleted, replaced, expired, evicted, cleared };
+  void set_flag(uint32_t bit, bool on);
+  void persist_rings();
 
   // writer.cc: creation and the public operations.
   int init(const WriterOptions& opts, std::string* why);
-  Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent);
+  Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent,
+               uint8_t bits = 0);
   Status add_to_int(std::string_view key, __int128 delta, int64_t* result);
   bool lookup(std::string_view key, Item* out, bool touch_freq);
 
@@ -180,13 +208,17 @@ class Writer {
   inline std::string_view item_key(const ItemHeader* ih) const;
   inline bool expired(const ItemHeader* ih, uint64_t now) const;
   inline Loc find(std::string_view key, uint64_t h) const;
-  inline Loc find_unit(uint64_t h, uint64_t unit) const;
+  inline Loc find_unit(uint64_t h, uint64_t unit);
+  // A bucket of an older epoch is reset (its ways cleared, inside its
+  // seqlock) before the writer reads or changes it: lazy reclaim after drop_all.
+  inline void fresh(uint32_t idx);
+  void reset_bucket(uint32_t idx);
   Loc free_way(uint64_t h);
   inline void begin_write(Bucket* b);
   inline void end_write(Bucket* b);
   void remove_at(const Loc& loc, Why why);
-  // The way's access frequency in the hints file (readers bump it); null without hints.
-  uint8_t* freq(const Loc& l) const { return freq_ ? freq_ + l.bucket * 8 + l.way : nullptr; }
+  // The way's access frequency (the writer's private array, 8 per bucket).
+  uint8_t* freq(const Loc& l) { return freq_.data() + l.bucket * 8 + l.way; }
 
   // log.cc: the two circular logs.
   Ring& ring_of(uint64_t off) { return off < small_.end ? small_ : main_; }
@@ -194,7 +226,8 @@ class Writer {
   bool place(Ring& r, uint64_t n, uint64_t* off);
   void free_tail(Ring& r, int* reinserts);
   static inline void advance_tail(Ring& r, uint64_t n);
-  void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+                  uint8_t bits);
 
   // s3fifo.cc: the eviction policy.
   void init_queues(uint64_t data_bytes);
@@ -211,13 +244,14 @@ class Writer {
 
   WriterOptions opts_;
   std::unique_ptr<ObjectLock> lock_;
-  std::unique_ptr<MappedObject> segment_, hints_;
+  std::unique_ptr<MappedObject> segment_;
   Header* header_ = nullptr;
+  WriterState* state_ = nullptr;  // inside the header area (kWriterStateOffset)
   Bucket* buckets_ = nullptr;
   unsigned char* data_ = nullptr;
-  uint8_t* freq_ = nullptr;
-  ReaderCounters* slots_ = nullptr;
+  std::vector<uint8_t> freq_;     // access frequency per way, 8 per bucket (the 8th unused)
   uint32_t nbuckets_ = 0;
+  uint32_t epoch_ = 0;            // header_->epoch
   Ring small_, main_;
   uint64_t (*now_)() = monotonic_ms;
   std::vector<unsigned char> scratch_, move_scratch_;
@@ -245,7 +279,6 @@ class Writer {
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0
   WriterStats st_;
-  uint64_t retired_hits_ = 0, retired_misses_ = 0, retired_busy_ = 0;
 };
 
 // TTL in milliseconds to an absolute expiry: ttl <= 0 is already expired

@@ -32,7 +32,7 @@ inline ItemHeader* Writer::item_of(const Loc& l) const {
   return item_at(way_unit(bucket(l.bucket)->way[l.way]) * kItemAlign);
 }
 
-// The way holding `key`, in either of its two buckets.
+// The way holding `key`, in either of its two buckets (settled: see settle_key).
 inline Writer::Loc Writer::find(std::string_view key, uint64_t h) const {
   const uint16_t tag = tag_of(h);
   const BucketPair pair = buckets_of(h, nbuckets_);
@@ -48,9 +48,13 @@ inline Writer::Loc Writer::find(std::string_view key, uint64_t h) const {
 }
 
 // The way pointing at the item at data unit `unit` (its key hashes to h).
-inline Writer::Loc Writer::find_unit(uint64_t h, uint64_t unit) const {
+// Resets the two buckets first if they are of an older epoch: an item of a
+// dropped table is then found nowhere, and its memory is reused only after
+// its bucket's version moved on.
+inline Writer::Loc Writer::find_unit(uint64_t h, uint64_t unit) {
   const BucketPair pair = buckets_of(h, nbuckets_);
   for (const uint32_t idx : {pair.first, pair.second}) {
+    fresh(idx);
     const Bucket* b = bucket(idx);
     for (uint32_t w = 0; w < kWaysPerBucket; ++w)
       if (b->way[w] != 0 && way_unit(b->way[w]) == unit) return {idx, w};
@@ -67,9 +71,14 @@ inline void Writer::begin_write(Bucket* b) {
 
 inline void Writer::end_write(Bucket* b) { store_release(&b->version, b->version + 1); }
 
-// A bucket catches up with pending clears before anything reads or changes it
-// (clear.cc); nearly always there is nothing to do.
+inline void Writer::fresh(uint32_t idx) {
+  if (buckets_[idx].epoch != epoch_) reset_bucket(idx);
+}
+
+// A bucket catches up with a whole-table drop and with pending clears before
+// anything reads or changes it (clear.cc); nearly always there is nothing to do.
 inline void Writer::settle(uint32_t idx) {
+  fresh(idx);
   if (applied_[idx] < clear_latest_) catch_up(idx);
 }
 

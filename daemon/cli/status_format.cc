@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/msgpack_bytes.h"
+#include "cli/value_json.h"
 #include "protocol/metrics.h"
 
 namespace nearcache::daemon {
@@ -61,74 +62,9 @@ std::string human_duration(uint64_t s) {
   return buf;
 }
 
-void json_string(std::ostringstream& s, std::string_view v) {
-  s << '"';
-  for (unsigned char c : v) {
-    switch (c) {
-      case '"': s << "\\\""; break;
-      case '\\': s << "\\\\"; break;
-      case '\n': s << "\\n"; break;
-      case '\r': s << "\\r"; break;
-      case '\t': s << "\\t"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          snprintf(buf, sizeof buf, "\\u%04x", c);
-          s << buf;
-        } else {
-          s << char(c);
-        }
-    }
-  }
-  s << '"';
-}
-
-void json(std::ostringstream& s, const msgpack::object& o) {
-  switch (o.type) {
-    case msgpack::type::NIL: s << "null"; break;
-    case msgpack::type::BOOLEAN: s << (o.via.boolean ? "true" : "false"); break;
-    case msgpack::type::POSITIVE_INTEGER:
-    case msgpack::type::NEGATIVE_INTEGER: s << number_text(&o); break;
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64:
-      if (std::isfinite(o.via.f64)) s << number_text(&o);
-      else s << "null";
-      break;
-    case msgpack::type::STR:
-    case msgpack::type::BIN: json_string(s, str_of(o)); break;
-    case msgpack::type::ARRAY:
-      s << '[';
-      for (uint32_t i = 0; i < o.via.array.size; ++i) {
-        if (i) s << ", ";
-        json(s, o.via.array.ptr[i]);
-      }
-      s << ']';
-      break;
-    case msgpack::type::MAP:
-      s << '{';
-      for (uint32_t i = 0; i < o.via.map.size; ++i) {
-        if (i) s << ", ";
-        const auto& kv = o.via.map.ptr[i];
-        if (kv.key.type == msgpack::type::STR || kv.key.type == msgpack::type::BIN) json_string(s, str_of(kv.key));
-        else json_string(s, to_json(kv.key));
-        s << ": ";
-        json(s, kv.val);
-      }
-      s << '}';
-      break;
-    case msgpack::type::EXT: s << "null"; break;
-  }
-}
-
 }  // namespace
 
-std::string to_json(const msgpack::object& o) {
-  std::ostringstream s;
-  json(s, o);
-  return s.str();
-}
-
-std::string status_json(const msgpack::object& status) { return to_json(status) + "\n"; }
+std::string status_json(const msgpack::object& status) { return json_text(value_json(status)) + "\n"; }
 
 std::string status_text(const msgpack::object& st) {
   std::ostringstream s;
@@ -155,6 +91,8 @@ std::string status_text(const msgpack::object& st) {
       char buf[32];
       snprintf(buf, sizeof buf, "%.1f%%", number(v) * 100);
       text = buf;
+    } else if (m.unit == MetricUnit::seconds) {
+      text = number_text(v) + " s";
     } else if (m.unit == MetricUnit::millis) {
       char buf[32];
       snprintf(buf, sizeof buf, "%.1f ms", number(v));
@@ -176,6 +114,9 @@ std::string status_text(const msgpack::object& st) {
       return v && v->type == msgpack::type::BOOLEAN && v->via.boolean;
     };
     s << "  redis: " << text("url") << " (prefix '" << text("prefix") << "')\n";
+    if (!text("sentinel_master").empty() && text("sentinel_master") != "?")
+      s << "    Sentinel: master '" << text("sentinel_master") << "' at " << text("master") << " (last answer from "
+        << text("sentinel") << ")\n";
     s << "    data link: " << text("state");
     const double since = number(lookup(*r, "since_unix_ms"));
     if (since > 0) {

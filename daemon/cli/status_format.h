@@ -1,6 +1,7 @@
 // daemon/cli/status_format.h — renders a STATUS reply's map for people (text),
-// scripts (JSON) and Prometheus (text exposition format), driven by the
-// metric table in metrics.h. Used by the `nearcache` CLI.
+// scripts (JSON, values as cli/value_json.h renders them) and Prometheus
+// (text exposition format), driven by the metric table in metrics.h. Used by
+// the `nearcache` CLI.
 #pragma once
 
 #include <msgpack.hpp>
@@ -13,7 +14,5 @@ std::string status_json(const msgpack::object& status);
 std::string status_prometheus(const msgpack::object& status);
 // What --prometheus prints when the daemon cannot be reached.
 std::string prometheus_down();
-// Any msgpack value as JSON (bytes as strings, non-ASCII bytes as \u00XX).
-std::string to_json(const msgpack::object& o);
 
 }  // namespace nearcache::daemon

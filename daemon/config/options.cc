@@ -65,9 +65,9 @@ bool socket_path_fits(Config* c, std::string* err) {
 }
 
 bool redis_tier(Config* c, std::string* err) {
-  // Without redis_url the other redis_* options are not checked.
+  // Without redis_url (or the Sentinel options) the other redis_* options are not checked.
   redis::Endpoint ep;
-  return c->redis.url.empty() || redis::validate(c->redis, &ep, err);
+  return !c->redis.enabled() || redis::validate(c->redis, &ep, err);
 }
 
 bool known_ids(Config* c, std::string* err) {
@@ -105,15 +105,16 @@ const std::vector<OptionSpec>& table() {
        "Group (name or gid) of the socket file. Default: the daemon's.", &C::socket_group},
       {"segment", OptType::path, "", 0, 0, false,
        "Shared-memory segment: a file path (default <runtime dir>/nearcached.seg), or a POSIX shm name "
-       "(\"/name\") with posix_shm = true. The hints file is <segment>.hints, the lock <segment>.lock.",
+       "(\"/name\") with posix_shm = true. The lock is <segment>.lock.",
        &C::segment},
       {"posix_shm", OptType::boolean, "false", 0, 0, false, "Treat `segment` as a POSIX shared-memory name.",
        &C::posix_shm},
       {"segment_mode", OptType::mode, "0640", 0, 0, false,
        "Permissions of the segment (readers need read access).", &C::segment_mode},
       {"hints_mode", OptType::mode, "0660", 0, 0, false,
-       "Permissions of the hints file (readers record access hints and hit counts in it).", &C::hints_mode},
-      {"segment_group", OptType::string, "", 0, 0, false, "Group (name or gid) of the segment and hints file.",
+       "Ignored: layout 2 has no hints file (readers report hits in their own hit regions); accepted so that "
+       "older configuration files still load.", &C::hints_mode},
+      {"segment_group", OptType::string, "", 0, 0, false, "Group (name or gid) of the segment.",
        &C::segment_group},
       {"segment_size", OptType::size, "64M", 0, kNoMax, false, "Size of the segment (K, M, G suffixes).",
        &C::segment_size},

@@ -12,6 +12,7 @@
 
 #include "protocol/codec.h"
 #include "protocol/reply.h"
+#include "hits.h"
 #include "segment_file.h"
 #include "writer.h"
 
@@ -66,6 +67,7 @@ const OpSpec kOpSpecs[kMaxOp + 1] = {
     {3, 3, "key, lease_ms, wait_ms"},                  // LEASE
     {2, 2, "key, token"},                              // RELEASE
     {0, 0, "no arguments"},                            // STATUS
+    {0, 0, "no arguments (the region's fd in SCM_RIGHTS)"},  // HITS
 };
 
 }  // namespace
@@ -167,6 +169,11 @@ void Engine::attach(Session* s) {
 
 void Engine::detach(Session* s) {
   sessions_.erase(s->id);
+  if (auto it = regions_.find(s->id); it != regions_.end()) {
+    poll_region(it->second.get());  // its last counts
+    regions_.erase(it);
+    w_->set_reader_processes(uint32_t(regions_.size()));
+  }
   if (s->outstanding) cancel_waits(s->id);
   std::vector<Leases::Event> ev;
   leases_.drop_conn(s->id, now_ms(), &ev);
@@ -314,6 +321,7 @@ void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
     case Op::lease: return op_lease(s, id, a);
     case Op::release: return op_release(s, id, a);
     case Op::status: return op_status(s, id, a);
+    case Op::hits: return op_hits(s, id, a);
   }
 }
 
@@ -354,12 +362,11 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   const auto& o = w_->options();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(15);
+  pk.pack_map(14);
   pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
   pack_str(pk, "server"), pack_str(pk, kServerName);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
   pack_str(pk, "segment"), pack_str(pk, o.path);
-  pack_str(pk, "hints"), pack_str(pk, o.hints_path);
   pack_str(pk, "posix_shm"), o.posix_shm ? pk.pack_true() : pk.pack_false();
   pack_str(pk, "layout"), pk.pack_uint32(shm::kLayoutVersion);
   pack_str(pk, "generation"), pk.pack_uint64(w_->generation());
@@ -583,6 +590,17 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
 void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   std::string_view prefix;
   if (a.n > 0 && a.v[0].type != msgpack::type::NIL && !a.bytes(a.v[0], &prefix, "prefix")) return;
+  if (prefix.empty() && pending_clears_.empty()) {
+    // Everything, with no CLEAR in progress: the table's epoch moves on
+    // (O(1)) and the count is the live entries at this moment. Behind
+    // pending prefix CLEARs it joins their pass instead, so that each of
+    // them still reports what it removed.
+    const uint64_t removed = w_->drop_all();
+    waits_.wrote_all();
+    if (tier_) tier_->clear(prefix);
+    spdlog::debug("conn {}: CLEAR of everything: {} entries", s->id, removed);
+    return reply::count(s->out, id, removed);
+  }
   // The table keeps the removed counts of this many clears, and a bucket's
   // cost can grow with the clears pending: bound them.
   if (pending_clears_.size() >= kMaxPendingClears)
@@ -742,6 +760,7 @@ uint64_t Engine::next_deadline() const {
 void Engine::begin_shutdown() {
   if (stopping_) return;
   stopping_ = true;
+  w_->set_authoritative(false);  // a stopping daemon answers nothing for sure
   while (!w_->clear_step(1 << 16)) {
   }
   finish_clears();
@@ -781,6 +800,9 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::daemon_hits_total, st.get_hits);
   set(Metric::misses_total, misses);
   out[size_t(Metric::hit_ratio)].real = hits + misses ? double(hits) / double(hits + misses) : 0.0;
+  const HitWindow::Ratio recent = hit_window_.sample(started_ms_, now_ms(), hits, misses);
+  out[size_t(Metric::hit_ratio_1m)].real = recent.ratio;
+  set(Metric::hit_ratio_1m_window_seconds, (recent.window_ms + 500) / 1000);
   set(Metric::shm_misses_total, st.reader_misses);
   set(Metric::shm_busy_total, st.reader_busy);
   set(Metric::reader_processes, st.reader_processes);
@@ -809,6 +831,56 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::clears_pending, pending_clears_.size());
   out[size_t(Metric::loop_lag_max_ms)].real = counters_.loop_lag_max_ms;
   out[size_t(Metric::loop_lag_max_ms)].count = uint64_t(counters_.loop_lag_max_ms);
+}
+
+// ---------------------------------------------------------------- hit regions
+
+void Engine::op_hits(Session* s, uint64_t id, Args&) {
+  const int fd = take_fd_ ? take_fd_(s) : -1;
+  if (fd < 0)
+    return error(s, &id, Code::bad_args,
+                 "HITS carries the hit region's file descriptor (SCM_RIGHTS, in the sendmsg of the request)");
+  if (regions_.count(s->id)) {
+    ::close(fd);
+    return error(s, &id, Code::bad_args, "this connection has registered its hit region already");
+  }
+  std::unique_ptr<shm::HitSource> src;
+  std::string why;
+  if (shm::HitSource::adopt(fd, now_ms(), &src, &why) != 0) {  // closes fd
+    spdlog::info("conn {} (uid {} pid {}): hit region refused: {}", s->id, s->uid, s->pid, why);
+    return error(s, &id, Code::bad_args, "hit region refused: " + why);
+  }
+  regions_[s->id] = std::move(src);
+  w_->set_reader_processes(uint32_t(regions_.size()));
+  spdlog::debug("conn {}: hit region registered", s->id);
+  reply::ok(s->out, id);
+}
+
+bool Engine::poll_region(shm::HitSource* src) {
+  shm::HitDeltas d;
+  hit_ways_.clear();
+  const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
+  w_->note_hits(hit_ways_.data(), hit_ways_.size());
+  w_->note_reader_counts(d.hits, d.misses, d.busy);
+  return ok;
+}
+
+size_t Engine::poll_hits(size_t max_regions) {
+  size_t n = 0;
+  auto it = regions_.lower_bound(regions_cursor_);
+  while (n < max_regions && n < regions_.size()) {
+    if (it == regions_.end()) it = regions_.begin();
+    ++n;
+    if (poll_region(it->second.get())) {
+      ++it;
+    } else {
+      spdlog::info("conn {}: hit region unreadable; dropped", it->first);
+      it = regions_.erase(it);
+      w_->set_reader_processes(uint32_t(regions_.size()));
+    }
+  }
+  regions_cursor_ = it == regions_.end() ? 0 : it->first;
+  return n;
 }
 
 void Engine::op_status(Session* s, uint64_t id, Args&) {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include <msgpack.hpp>
 
+#include "engine/hit_window.h"
 #include "engine/leases.h"
 #include "engine/redis_waits.h"
 #include "protocol/metrics.h"
@@ -31,6 +33,7 @@
 
 namespace nearcache::shm {
 class Writer;
+class HitSource;
 }
 
 namespace nearcache::daemon {
@@ -59,6 +62,9 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   void set_hooks(EngineHooks hooks) { hooks_ = std::move(hooks); }
+  // How HITS takes the file descriptor the session's peer sent (SCM_RIGHTS)
+  // that nothing claimed yet: -1 when there is none; the caller then owns it.
+  void set_fd_source(std::function<int(Session*)> take_fd) { take_fd_ = std::move(take_fd); }
   // The Redis tier (daemon/redis/README.md; redis::Tier, or a fake in tests):
   // nullptr = none. Create it with table_hooks(), which act on this engine's table.
   void set_tier(redis::TierApi* tier) {
@@ -106,6 +112,12 @@ class Engine {
   void begin_shutdown();
   bool stopping() const { return stopping_; }
 
+  // Hit regions (op HITS; shm/hits.h): reads at most `max_regions` of them,
+  // round robin, into the table's frequencies and reader counters. The loop
+  // calls it from a timer. Returns the regions read.
+  size_t poll_hits(size_t max_regions);
+  size_t hit_regions() const { return regions_.size(); }
+
   ServerCounters& counters() { return counters_; }
   void collect(MetricValue out[kMetricCount]) const;
 
@@ -136,6 +148,9 @@ class Engine {
   void op_lease(Session* s, uint64_t id, Args& a);
   void op_release(Session* s, uint64_t id, Args& a);
   void op_status(Session* s, uint64_t id, Args& a);
+  void op_hits(Session* s, uint64_t id, Args& a);
+  // Reads one region; false when it cannot be read any more (then dropped).
+  bool poll_region(shm::HitSource* src);
 
   // Replies (their bytes: protocol/reply.h). An error is counted, logged, and
   // closes the connection when its code says so; `detail` follows the status name.
@@ -192,6 +207,7 @@ class Engine {
   shm::Writer* w_;
   Config cfg_;
   EngineHooks hooks_;
+  std::function<int(Session*)> take_fd_;
   std::unordered_map<uint64_t, Session*> sessions_;
   Leases leases_;
   std::vector<PendingClear> pending_clears_;
@@ -203,11 +219,16 @@ class Engine {
   uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
   uint64_t (*clock_)();
   uint64_t started_ms_;
+  mutable HitWindow hit_window_;  // STATUS's recent hit ratio: collect() samples it
   bool stopping_ = false;
   bool suspended_ = false;  // TableHooks::suspend: lookups skip the table
   uint64_t clear_first_slice_us_ = 500, clear_first_slice_left_us_ = 500;
   uint64_t (*slice_clock_)();
   uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;
+  // Registered hit regions by session id (one per connection at most).
+  std::map<uint64_t, std::unique_ptr<shm::HitSource>> regions_;
+  uint64_t regions_cursor_ = 0;     // poll_hits goes on from this session id
+  std::vector<uint32_t> hit_ways_;  // scratch
 };
 
 }  // namespace nearcache::daemon

@@ -99,13 +99,10 @@ void Engine::drop_slots(const std::vector<bool>& slots) {
 void Engine::suspend(bool on) {
   if (on == suspended_) return;
   suspended_ = on;
-  // Readers: the segment's state (stopped = readers answer "unavailable" and
-  // ask the daemon, keeping the mapping) until layout 2's `suspended` header
-  // flag lands; then this is w_->set_suspended(on). The daemon's own lookups
-  // skip the table while suspended_ (op_get, get_many_redis, op_has_key,
-  // op_lease).
-  if (on) w_->stop();
-  else if (!stopping_) w_->resume();
+  // Readers: the segment's `suspended` flag (they serve nothing and ask the
+  // daemon). The daemon's own lookups skip the table while suspended_
+  // (op_get, get_many_redis, op_has_key, op_lease).
+  w_->set_suspended(on);
   spdlog::info("redis: this host's table is {}", on ? "suspended (kept, not served)" : "served again");
 }
 
@@ -125,17 +122,14 @@ void Engine::drop(std::string_view key) {
 }
 
 void Engine::drop_all(const char* why) {
-  // Every entry may be stale: remove them all before anything else runs, so
-  // that no reader serves one from shared memory afterwards (a sliced clear
-  // would leave them readable until it finished).
+  // Every entry may be stale: the table's epoch moves on (O(1)), so that no
+  // reader serves one from shared memory afterwards; the logs reclaim the
+  // old items lazily.
   const uint64_t t0 = mono_us();
-  const uint64_t cid = w_->clear_begin("");
-  while (!w_->clear_step(1 << 16)) {
-  }
-  const uint64_t removed = w_->clear_take(cid);
+  const uint64_t removed = w_->drop_all();
   waits_.wrote_all();
   finish_clears();  // client CLEARs pending behind it are complete too
-  spdlog::info("redis: {}: flushed this host's table ({} entries, {:.1f} ms)", why, removed,
+  spdlog::info("redis: {}: dropped this host's table ({} entries, {:.3f} ms)", why, removed,
                double(mono_us() - t0) / 1000.0);
 }
 
@@ -388,7 +382,7 @@ void Engine::redis_status(Packer& pk) {
     pk.pack_uint64(redis::redis_metric_value(st, redis::RedisMetric(i)));
   }
   pack_str(pk, "redis");
-  pk.pack_map(15);
+  pk.pack_map(18);
   pack_str(pk, "url"), pack_str(pk, st.url);
   pack_str(pk, "prefix"), pack_bytes(pk, tier_->config().prefix);
   pack_str(pk, "state"), pack_str(pk, redis::link_state_name(st.data.state));
@@ -406,6 +400,9 @@ void Engine::redis_status(Packer& pk) {
   const std::string& verr =
       st.data.tls_verify_error.empty() ? st.invalidation.tls_verify_error : st.data.tls_verify_error;
   pack_str(pk, "tls_verify_error"), pack_str(pk, verr);
+  pack_str(pk, "sentinel_master"), pack_str(pk, st.sentinel.master_name);  // "" without Sentinel
+  pack_str(pk, "sentinel"), pack_str(pk, st.sentinel.last_sentinel);
+  pack_str(pk, "master"), pack_str(pk, st.master);
 }
 
 }  // namespace nearcache::daemon

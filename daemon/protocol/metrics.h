@@ -31,9 +31,13 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(daemon_hits_total, counter, count, "hits from the daemon", "GET, GET_MANY and LEASE keys the daemon found")    \
   X(misses_total, counter, count, "misses", "GET, GET_MANY and LEASE keys the daemon did not find")                \
   X(hit_ratio, gauge, ratio, "hit ratio", "hits_total / (hits_total + misses_total)")                              \
+  X(hit_ratio_1m, gauge, ratio, "hit ratio, last minute",                                                         \
+    "Hit ratio over the last minute (the time since the newest STATUS at least 60 s old, or the start)")           \
+  X(hit_ratio_1m_window_seconds, gauge, seconds, "hit ratio window",                                               \
+    "Length of hit_ratio_1m's window: 60 when STATUS is asked at least once a second, longer otherwise")           \
   X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
   X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
-  X(reader_processes, gauge, count, "reader processes", "Processes with a reader counter slot in the hints file")  \
+  X(reader_processes, gauge, count, "reader processes", "Reader processes with a hit region registered (op HITS)")  \
   X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
   X(adds_total, counter, count, "adds", "ADD requests")                                                            \
   X(deletes_total, counter, count, "deletes", "DELETE and DELETE_MANY keys")                                        \

@@ -29,8 +29,9 @@ enum class Op : uint32_t {
   lease = 15,
   release = 16,
   status = 17,
+  hits = 18,  // registers the connection's hit region (the fd in SCM_RIGHTS)
 };
-inline constexpr uint32_t kMaxOp = 17;
+inline constexpr uint32_t kMaxOp = 18;
 
 enum class Code : uint8_t {
   ok = 0,
@@ -56,7 +57,8 @@ enum class Code : uint8_t {
 inline const char* op_name(uint32_t op) {
   static const char* const names[] = {"?",     "HELLO",       "PING",  "GET",     "GET_MANY", "SET",
                                       "ADD",   "SET_MANY",    "DELETE", "DELETE_MANY", "TOUCH", "INCR",
-                                      "DECR",  "HAS_KEY",     "CLEAR", "LEASE",   "RELEASE",  "STATUS"};
+                                      "DECR",  "HAS_KEY",     "CLEAR", "LEASE",   "RELEASE",  "STATUS",
+                                      "HITS"};
   return op <= kMaxOp ? names[op] : "?";
 }
 

@@ -77,7 +77,7 @@ bool Atomics::run(std::string_view key, std::function<void()> send, AtomicFn* cb
 bool Atomics::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
-  const std::string rk = cfg_.prefix + std::string(key), v = encode_value(value, flags);
+  const std::string rk = cfg_.prefix + std::string(key), v = encode_value(value, flags, cfg_.value_format);
   auto send = [this, rk, v, expiry_ms, done] {
     auto on = [this, done](const Reply& r) {
       AtomicResult out;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -82,6 +83,12 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        &C::lease_poll_min_ms},
       {"redis_lease_poll_max_ms", OptType::count, "250", 1, 600000, false,
        "... up to this; invalidations of the key or the lease wake it earlier.", &C::lease_poll_max_ms},
+      {"redis_value_format", OptType::count, "2", 1, 2, false,
+       "How values that need an envelope are written to Redis: 2 (values with flags, and bytes that are not one "
+       "msgpack value, in the version-2 envelope) or 1 (as version 1 did: ext 126 for flags, other bytes bare, "
+       "for hosts of version 1 to read values with flags during a rolling upgrade). Both are always read; see "
+       "doc/redis.md, Values in Redis.",
+       &C::value_format},
       {"redis_wait_ms", OptType::count, "500", 1, kHour, false,
        "Longest a client request waits for Redis (read-through, ADD, INCR/DECR, LEASE). A read-through not "
        "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "
@@ -106,6 +113,23 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "rediss:// only: verify Redis's certificate chain and name. false encrypts without knowing who answers "
        "(logged as a warning at start and shown in STATUS); for tests only.",
        &C::tls_verify},
+      {"redis_sentinels", OptType::string, "", 0, 0, false,
+       "Redis Sentinel: host:port[,host:port...] of the Sentinels to ask for the master's address (port 26379 "
+       "by default), in this order; the one that answers moves to the front. Needs redis_sentinel_master. "
+       "redis_url then names no host: leave it empty or give redis://[user@]/[db] (rediss:// for TLS to the "
+       "Sentinels and the data nodes). The master is asked again before every reconnect.",
+       &C::sentinels},
+      {"redis_sentinel_master", OptType::string, "", 0, 0, false,
+       "The name the Sentinels monitor the master under (sentinel monitor NAME ...).", &C::sentinel_master},
+      {"redis_sentinel_password_file", OptType::path, "", 0, 0, true,
+       "File holding the Sentinels' password (their requirepass; its first line), with the same checks as "
+       "redis_password_file (mode 0600 or 0400); read at start and on SIGHUP. Empty: no AUTH to the Sentinels. "
+       "The data nodes' password is redis_password_file's (or redis_url's).",
+       &C::sentinel_password_file},
+      {"redis_sentinel_timeout_ms", OptType::count, "250", 1, kHour, false,
+       "Time allowed to one Sentinel (connect, AUTH, answer) before the next in redis_sentinels is asked; "
+       "all of it counts in redis_connect_timeout_ms.",
+       &C::sentinel_timeout_ms},
       {"redis_down", OptType::string, "local", 0, 0, false,
        "What ADD, INCR/DECR and LEASE do while Redis is unreachable: local (decide on this host; STATUS "
        "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE).",
@@ -136,8 +160,45 @@ bool parse_value(const daemon::OptionSpec&, const std::string& raw, DownPolicy* 
 std::string format_value(const daemon::OptionSpec&, DownPolicy v) { return down_policy_name(v); }
 
 bool validate(const Config& c, Endpoint* ep, std::string* err) {
+  std::vector<HostPort> sentinels;
+  return validate(c, ep, &sentinels, err);
+}
+
+namespace {
+bool validate_sentinel(const Config& c, std::vector<HostPort>* sentinels, std::string* err) {
+  sentinels->clear();
+  const bool any = !c.sentinels.empty() || !c.sentinel_master.empty() || !c.sentinel_password_file.empty();
+  if (!any) return true;
+  if (c.sentinels.empty()) {
+    *err = !c.sentinel_master.empty() ? "redis_sentinel_master is set without redis_sentinels (the Sentinels to ask)"
+                                      : "redis_sentinel_password_file is set without redis_sentinels";
+    return false;
+  }
+  if (c.sentinel_master.empty()) {
+    *err = "redis_sentinels is set without redis_sentinel_master (the name the Sentinels monitor the master under)";
+    return false;
+  }
+  for (char ch : c.sentinel_master)
+    if (std::isspace(static_cast<unsigned char>(ch)) || ch == '\0') {
+      *err = "redis_sentinel_master must be one word (got \"" + c.sentinel_master + "\")";
+      return false;
+    }
+  if (!parse_sentinels(c.sentinels, sentinels, err)) return false;
+  if (c.sentinel_timeout_ms > c.connect_timeout_ms) {
+    *err = "option redis_sentinel_timeout_ms: must be at most redis_connect_timeout_ms (" +
+           std::to_string(c.connect_timeout_ms) + "), which covers asking the Sentinels, got " +
+           std::to_string(c.sentinel_timeout_ms);
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+bool validate(const Config& c, Endpoint* ep, std::vector<HostPort>* sentinels, std::string* err) {
   const bool from_file = !c.password_file.empty();
-  if (!parse_url(c.url, ep, err, from_file)) return false;
+  if (!validate_sentinel(c, sentinels, err)) return false;
+  if (sentinels->empty() ? !parse_url(c.url, ep, err, from_file) : !parse_sentinel_url(c.url, ep, err, from_file))
+    return false;
   if (from_file) {
     if (ep->has_password) {
       *err = "redis_url carries a password and redis_password_file is set: remove the password from redis_url";
@@ -231,13 +292,13 @@ bool read_private_file(const std::string& path, const char* option, size_t max_b
   return true;
 }
 
-bool read_password_file(const std::string& path, std::string* password, std::string* err) {
+bool read_password_file(const std::string& path, std::string* password, std::string* err, const char* option) {
   std::string data;
-  if (!read_private_file(path, "redis_password_file", 65536, &data, err)) return false;
+  if (!read_private_file(path, option, 65536, &data, err)) return false;
   const size_t eol = data.find_first_of("\r\n");
   if (eol != std::string::npos) data.resize(eol);
   if (data.empty()) {
-    *err = "redis_password_file " + path + ": empty (the password is its first line)";
+    *err = std::string(option) + " " + path + ": empty (the password is its first line)";
     return false;
   }
   *password = std::move(data);

@@ -5,7 +5,7 @@
 // help. Config() starts from the rows' defaults; the daemon holds a Config as
 // daemon::Config::redis and hands it to the tier after parsing. validate()
 // checks a Config (the rows' bounds and the rules between fields) and parses
-// its URL.
+// its URL (or, with redis_sentinels, the Sentinel form of it, url.h).
 #pragma once
 
 #include <cstdint>
@@ -42,6 +42,7 @@ struct Config {
   uint64_t lease_poll_min_ms;     // LEASE waiters on a lease held by another host poll ...
   uint64_t lease_poll_max_ms;     // ... with this backoff (and wake on invalidations)
   DownPolicy down;                // redis_down
+  uint64_t value_format = 2;      // redis_value_format: the envelope version written (value.h)
   uint64_t wait_ms;               // longest a client request waits for Redis (the daemon's bound)
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)
@@ -52,6 +53,14 @@ struct Config {
   std::string tls_key_file;       // ... redis_tls_key_file (owner-only, like the password file)
   std::string tls_server_name;    // redis_tls_server_name; "" = the URL's host
   bool tls_verify;                // redis_tls_verify; off: no chain or name check (warned)
+  // Sentinel (sentinel.h): the Sentinels name the master; redis_url then names no host.
+  std::string sentinels;          // redis_sentinels: host:port[,host:port...]; "" = no Sentinel
+  std::string sentinel_master;    // redis_sentinel_master: the master's name
+  std::string sentinel_password_file;  // redis_sentinel_password_file; "" = no AUTH to the Sentinels
+  uint64_t sentinel_timeout_ms;   // redis_sentinel_timeout_ms: one Sentinel's connect + AUTH + answer
+
+  // A Redis tier is configured (redis_url or the Sentinel options).
+  bool enabled() const { return !url.empty() || !sentinels.empty() || !sentinel_master.empty(); }
   // The largest value read from Redis that the daemon relays (value bytes,
   // envelope removed); a larger one is refused in Redis, before any of it is
   // sent (read_through.h). The daemon sets it from value_limit (not an option).
@@ -75,12 +84,15 @@ std::string format_value(const daemon::OptionSpec& o, DownPolicy v);
 // With password_file set, the URL must not carry a password (it may name a
 // user as `user@`) and ep gets cfg.password.
 bool validate(const Config& cfg, Endpoint* ep, std::string* err);
+// validate() and, with Sentinel, the Sentinels' addresses (else *sentinels is empty).
+bool validate(const Config& cfg, Endpoint* ep, std::vector<HostPort>* sentinels, std::string* err);
 
-// Reads the Redis password from `path`: its first line, without the line end.
+// Reads the Redis password (or, `option`, the Sentinels') from `path`: its first line, without the line end.
 // Refuses a file that is not a regular file, is empty, or that anyone but its
 // owner may read or write (mode & 077): the packaged config is readable by
 // every app user, the password file must not be.
-bool read_password_file(const std::string& path, std::string* password, std::string* err);
+bool read_password_file(const std::string& path, std::string* password, std::string* err,
+                        const char* option = "redis_password_file");
 // The same checks for any secret file (redis_tls_key_file): a regular file,
 // not a symlink, mode & 077 == 0, at most max_bytes, not empty. `option`
 // names it in *err.

@@ -77,21 +77,28 @@ Link::Link(uv_loop_t* loop, Endpoint ep, LinkOptions opts) : loop_(loop), ep_(st
   rng_ = (uint64_t(rd()) << 32 | rd()) ^ uint64_t(uv_hrtime());
   if (rng_ == 0) rng_ = 0x9e3779b97f4a7c15ull;  // xorshift's one fixed point
   st_.since_unix_ms = unix_ms();
+  alive_ = std::make_shared<Link*>(this);
 }
 
 Link::~Link() {
+  *alive_ = nullptr;
   // close() must have completed: libuv holds pointers to us until then.
   if (handles_open_ != 0 || tr_)
     spdlog::critical("redis {} link destroyed while open; call close() and run the loop first", opts_.name);
 }
 
 int Link::on_up(std::function<void()> fn) {
-  listeners_.push_back({next_listener_, std::move(fn), nullptr});
+  listeners_.push_back({next_listener_, std::move(fn), nullptr, nullptr});
   return next_listener_++;
 }
 
 int Link::on_down(std::function<void(const std::string&)> fn) {
-  listeners_.push_back({next_listener_, nullptr, std::move(fn)});
+  listeners_.push_back({next_listener_, nullptr, std::move(fn), nullptr});
+  return next_listener_++;
+}
+
+int Link::on_fail(std::function<void(const std::string&)> fn) {
+  listeners_.push_back({next_listener_, nullptr, nullptr, std::move(fn)});
   return next_listener_++;
 }
 
@@ -119,6 +126,7 @@ void Link::close(std::function<void()> closed) {
   closed_ = std::move(closed);
   teardown("link closed", false);
   state_ = LinkState::stopped;
+  *alive_ = nullptr;
   if (resolving_) {
     resolving_->link = nullptr;  // its callback frees it
     uv_cancel(reinterpret_cast<uv_req_t*>(&resolving_->req));
@@ -141,6 +149,25 @@ void Link::close(std::function<void()> closed) {
 void Link::attempt() {
   if (state_ == LinkState::stopped) return;
   uv_timer_start(&connect_timer_, on_connect_timer, opts_.connect_timeout_ms, 0);
+  if (!opts_.locate) return connect_endpoint();
+  state_ = LinkState::resolving;
+  phase_ = opts_.locate_what;
+  const uint64_t token = ++locate_token_;
+  std::weak_ptr<Link*> alive = alive_;
+  opts_.locate([alive, token](bool ok, const std::string& host, uint16_t port, const std::string& why) {
+    auto p = alive.lock();
+    Link* self = p ? *p : nullptr;
+    if (!self || token != self->locate_token_ || self->state_ != LinkState::resolving) return;
+    self->locate_token_++;
+    if (!ok) return self->teardown(self->phase_ + ": " + why, true);
+    if (host != self->ep_.host) self->addrs_.clear(), self->next_addr_ = 0;
+    self->ep_.host = host;
+    self->ep_.port = port;
+    self->connect_endpoint();
+  });
+}
+
+void Link::connect_endpoint() {
   if (ep_.unix_socket) {
     connect_to("", ep_.path);
     return;
@@ -311,7 +338,17 @@ void Link::ping_then_setup() {
   if (!command({"PING"}, [this, token](const Reply& r) {
         if (token != setup_token_ || state_ != LinkState::handshaking) return;
         if (r.is_error()) return fail("PING failed: " + r.error());
-        run_setup(0);
+        if (!opts_.require_master) return run_setup(0);
+        phase_ = "checking ROLE";
+        if (!command({"ROLE"}, [this, token](const Reply& r2) {
+              if (token != setup_token_ || state_ != LinkState::handshaking) return;
+              if (r2.is_error()) return fail("ROLE failed: " + r2.error());
+              const std::string_view role = str_at(r2.r, 0);
+              if (role != "master")
+                return fail(ep_.where() + " is not the master (ROLE: " + std::string(role.empty() ? "?" : role) + ")");
+              run_setup(0);
+            }))
+          fail("cannot send ROLE");
       }))
     fail("cannot send PING");
 }
@@ -335,7 +372,7 @@ void Link::become_ready() {
   const uint64_t failed = attempt_no_;
   attempt_no_ = 0;
   was_ready_ = true;
-  spdlog::info("redis {}: {} {}{}", opts_.name, st_.connects_total > 1 ? "reconnected to" : "connected to", ep_.masked(),
+  spdlog::log(opts_.quiet ? spdlog::level::debug : spdlog::level::info, "redis {}: {} {}{}", opts_.name, st_.connects_total > 1 ? "reconnected to" : "connected to", ep_.masked(),
                failed ? " after " + std::to_string(failed) + " failed attempt(s)" : "");
   st_.since_unix_ms = unix_ms();
   const auto ls = listeners_;
@@ -357,6 +394,7 @@ void Link::fail(const std::string& why) {
 
 void Link::teardown(const std::string& why, bool retry) {
   uv_timer_stop(&connect_timer_);
+  locate_token_++;
   uv_timer_stop(&command_timer_);
   setup_token_++;
   failing_ = false;
@@ -391,7 +429,8 @@ void Link::teardown(const std::string& why, bool retry) {
   sub_fn_ = nullptr;
   if (why != "link closed") {
     st_.failures_total++;
-    if (st_.last_error != why || lost) {
+    if (opts_.quiet) spdlog::debug("redis {}: {}", opts_.name, why);
+    else if (st_.last_error != why || lost) {
       if (lost) spdlog::error("redis {}: {}; reconnecting", opts_.name, why);
       else {
         uint64_t skipped = 0;
@@ -407,6 +446,11 @@ void Link::teardown(const std::string& why, bool retry) {
     const auto ls = listeners_;
     for (const auto& l : ls)
       if (l.down) l.down(why);
+  }
+  if (retry) {
+    const auto ls = listeners_;
+    for (const auto& l : ls)
+      if (l.failed && state_ == LinkState::backoff) l.failed(why);
   }
   if (retry && state_ == LinkState::backoff) schedule_retry();
 }
@@ -429,6 +473,12 @@ void Link::schedule_retry() {
   const uint64_t delay = backoff_delay();
   spdlog::debug("redis {}: next attempt in {} ms ({} consecutive failure(s))", opts_.name, delay, failures);
   uv_timer_start(&retry_timer_, on_retry_timer, delay, 0);
+}
+
+void Link::reconnect_now() {
+  if (state_ != LinkState::backoff) return;
+  uv_timer_stop(&retry_timer_);
+  attempt();
 }
 
 void Link::on_retry_timer(uv_timer_t* t) { static_cast<Link*>(t->data)->attempt(); }

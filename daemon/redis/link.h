@@ -91,6 +91,19 @@ struct LinkOptions {
   // A reply (or the part of it buffered so far) above this closes the
   // connection as failed; 0 = no limit.
   uint64_t max_reply_bytes = 0;
+  // Where to connect, asked before every attempt (Sentinel: the current
+  // master, sentinel.h); unset = the endpoint given. The hook calls `done`
+  // once: ok with a host and port (which replace the endpoint's), or !ok with
+  // why. It runs inside connect_timeout_ms; an answer after the attempt gave
+  // up (or after close) is ignored.
+  using Located = std::function<void(bool ok, const std::string& host, uint16_t port, const std::string& why)>;
+  std::function<void(Located done)> locate;
+  std::string locate_what = "locating Redis";  // the phase a connect timeout names
+  // After PING, ROLE must answer "master" or the attempt fails (a master the
+  // Sentinels named may have been demoted since); retried after backoff.
+  bool require_master = false;
+  // Connects and failures logged at debug level only (short Sentinel queries).
+  bool quiet = false;
 };
 
 struct LinkStatus {
@@ -124,6 +137,8 @@ class Link {
   // Listeners; the returned id removes them.
   int on_up(std::function<void()> fn);
   int on_down(std::function<void(const std::string& why)> fn);
+  // Hears every failed attempt and lost connection (not close()), after on_down.
+  int on_fail(std::function<void(const std::string& why)> fn);
   void remove_listener(int id);
 
   void start();
@@ -151,6 +166,9 @@ class Link {
 
   // Closes the current connection as failed (reconnects after backoff).
   void fail(const std::string& why);
+  // Waiting for the next attempt (backoff): attempt now (Sentinel's
+  // +switch-master). Otherwise nothing.
+  void reconnect_now();
 
   // Tests: stop reading replies (they wait in the socket) until released.
   void hold_replies(bool hold);
@@ -167,6 +185,7 @@ class Link {
   struct Resolve;
 
   void attempt();
+  void connect_endpoint();
   void on_resolved(int status, struct addrinfo* res);
   void connect_to(const std::string& ip, const std::string& path);
   void handshake();
@@ -208,6 +227,7 @@ class Link {
     int id;
     std::function<void()> up;
     std::function<void(const std::string&)> down;
+    std::function<void(const std::string&)> failed;
   };
   std::vector<Listener> listeners_;
   int next_listener_ = 1;
@@ -224,6 +244,9 @@ class Link {
   std::string phase_;                 // what the connect timer interrupts: "resolving x", "connecting to y", ...
   LinkStatus st_;
   uint64_t rng_;
+  // Outlives the Link: a locate answer after close() finds nullptr here.
+  std::shared_ptr<Link*> alive_;
+  uint64_t locate_token_ = 0;         // the attempt a locate answer belongs to
 };
 
 }  // namespace nearcache::redis

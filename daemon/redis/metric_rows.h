@@ -24,6 +24,8 @@
     "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
   X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
     "Redis values larger than this daemon relays (value_limit), refused before being read")                          \
+  X(redis_readthrough_foreign_total, counter, count, "read-throughs foreign",                                          \
+    "Redis values nearcache did not write (not msgpack, no envelope), answered with flag 0x80")                      \
   X(redis_queue_coalesced_total, counter, count, "write-behind coalesced",                                               \
     "Queued operations replaced by a later one on the same key")                                                         \
   X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \
@@ -49,7 +51,13 @@
   X(redis_tls_verify, gauge, count, "Redis TLS verified",                                                                \
     "1 when TLS verifies Redis's certificate chain and name; 0 with redis_tls_verify = false (or no TLS)")              \
   X(redis_tls_verify_failures_total, counter, count, "Redis TLS verify failures",                                        \
-    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")                  \
+    "TLS handshakes refused because Redis's certificate did not verify (the reason is in last_error)")          \
+  X(redis_sentinel_failovers_total, counter, count, "Sentinel failovers seen",                                   \
+    "Times the Sentinels named another master (an answer or +switch-master); 0 without Sentinel")              \
+  X(redis_sentinel_queries_total, counter, count, "Sentinel queries",                                            \
+    "Times the Sentinels were asked for the master (before a connection attempt)")                             \
+  X(redis_sentinel_query_failures_total, counter, count, "Sentinel queries failed",                              \
+    "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")                    \
   X(redis_suspended, gauge, count, "near tier suspended",                                                                \
     "1 while invalidations have been down longer than redis_stale_grace_ms: the table is kept, not served")             \
   X(redis_repair_snapshots_total, counter, count, "slot snapshots",                                                     \

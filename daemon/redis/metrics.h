@@ -34,6 +34,7 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_queue_failed_total: return s.queue.failed_total;
     case RedisMetric::redis_queue_refused_dropped_total: return s.queue.refused_dropped_total;
     case RedisMetric::redis_readthrough_oversize_total: return s.reads.oversize_total;
+    case RedisMetric::redis_readthrough_foreign_total: return s.reads.foreign_total;
     case RedisMetric::redis_queue_coalesced_total: return s.queue.coalesced_total;
     case RedisMetric::redis_invalidations_total: return s.inval.keys_total;
     case RedisMetric::redis_coherence_lost_total: return s.inval.lost_total;
@@ -50,6 +51,9 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_tls_verify: return s.data.tls_verify;
     case RedisMetric::redis_tls_verify_failures_total:
       return s.data.tls_verify_failures_total + s.invalidation.tls_verify_failures_total;
+    case RedisMetric::redis_sentinel_failovers_total: return s.sentinel.failovers_total;
+    case RedisMetric::redis_sentinel_queries_total: return s.sentinel.queries_total;
+    case RedisMetric::redis_sentinel_query_failures_total: return s.sentinel.query_failures_total;
     case RedisMetric::redis_suspended: return s.repair.suspended;
     case RedisMetric::redis_repair_snapshots_total: return s.repair.snapshots_total;
     case RedisMetric::redis_repair_snapshot_us: return s.repair.snapshot_us_last;

@@ -75,7 +75,7 @@ void ReadThrough::send(const std::shared_ptr<Flight>& f) {
       return finish(f, std::move(x));
     }
     std::string_view v;
-    if (kind == "value") decode_value(str_at(r.r, 1), &v, &x.flags);
+    const bool foreign = kind == "value" && decode_value(str_at(r.r, 1), &v, &x.flags) == Stored::foreign;
     if (kind == "large" || v.size() > cfg_.relay_max_bytes) {
       const uint64_t n = kind == "large" ? uint64_t(int_at(r.r, 1)) : v.size();
       st_.oversize_total++;
@@ -91,6 +91,15 @@ void ReadThrough::send(const std::shared_ptr<Flight>& f) {
       x.kind = Fetched::Kind::unavailable;
       x.error = r.is_error() ? r.error() : "unexpected reply to the read-through";
       return finish(f, std::move(x));
+    }
+    if (foreign) {
+      st_.foreign_total++;
+      uint64_t skipped = 0;
+      if (foreign_log_.allow(&skipped))
+        spdlog::info("redis: '{}' in Redis is not a value nearcache wrote (not msgpack, no envelope): answered "
+                     "with flag 0x80 (foreign), which the Django backend reads as a miss ({} such read(s) since "
+                     "the last report)",
+                     printable(f->key), skipped + 1);
     }
     x.kind = Fetched::Kind::hit;
     x.value.assign(v);

@@ -24,6 +24,12 @@
 // envelope): a larger one, which another tool wrote under the prefix, is
 // never sent, so the client library never buffers it. It is answered as a
 // miss, never installed, counted (oversize_total) and logged (rate-limited).
+//
+// Foreign values. A Redis value that is neither an envelope nor one msgpack
+// object (value.h: written by another tool) is a hit with flags
+// kFlagForeign and its exact bytes, installed like any other (so that the
+// next read does not ask Redis again), counted (foreign_total) and logged
+// (rate-limited). The client decides what it means.
 #pragma once
 
 #include <uv.h>
@@ -69,6 +75,7 @@ struct ReadStats {
   uint64_t joined_total = 0;       // misses that joined a flight in progress
   uint64_t stale_total = 0;        // hits not installed: invalidated or written while in flight
   uint64_t oversize_total = 0;     // values over relay_max_bytes, refused in Redis (answered as misses)
+  uint64_t foreign_total = 0;      // values nearcache did not write (value.h), answered with kFlagForeign
   uint64_t in_flight = 0;
 };
 
@@ -106,6 +113,7 @@ class ReadThrough {
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
   ReadStats st_;
   Throttle oversize_log_{10000};
+  Throttle foreign_log_{10000};
 };
 
 }  // namespace nearcache::redis

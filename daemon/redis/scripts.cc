@@ -11,19 +11,21 @@ namespace nearcache::redis {
 namespace {
 
 // INCR/DECR with the table's semantics (shm::Writer::incr): the value must be
-// exactly one msgpack integer (any encoding, up to uint64), possibly inside
-// the flags envelope (value.h); the result must fit in int64 and is written
-// in the smallest encoding with the same flags and TTL (KEEPTTL). A missing
+// exactly one msgpack integer (any encoding, up to uint64), bare or inside
+// a version-2 or version-1 envelope (value.h); the result must fit in int64
+// and is written in the smallest encoding, in the same envelope (version
+// kept: a version-1 host may read it), with the same flags and TTL (KEEPTTL). A missing
 // key is never created. Lua numbers are doubles, exact only below 2^53, so
 // the value and the delta are handled as (hi, lo) 32-bit halves; cmsgpack
 // encodes results below 2^53, larger ones are packed by hand.
 const char* kIncr = R"lua(
 local v = redis.call('GET', KEYS[1])
 if not v then return {'missing'} end
-local body, flags = v, 0
-if #v >= 4 and string.byte(v, 1) == 0xc7 and string.byte(v, 3) == 126 and string.byte(v, 2) + 3 == #v then
-  flags = string.byte(v, 4)
-  body = string.sub(v, 5)
+local body, flags, env = v, 0, 0
+if #v >= 5 and string.sub(v, 1, 4) == '\193nc\2' then
+  env, flags, body = 2, string.byte(v, 5), string.sub(v, 6)
+elseif #v >= 4 and string.byte(v, 1) == 0xc7 and string.byte(v, 3) == 126 and string.byte(v, 2) + 3 == #v then
+  env, flags, body = 1, string.byte(v, 4), string.sub(v, 5)
 end
 local n, t = #body, string.byte(body, 1)
 local P32 = 4294967296
@@ -65,7 +67,8 @@ else
   else out = string.char(0xd3) .. u32(hi + P32) .. u32(lo) end
 end
 local stored = out
-if flags ~= 0 then stored = string.char(0xc7, #out + 1, 126, flags) .. out end
+if env == 2 then stored = '\193nc\2' .. string.char(flags) .. out
+elseif env == 1 then stored = string.char(0xc7, #out + 1, 126, flags) .. out end
 redis.call('SET', KEYS[1], stored, 'KEEPTTL')
 redis.call('INCR', KEYS[2])
 return {'ok', out, redis.call('PTTL', KEYS[1]), flags}

@@ -10,10 +10,30 @@ namespace nearcache::redis {
 
 std::unique_ptr<Tier> Tier::create(uv_loop_t* loop, const Config& cfg, TableHooks hooks, std::string* err) {
   Endpoint ep;
-  if (!validate(cfg, &ep, err)) return nullptr;
+  std::vector<HostPort> sentinels;
+  if (!validate(cfg, &ep, &sentinels, err)) return nullptr;
   std::shared_ptr<const TlsClient> tls;
   if (ep.tls && !(tls = tls_client(cfg, err))) return nullptr;
-  auto t = std::unique_ptr<Tier>(new Tier(loop, cfg, ep, std::move(hooks)));
+  std::unique_ptr<Sentinels> s;
+  if (!sentinels.empty()) {
+    SentinelOptions so;
+    so.sentinels = sentinels;
+    so.master = cfg.sentinel_master;
+    so.tls = ep.tls;
+    so.timeout_ms = cfg.sentinel_timeout_ms;
+    if (!cfg.sentinel_password_file.empty()) {
+      if (!read_password_file(cfg.sentinel_password_file, &so.password, err, "redis_sentinel_password_file"))
+        return nullptr;
+      so.has_password = true;
+    }
+    so.link.reconnect_min_ms = cfg.reconnect_min_ms;
+    so.link.reconnect_max_ms = cfg.reconnect_max_ms;
+    so.link.jitter_percent = cfg.reconnect_jitter_percent;
+    so.link.command_timeout_ms = cfg.command_timeout_ms;
+    so.link.tls = tls;
+    s = std::make_unique<Sentinels>(loop, std::move(so));
+  }
+  auto t = std::unique_ptr<Tier>(new Tier(loop, cfg, ep, std::move(hooks), std::move(s)));
   t->link_->set_tls(tls);
   t->inval_->link().set_tls(tls);
   return t;
@@ -35,12 +55,29 @@ bool Tier::reload_tls(std::string* err) {
   if (!tls) return false;
   link_->set_tls(tls);
   inval_->link().set_tls(tls);
+  if (sentinels_) sentinels_->set_tls(tls);
   return true;
 }
 
-Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks)
-    : loop_(loop), cfg_(cfg), ep_(ep), hooks_(std::move(hooks)) {
+bool Tier::reload_sentinel_password(const std::string& path, std::string* err) {
+  if (!sentinels_ || path.empty()) return true;
+  std::string pw;
+  if (!read_password_file(path, &pw, err, "redis_sentinel_password_file")) return false;
+  sentinels_->set_password(pw);
+  return true;
+}
+
+Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks, std::unique_ptr<Sentinels> s)
+    : loop_(loop), cfg_(cfg), ep_(ep), hooks_(std::move(hooks)), sentinels_(std::move(s)) {
   LinkOptions o;
+  if (sentinels_) {
+    // Both links (the invalidation link copies these options) ask the
+    // Sentinels before every attempt, then check ROLE.
+    o.locate = [this](LinkOptions::Located done) { sentinels_->locate(std::move(done)); };
+    o.locate_what = "asking the Sentinels for master '" + cfg.sentinel_master + "'";
+    o.require_master = true;
+    sentinels_->on_master([this](const HostPort& m, bool from_switch) { master_moved(m, from_switch); });
+  }
   o.name = "data";
   o.connect_timeout_ms = cfg.connect_timeout_ms;
   o.command_timeout_ms = cfg.command_timeout_ms;
@@ -94,12 +131,33 @@ Tier::~Tier() {
 void Tier::start() {
   if (started_) return;
   started_ = true;
-  spdlog::info("redis: tier for {} (prefix '{}')", ep_.masked(), printable(cfg_.prefix));
+  if (sentinels_)
+    spdlog::info("redis: tier for master '{}' of the Sentinels {} ({}, prefix '{}')", cfg_.sentinel_master,
+                 cfg_.sentinels, ep_.masked(), printable(cfg_.prefix));
+  else
+    spdlog::info("redis: tier for {} (prefix '{}')", ep_.masked(), printable(cfg_.prefix));
   if (ep_.tls && !cfg_.tls_verify)
     spdlog::warn("redis: redis_tls_verify is off: Redis's certificate and name are not checked, so anyone on the "
                  "path can pose as Redis; use it for tests only");
+  if (sentinels_) sentinels_->start();
   link_->start();
   inval_->start();
+}
+
+// The master moved: a link on another address leaves it (the data and
+// invalidation links must be on one server: CLIENT TRACKING REDIRECT names a
+// connection of that server; losing the invalidation link flushes the table
+// as any loss does); +switch-master also wakes links waiting in backoff.
+void Tier::master_moved(const HostPort& m, bool from_switch) {
+  for (Link* l : {link_.get(), &inval_->link()}) {
+    const LinkState st = l->state();
+    if (st == LinkState::backoff) {
+      if (from_switch) l->reconnect_now();
+    } else if (st == LinkState::connecting || st == LinkState::handshaking || st == LinkState::ready) {
+      if (l->endpoint().host != m.host || l->endpoint().port != m.port)
+        l->fail("the Sentinels moved master '" + cfg_.sentinel_master + "' to " + m.where());
+    }
+  }
 }
 
 void Tier::drop_all(const char* why) {
@@ -113,7 +171,7 @@ void Tier::shutdown(std::function<void(uint64_t)> done) {
   closing_ = true;
   auto finish = [this, done = std::move(done)](uint64_t left) {
     atomics_->close();
-    auto pending = std::make_shared<int>(4);
+    auto pending = std::make_shared<int>(sentinels_ ? 5 : 4);
     auto one = [pending, left, done] {
       if (--*pending == 0) done(left);
     };
@@ -121,6 +179,7 @@ void Tier::shutdown(std::function<void(uint64_t)> done) {
     queue_->close(one);
     inval_->close(one);
     link_->close(one);
+    if (sentinels_) sentinels_->close(one);
   };
   if (!started_) {
     started_ = true;
@@ -198,6 +257,10 @@ TierStatus Tier::status() const {
   s.local_flushes_total = local_flushes_;
   s.local_decisions_total = local_decisions_;
   s.url = ep_.masked();
+  if (sentinels_) {
+    s.sentinel = sentinels_->status();
+    s.master = link_->endpoint().host.empty() ? "" : link_->endpoint().where();
+  }
   return s;
 }
 

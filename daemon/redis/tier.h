@@ -10,7 +10,10 @@
 //   - when invalidations stop, in-flight reads go stale and the table is
 //     served for redis_stale_grace_ms, then suspended; when they start again
 //     the repair (repair.h) drops the slots written meanwhile (drop_slots),
-//     or everything (drop_all) when it cannot prove what changed.
+//     or everything (drop_all) when it cannot prove what changed;
+//   - with Sentinel (sentinel.h), both links ask it for the master before
+//     every attempt, and a link left on an old master is closed when the
+//     Sentinels name a new one (so both end on one server).
 //
 // The tier never touches the table: the daemon gives it TableHooks. What the
 // engine calls is TierApi (tier_api.h, the seam a fake tier implements in the
@@ -34,6 +37,7 @@
 #include "redis/read_through.h"
 #include "redis/repair.h"
 #include "redis/scripts.h"
+#include "redis/sentinel.h"
 #include "redis/tier_api.h"
 #include "redis/write_behind.h"
 
@@ -70,6 +74,10 @@ class Tier final : public TierApi {
 
   // redis_password_file changed (SIGHUP): both links use it from their next connection.
   void set_password(const std::string& password);
+  // SIGHUP with Sentinel: reads redis_sentinel_password_file (`path`) again,
+  // used from the next connection to a Sentinel; false + *err (the previous
+  // password stays) when it does not load. Without Sentinel: true.
+  bool reload_sentinel_password(const std::string& path, std::string* err);
   // SIGHUP: reads the redis_tls_* certificate and key files again (rediss://
   // only); both links use them from their next connection. false + *err
   // (the previous ones stay) when they do not load.
@@ -90,15 +98,18 @@ class Tier final : public TierApi {
   ReadThrough& reads() { return *reads_; }
   Atomics& atomics() { return *atomics_; }
   Repair& repair() { return *repair_; }
+  Sentinels* sentinels() { return sentinels_.get(); }  // nullptr without Sentinel
 
  private:
-  Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks);
+  Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks, std::unique_ptr<Sentinels> s);
   void drop_all(const char* why);
+  void master_moved(const HostPort& m, bool from_switch);
 
   uv_loop_t* loop_;
   Config cfg_;
   Endpoint ep_;
   TableHooks hooks_;
+  std::unique_ptr<Sentinels> sentinels_;  // before the links: they ask it
   std::unique_ptr<Link> link_;
   std::unique_ptr<Scripts> scripts_;
   std::unique_ptr<WriteBehind> queue_;

@@ -32,6 +32,7 @@
 #include "redis/link.h"
 #include "redis/read_through.h"
 #include "redis/repair.h"
+#include "redis/sentinel.h"
 #include "redis/write_behind.h"
 
 namespace nearcache::redis {
@@ -64,6 +65,10 @@ struct TierStatus {
   uint64_t local_flushes_total = 0;     // drop_all calls
   uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
   std::string url;                      // masked
+  // With Sentinel (sentinel.h): the Sentinels' view, and the data link's
+  // current server ("" without Sentinel or before the first answer).
+  SentinelStatus sentinel;
+  std::string master;
 };
 
 class TierApi {

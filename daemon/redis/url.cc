@@ -60,9 +60,114 @@ bool parse_userinfo(std::string_view ui, Endpoint* e, std::string* err, bool use
   return true;
 }
 
+// "host[:port]" or "[v6][:port]"; `what` names the option in *err.
+bool parse_host_port(std::string_view hostport, uint16_t default_port, const char* what, HostPort* out,
+                     std::string* err) {
+  const std::string w = what;
+  std::string_view host = hostport, port;
+  if (!hostport.empty() && hostport[0] == '[') {
+    const size_t close = hostport.find(']');
+    if (close == std::string_view::npos) {
+      *err = w + ": unterminated [IPv6] address";
+      return false;
+    }
+    host = hostport.substr(1, close - 1);
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') {
+        *err = w + ": expected :port after the [IPv6] address";
+        return false;
+      }
+      port = after.substr(1);
+      if (port.empty()) {
+        *err = w + ": empty port";
+        return false;
+      }
+    }
+  } else {
+    const size_t colon = hostport.find(':');
+    if (colon != std::string_view::npos) {
+      host = hostport.substr(0, colon);
+      port = hostport.substr(colon + 1);
+      if (port.empty()) {
+        *err = w + ": empty port";
+        return false;
+      }
+    }
+  }
+  if (host.empty()) {
+    *err = w + (w == "redis_url" ? ": no host (e.g. redis://127.0.0.1:6379/0)" : ": no host in \"" + std::string(hostport) + "\"");
+    return false;
+  }
+  for (char c : host)
+    if (std::isspace(static_cast<unsigned char>(c)) || c == '/' || c == '@' || c == ',') {
+      *err = w + ": bad character in host \"" + std::string(host) + "\"";
+      return false;
+    }
+  out->host = std::string(host);
+  out->port = default_port;
+  if (!port.empty()) {
+    uint64_t p;
+    if (!parse_uint(port, 65535, &p) || p == 0) {
+      *err = w + ": port must be 1-65535 (got \"" + std::string(port) + "\")";
+      return false;
+    }
+    out->port = uint16_t(p);
+  }
+  return true;
+}
+
+bool parse_any_url(std::string_view url, Endpoint* out, std::string* err, bool user_only, bool no_host);
+
 }  // namespace
 
 bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_only) {
+  return parse_any_url(url, out, err, user_only, false);
+}
+
+bool parse_sentinel_url(std::string_view url, Endpoint* out, std::string* err, bool user_only) {
+  if (url.empty()) url = "redis://";
+  if (!parse_any_url(url, out, err, user_only, true)) return false;
+  if (out->unix_socket) {
+    *err = "redis_url: unix:// cannot be used with redis_sentinels (the Sentinels name a TCP master)";
+    return false;
+  }
+  return true;
+}
+
+bool parse_sentinels(std::string_view list, std::vector<HostPort>* out, std::string* err) {
+  out->clear();
+  size_t i = 0;
+  while (i <= list.size()) {
+    size_t j = list.find(',', i);
+    if (j == std::string_view::npos) j = list.size();
+    std::string_view item = list.substr(i, j - i);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
+    if (item.empty()) {
+      *err = "redis_sentinels: empty entry (write host:port[,host:port...])";
+      return false;
+    }
+    HostPort hp;
+    if (!parse_host_port(item, 26379, "redis_sentinels", &hp, err)) return false;
+    for (const auto& o : *out)
+      if (o == hp) {
+        *err = "redis_sentinels: " + hp.where() + " is listed twice";
+        return false;
+      }
+    out->push_back(std::move(hp));
+    i = j + 1;
+  }
+  return true;
+}
+
+std::string HostPort::where() const {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+namespace {
+
+bool parse_any_url(std::string_view url, Endpoint* out, std::string* err, bool user_only, bool no_host) {
   Endpoint e;
   std::string_view rest;
   auto starts = [&](std::string_view p) {
@@ -141,54 +246,17 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_
     *err = "redis_url: redis:// takes no query parameters";
     return false;
   }
-  std::string_view host = hostport, port;
-  if (!hostport.empty() && hostport[0] == '[') {
-    const size_t close = hostport.find(']');
-    if (close == std::string_view::npos) {
-      *err = "redis_url: unterminated [IPv6] address";
+  if (no_host) {
+    if (!hostport.empty()) {
+      *err = "redis_url names a host while redis_sentinels is set: the Sentinels name the master; write "
+             "redis://[user@]/[db] (or rediss://...), or leave redis_url empty";
       return false;
-    }
-    host = hostport.substr(1, close - 1);
-    std::string_view after = hostport.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') {
-        *err = "redis_url: expected :port after the [IPv6] address";
-        return false;
-      }
-      port = after.substr(1);
-      if (port.empty()) {
-        *err = "redis_url: empty port";
-        return false;
-      }
     }
   } else {
-    const size_t colon = hostport.find(':');
-    if (colon != std::string_view::npos) {
-      host = hostport.substr(0, colon);
-      port = hostport.substr(colon + 1);
-      if (port.empty()) {
-        *err = "redis_url: empty port";
-        return false;
-      }
-    }
-  }
-  if (host.empty()) {
-    *err = "redis_url: no host (e.g. redis://127.0.0.1:6379/0)";
-    return false;
-  }
-  for (char c : host)
-    if (std::isspace(static_cast<unsigned char>(c)) || c == '/' || c == '@') {
-      *err = "redis_url: bad character in host \"" + std::string(host) + "\"";
-      return false;
-    }
-  e.host = std::string(host);
-  if (!port.empty()) {
-    uint64_t p;
-    if (!parse_uint(port, 65535, &p) || p == 0) {
-      *err = "redis_url: port must be 1-65535 (got \"" + std::string(port) + "\")";
-      return false;
-    }
-    e.port = uint16_t(p);
+    HostPort hp;
+    if (!parse_host_port(hostport, 6379, "redis_url", &hp, err)) return false;
+    e.host = std::move(hp.host);
+    e.port = hp.port;
   }
   if (!dbpart.empty()) {
     uint64_t db;
@@ -202,6 +270,8 @@ bool parse_url(std::string_view url, Endpoint* out, std::string* err, bool user_
   return true;
 }
 
+}  // namespace
+
 std::string Endpoint::masked() const {
   std::string s = unix_socket ? "unix://" : tls ? "rediss://" : "redis://";
   if (has_password || !user.empty()) s += user + ":***@";
@@ -210,6 +280,7 @@ std::string Endpoint::masked() const {
     if (db) s += "?db=" + std::to_string(db);
     return s;
   }
+  if (host.empty()) return s + "/" + (db ? std::to_string(db) : "");  // the Sentinel form
   s += host.find(':') != std::string::npos ? "[" + host + "]" : host;
   s += ":" + std::to_string(port);
   if (db) s += "/" + std::to_string(db);
@@ -217,6 +288,7 @@ std::string Endpoint::masked() const {
 }
 
 std::string Endpoint::where() const {
+  if (!unix_socket && host.empty()) return "(the Sentinels' master)";
   if (unix_socket) return path;
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }

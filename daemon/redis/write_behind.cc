@@ -63,7 +63,7 @@ void WriteBehind::close(std::function<void()> closed) {
 
 Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
   Entry e{Entry::set, std::string(key)};
-  e.value = encode_value(value, flags);
+  e.value = encode_value(value, flags, cfg_.value_format);
   e.expiry = expiry_ms;
   return put(std::move(e));
 }
@@ -208,7 +208,11 @@ Pending WriteBehind::pending(std::string_view key, PendingValue* out) const {
     switch (e.kind) {
       case Entry::set:
         if (e.expiry && e.expiry <= mono_ms()) return Pending::deleted;
-        if (out) decode_value(e.value, &out->value, &out->flags), out->expiry_ms = e.expiry;
+        if (out) {
+          // Queued by this host: "foreign" is a flags-0 value redis_value_format = 1 left bare.
+          if (decode_value(e.value, &out->value, &out->flags) == Stored::foreign) out->flags = 0;
+          out->expiry_ms = e.expiry;
+        }
         return Pending::value;
       case Entry::del: return Pending::deleted;
       case Entry::touch: return Pending::touched;

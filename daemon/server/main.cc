@@ -49,7 +49,8 @@ std::string metrics_markdown() {
          "`handshaking`), `since_unix_ms` (when the data connection last went up or down), `last_error`, "
          "`invalidation_last_error`, `coherent`, `degraded`, `redis_down`, `queue_in_flight`, `last_write_refusal` (the last write Redis refused and why, \"\" = none; "
          "see doc/redis.md), `last_write_refusal_unix_ms`, `tls` (`off`, `on`, or `on, not verified`) and "
-         "`tls_verify_error` (the last certificate verification failure).\n\n" +
+         "`tls_verify_error` (the last certificate verification failure); with Sentinel also `sentinel_master` (the name), "
+         "`sentinel` (the Sentinel that answered last) and `master` (the server the data connection uses).\n\n" +
          metric_rows(redis_metric_table(), kRedisMetricCount);
 }
 
@@ -58,7 +59,8 @@ std::string metrics_markdown() {
 void warn_exposed_password(const Config& cfg, const Invocation& inv) {
   nearcache::redis::Endpoint ep;
   std::string err;
-  if (!nearcache::redis::parse_url(cfg.redis.url, &ep, &err) || !ep.has_password || ep.password.empty()) return;
+  auto parse = cfg.redis.sentinels.empty() ? nearcache::redis::parse_url : nearcache::redis::parse_sentinel_url;
+  if (!parse(cfg.redis.url, &ep, &err, false) || !ep.has_password || ep.password.empty()) return;
   struct stat st;
   if (inv.flags.count("redis_url"))
     spdlog::warn("redis_url carries a password on the command line, where every local user can read it (ps); "
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
   }
   setup_logging(cfg.log_level);
   nearcache::redis::Config rcfg = cfg.redis;
-  if (!cfg.redis.url.empty()) {
+  if (cfg.redis.enabled()) {
     if (!rcfg.password_file.empty() &&
         !nearcache::redis::read_password_file(rcfg.password_file, &rcfg.password, &err)) {
       spdlog::critical("{}", err);
@@ -135,7 +137,6 @@ int main(int argc, char** argv) {
   wo.value_limit = uint32_t(cfg.value_limit);
   wo.expected_item_bytes = uint32_t(std::min<uint64_t>(cfg.expected_item_size, UINT32_MAX));
   wo.mode = cfg.segment_mode;
-  wo.hints_mode = cfg.hints_mode;
   wo.heartbeat_grace_ms = uint32_t(cfg.heartbeat_grace_ms);
   resolve_group(cfg.segment_group, &wo.group, &err);
 
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
   }
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
-  if (!cfg.redis.url.empty()) {
+  if (cfg.redis.enabled()) {
     tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
     if (!tier) {
       spdlog::critical("{}", err);
@@ -178,6 +179,8 @@ int main(int argc, char** argv) {
     server.on_reload = [&tier, file = rcfg.password](const Config& c) mutable {
       std::string tls_err;
       if (!tier->reload_tls(&tls_err)) spdlog::error("SIGHUP: {}; keeping the previous TLS certificates", tls_err);
+      if (!tier->reload_sentinel_password(c.redis.sentinel_password_file, &tls_err))
+        spdlog::error("SIGHUP: {}; keeping the previous Sentinel password", tls_err);
       if (c.redis.password_file.empty()) return;
       std::string pw, why;
       if (!nearcache::redis::read_password_file(c.redis.password_file, &pw, &why)) {

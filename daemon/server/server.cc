@@ -1,6 +1,7 @@
 // daemon/server/server.cc — see server.h.
 #include "server/server.h"
 
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <malloc.h>
 #include <poll.h>
@@ -27,7 +28,11 @@ constexpr size_t kKeepInput = 64 << 10;      // an idle connection keeps at most
 constexpr uint64_t kExpireEveryMs = 100;     // expiry sweep tick
 constexpr uint64_t kExpireBudgetNs = 1000000; // per tick
 constexpr uint64_t kClearBudgetUs = 2000;    // CLEAR work per loop turn
-constexpr uint64_t kReapEveryMs = 2000;      // reader counter slots of dead processes
+// Hit regions (op HITS) are read every kHitsEveryMs, at most kHitsPerTick of
+// them per tick (a few preads each): a region's ring holds kHitRing hits, so
+// a process's hits are all seen up to about 200k hits/s, sampled above.
+constexpr uint64_t kHitsEveryMs = 20;
+constexpr size_t kHitsPerTick = 64;
 // A connection whose requests wait behind a blocking one (Session::blocked)
 // stops being read once this much input is buffered.
 constexpr size_t kBlockedInputMax = 1 << 20;
@@ -58,6 +63,10 @@ struct Conn {
   // kernel held then, to tell a slow reader from one that reads nothing.
   uint64_t stalled_since_ms = 0;
   int stalled_outq = -1;
+  // A file descriptor the peer sent (SCM_RIGHTS) that no HITS has claimed
+  // yet; at most one is kept (others are closed at once), none once its
+  // input is used up without a HITS.
+  int fd = -1;
 };
 
 struct WriteReq {
@@ -72,13 +81,15 @@ Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std:
   resolve_allow_lists(cfg_);
   uv_timer_init(loop_, &heartbeat_);
   uv_timer_init(loop_, &expire_);
+  uv_timer_init(loop_, &hits_);
   uv_timer_init(loop_, &deadline_);
   uv_timer_init(loop_, &stop_timer_);
   uv_idle_init(loop_, &idle_);
   uv_check_init(loop_, &check_);
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
-                         reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_)})
+                         reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_),
+                         reinterpret_cast<uv_handle_t*>(&hits_)})
     h->data = this;
   engine_->set_hooks({
       [this](Session* s) { mark_dirty(static_cast<Conn*>(s->transport)); },
@@ -91,6 +102,12 @@ Server::Server(uv_loop_t* loop, Engine* engine, const Config& cfg, std::map<std:
         // The idle handle keeps the loop from sleeping until the session is fed.
         if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, on_idle);
       },
+  });
+  engine_->set_fd_source([](Session* s) {
+    Conn* c = static_cast<Conn*>(s->transport);
+    const int fd = c->fd;
+    c->fd = -1;
+    return fd;
   });
 }
 
@@ -193,6 +210,7 @@ bool Server::start(std::string* err) {
 
   uv_timer_start(&heartbeat_, on_heartbeat, cfg_.heartbeat_interval_ms, cfg_.heartbeat_interval_ms);
   uv_timer_start(&expire_, on_expire, kExpireEveryMs, kExpireEveryMs);
+  uv_timer_start(&hits_, on_hits, kHitsEveryMs, kHitsEveryMs);
   uv_check_start(&check_, on_check);
   uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
   last_beat_ns_ = uv_hrtime();
@@ -203,6 +221,9 @@ bool Server::start(std::string* err) {
   }
 
   shm::Writer* w = engine_->writer();
+  // Without a Redis tier the table is the whole truth: readers may answer a
+  // miss without asking (cleared again when the daemon stops).
+  w->set_authoritative(engine_->tier() == nullptr);
   spdlog::info("nearcached {} pid {} listening on {} (mode {:04o}); segment {} ({} bytes, generation {})", kVersion,
                getpid(), path, cfg_.socket_mode, w->path(), w->stats().segment_bytes, w->generation());
   sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%d", path.c_str(), int(getpid()));
@@ -239,7 +260,9 @@ void Server::on_connection(uv_stream_t* server, int status) {
 void Server::accept_one() {
   auto* c = new Conn();
   c->srv = this;
-  uv_pipe_init(loop_, &c->pipe, 0);
+  // ipc = 1: libuv then reads with recvmsg and keeps the descriptors a peer
+  // sends (HITS passes its hit region so); take_fds() claims them.
+  uv_pipe_init(loop_, &c->pipe, 1);
   c->pipe.data = c;
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(&c->pipe)) != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), on_close);
@@ -293,10 +316,16 @@ void Server::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void Server::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<Conn*>(st->data);
   Server* self = c->srv;
+  self->take_fds(c);
   if (nread > 0) {
     c->s.in.commit(size_t(nread));
     self->engine_->counters().bytes_received_total += uint64_t(nread);
     self->serve(c);
+    // A descriptor that came without a HITS request is not kept.
+    if (c->fd >= 0 && !c->closed && c->s.in.size() == 0) {
+      ::close(c->fd);
+      c->fd = -1;
+    }
   } else if (nread == UV_EOF) {
     // A peer that closed its socket is gone (its waits are dropped now); one
     // that only shut down writing still gets every reply, then is closed.
@@ -523,6 +552,7 @@ void Server::close_conn(Conn* c, const std::string& reason) {
               c->s.id, c->s.uid, c->s.pid, reason, c->s.requests);
   engine_->detach(&c->s);
   conns_.erase(c->s.id);
+  if (c->fd >= 0) ::close(c->fd), c->fd = -1;
   uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), on_close);
 }
 
@@ -552,12 +582,38 @@ void Server::on_heartbeat(uv_timer_t* t) {
     }
   }
   self->last_beat_ns_ = now;
-  shm::Writer* w = self->engine_->writer();
-  w->heartbeat();
-  const uint64_t now_ms = now / 1000000;
-  if (now_ms - self->last_reap_ms_ >= kReapEveryMs) {
-    self->last_reap_ms_ = now_ms;
-    w->reap_reader_slots();
+  self->engine_->writer()->heartbeat();
+}
+
+void Server::on_hits(uv_timer_t* t) {
+  auto* self = static_cast<Server*>(t->data);
+  self->engine_->poll_hits(kHitsPerTick);
+}
+
+// Descriptors the peer sent arrive with the bytes libuv just read (an ipc
+// pipe queues them): the first is kept for the HITS among those bytes, any
+// other is closed at once. libuv hands a received descriptor over only by
+// uv_accept into a handle; a pipe handle takes any descriptor (a memfd is
+// not a socket: uv_pipe_pending_type would call it unknown), so accept into
+// a temporary one, keep a duplicate, and close the handle (and its original).
+void Server::take_fds(Conn* c) {
+  auto* pipe = reinterpret_cast<uv_pipe_t*>(&c->pipe);
+  while (uv_pipe_pending_count(pipe) > 0) {
+    auto* tmp = new uv_pipe_t;
+    uv_pipe_init(loop_, tmp, 0);
+    int fd = -1;
+    uv_os_fd_t raw;
+    if (uv_accept(reinterpret_cast<uv_stream_t*>(pipe), reinterpret_cast<uv_stream_t*>(tmp)) == 0 &&
+        uv_fileno(reinterpret_cast<uv_handle_t*>(tmp), &raw) == 0)
+      fd = fcntl(raw, F_DUPFD_CLOEXEC, 0);
+    uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    if (fd < 0) continue;
+    if (c->fd < 0) {
+      c->fd = fd;
+    } else {
+      ::close(fd);
+      spdlog::debug("conn {}: a second file descriptor in one request; closed", c->s.id);
+    }
   }
 }
 
@@ -661,6 +717,7 @@ void Server::shutdown(const char* why) {
   uv_idle_stop(&idle_);
   uv_timer_stop(&expire_);
   uv_timer_stop(&deadline_);
+  uv_timer_stop(&hits_);
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
                          reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&expire_),
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&idle_)})
@@ -696,6 +753,7 @@ void Server::maybe_finish_shutdown() {
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
                          reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_)})
     if (!uv_is_closing(h)) uv_close(h, nullptr);
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&hits_))) uv_close(reinterpret_cast<uv_handle_t*>(&hits_), nullptr);
 }
 
 void Server::reload() {

@@ -1,6 +1,7 @@
 // daemon/server/server.h — the libuv side of nearcached: the listening Unix socket,
 // connections (credentials, allow-list, reading, writing, output limits),
-// the timers (heartbeat and loop lag, expiry sweep, lease deadlines), the
+// descriptors a peer sends (HITS), the timers (heartbeat and loop lag,
+// expiry sweep, hit regions, lease deadlines), the
 // sliced CLEAR work, signals (SIGTERM/SIGINT stop, SIGHUP reload) and
 // systemd notification. Everything runs on one loop thread.
 #pragma once
@@ -61,6 +62,7 @@ class Server {
   static void on_close(uv_handle_t* h);
   static void on_heartbeat(uv_timer_t* t);
   static void on_expire(uv_timer_t* t);
+  static void on_hits(uv_timer_t* t);  // reads hit regions (Engine::poll_hits)
   static void on_deadline(uv_timer_t* t);
   static void on_idle(uv_idle_t* h);
   static void on_signal(uv_signal_t* h, int signum);
@@ -68,6 +70,7 @@ class Server {
   static void on_check(uv_check_t* h);
 
   void accept_one();
+  void take_fds(Conn* c);  // descriptors the peer sent (SCM_RIGHTS): see Conn::fd
   bool allowed(uint32_t uid, uint32_t gid, std::string* why) const;
   void resolve_allow_lists(const Config& cfg);
   void flush(Conn* c);
@@ -90,7 +93,7 @@ class Server {
   std::map<std::string, std::string> flags_;
   uv_pipe_t listener_;
   bool listening_ = false;
-  uv_timer_t heartbeat_, expire_, deadline_, stop_timer_;
+  uv_timer_t heartbeat_, expire_, deadline_, stop_timer_, hits_;
   uv_idle_t idle_;
   uv_check_t check_;  // flushes replies that Redis callbacks produced this loop turn
   uv_signal_t sig_term_{}, sig_int_{}, sig_hup_{};
@@ -101,7 +104,7 @@ class Server {
   std::map<uint64_t, Conn*> conns_;
   uint64_t next_conn_id_ = 1;
   uint64_t armed_deadline_ = UINT64_MAX;
-  uint64_t last_beat_ns_ = 0, last_reap_ms_ = 0;
+  uint64_t last_beat_ns_ = 0;
   std::vector<uint32_t> allow_uids_, allow_gids_;
   bool allow_list_ = false;
   bool stopping_ = false;

@@ -1,5 +1,5 @@
 """Helpers for the daemon's end-to-end tests: the segment probe (a real
-shared-memory reader, tests/daemon/segment_probe.cc; in support.probe) and the
+shared-memory reader, tests/support/segment_probe.cc; in support.probe) and the
 nearcache CLI."""
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import json
 import re
 
 from helpers import Probe, cli
+from support.probe import unregister
 from support.rawproto import DELETE, GET, SET, RawConn, mp
 
 
@@ -19,7 +20,9 @@ def do_operations(daemon):
     c.call(DELETE, b"k2")
     with Probe() as p:  # two hits served from shared memory, one miss
         p.open(daemon.segment)
+        reg = p.register(daemon.socket)  # reported through its hit region (op HITS)
         assert p.get("k0") == "hit" and p.get("k1") == "hit" and p.get("zzz") == "miss"
+        unregister(reg, c)  # its last counts are read when its connection closes
     return c
 
 
@@ -130,3 +133,161 @@ def test_status_reports_index_evictions(tmp_path):
         assert st["shm_busy_total"] == 0
     finally:
         assert d.stop() == 0, d.log()
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_flags_before_or_after_the_command_with_or_without_equals(daemon):
+    for args in (["--socket=" + daemon.socket, "ping"], ["--socket", daemon.socket, "ping"],
+                 ["ping", "--socket=" + daemon.socket], ["ping", "--socket", daemon.socket],
+                 ["--timeout", "2", "ping", "--socket", daemon.socket]):
+        r = cli(*args)
+        assert r.returncode == 0 and r.stdout.startswith("PONG"), (args, r.stderr)
+    assert cli("set", "k", "v", "--socket", daemon.socket, "--ttl", "60000").returncode == 0
+    assert cli("get", "--socket", daemon.socket, "k").stdout == '"v"\n'
+    # `--` ends the flags: a key that starts with a dash
+    assert cli("--socket", daemon.socket, "set", "--", "--odd", "x").returncode == 0
+    assert cli("--socket", daemon.socket, "get", "--", "--odd").stdout == '"x"\n'
+
+
+def test_socket_from_the_environment(daemon):
+    r = cli("ping", env={"NEARCACHE_SOCKET": daemon.socket})
+    assert r.returncode == 0 and daemon.socket in r.stdout
+
+
+def test_help_and_version():
+    r = cli("--help")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: nearcache")
+    for command in ("status", "ping", "get", "set", "delete", "clear"):
+        assert re.search(rf"^  {command}\b", r.stdout, re.M), command
+    r = cli("status", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: nearcache status")
+    assert "--prometheus" in r.stdout and "--json" in r.stdout and "--socket" in r.stdout
+    assert cli("help", "set").stdout == cli("set", "--help").stdout
+    assert "--ttl" in cli("set", "-h").stdout
+    r = cli("--version")
+    assert r.returncode == 0 and re.fullmatch(r"nearcache \d+\.\d+\.\d+\n", r.stdout)
+    r = cli()
+    assert r.returncode == 2 and r.stderr.startswith("Usage: nearcache")
+
+
+def test_usage_errors_exit_2_and_name_the_nearest():
+    cases = [
+        (["statsu"], "unknown command 'statsu' (did you mean 'status'?)"),
+        (["frobnicate"], "unknown command 'frobnicate'\n"),
+        (["status", "--jsno"], "unknown option --jsno for status (did you mean '--json'?)"),
+        (["--sockte=x", "status"], "unknown option --sockte for status (did you mean '--socket'?)"),
+        (["get", "k", "--json"], "unknown option --json for get (a flag of 'status')"),
+        (["get"], "get takes KEY (got 0 arguments)"),
+        (["delete", "a", "b"], "delete takes KEY (got 2 arguments)"),
+        (["status", "--json", "--prometheus"], "--json and --prometheus exclude each other"),
+        (["set", "k", "x", "--int"], "--int needs an integer VALUE"),
+        (["ping", "--timeout", "soon"], "the argument ('soon') for option '--timeout' is invalid"),
+    ]
+    for args, message in cases:
+        r = cli("--socket=/nonexistent.sock", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stdout == ""
+        assert message in r.stderr, (args, r.stderr)
+
+
+# ---------------------------------------------------------------- values the Python client wrote
+
+def test_get_prints_every_value_the_python_client_writes(daemon):
+    import base64
+    import datetime as dt
+    import decimal
+    import fractions
+    import pickle
+    import uuid
+    import zoneinfo
+
+    from nearcache.django import NearCache
+
+    cache = NearCache(daemon.socket, {"KEY_PREFIX": "t"})
+    when = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
+    ist = dt.datetime(2026, 12, 1, 15, 30, 0, 250, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+    est = dt.datetime(2026, 12, 1, 5, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5), "EST"))
+    paris = dt.datetime(2026, 12, 1, 11, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    values = {
+        "text": ("café €", '"café €"'),
+        "int": (42, "42"),
+        "neg": (-7, "-7"),
+        "float": (1.5, "1.5"),
+        "nan": (float("nan"), '{"$float":"nan"}'),
+        "none": (None, "null"),
+        "bool": (True, "true"),
+        "bytes": (b"\x00\xffab", '{"$bytes":"AP9hYg=="}'),
+        "list": ([1, "a", [None]], '[1,"a",[null]]'),
+        "dict": ({"a": 1, "é": [2]}, '{"a":1,"é":[2]}'),
+        "intkeys": ({1: "one"}, '{"$map":[[1,"one"]]}'),
+        "decimal": (decimal.Decimal("1.50"), '{"$decimal":"1.50"}'),
+        "tuple": ((1, "a", None), '{"$tuple":[1,"a",null]}'),
+        "set": ({3}, '{"$set":[3]}'),
+        "frozenset": (frozenset(["x"]), '{"$frozenset":["x"]}'),
+        "datetime": (when, '{"$datetime":"2026-12-01T10:00:00+00:00"}'),
+        "datetime_offset": (ist, '{"$datetime":"%s"}' % ist.isoformat()),
+        "datetime_named": (est, '{"$datetime":"2026-12-01T05:00:00-05:00","tz":"EST"}'),
+        "datetime_zone": (paris, '{"$datetime":"2026-12-01T11:00:00","tz":"Europe/Paris"}'),
+        "naive": (dt.datetime(2026, 1, 2, 3, 4, 5), '{"$datetime":"2026-01-02T03:04:05"}'),
+        "date": (dt.date(2026, 12, 1), '{"$date":"2026-12-01"}'),
+        "time": (dt.time(9, 5, 7, 12), '{"$time":"09:05:07.000012"}'),
+        "timedelta": (dt.timedelta(days=-1, seconds=5), '{"$timedelta":"%s"}' % dt.timedelta(days=-1, seconds=5)),
+        "timedelta2": (dt.timedelta(days=2, hours=3, microseconds=4),
+                       '{"$timedelta":"%s"}' % dt.timedelta(days=2, hours=3, microseconds=4)),
+        "uuid": (u, '{"$uuid":"12345678-1234-5678-1234-567812345678"}'),
+        "bigint": (2 ** 70, '{"$bigint":"%d"}' % 2 ** 70),
+    }
+    for name, (value, _) in values.items():
+        assert cache.set(name, value) is not False
+    for name, (_, expected) in values.items():
+        r = cli("--socket", daemon.socket, "get", f"t:1:{name}")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == expected + "\n", name
+
+    # An object msgpack has no type for is pickled inside the value (extension 64).
+    cache.set("fraction", fractions.Fraction(1, 3))
+    shown = json.loads(cli("--socket", daemon.socket, "get", "t:1:fraction").stdout)
+    assert set(shown) == {"$pickle", "bytes"}
+    data = base64.b64decode(shown["$pickle"])
+    assert len(data) == shown["bytes"] and pickle.loads(data) == fractions.Fraction(1, 3)
+
+    # SERIALIZER="pickle": the whole value is a pickle, marked by flag bit 0x01.
+    pickled = NearCache(daemon.socket, {"KEY_PREFIX": "p", "OPTIONS": {"SERIALIZER": "pickle"}})
+    pickled.set("s", "café €")
+    shown = json.loads(cli("--socket", daemon.socket, "get", "p:1:s").stdout)
+    assert pickle.loads(base64.b64decode(shown["$pickle"])) == "café €"
+    assert shown["bytes"] == len(base64.b64decode(shown["$pickle"]))
+
+
+def test_get_shows_bytes_that_are_not_one_msgpack_value(daemon):
+    s = "--socket=" + daemon.socket
+    assert cli(s, "set", "r", "hello", "--raw").returncode == 0  # 'h' is a msgpack int, then trailing bytes
+    assert cli(s, "get", "r").stdout == '{"$raw":"aGVsbG8=","bytes":5}\n'
+    RawConn(daemon.socket).call(SET, b"f", b"\x80\x05anything", None, 4)  # flags of a serializer to come
+    assert cli(s, "get", "f").stdout == '{"$serialized":"gAVhbnl0aGluZw==","flags":4,"bytes":10}\n'
+
+
+def test_status_json_keeps_text_readable(daemon):
+    from nearcache import Client
+
+    c = Client(daemon.socket, client_name="café €")
+    assert c.ping()
+    st = json.loads(cli("--socket=" + daemon.socket, "status", "--json").stdout)
+    assert "café €" in [x["name"] for x in st["connections"]]
+    assert "café €" in cli("--socket=" + daemon.socket, "status").stdout
+    c.close()
+
+
+def test_status_recent_hit_ratio(daemon):
+    """Within the first minute the recent window starts at the start: the same ratio as since the start."""
+    c = do_operations(daemon)
+    st = json.loads(cli("--socket=" + daemon.socket, "status", "--json").stdout)
+    assert abs(st["hit_ratio_1m"] - 4 / 5) < 1e-9
+    assert 0 <= st["hit_ratio_1m_window_seconds"] <= st["uptime_seconds"] + 1 < 60
+    c.call(GET, b"nope2")  # one more miss: 4 of 6
+    text = cli("--socket=" + daemon.socket, "status").stdout
+    assert re.search(r"^  hit ratio, last minute: +66\.7%$", text, re.M), text
+    assert re.search(r"^  hit ratio window: +\d+ s$", text, re.M)
+    c.close()

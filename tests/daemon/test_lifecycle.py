@@ -247,7 +247,7 @@ def test_default_paths_under_xdg_runtime_dir(tmp_path):
         assert stat.S_IMODE(rundir.stat().st_mode) == 0o750
         assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o660
         assert stat.S_IMODE(os.stat(d.segment).st_mode) == 0o640
-        assert stat.S_IMODE(os.stat(d.segment + ".hints").st_mode) == 0o660
+        assert not os.path.exists(d.segment + ".hints")  # layout 2: no object clients write
         r = cli("ping", env=env)  # the CLI resolves the same default
         assert r.returncode == 0 and d.socket in r.stdout
         assert cli("ping", env={"NEARCACHE_SOCKET": d.socket, "XDG_RUNTIME_DIR": str(tmp_path)}).returncode == 0
@@ -287,7 +287,7 @@ def test_posix_shm_segment(tmp_path):
     with Daemon(tmp_path, posix_shm="true", segment=name) as d:
         c = RawConn(d.socket)
         info = c.call(HELLO, 2)[2]
-        assert info["posix_shm"] is True and info["segment"] == name and info["hints"] == name + ".hints"
+        assert info["posix_shm"] is True and info["segment"] == name and "hints" not in info
         assert os.path.exists("/dev/shm" + name)
         assert stat.S_IMODE(os.stat("/dev/shm" + name).st_mode) == 0o640
         c.call(SET, b"k", b"v", None)
@@ -304,5 +304,4 @@ def test_segment_and_socket_group(tmp_path):
     gid = grp.getgrnam("nogroup").gr_gid
     with Daemon(tmp_path, segment_group="nogroup", socket_group=gid) as d:
         assert os.stat(d.segment).st_gid == gid
-        assert os.stat(d.segment + ".hints").st_gid == gid
         assert os.stat(d.socket).st_gid == gid

@@ -24,9 +24,9 @@ def test_hello_reports_segment_and_limits(daemon, conn):
     assert info["server"].startswith("nearcached ")
     assert info["pid"] == daemon.pid
     assert info["segment"] == daemon.segment
-    assert info["hints"] == daemon.segment + ".hints"
+    assert "hints" not in info  # layout 2 has no hints file
     assert info["posix_shm"] is False
-    assert info["layout"] == 1
+    assert info["layout"] == 2
     assert info["generation"] > 0
     assert info["key_limit"] == 1024 and info["value_limit"] == 1 << 20
     assert info["max_frame_bytes"] == (4 << 20) + 1024 + (1 << 20)

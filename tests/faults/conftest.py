@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.nearcached import Daemon
+from support.fixtures import daemon  # noqa: F401
 from support.redis_server import RedisServer
 from support.sanitizers import no_sanitizer_reports  # noqa: F401 (autouse)
 
@@ -19,13 +19,6 @@ def _django_settings():
     from django.conf import settings
     if not settings.configured:
         settings.configure(USE_TZ=False)
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    yield d
-    d.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 // Writes small real segments (keys k0..k23, values of many sizes, some
-// overwritten, evicted and expired) into a directory, as fuzz_segment seeds.
+// overwritten, evicted and expired, some negative; in some, the table was
+// dropped (epoch) midway, and the header flags set) into a directory, as
+// fuzz_segment seeds (layout 2).
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -29,16 +31,19 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::mt19937 rng(seed);
-    for (int i = 0; i < 40 * (seed + 1); ++i) {
+    const int writes = 40 * (seed + 1);
+    for (int i = 0; i < writes; ++i) {
       const std::string key = "k" + std::to_string(rng() % 24);
-      w->set(key, std::string(rng() % 200, char('a' + i % 26)), uint8_t(i), i % 5 ? 0 : 1 << 19);
+      if (seed % 2 && i % 7 == 0) w->set_negative(key, 0);
+      else w->set(key, std::string(rng() % 200, char('a' + i % 26)), uint8_t(i), i % 5 ? 0 : 1 << 19);
+      if (seed % 3 == 2 && i == writes / 2) w->drop_all();  // buckets of two epochs
     }
+    w->set_authoritative(seed % 4 == 1);
     w.reset();
     std::ifstream in(o.path, std::ios::binary);
     std::ofstream out(dir + "/seed-" + std::to_string(seed) + ".seg", std::ios::binary);
     out << in.rdbuf();
     std::remove(o.path.c_str());
-    std::remove((o.path + ".hints").c_str());
     std::remove((o.path + ".lock").c_str());
   }
   return 0;

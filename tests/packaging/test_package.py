@@ -80,6 +80,16 @@ def test_install_creates_user_group_and_files(installed):
         assert os.path.getsize(page) > 300, page
 
 
+def test_monitoring_files_are_installed(installed):
+    """The Grafana dashboard and the alert rules (tests/daemon/test_monitoring.py checks their metrics)."""
+    dash = Path("/usr/share/nearcache/grafana/nearcache.json")
+    alerts = Path("/usr/share/nearcache/prometheus/nearcache-alerts.yml")
+    for path in (dash, alerts):
+        assert mode_of(str(path)) == (0o644, "root", "root"), path
+    assert json.loads(dash.read_text())["uid"] == "nearcache"
+    assert re.search(r"^groups:$", alerts.read_text(), re.M) and "alert: NearcacheDown" in alerts.read_text()
+
+
 def test_conffile_is_every_default(installed):
     """The daemon reads the shipped file as the built-in defaults, every option listed."""
     with_file = run("/usr/sbin/nearcached", f"--config={CONF}", "--print-config").stdout
@@ -122,7 +132,7 @@ def test_service_runs_as_the_unit_says(service):
     assert mode_of("/run/nearcache") == (0o750, "nearcache", "nearcache")
     assert mode_of(SOCK) == (0o660, "nearcache", "nearcache") and stat.S_ISSOCK(os.stat(SOCK).st_mode)
     assert mode_of(SEG) == (0o640, "nearcache", "nearcache")
-    assert mode_of(SEG + ".hints") == (0o660, "nearcache", "nearcache")
+    assert not os.path.exists(SEG + ".hints")  # layout 2: no object clients write
     assert mode_of(SEG + ".lock") == (0o600, "nearcache", "nearcache")
     # JOURNAL_STREAM set: syslog priorities, no timestamps (journald adds its own).
     first = service.log().splitlines()[0]

@@ -8,16 +8,10 @@ from __future__ import annotations
 import pytest
 
 import nc_django
+from support.fixtures import daemon  # noqa: F401
 from support.nearcached import Daemon
 
 nc_django.configure()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    yield d
-    d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,12 @@ fetched (DJANGO_SUITE_ERROR says why not; test_django_suite.py reports it).
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+
+from support.nearcached import Daemon
 
 DJANGO_SUITE_ERROR: BaseException | None = None
 urlpatterns: list = []
@@ -63,12 +66,22 @@ def suite_directory(name: str) -> tuple[str, str]:
     return directory, f"{directory}/nc.sock"
 
 
-def suite_caches(socket_path: str) -> dict:
-    """CACHES for BaseCacheTests on NearCache, strict, without the "cull"
-    caches (as for Django's RedisCacheTests: MAX_ENTRIES does not apply)."""
+def suite_caches(socket_path: str, strict: bool = True) -> dict:
+    """CACHES for BaseCacheTests on NearCache (strict unless told), without
+    the "cull" caches (as for Django's RedisCacheTests: MAX_ENTRIES does not apply)."""
     t = suite_module()
-    return t.caches_setting_for_tests(base=nearcache_settings(socket_path, STRICT=True),
+    return t.caches_setting_for_tests(base=nearcache_settings(socket_path, STRICT=strict),
                                       exclude=t.redis_excluded_caches)
+
+
+def suite_daemon(directory: str):
+    """A suite module's daemon in `directory`, inside Django's test environment;
+    the directory is removed afterwards. Yield from it in a module fixture."""
+    d = Daemon(directory)
+    with test_environment():
+        yield d
+    d.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager

@@ -8,13 +8,10 @@ Everything else must pass, against a real nearcached.
 """
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from django.test import TestCase, override_settings
 
 import nc_django
-from support.nearcached import Daemon
 
 BaseCacheTests = nc_django.suite_module().BaseCacheTests
 
@@ -23,11 +20,7 @@ _DIR, _SOCKET = nc_django.suite_directory("django-suite")
 
 @pytest.fixture(scope="module", autouse=True)
 def django_environment():
-    d = Daemon(_DIR)
-    with nc_django.test_environment():
-        yield d
-    d.stop()
-    shutil.rmtree(_DIR, ignore_errors=True)
+    yield from nc_django.suite_daemon(_DIR)
 
 
 @override_settings(CACHES=nc_django.suite_caches(_SOCKET))

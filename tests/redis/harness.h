@@ -33,7 +33,7 @@
 namespace nctest {
 
 // hiredis writes with write(2): a server that died makes that raise SIGPIPE.
-// nearcached ignores SIGPIPE (daemon/main.cc); so do these tests.
+// nearcached ignores SIGPIPE (daemon/server/main.cc); so do these tests.
 inline const bool kSigpipeIgnored = [] {
   signal(SIGPIPE, SIG_IGN);
   return true;

@@ -189,7 +189,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "read-your-writes: queued writes reach Redis 
   CHECK(out[0].kind == AtomicResult::Kind::ok);
   CHECK(out[0].number == 2);
   CHECK(out[1].kind == AtomicResult::Kind::ok);
-  CHECK(redis.cmd("GET nc:k2").str() == "new");
+  CHECK(redis.cmd("GET nc:k2").str() == encode_value("new", 0));
   CHECK(out[2].kind == AtomicResult::Kind::not_found);
 }
 

@@ -1,5 +1,5 @@
 // URL parsing (rediss:// included), config validation and the value
-// envelope / msgpack integer codec.
+// msgpack integer codec (the value envelope: test_value.cc).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -186,28 +186,6 @@ TEST_CASE("redis_password_file: a private file, its first line, and URLs without
   CHECK(err.find("inline") == std::string::npos);
 }
 
-TEST_CASE("values with flags travel in an ext-126 envelope, flags 0 are the exact bytes", "[redis][url]") {
-  std::string_view v;
-  uint8_t f;
-  const std::string plain = "\x93\x01\x02\x03";
-  CHECK(encode_value(plain, 0) == plain);
-  decode_value(plain, &v, &f);
-  CHECK(v == plain);
-  CHECK(f == 0);
-  for (size_t n : {0, 1, 200, 254, 255, 256, 70000}) {
-    const std::string val(n, 'x');
-    const std::string enc = encode_value(val, 0x41);
-    decode_value(enc, &v, &f);
-    CHECK(v == val);
-    CHECK(f == 0x41);
-  }
-  // A value that merely starts like an envelope is not one.
-  const std::string fake = std::string("\xc7\x05\x7e\x01", 4) + "ab";
-  decode_value(fake, &v, &f);
-  CHECK(f == 0);
-  CHECK(v == fake);
-}
-
 TEST_CASE("msgpack integer codec matches the table's", "[redis][url]") {
   __int128 x;
   for (int64_t v : {int64_t(0), int64_t(127), int64_t(128), int64_t(-32), int64_t(-33), int64_t(255), int64_t(256),
@@ -222,4 +200,85 @@ TEST_CASE("msgpack integer codec matches the table's", "[redis][url]") {
   CHECK(encode_msgpack_int(-1) == "\xff");
   CHECK_FALSE(parse_msgpack_int("\xa1x", &x));
   CHECK_FALSE(parse_msgpack_int(std::string("\x05\x05"), &x));
+}
+
+TEST_CASE("redis_sentinels lists and the Sentinel form of redis_url", "[redis][url][sentinel]") {
+  std::vector<HostPort> s;
+  std::string err;
+  REQUIRE(parse_sentinels("10.0.0.1:26380, sentinel-b ,[::1]:5000", &s, &err));
+  REQUIRE(s.size() == 3);
+  CHECK((s[0].host == "10.0.0.1" && s[0].port == 26380));
+  CHECK((s[1].host == "sentinel-b" && s[1].port == 26379));  // the default Sentinel port
+  CHECK((s[2].host == "::1" && s[2].port == 5000));
+  CHECK(s[2].where() == "[::1]:5000");
+  for (const char* bad : {"", "a:1,", ",a:1", "a:0", "a:70000", "a:", "[::1", "a:1,a:1", "a b:1"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_sentinels(bad, &s, &err));
+    CHECK(err.rfind("redis_sentinels", 0) == 0);
+  }
+  CHECK((parse_sentinels("a:1,a:1", &s, &err), err.find("listed twice") != std::string::npos));
+
+  Endpoint e;
+  REQUIRE(parse_sentinel_url("", &e, &err));
+  CHECK((e.host.empty() && !e.tls && e.db == 0 && !e.has_password));
+  CHECK(e.masked() == "redis:///");
+  REQUIRE(parse_sentinel_url("rediss://app@/2", &e, &err, true));
+  CHECK((e.tls && e.user == "app" && e.db == 2 && e.host.empty()));
+  CHECK(e.masked() == "rediss://app:***@/2");
+  REQUIRE(parse_sentinel_url("redis://:pw@", &e, &err));
+  CHECK((e.password == "pw" && e.has_password && e.db == 0));
+  CHECK_FALSE(parse_sentinel_url("redis://h:6379/0", &e, &err));
+  CHECK(err.find("names a host while redis_sentinels is set") != std::string::npos);
+  CHECK_FALSE(parse_sentinel_url("unix:///run/redis.sock", &e, &err));
+  CHECK_FALSE(parse_url("redis:///2", &e, &err));  // without Sentinel a host is needed
+}
+
+TEST_CASE("config validation of the Sentinel options", "[redis][url][sentinel]") {
+  Config c;
+  Endpoint e;
+  std::vector<HostPort> s;
+  std::string err;
+  CHECK_FALSE(c.enabled());
+  c.sentinels = "127.0.0.1:26379,127.0.0.1:26380";
+  CHECK(c.enabled());  // no redis_url needed
+  CHECK_FALSE(validate(c, &e, &s, &err));
+  CHECK(err.find("without redis_sentinel_master") != std::string::npos);
+  c.sentinel_master = "mymaster";
+  REQUIRE(validate(c, &e, &s, &err));
+  CHECK(s.size() == 2);
+  CHECK(e.host.empty());
+  c.url = "redis://cache:6379";
+  CHECK_FALSE(validate(c, &e, &s, &err));
+  c.url = "redis://alice@/3";
+  CHECK_FALSE(validate(c, &e, &s, &err));  // user@ needs redis_password_file
+  c.password_file = "/x";
+  c.password = "data-pw";
+  REQUIRE(validate(c, &e, &s, &err));
+  CHECK((e.user == "alice" && e.password == "data-pw" && e.db == 3));
+  c.url = "redis://";
+  c.tls_verify = false;
+  CHECK_FALSE(validate(c, &e, &s, &err));  // redis_tls_* without rediss://
+  c.url = "rediss://";
+  REQUIRE(validate(c, &e, &s, &err));
+  CHECK(e.tls);
+  c.sentinel_master = "my master";
+  CHECK_FALSE(validate(c, &e, &s, &err));
+  c.sentinel_master = "mymaster";
+  c.sentinel_timeout_ms = c.connect_timeout_ms + 1;
+  CHECK_FALSE(validate(c, &e, &s, &err));
+  CHECK(err.find("redis_sentinel_timeout_ms") != std::string::npos);
+
+  Config d;
+  d.sentinel_master = "mymaster";  // a name without Sentinels is an error, not ignored
+  CHECK(d.enabled());
+  CHECK_FALSE(validate(d, &e, &s, &err));
+  CHECK(err.find("without redis_sentinels") != std::string::npos);
+  Config f;
+  f.url = "redis://h";
+  f.sentinel_password_file = "/x";
+  CHECK_FALSE(validate(f, &e, &s, &err));
+  Config g;
+  g.url = "redis://h:6380/1";  // no Sentinel: unchanged
+  REQUIRE(validate(g, &e, &s, &err));
+  CHECK((s.empty() && e.host == "h" && e.port == 6380));
 }

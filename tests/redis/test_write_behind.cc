@@ -103,8 +103,8 @@ TEST_CASE_METHOD(nctest::OneRedis,
   CHECK(redis.calls("flushall") == 0);
   CHECK(redis.cmd("EXISTS nc:p:5").integer() == 0);
   CHECK(redis.cmd("EXISTS nc:p:2999").integer() == 0);
-  CHECK(redis.cmd("GET nc:p:after").str() == "new");
-  CHECK(redis.cmd("GET nc:p:1").str() == "new");
+  CHECK(redis.cmd("GET nc:p:after").str() == encode_value("new", 0));
+  CHECK(redis.cmd("GET nc:p:1").str() == encode_value("new", 0));
   CHECK(redis.cmd("EXISTS nc:q:keep").integer() == 1);
   CHECK(redis.cmd("EXISTS other:p:keep").integer() == 1);
   CHECK(redis.cmd("EXISTS nc:pp").integer() == 1);
@@ -264,7 +264,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "after(): a key's queued writes go ahead of a
   });
   d.link->hold_replies(false);
   REQUIRE(loop.until([&] { return !seen.empty(); }));
-  CHECK(seen == "v1");
+  CHECK(seen == encode_value("v1", 0));
   REQUIRE(loop.until([&] { return empty(d); }));
 
   // Behind a CLEAR: parked until the SCAN is done, then the key's writes, then the command.
@@ -282,8 +282,8 @@ TEST_CASE_METHOD(nctest::OneRedis, "after(): a key's queued writes go ahead of a
   CHECK_FALSE(called);
   d.link->hold_replies(false);
   REQUIRE(loop.until([&] { return !seen.empty() && empty(d); }));
-  CHECK(seen == "v2");
-  CHECK(redis.cmd("GET nc:k").str() == "v3");
+  CHECK(seen == encode_value("v2", 0));
+  CHECK(redis.cmd("GET nc:k").str() == encode_value("v3", 0));
   CHECK(redis.dbsize_values() == 1);
 }
 

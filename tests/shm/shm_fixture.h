@@ -10,7 +10,9 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "hits.h"
 #include "reader.h"
 #include "writer.h"
 
@@ -51,12 +53,50 @@ inline std::unique_ptr<nearcache::shm::Writer> make_writer(const nearcache::shm:
   return w;
 }
 
+// A reader process's hit region and the daemon's side of it, in one process:
+// lookups of the attached Reader are recorded, deliver() does what the
+// daemon's timer does (Engine::poll_hits) for this one region.
+struct Hits {
+  std::unique_ptr<nearcache::shm::HitRegion> region;
+  std::unique_ptr<nearcache::shm::HitSource> source;
+  uint64_t clock_ms = 1;  // advanced per deliver, so that the counters' plausibility bound never bites here
+
+  explicit Hits(nearcache::shm::Reader* r = nullptr) {
+    std::string why;
+    region = nearcache::shm::HitRegion::create(&why);
+    if (!region) throw std::runtime_error(why);
+    if (nearcache::shm::HitSource::adopt(dup(region->fd()), clock_ms, &source, &why) != 0)
+      throw std::runtime_error("HitSource::adopt: " + why);
+    if (r) r->attach_hits(region.get());
+  }
+  void deliver(nearcache::shm::Writer& w) {
+    nearcache::shm::HitDeltas d;
+    std::vector<uint32_t> ways;
+    clock_ms += 1000;
+    if (!source->poll(w.generation(), w.way_index_limit(), clock_ms, &ways, &d))
+      throw std::runtime_error("HitSource::poll failed");
+    w.note_hits(ways.data(), ways.size());
+    w.note_reader_counts(d.hits, d.misses, d.busy);
+  }
+};
+
 inline nearcache::shm::Reader open_reader(const std::string& path) {
   nearcache::shm::Reader r;
   std::string why;
   if (r.open(path, &why) != 0) throw std::runtime_error("Reader::open: " + why);
   return r;
 }
+
+// A writer on a small segment and a reader of it, in this process.
+struct Table {
+  TempDir dir;
+  std::unique_ptr<nearcache::shm::Writer> w;
+  nearcache::shm::Reader r;
+  explicit Table(uint64_t bytes = 4 << 20) {
+    w = make_writer(small_options(dir, bytes));
+    r = open_reader(w->path());
+  }
+};
 
 // Reads a key through a Reader into a string; "" with status otherwise.
 inline nearcache::shm::ReadStatus read(nearcache::shm::Reader& r, const std::string& key, std::string* value,

@@ -1,9 +1,10 @@
 // tests/shm/test_s3fifo.cc — the eviction policy (shm/s3fifo.cc) on its own,
 // in the manner of CacheLib's shared policy tests (MMTypeTest): each case
 // drives the real Writer on a real segment through one rule of S3-FIFO and
-// checks its counter and its effect. Accesses are real reader hits, which
-// bump the way's frequency in the hints file; `contains` asks the writer
-// without counting an access.
+// checks its counter and its effect. Accesses are real reader hits, recorded
+// in a hit region and delivered to the writer as the daemon's timer does
+// (it bumps the way's frequency); `contains` asks the writer without
+// counting an access.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <string>
@@ -21,6 +22,7 @@ struct Policy {
   nctest::TempDir dir;
   std::unique_ptr<Writer> w;
   Reader r;
+  nctest::Hits hits;
   uint64_t small_bytes = 0;  // the small queue's share of the data area
   int next = 0;              // scan keys handed out so far
 
@@ -31,6 +33,7 @@ struct Policy {
     o.heartbeat_grace_ms = 600000;  // no heartbeat timer here; a slow run must not look like a dead writer
     w = nctest::make_writer(o);
     r = nctest::open_reader(w->path());
+    r.attach_hits(hits.region.get());
     small_bytes = (w->stats().data_bytes * small_percent / 100 + 7) / 8 * 8;  // as the writer rounds it
   }
   // Items of kValue that fill the small queue.
@@ -40,6 +43,7 @@ struct Policy {
   void access(const std::string& k) {
     std::string v;
     REQUIRE(nctest::read(r, k, &v) == ReadStatus::hit);
+    hits.deliver(*w);
   }
   bool has(const std::string& k) { return w->contains(k); }
   void set(const std::string& k) { REQUIRE(w->set(k, kValue, 0, 0) == Status::ok); }
@@ -219,6 +223,7 @@ TEST_CASE("s3fifo: a full table keeps taking every size, the large ones straight
       REQUIRE(p.w->set(key, value, 0, 0) == Status::ok);
       REQUIRE(nctest::read(p.r, key, &v) == ReadStatus::hit);
       REQUIRE(v == value);
+      p.hits.deliver(*p.w);  // the daemon's timer would, well before the next few sets
       const auto s = p.w->stats();
       REQUIRE(s.small_used + s.main_used <= s.data_bytes);
       min_entries = std::min(min_entries, s.entries);

@@ -118,6 +118,7 @@ void check(const ReaderTally& sum, const WriterStats& s, uint64_t target) {
   CHECK(sum.retries > 0);     // the readers really raced the writer
   CHECK(s.evictions > 1000);  // ways and memory were reused for other keys
   CHECK(s.wraps > 10);
+  CHECK(s.drops > 0);
 }
 
 // A prefilled table, its writer, and the run's read target; write_until
@@ -135,6 +136,9 @@ struct Stress {
   void write_until(Done readers_done) {
     for (uint64_t i = kKeys;; ++i) {
       write_one(*w, rng, i);
+      // Now and then the whole table goes at once (the header's epoch): the
+      // dropped items' memory is reused while readers may still hold their ways.
+      if (i % 16384 == 0) w->drop_all();
       if (i % 256 != 0) continue;
       w->heartbeat();
       if (readers_done()) return;

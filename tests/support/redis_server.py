@@ -148,3 +148,88 @@ class RedisServer(ChildProcess):
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+class Sentinel(ChildProcess):
+    """A real Redis Sentinel (`redis-server CONF --sentinel`, Debian's redis-sentinel)
+    monitoring `master` (a RedisServer with tcp=True) under `name`:
+
+        s = Sentinel(tmp_path, "s1", primary, down_after_ms=500, failover_timeout_ms=1000)
+        s.addr                                  # "127.0.0.1:PORT", for redis_sentinels
+        s.master_addr()                         # (host, port) the Sentinel names now
+        s.kill(); s.start()
+
+    Quorum 1 by default: one Sentinel may fail over alone. Its config file
+    (which Sentinel rewrites) and log live in the directory given."""
+    log_tail = 4000
+
+    def __init__(self, directory, name: str, master: RedisServer, master_name: str = "mymaster", quorum: int = 1,
+                 down_after_ms: int = 500, failover_timeout_ms: int = 1000, password: str | None = None,
+                 start: bool = True):
+        self.dir = Path(directory) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = 0
+        self.master_name = master_name
+        self.password = password
+        self.log_path = self.dir / "sentinel.log"
+        self.conf = self.dir / "sentinel.conf"
+        self._monitor = (master.port, quorum, down_after_ms, failover_timeout_ms, master.password)
+        if start:
+            self.start()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_conf(self) -> None:
+        port, quorum, down_after, failover, master_pw = self._monitor
+        lines = [f"port {self.port}", "bind 127.0.0.1", "daemonize no", f"dir {self.dir}",
+                 f"logfile {self.log_path}", "protected-mode no",
+                 f"sentinel monitor {self.master_name} 127.0.0.1 {port} {quorum}",
+                 f"sentinel down-after-milliseconds {self.master_name} {down_after}",
+                 f"sentinel failover-timeout {self.master_name} {failover}",
+                 f"sentinel parallel-syncs {self.master_name} 1"]
+        if master_pw is not None:
+            lines.append(f"sentinel auth-pass {self.master_name} {master_pw}")
+        if self.password is not None:
+            lines.append(f"requirepass {self.password}")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> "Sentinel":
+        fresh = self.port == 0
+        for attempt in range(5):
+            if fresh and (self.port == 0 or attempt > 0):
+                self.port = free_port()
+                self._write_conf()  # a restart keeps what Sentinel learned (its rewritten file)
+            self.proc = subprocess.Popen(["redis-server", str(self.conf), "--sentinel"], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            self._started()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    self.master_addr()
+                    return self
+                except OSError:
+                    time.sleep(0.01)
+        raise RuntimeError(f"redis-sentinel did not start:\n{self.log()}")
+
+    def command(self, *args: str):
+        import redis  # from requirements-dev.txt
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        c = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2,
+                        retry=Retry(NoBackoff(), 0), decode_responses=True)
+        try:
+            return c.execute_command(*args)
+        except redis.exceptions.ConnectionError as e:
+            raise OSError(str(e)) from e
+        finally:
+            c.close()
+
+    def master_addr(self) -> tuple[str, int]:
+        host, port = self.command("SENTINEL", "get-master-addr-by-name", self.master_name)
+        return host, int(port)
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

@@ -14,7 +14,9 @@ Fail-open (STRICT off, the default) is the Client's policy, written once in
 nearcache.core: no exception but Django's own (ValueError for incr of an
 absent key, TypeError/OverflowError for incr of a non-integer or past 64
 bits) reaches the application. A value this process cannot decode is a
-miss, counted and logged once per key and WARN_INTERVAL.
+miss, counted and logged once per key and WARN_INTERVAL, STRICT or not; so is
+a value the daemon marks foreign (flag 0x80: read from Redis, not written by
+nearcache), which get_or_set then replaces with what it computes.
 
 OPTIONS are documented in client-py/README.md.
 """
@@ -33,7 +35,7 @@ from nearcache import _native
 from nearcache.client import HIT, UNAVAILABLE, Client
 from nearcache.core import key_bytes
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
-from nearcache.serializer import EXT_CODES, Serializer, make_serializer
+from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer, make_serializer
 
 log = logging.getLogger("nearcache.django")
 
@@ -42,6 +44,10 @@ _clients_lock = threading.Lock()
 _core_get = _native.CacheCore.get
 _core_get_many = _native.CacheCore.get_many
 _MISS = object()
+
+
+class ForeignValue(ValueError):
+    """A value nearcache did not write (flag FLAG_FOREIGN): never decoded, a miss."""
 # Keys whose value this thread or task is computing in get_or_set: a nested
 # get_or_set of one of them computes directly instead of waiting for itself.
 _computing: contextvars.ContextVar[frozenset] = contextvars.ContextVar("nearcache_computing", default=frozenset())
@@ -142,6 +148,9 @@ class NearCache(_native.CacheCore, BaseCache):
     def _decode(self, kb: bytes, data: bytes, flags: int, default=None):
         """A stored value; `default` (a miss) when this process cannot decode it."""
         try:
+            if flags & FLAG_FOREIGN:
+                raise ForeignValue(f"not a value nearcache wrote ({len(data)} bytes in Redis, "
+                                   f"not msgpack and no envelope)")
             return self._nc_decode(data, flags)
         except Exception as e:
             self._undecodable(kb, e)
@@ -323,6 +332,13 @@ class NearCache(_native.CacheCore, BaseCache):
                 return v, True
         return None, False
 
+    @staticmethod
+    def _replaces(lease) -> bool:
+        """Whether the computed value replaces what the lease brought: a foreign
+        value, which no reader can use (another SERIALIZER's value is kept: its
+        processes read it)."""
+        return lease.hit and bool(lease.flags & FLAG_FOREIGN)
+
     def _compute_once(self, kb: bytes, default, ttl, store_none: bool, status=None):
         """(value, computed_here). The lease holder computes; others get its value."""
         held = _computing.get()
@@ -334,19 +350,20 @@ class NearCache(_native.CacheCore, BaseCache):
             return value, False
         mark = _computing.set(held | {kb})
         try:
-            return self._compute(kb, default, ttl, store_none, lease.token), True
+            return self._compute(kb, default, ttl, store_none, lease.token, self._replaces(lease)), True
         finally:
             _computing.reset(mark)
 
-    def _compute(self, kb, default, ttl, store_none, token):
+    def _compute(self, kb, default, ttl, store_none, token, replace=False):
         try:
             value = default() if callable(default) else default
             stored = False
             if value is not None or store_none:
                 data, flags = self._encode(value)
                 # A lease holder's SET ends the lease; without one, ADD keeps a
-                # value another worker stored meanwhile.
-                stored = (self._client.set if token is not None else self._client.add)(kb, data, ttl, flags)
+                # value another worker stored meanwhile (unless `replace`).
+                write = self._client.set if token is not None or replace else self._client.add
+                stored = write(kb, data, ttl, flags)
         except BaseException:
             if token is not None:
                 self._client.release(kb, token)
@@ -444,17 +461,18 @@ class NearCache(_native.CacheCore, BaseCache):
             return value, False
         mark = _computing.set(held | {kb})
         try:
-            return await self._acompute(kb, default, ttl, store_none, lease.token), True
+            return await self._acompute(kb, default, ttl, store_none, lease.token, self._replaces(lease)), True
         finally:
             _computing.reset(mark)
 
-    async def _acompute(self, kb, default, ttl, store_none, token):
+    async def _acompute(self, kb, default, ttl, store_none, token, replace=False):
         try:
             value = default() if callable(default) else default
             stored = False
             if value is not None or store_none:
                 data, flags = self._encode(value)
-                stored = await (self._client.aset if token is not None else self._client.aadd)(kb, data, ttl, flags)
+                write = self._client.aset if token is not None or replace else self._client.aadd
+                stored = await write(kb, data, ttl, flags)
         except BaseException:
             if token is not None:
                 await self._client.arelease(kb, token)

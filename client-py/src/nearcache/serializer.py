@@ -20,6 +20,8 @@ from nearcache import _native
 
 EXT_CODES: dict[str, int] = dict(_native.EXT_CODES)
 FLAG_SERIALIZED: int = _native.FLAG_SERIALIZED
+#: set by the daemon on a value read from Redis that nearcache did not write (doc/protocol.md)
+FLAG_FOREIGN: int = 0x80
 _INT64 = range(-(2 ** 63), 2 ** 64)
 
 

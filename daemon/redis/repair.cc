@@ -138,11 +138,13 @@ void Repair::on_grace(uv_timer_t* t) {
 
 void Repair::coherent() {
   const uint64_t gen = ++gen_;
+  const bool was_coherent = ever_coherent_;
+  ever_coherent_ = true;
   if (gap_ && (cfg_.stale_grace_ms == 0 || !base_)) {
     // Nothing to compare with (the first connection: what the table holds came
     // before any invalidation was received), or today's strictness: whatever
     // the table holds may have missed invalidations. At once, as coherence starts.
-    h_.drop_all(base_ ? "invalidations (re)started" : "invalidations started");
+    h_.drop_all(was_coherent ? "invalidations (re)started" : "invalidations started");
     gap_ = false;
   }
   snapshot([this, gen](std::optional<Snapshot> s) {

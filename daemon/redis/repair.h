@@ -110,6 +110,7 @@ class Repair {
   uint64_t gen_ = 0;       // coherence periods: a snapshot of an older one is void
   bool gap_ = true;        // invalidations may have been missed since base_
   bool reading_ = false;
+  bool ever_coherent_ = false;
   bool closing_ = false;
   int open_timers_ = 0;
   uv_timer_t grace_, refresh_;

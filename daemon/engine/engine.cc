@@ -388,7 +388,7 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   shm::Item it;
-  if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (!suspended_ && w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
   if (tier_) return redis_read(s, id, WaitKind::get, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
@@ -582,7 +582,7 @@ void Engine::incr_local(Session* s, uint64_t id, std::string_view key, int64_t d
 void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
-  if (w_->contains(key)) return reply::ok(s->out, id);
+  if (!suspended_ && w_->contains(key)) return reply::ok(s->out, id);
   if (tier_) return redis_read(s, id, WaitKind::has_key, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
@@ -672,7 +672,7 @@ void Engine::op_lease(Session* s, uint64_t id, Args& a) {
   lease_ms = std::clamp<uint64_t>(lease_ms, 1, cfg_.max_lease_ms);
   wait_ms = std::min(wait_ms, cfg_.max_wait_ms);
   shm::Item it;
-  if (w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, true);
+  if (!suspended_ && w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, true);
   // With Redis, leases are decided there, unless this host decided one while
   // Redis was unreachable: its waiters then queue here as without Redis.
   if (tier_ && !leases_.local_lease(key)) {

@@ -182,6 +182,9 @@ class Engine {
   void install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void drop(std::string_view key);
   void drop_all(const char* why);
+  void drop_slots(const std::vector<bool>& slots);
+  // Invalidations down past redis_stale_grace_ms: the table is kept, not served.
+  void suspend(bool on);
   // After a local write: queue it for Redis (a dropped SET also drops the local entry).
   void queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void wake_pollers(std::string_view key);
@@ -218,6 +221,7 @@ class Engine {
   uint64_t started_ms_;
   mutable HitWindow hit_window_;  // STATUS's recent hit ratio: collect() samples it
   bool stopping_ = false;
+  bool suspended_ = false;  // TableHooks::suspend: lookups skip the table
   uint64_t clear_first_slice_us_ = 500, clear_first_slice_left_us_ = 500;
   uint64_t (*slice_clock_)();
   uint64_t requests_total_ = 0, errors_total_ = 0, lease_sets_ = 0;

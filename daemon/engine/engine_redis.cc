@@ -18,6 +18,7 @@
 #include "protocol/codec.h"
 #include "protocol/reply.h"
 #include "redis/metrics.h"
+#include "redis/slots.h"
 #include "writer.h"
 
 namespace nearcache::daemon {
@@ -72,7 +73,37 @@ redis::TableHooks Engine::table_hooks() {
   h.install = [this](std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
     install(key, value, flags, expiry);
   };
+  h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
+  h.suspend = [this](bool on) { suspend(on); };
   return h;
+}
+
+void Engine::drop_slots(const std::vector<bool>& slots) {
+  // The keys first (for_each must not see the table change), then one delete
+  // each: synchronous, like drop_all, so no reader serves a dropped entry
+  // once the suspension is lifted.
+  const uint64_t t0 = mono_us();
+  const std::string& prefix = tier_->config().prefix;
+  std::vector<std::string> keys;
+  std::string rk;
+  w_->for_each([&](const shm::Item& it) {
+    rk.assign(prefix).append(it.key);
+    if (slots[redis::key_slot(rk)]) keys.emplace_back(it.key);
+  });
+  for (const std::string& k : keys) w_->del(k);
+  waits_.wrote_all();
+  spdlog::info("redis: repair dropped {} entries of the slots written while invalidations were down ({:.1f} ms)",
+               keys.size(), double(mono_us() - t0) / 1000.0);
+}
+
+void Engine::suspend(bool on) {
+  if (on == suspended_) return;
+  suspended_ = on;
+  // Readers: the segment's `suspended` flag (they serve nothing and ask the
+  // daemon). The daemon's own lookups skip the table while suspended_
+  // (op_get, get_many_redis, op_has_key, op_lease).
+  w_->set_suspended(on);
+  spdlog::info("redis: this host's table is {}", on ? "suspended (kept, not served)" : "served again");
 }
 
 void Engine::install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
@@ -163,7 +194,7 @@ void Engine::get_many_redis(Session* s, uint64_t id, const msgpack::object_array
   std::vector<uint32_t> misses;
   for (uint32_t i = 0; i < keys.size; ++i) {
     shm::Item it;
-    if (w_->get(bytes_of(keys.ptr[i]), &it)) many->results[i].emplace(std::string(it.value), it.flags);
+    if (!suspended_ && w_->get(bytes_of(keys.ptr[i]), &it)) many->results[i].emplace(std::string(it.value), it.flags);
     else misses.push_back(i);
   }
   if (misses.empty()) return reply_many(s, id, many->results);

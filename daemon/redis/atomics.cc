@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "redis/slots.h"
 #include "redis/util.h"
 #include "redis/value.h"
 
@@ -90,12 +91,27 @@ bool Atomics::add(std::string_view key, std::string_view value, uint8_t flags, u
       }
       (*done)(out);
     };
+    // SET NX and the slot counter's bump in one transaction (slots.h); the
+    // reply of interest is the SET's, the first of EXEC's.
     const uint64_t now = mono_ms();
-    bool sent;
-    if (expiry_ms && expiry_ms <= now) sent = link_->command({"EXISTS", rk}, on);
-    else if (expiry_ms) sent = link_->command({"SET", rk, v, "NX", "PX", std::to_string(expiry_ms - now)}, on);
-    else sent = link_->command({"SET", rk, v, "NX"}, on);
-    if (!sent) (*done)(unavailable("Redis is not connected"));
+    if (expiry_ms && expiry_ms <= now) {
+      if (!link_->command({"EXISTS", rk}, on)) (*done)(unavailable("Redis is not connected"));
+      return;
+    }
+    if (!link_->command({"MULTI"}, [](const Reply&) {})) return (*done)(unavailable("Redis is not connected"));
+    if (expiry_ms) link_->command({"SET", rk, v, "NX", "PX", std::to_string(expiry_ms - now)}, [](const Reply&) {});
+    else link_->command({"SET", rk, v, "NX"}, [](const Reply&) {});
+    link_->command({"INCR", slot_counter_key(cfg_.prefix, key_slot(rk))}, [](const Reply&) {});
+    link_->command({"EXEC"}, [on](const Reply& r) {
+      if (r.is_error() || r.r->type != REDIS_REPLY_ARRAY || r.r->elements < 1) {
+        Reply e = r;
+        if (!r.is_error()) e.fail = Reply::Fail::disconnected, e.why = "the transaction was not executed";
+        return on(e);
+      }
+      Reply first = r;
+      first.r = r.r->element[0];
+      on(first);
+    });
   };
   if (!run(key, std::move(send), &relay)) return false;
   st_.adds_total++;
@@ -108,8 +124,9 @@ bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
   const std::string rk = cfg_.prefix + std::string(key);
   // delta = hi * 2^32 + lo with 0 <= lo < 2^32: each half is exact in a Lua number.
   const std::string hi = std::to_string(int64_t(delta >> 32)), lo = std::to_string(uint64_t(delta & 0xffffffffu));
-  auto send = [this, rk, hi, lo, done] {
-    const bool sent = scripts_->eval(Script::incr, {rk}, {hi, lo}, [this, done](const Reply& r) {
+  const std::string counter = slot_counter_key(cfg_.prefix, key_slot(rk));
+  auto send = [this, rk, counter, hi, lo, done] {
+    const bool sent = scripts_->eval(Script::incr, {rk, counter}, {hi, lo}, [this, done](const Reply& r) {
       AtomicResult out;
       const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
       __int128 v = 0;

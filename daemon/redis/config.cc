@@ -70,8 +70,14 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        &C::drain_timeout_ms},
       {"redis_heartbeat_ms", OptType::count, "1000", 10, kHour, false,
        "Period of the invalidation link check: a message published on the data connection must arrive on "
-       "the invalidation connection within 3 periods, or the link is declared lost (local entries flushed).",
+       "the invalidation connection within 3 periods, or the link is declared lost (see redis_stale_grace_ms).",
        &C::heartbeat_ms},
+      {"redis_stale_grace_ms", OptType::count, "20000", 0, kHour, false,
+       "When the invalidation link is lost, keep serving this host's table for this long; after it, entries "
+       "that may be stale are no longer served (the daemon answers from Redis) until the repair on reconnect "
+       "drops only the slots written meanwhile. A value served may thus be stale by up to 3 x "
+       "redis_heartbeat_ms plus this. 0: flush the whole table as soon as the link is lost.",
+       &C::stale_grace_ms},
       {"redis_lease_poll_min_ms", OptType::count, "10", 1, 60000, false,
        "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ...",
        &C::lease_poll_min_ms},

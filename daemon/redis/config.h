@@ -38,6 +38,7 @@ struct Config {
   uint64_t reconnect_jitter_percent;  // each delay is shortened by up to this much, at random
   uint64_t drain_timeout_ms;      // SIGTERM: how long to flush the queue before exiting
   uint64_t heartbeat_ms;          // invalidation link check period (3 missed = link lost)
+  uint64_t stale_grace_ms;        // after the link is lost, serve the table this long, then suspend it; 0 = flush at once
   uint64_t lease_poll_min_ms;     // LEASE waiters on a lease held by another host poll ...
   uint64_t lease_poll_max_ms;     // ... with this backoff (and wake on invalidations)
   DownPolicy down;                // redis_down

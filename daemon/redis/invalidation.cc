@@ -76,6 +76,7 @@ void Invalidation::close(std::function<void()> closed) {
   coherent_ = false;
   uv_timer_stop(&beat_);
   closing_ = 2;
+  fail_fences();
   auto one = [this] {
     if (--closing_ == 0 && closed_) {
       auto fn = std::move(closed_);
@@ -108,6 +109,15 @@ void Invalidation::on_message(const redisReply* m) {
   if (type != "message") return;
   if (channel == hb_channel_) {
     last_beat_ = uv_now(loop_);
+    const redisReply* p = m->element[2];
+    if (p->type == REDIS_REPLY_STRING && p->len > 1 && p->str[0] == 'f') {
+      auto it = fences_.find(strtoull(p->str + 1, nullptr, 10));
+      if (it != fences_.end()) {
+        auto cb = std::move(it->second);
+        fences_.erase(it);
+        cb(true);
+      }
+    }
     return;
   }
   if (channel != kInvalidateChannel) return;
@@ -166,8 +176,22 @@ void Invalidation::lose(const std::string& why) {
   if (!coherent_) return;
   coherent_ = false;
   st_.lost_total++;
-  spdlog::warn("redis: invalidations stopped ({}); flushing this host's entries", why);
+  spdlog::warn("redis: invalidations stopped ({})", why);
+  fail_fences();
   if (h_.lost) h_.lost(why);
+}
+
+void Invalidation::fence(std::function<void(bool)> cb) {
+  if (!coherent_) return cb(false);
+  const uint64_t id = next_fence_++;
+  if (!data_->command({"PUBLISH", hb_channel_, "f" + std::to_string(id)}, [](const Reply&) {})) return cb(false);
+  fences_[id] = std::move(cb);
+}
+
+void Invalidation::fail_fences() {
+  auto fs = std::move(fences_);
+  fences_.clear();
+  for (auto& [id, cb] : fs) cb(false);
 }
 
 void Invalidation::on_beat(uv_timer_t* t) {

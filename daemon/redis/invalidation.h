@@ -23,8 +23,12 @@
 // heartbeat_ms; nothing heard for 3 periods = the invalidation path is
 // broken, e.g. a half-open TCP connection, and that connection is
 // restarted). on_lost() is called whenever coherence ends (invalidations may
-// have been missed for any key: flush the prefix), on_coherent() whenever it
-// (re)starts (entries written meanwhile may have missed some: flush too).
+// have been missed for any key), on_coherent() whenever it (re)starts; what
+// the table does about the gap is the repair's (repair.h).
+//
+// fence(cb): a message published on the data connection now, cb(true) once
+// it arrived on the invalidation connection: every invalidation Redis sent
+// before it has been handled. cb(false) when coherence ends first.
 #pragma once
 
 #include <uv.h>
@@ -34,6 +38,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "redis/config.h"
 #include "redis/link.h"
@@ -69,6 +74,7 @@ class Invalidation {
   void close(std::function<void()> closed);
 
   bool coherent() const { return coherent_; }
+  void fence(std::function<void(bool ok)> cb);
   InvalidationStats stats() const;
   Link& link() { return *sub_; }
   const Link& link() const { return *sub_; }
@@ -100,6 +106,9 @@ class Invalidation {
   InvalidationStats st_;
   size_t confirmations_ = 0;
   Link::Done setup_done_;
+  uint64_t next_fence_ = 1;
+  std::unordered_map<uint64_t, std::function<void(bool)>> fences_;
+  void fail_fences();
 };
 
 }  // namespace nearcache::redis

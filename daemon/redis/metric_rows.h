@@ -30,7 +30,7 @@
     "Queued operations replaced by a later one on the same key")                                                         \
   X(redis_invalidations_total, counter, count, "invalidations received", "Keys other hosts changed, received from Redis") \
   X(redis_coherence_lost_total, counter, count, "invalidation link losses",                                              \
-    "Times invalidations stopped (the near tier was flushed)")                                                           \
+    "Times invalidations stopped (the near tier is served for redis_stale_grace_ms, then repaired)")                                                           \
   X(redis_local_flushes_total, counter, count, "near tier flushes",                                                      \
     "Times every local entry was dropped: invalidations stopped or restarted, FLUSHDB")                                  \
   X(redis_readthrough_hits_total, counter, count, "read-through hits", "Local misses that Redis (or the queue) answered") \
@@ -57,4 +57,17 @@
   X(redis_sentinel_queries_total, counter, count, "Sentinel queries",                                            \
     "Times the Sentinels were asked for the master (before a connection attempt)")                             \
   X(redis_sentinel_query_failures_total, counter, count, "Sentinel queries failed",                              \
-    "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")
+    "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")                    \
+  X(redis_suspended, gauge, count, "near tier suspended",                                                                \
+    "1 while invalidations have been down longer than redis_stale_grace_ms: the table is kept, not served")             \
+  X(redis_repair_snapshots_total, counter, count, "slot snapshots",                                                     \
+    "Snapshots of the per-slot write counters taken while invalidations flowed")                                        \
+  X(redis_repair_snapshot_us, gauge, count, "slot snapshot time (us)",                                                  \
+    "Time the last snapshot of the 16384 slot counters took to read (MGET pages, INFO)")                                \
+  X(redis_repairs_total, counter, count, "repairs", "Gaps in invalidations repaired on reconnect")                      \
+  X(redis_repairs_full_total, counter, count, "repairs that dropped all",                                               \
+    "Repairs that could prove nothing (Redis restarted, unprovable failover, flush, CLEAR) and dropped every entry")     \
+  X(redis_repair_slots_dropped_total, counter, count, "repair slots dropped",                                           \
+    "Slots whose counter moved (or is missing) across a gap: their local entries were dropped")                          \
+  X(redis_flush_ignored_total, counter, count, "other-db flushes ignored",                                               \
+    "Flush messages after which this database's marker was intact (FLUSHDB of another database)")

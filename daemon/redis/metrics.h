@@ -54,6 +54,13 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_sentinel_failovers_total: return s.sentinel.failovers_total;
     case RedisMetric::redis_sentinel_queries_total: return s.sentinel.queries_total;
     case RedisMetric::redis_sentinel_query_failures_total: return s.sentinel.query_failures_total;
+    case RedisMetric::redis_suspended: return s.repair.suspended;
+    case RedisMetric::redis_repair_snapshots_total: return s.repair.snapshots_total;
+    case RedisMetric::redis_repair_snapshot_us: return s.repair.snapshot_us_last;
+    case RedisMetric::redis_repairs_total: return s.repair.repairs_total;
+    case RedisMetric::redis_repairs_full_total: return s.repair.repairs_full_total;
+    case RedisMetric::redis_repair_slots_dropped_total: return s.repair.slots_dropped_total;
+    case RedisMetric::redis_flush_ignored_total: return s.repair.flush_ignored_total;
     case RedisMetric::count_: break;
   }
   return 0;

@@ -70,6 +70,7 @@ local stored = out
 if env == 2 then stored = '\193nc\2' .. string.char(flags) .. out
 elseif env == 1 then stored = string.char(0xc7, #out + 1, 126, flags) .. out end
 redis.call('SET', KEYS[1], stored, 'KEEPTTL')
+redis.call('INCR', KEYS[2])
 return {'ok', out, redis.call('PTTL', KEYS[1]), flags}
 )lua";
 
@@ -91,13 +92,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 )lua";
 
-// One step of CLEAR: SCAN + UNLINK (never FLUSHDB: the database may be shared).
+// One step of CLEAR: SCAN + UNLINK (never FLUSHDB: the database may be
+// shared), bumping the clear counter (KEYS[1], slots.h) when it removed any.
 const char* kClearStep = R"lua(
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = r[2]
 for i = 1, #keys, 512 do
   redis.call('UNLINK', unpack(keys, i, math.min(i + 511, #keys)))
 end
+if #keys > 0 then redis.call('INCR', KEYS[1]) end
 return {r[1], #keys}
 )lua";
 

@@ -8,14 +8,14 @@
 // scripts are reloaded for the next calls.
 //
 // Scripts (see scripts.cc for the code):
-//   incr        KEYS: value key; ARGV: delta high 32 bits (signed), low 32 bits
+//   incr        KEYS: value key, its slot counter (slots.h); ARGV: delta high 32 bits (signed), low 32 bits
 //               -> {"ok", new value bytes (unwrapped), pttl, flags}
 //                  | {"missing"} | {"notint"} | {"range"}
 //   lease       KEYS: value key, lease key; ARGV: token, lease_ms, largest stored length to return
 //               -> {"value", stored bytes, pttl} | {"granted"} | {"held", pttl}
 //               (a longer value counts as none)
 //   release     KEYS: lease key; ARGV: token -> 1 released | 0 not the holder
-//   clear_step  ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
+//   clear_step  KEYS: the clear counter; ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
 //   get         KEYS: value key; ARGV: largest stored length to return
 //               -> {"value", stored bytes, pttl} | {"missing"} | {"large", length}
 //               (the read-through: a larger value is never sent, so the

@@ -99,10 +99,21 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
     if (hooks_.drop) hooks_.drop(key);
     atomics_->wake(key);
   };
-  h.flush_all = [this] { drop_all("Redis was flushed (FLUSHDB/FLUSHALL)"); };
-  h.lost = [this](const std::string&) { drop_all("invalidations stopped"); };
-  h.coherent = [this] { drop_all("invalidations (re)started"); };
+  h.flush_all = [this] { repair_->flush(); };
+  h.lost = [this](const std::string&) { repair_->lost(); };
+  h.coherent = [this] { repair_->coherent(); };
   inval_ = std::make_unique<Invalidation>(loop, link_.get(), ep, cfg, std::move(h));
+  Repair::Hooks rh;
+  rh.drop_all = [this](const char* why) { drop_all(why); };
+  rh.drop_slots = [this](const std::vector<bool>& slots) {
+    reads_->invalidate_all();
+    if (hooks_.drop_slots) hooks_.drop_slots(slots);
+  };
+  rh.suspend = [this](bool on) {
+    if (hooks_.suspend) hooks_.suspend(on);
+  };
+  rh.invalidate_reads = [this] { reads_->invalidate_all(); };
+  repair_ = std::make_unique<Repair>(loop, link_.get(), inval_.get(), cfg, std::move(rh));
   queue_->set_on_refused([this](std::string_view key) {  // write_behind.h: Refusals
     reads_->invalidate(key);
     if (hooks_.drop) hooks_.drop(key);
@@ -160,10 +171,11 @@ void Tier::shutdown(std::function<void(uint64_t)> done) {
   closing_ = true;
   auto finish = [this, done = std::move(done)](uint64_t left) {
     atomics_->close();
-    auto pending = std::make_shared<int>(sentinels_ ? 4 : 3);
+    auto pending = std::make_shared<int>(sentinels_ ? 5 : 4);
     auto one = [pending, left, done] {
       if (--*pending == 0) done(left);
     };
+    repair_->close(one);
     queue_->close(one);
     inval_->close(one);
     link_->close(one);
@@ -241,6 +253,7 @@ TierStatus Tier::status() const {
   s.reads = reads_->stats();
   s.inval = inval_->stats();
   s.atomics = atomics_->stats();
+  s.repair = repair_->stats();
   s.local_flushes_total = local_flushes_;
   s.local_decisions_total = local_decisions_;
   s.url = ep_.masked();

@@ -7,8 +7,10 @@
 //     older than this host's own write);
 //   - an invalidation from another host drops the local entry, makes the
 //     in-flight read stale and wakes lease waiters of the key;
-//   - when invalidations stop or (re)start, every local entry is dropped
-//     (TableHooks::drop_all) and in-flight reads go stale;
+//   - when invalidations stop, in-flight reads go stale and the table is
+//     served for redis_stale_grace_ms, then suspended; when they start again
+//     the repair (repair.h) drops the slots written meanwhile (drop_slots),
+//     or everything (drop_all) when it cannot prove what changed;
 //   - with Sentinel (sentinel.h), both links ask it for the master before
 //     every attempt, and a link left on an old master is closed when the
 //     Sentinels name a new one (so both end on one server).
@@ -33,6 +35,7 @@
 #include "redis/invalidation.h"
 #include "redis/link.h"
 #include "redis/read_through.h"
+#include "redis/repair.h"
 #include "redis/scripts.h"
 #include "redis/sentinel.h"
 #include "redis/tier_api.h"
@@ -94,6 +97,7 @@ class Tier final : public TierApi {
   WriteBehind& queue() { return *queue_; }
   ReadThrough& reads() { return *reads_; }
   Atomics& atomics() { return *atomics_; }
+  Repair& repair() { return *repair_; }
   Sentinels* sentinels() { return sentinels_.get(); }  // nullptr without Sentinel
 
  private:
@@ -112,6 +116,7 @@ class Tier final : public TierApi {
   std::unique_ptr<ReadThrough> reads_;
   std::unique_ptr<Atomics> atomics_;
   std::unique_ptr<Invalidation> inval_;
+  std::unique_ptr<Repair> repair_;
   uint64_t local_flushes_ = 0, local_decisions_ = 0;
   bool started_ = false, closing_ = false;
 };

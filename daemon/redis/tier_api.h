@@ -8,8 +8,8 @@
 // connection: a tier on Redis Cluster routes each call to the data link of
 // the key's master (slot = CRC16(redis key) mod 16384) and runs an
 // invalidation link per master, behind this same interface. How it grows:
-//   - TableHooks gets `drop_slot(slot)` (drop every local entry whose Redis key
-//     is in the slot) for repair after a master's invalidations were missed;
+//   - TableHooks::drop_slots (the repair after missed invalidations, repair.h)
+//     already works by slot: a master's repair passes its slots only;
 //     drop_all stays for the whole table;
 //   - TierStatus gets a row per master; the engine packs what status() gives;
 //   - GET_MANY stays one get() per key, so a cluster tier pipelines the keys
@@ -24,12 +24,14 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "redis/atomics.h"
 #include "redis/config.h"
 #include "redis/invalidation.h"
 #include "redis/link.h"
 #include "redis/read_through.h"
+#include "redis/repair.h"
 #include "redis/sentinel.h"
 #include "redis/write_behind.h"
 
@@ -42,6 +44,13 @@ struct TableHooks {
   // A value read from Redis (or from this host's queue) to store locally:
   // no write-behind, no lease wake-up beyond what a local SET does.
   std::function<void(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms)> install;
+  // Remove every local entry whose Redis key (prefix + key) is in a slot
+  // marked true (slots.h: kSlots entries), then serve again (repair.h).
+  std::function<void(const std::vector<bool>& slots)> drop_slots;
+  // true: invalidations are down past redis_stale_grace_ms — serve nothing
+  // from the table (readers nor the daemon: GET/GET_MANY/HAS_KEY/LEASE ask
+  // Redis), delete nothing; false: serve again.
+  std::function<void(bool on)> suspend;
 };
 
 struct TierStatus {
@@ -52,6 +61,7 @@ struct TierStatus {
   ReadStats reads;
   InvalidationStats inval;
   AtomicStats atomics;
+  RepairStats repair;
   uint64_t local_flushes_total = 0;     // drop_all calls
   uint64_t local_decisions_total = 0;   // atomic ops decided on this host while Redis was down
   std::string url;                      // masked

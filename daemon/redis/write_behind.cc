@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <vector>
 
+#include "redis/slots.h"
 #include "redis/value.h"
 
 namespace nearcache::redis {
@@ -34,6 +35,7 @@ const char* kind_name(int k) {
 
 WriteBehind::WriteBehind(uv_loop_t* loop, Link* link, Scripts* scripts, const Config& cfg)
     : loop_(loop), link_(link), scripts_(scripts), cfg_(cfg), drop_log_(10000), fail_log_(10000) {
+  clear_key_ = clear_counter_key(cfg_.prefix);
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
   up_id_ = link_->on_up([this] { on_up(); });
@@ -293,10 +295,23 @@ void WriteBehind::send_op(It it) {
       break;
     default: argv = {"UNLINK", k}; break;
   }
-  const bool sent = link_->command(argv, [this, it](const Reply& r) {
+  // The write and its slot counter's bump in one transaction (slots.h): a
+  // host that missed the write's invalidation sees the counter moved.
+  const std::string counter = slot_counter_key(cfg_.prefix, key_slot(k));
+  if (!link_->ready() || !link_->command({"MULTI"}, [](const Reply&) {})) return requeue_front(inflight_.size() - 1);
+  link_->command(argv, [](const Reply&) {});
+  link_->command({"INCR", counter}, [](const Reply&) {});
+  link_->command({"EXEC"}, [this, it](const Reply& r) {
     if (r.failed()) return;  // back to the queue when the link reports it down
-    if (r.is_error()) {
-      refused(*it, r.error());
+    // EXECABORT (refused while queued, e.g. OOM) or the write's own error.
+    std::string err = r.is_error() ? r.error() : std::string();
+    if (err.empty() && r.r->type == REDIS_REPLY_ARRAY && r.r->elements > 0 &&
+        r.r->element[0]->type == REDIS_REPLY_ERROR)
+      err.assign(r.r->element[0]->str, r.r->element[0]->len);
+    else if (err.empty() && r.r->type != REDIS_REPLY_ARRAY)
+      err = "the transaction was not executed";
+    if (!err.empty()) {
+      refused(*it, err);
     } else {
       st_.flushed_total++;
     }
@@ -305,7 +320,6 @@ void WriteBehind::send_op(It it) {
     inflight_.erase(it);
     pump();
   });
-  if (!sent) requeue_front(inflight_.size() - 1);
 }
 
 // Moves the last `n`... (see on_down): entries from inflight_ back to the
@@ -343,7 +357,7 @@ void WriteBehind::requeue_front(size_t keep) {
 void WriteBehind::clear_step(It it) {
   clear_running_ = true;
   const std::string pattern = glob_escape(cfg_.prefix + it->key) + "*";
-  const bool sent = scripts_->eval(Script::clear_step, {}, {it->cursor, pattern, kClearCount}, [this, it](const Reply& r) {
+  const bool sent = scripts_->eval(Script::clear_step, {clear_key_}, {it->cursor, pattern, kClearCount}, [this, it](const Reply& r) {
     clear_running_ = false;
     if (r.failed()) {
       // Lost connection: on_down restarts the CLEAR on the next one. Else the

@@ -32,6 +32,10 @@
 // has, the same on every host). The last refusal's cause is kept for STATUS;
 // refusals are logged at warning level, at most every 10 s, with counts.
 //
+// Counters. Each SET, DELETE and TOUCH goes as MULTI, the write, INCR of its
+// key's slot counter, EXEC; each CLEAR step bumps the clear counter in its
+// script (slots.h): the repair after a gap in invalidations compares them.
+//
 // Read-your-writes. pending(key) says what this host last wrote to a key and
 // Redis may not have yet; after(key, fn) runs fn once every queued write to
 // the key is on the wire ahead of whatever fn sends (pipelining on one
@@ -162,6 +166,7 @@ class WriteBehind {
   void note_drop(const Entry& e);
   void refused(const Entry& e, const std::string& why);
   std::string rkey(std::string_view key) const { return cfg_.prefix + std::string(key); }
+  std::string clear_key_;  // slots.h: clear_counter_key
 
   uv_loop_t* loop_;
   Link* link_;

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "engine_harness.h"
+#include "redis/slots.h"
 
 using namespace nctest_daemon;
 using nearcache::daemon::Code;
@@ -572,4 +573,29 @@ TEST_CASE("engine+redis: STATUS shows the tier's state and counts LEASEs waiting
   }
   CHECK(saw_redis);
   CHECK(saw_waiters);
+}
+
+TEST_CASE("engine+redis: a suspended table is kept but not served, drop_slots drops exactly its slots") {
+  Fixture f;
+  Session* s = f.h.connect();
+  for (const char* k : {"a", "b", "c"}) REQUIRE(f.h.writer->set(k, std::string("v-") + k, 0, 0) == nearcache::shm::Status::ok);
+  f.tier.hooks.suspend(true);
+  // GET, HAS_KEY, LEASE ask the tier (unreachable here: misses), not the table.
+  f.tier.up = false;
+  CHECK(code_of(f.h.call(s, op(Op::get), Bin{"a"})) == int(Code::not_found));
+  CHECK(code_of(f.h.call(s, op(Op::has_key), Bin{"a"})) == int(Code::not_found));
+  CHECK(std::count(f.tier.calls.begin(), f.tier.calls.end(), "get a") == 2);
+  CHECK(f.local("a") == "v-a");  // kept
+  f.tier.hooks.suspend(false);
+  CHECK(bytes(arg(f.h.call(s, op(Op::get), Bin{"a"}), 2)) == "v-a");
+
+  const std::string& prefix = f.tier.cfg.prefix;
+  REQUIRE(nearcache::redis::key_slot(prefix + "a") != nearcache::redis::key_slot(prefix + "b"));
+  REQUIRE(nearcache::redis::key_slot(prefix + "a") != nearcache::redis::key_slot(prefix + "c"));
+  std::vector<bool> slots(nearcache::redis::kSlots, false);
+  slots[nearcache::redis::key_slot(prefix + "a")] = true;
+  f.tier.hooks.drop_slots(slots);
+  CHECK(f.local("a").empty());
+  CHECK(f.local("b") == "v-b");
+  CHECK(f.local("c") == "v-c");
 }

@@ -27,6 +27,7 @@ inline nearcache::redis::Config test_config(const std::string& url) {
   c.reconnect_min_ms = 10;
   c.reconnect_max_ms = 50;
   c.heartbeat_ms = 100;
+  c.stale_grace_ms = 0;  // today's strictness: the e2e tests cover the repair
   return c;
 }
 

@@ -151,6 +151,16 @@ class RedisServer {
     for (auto& s : argv) a.push_back(s.data()), l.push_back(s.size());
     return Reply(static_cast<redisReply*>(redisCommandArgv(client(), int(a.size()), a.data(), l.data())));
   }
+  // DBSIZE without the tier's bookkeeping keys (slot and clear counters,
+  // flush marker: daemon/redis/slots.h), which start with "\0nc" but are no lease.
+  long long dbsize_values() {
+    long long n = cmd("DBSIZE").integer();
+    for (const char* mark : {"ncslot", "ncclear", "ncepoch"}) {
+      Reply r = cmdv({"KEYS", std::string(1, '\0') + mark + "*"});
+      n -= r.get() && r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : 0;
+    }
+    return n;
+  }
   // "calls" of one command in INFO commandstats (0 if never run).
   long long calls(const std::string& command) {
     const std::string info = cmd("INFO commandstats").str();

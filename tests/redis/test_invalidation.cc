@@ -218,7 +218,7 @@ TEST_CASE_METHOD(nctest::TwoHosts, "tier: read-through between hosts, status, an
   REQUIRE(loop.until([&] { return closed; }));
   a.closed = true;
   CHECK(left == 0);
-  CHECK(redis.cmd("DBSIZE").integer() == 5001);
+  CHECK(redis.dbsize_values() == 5001);
 }
 
 // The rows paste into the daemon's metric table: same shape, names unique.

@@ -110,7 +110,7 @@ TEST_CASE_METHOD(nctest::OneRedis,
   CHECK(redis.cmd("EXISTS nc:pp").integer() == 1);
   CHECK(redis.cmdv({"EXISTS", "nc:a*[1"}).integer() == 0);
   CHECK(redis.cmd("EXISTS nc:ab").integer() == 1);
-  CHECK(redis.cmd("DBSIZE").integer() == 6);
+  CHECK(redis.dbsize_values() == 6);
   CHECK(d.queue->stats().cleared_keys_total == 3001);
 }
 
@@ -136,7 +136,7 @@ TEST_CASE_METHOD(nctest::OneRedis,
   d.start();
   REQUIRE(loop.until([&] { return empty(d); }));
   CHECK(redis.cmd("EXISTS nc:k0").integer() == 0);  // neither "old" nor the first "v"
-  CHECK(redis.cmd("DBSIZE").integer() == 99);        // k1..k99
+  CHECK(redis.dbsize_values() == 99);        // k1..k99
   CHECK(redis.cmd("EXISTS nc:k100").integer() == 0);
 }
 
@@ -151,7 +151,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "writes are pipelined up to the window", "[re
     return empty(d);
   }));
   CHECK(max_in_flight == 64);
-  CHECK(redis.cmd("DBSIZE").integer() == 10000);
+  CHECK(redis.dbsize_values() == 10000);
   CHECK(d.queue->stats().flushed_total == 10000);
 }
 
@@ -203,7 +203,7 @@ TEST_CASE("10^5 sets with Redis killed and restarted mid-stream: every write tha
   CHECK(st.dropped_total == uint64_t(drops));
   CHECK(st.failed_total == 0);
   INFO("drops " << drops << ", requeued " << st.requeued_total << ", reconnected at " << up_again_at);
-  CHECK(redis.cmd("DBSIZE").integer() == N - drops);
+  CHECK(redis.dbsize_values() == N - drops);
   // Every key: present with its value unless its write was dropped.
   int wrong = 0;
   for (int base = 0; base < N; base += 1000) {
@@ -230,7 +230,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "drain flushes before exit, or reports what i
   d.queue->drain(mono_ms() + 5000, [&](uint64_t n) { left = int64_t(n); });
   REQUIRE(loop.until([&] { return left >= 0; }));
   CHECK(left == 0);
-  CHECK(redis.cmd("DBSIZE").integer() == 2000);
+  CHECK(redis.dbsize_values() == 2000);
 
   redis.stop();
   REQUIRE(loop.until([&] { return !d.link->ready(); }));
@@ -284,7 +284,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "after(): a key's queued writes go ahead of a
   REQUIRE(loop.until([&] { return !seen.empty() && empty(d); }));
   CHECK(seen == encode_value("v2", 0));
   CHECK(redis.cmd("GET nc:k").str() == encode_value("v3", 0));
-  CHECK(redis.cmd("DBSIZE").integer() == 1);
+  CHECK(redis.dbsize_values() == 1);
 }
 
 TEST_CASE_METHOD(nctest::OneRedis, "a lost connection re-sends what was in flight, calls parked behind a CLEAR fail",
@@ -306,7 +306,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "a lost connection re-sends what was in fligh
   CHECK(d.queue->pending("k5") == Pending::value);
   d.link->hold_replies(false);
   REQUIRE(loop.until([&] { return empty(d); }, 5000));
-  CHECK(redis.cmd("DBSIZE").integer() == 101);
+  CHECK(redis.dbsize_values() == 101);
 }
 
 TEST_CASE_METHOD(nctest::OneRedis,

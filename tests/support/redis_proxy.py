@@ -8,6 +8,8 @@ replies of one connection, to stage a race deterministically.
         p.hold_where(b"SUBSCRIBE")                    # or every connection that already sent them
         p.wait_held()                                 # a reply is being held back
         p.release()                                   # deliver them, in order; stop holding
+        p.cut()                                       # a partition: open connections dropped, new ones refused
+        p.heal()                                      # connections pass again
 
 Bytes pass through unchanged in both directions; only their delivery to the
 client is delayed. Every other connection (e.g. the daemon's invalidation
@@ -46,6 +48,7 @@ class HoldingProxy:
         self.needle: bytes | None = None
         self.lock = threading.Lock()
         self.closed = False
+        self.cutting = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -88,6 +91,18 @@ class HoldingProxy:
                     p.buffer.clear()
                 p.held = False
 
+    def cut(self) -> None:
+        """A partition: every open connection is shut and new ones are closed at once until heal()."""
+        with self.lock:
+            self.cutting = True
+            pairs = list(self.pairs)
+        for p in pairs:
+            self._shut(p)
+
+    def heal(self) -> None:
+        with self.lock:
+            self.cutting = False
+
     def close(self) -> None:
         self.closed = True
         self.listener.close()
@@ -113,6 +128,11 @@ class HoldingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            with self.lock:
+                cutting = self.cutting
+            if cutting:
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 upstream.connect(self.upstream)

@@ -43,6 +43,9 @@ inline nearcache::shm::WriterOptions small_options(const TempDir& d, uint64_t by
   o.key_limit = 250;
   o.value_limit = 64 << 10;
   o.expected_item_bytes = 128;
+  // No heartbeat timer runs here: a slow (sanitizer, loaded) run must not
+  // look like a dead writer. Tests of staleness move a fake clock past it.
+  o.heartbeat_grace_ms = 600000;
   return o;
 }
 

@@ -30,7 +30,6 @@ struct Policy {
     auto o = nctest::small_options(dir);
     o.small_queue_percent = small_percent;
     o.value_limit = value_limit;
-    o.heartbeat_grace_ms = 600000;  // no heartbeat timer here; a slow run must not look like a dead writer
     w = nctest::make_writer(o);
     r = nctest::open_reader(w->path());
     r.attach_hits(hits.region.get());

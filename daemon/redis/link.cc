@@ -59,6 +59,16 @@ struct Link::Pending {
   bool done = false;  // the callback already ran (timed out)
 };
 
+// Unlinks the oldest command waiting for its reply (there is one).
+Link::Pending* Link::pop_head() {
+  Pending* p = head_;
+  head_ = p->next;
+  if (head_) head_->prev = nullptr;
+  else tail_ = nullptr;
+  pending_count_--;
+  return p;
+}
+
 // A lookup in flight; outlives the Link if the Link closes meanwhile.
 struct Link::Resolve {
   uv_getaddrinfo_t req;
@@ -412,11 +422,7 @@ void Link::teardown(const std::string& why, bool retry) {
   }
   fail_reason_ = why;
   while (head_) {
-    Pending* p = head_;
-    head_ = p->next;
-    if (head_) head_->prev = nullptr;
-    else tail_ = nullptr;
-    pending_count_--;
+    Pending* p = pop_head();
     if (!p->done) {
       p->done = true;
       Reply r;
@@ -574,10 +580,7 @@ void Link::dispatch(redisReply* reply) {
     freeReplyObject(reply);
     return fail("protocol error: a reply without a command");
   }
-  head_ = p->next;
-  if (head_) head_->prev = nullptr;
-  else tail_ = nullptr;
-  pending_count_--;
+  pop_head();
   if (!p->done) {
     p->done = true;
     Reply r;

@@ -183,6 +183,7 @@ class Link {
  private:
   struct Pending;
   struct Resolve;
+  Pending* pop_head();
 
   void attempt();
   void connect_endpoint();

@@ -299,12 +299,18 @@ void WriteBehind::send_op(It it) {
   // host that missed the write's invalidation sees the counter moved.
   const std::string counter = slot_counter_key(cfg_.prefix, key_slot(k));
   if (!link_->ready() || !link_->command({"MULTI"}, [](const Reply&) {})) return requeue_front(inflight_.size() - 1);
-  link_->command(argv, [](const Reply&) {});
-  link_->command({"INCR", counter}, [](const Reply&) {});
-  link_->command({"EXEC"}, [this, it](const Reply& r) {
+  // A command Redis refuses while queueing it (OOM, NOPERM) makes EXEC answer
+  // EXECABORT; the refusal's own reason is the one worth reporting.
+  auto queued_err = std::make_shared<std::string>();
+  auto note = [queued_err](const Reply& r) {
+    if (!r.failed() && r.is_error() && queued_err->empty()) *queued_err = r.error();
+  };
+  link_->command(argv, note);
+  link_->command({"INCR", counter}, note);
+  link_->command({"EXEC"}, [this, it, queued_err](const Reply& r) {
     if (r.failed()) return;  // back to the queue when the link reports it down
     // EXECABORT (refused while queued, e.g. OOM) or the write's own error.
-    std::string err = r.is_error() ? r.error() : std::string();
+    std::string err = r.is_error() ? (queued_err->empty() ? r.error() : *queued_err) : std::string();
     if (err.empty() && r.r->type == REDIS_REPLY_ARRAY && r.r->elements > 0 &&
         r.r->element[0]->type == REDIS_REPLY_ERROR)
       err.assign(r.r->element[0]->str, r.r->element[0]->len);

@@ -160,6 +160,8 @@ def test_state_rules_fire_on_the_real_output(tmp_path):
     with RedisServer(tmp_path) as r:
         d = Daemon(tmp_path / "nc", redis_url=r.url)
         try:
+            # Healthy once the invalidation link is up and proven (a fresh daemon is not yet coherent).
+            wait_for(lambda: prometheus(d.socket)[1]["nearcache_redis_coherent"] == 1, what="a coherent link")
             assert firing(prometheus(d.socket)[1]) == set()
             r.kill()
             wait_for(lambda: prometheus(d.socket)[1]["nearcache_redis_connected"] == 0, what="the link down")

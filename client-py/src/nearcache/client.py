@@ -484,18 +484,24 @@ class Client:
                 return True, p[1]
         return False, None
 
-    def get_entry(self, key) -> tuple[bytes, int] | None:
-        """(value, flags) or None."""
-        k = key_bytes(key)
+    def _local(self, k: bytes):
+        """What this process can answer alone: (True, entry) from its pending writes
+        or a shared-memory hit, else (False, refresh the mapping before asking?)."""
         found, e = self.pending(k)
         if found:
-            return e
+            return True, e
         if self.use_shm:
             st, e = self._shm_get(k)
             if st == HIT:
-                return e
-            return self.fetch(k, refresh=st == UNAVAILABLE)
-        return self.fetch(k)
+                return True, e
+            return False, st == UNAVAILABLE
+        return False, False
+
+    def get_entry(self, key) -> tuple[bytes, int] | None:
+        """(value, flags) or None."""
+        k = key_bytes(key)
+        found, e = self._local(k)
+        return e if found else self.fetch(k, refresh=e)
 
     def fetch(self, k: bytes, refresh: bool = False) -> tuple[bytes, int] | None:
         """GET over the socket (skipping shared memory)."""
@@ -647,15 +653,8 @@ class Client:
 
     async def aget_entry(self, key) -> tuple[bytes, int] | None:
         k = key_bytes(key)
-        found, e = self.pending(k)
-        if found:
-            return e
-        if self.use_shm:
-            st, e = self._shm_get(k)
-            if st == HIT:
-                return e
-            return await self.afetch(k, refresh=st == UNAVAILABLE)
-        return await self.afetch(k)
+        found, e = self._local(k)
+        return e if found else await self.afetch(k, refresh=e)
 
     async def afetch(self, k: bytes, refresh: bool = False) -> tuple[bytes, int] | None:
         return await self._arun(core.get(k), refresh)

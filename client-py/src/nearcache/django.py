@@ -222,26 +222,36 @@ class NearCache(_native.CacheCore, BaseCache):
         return self._nc_get_miss(kb, default, st)
 
     def _nc_get_many_miss(self, pending: list, result: dict) -> None:
+        """The native get_many's hook: pending holds (key, kb, status) of its misses."""
         refresh = self._use_shm and any(st == UNAVAILABLE for _, _, st in pending)
-        entries = self._client.fetch_many([kb for _, kb, _ in pending], refresh)
-        for (key, kb, _), e in zip(pending, entries):
-            if e is not None:
-                v = self._decode(kb, e[0], e[1], _MISS)
-                if v is not _MISS:
-                    result[key] = v
+        pairs = [(key, kb) for key, kb, _ in pending]
+        self._decode_many(pairs, self._client.fetch_many([kb for _, kb in pairs], refresh), result)
 
-    def _nc_get_many_slow(self, keys, version):
-        result = {}
-        pending = []
+    def _probe_many(self, keys, version) -> tuple[dict, list, bool]:
+        """Hits from shared memory; the (key, kb) pairs left for the daemon; refresh the mapping?"""
+        result, pending, refresh = {}, [], False
         for key in keys:
             kb = self._key(key, version)
             st, value = self._probe(kb)
             if st == HIT:
                 result[key] = value
             else:
-                pending.append((key, kb, st))
+                pending.append((key, kb))
+                refresh |= st == UNAVAILABLE
+        return result, pending, refresh and self._use_shm
+
+    def _decode_many(self, pending: list, entries: list, result: dict) -> dict:
+        for (key, kb), e in zip(pending, entries):
+            if e is not None:
+                v = self._decode(kb, e[0], e[1], _MISS)
+                if v is not _MISS:
+                    result[key] = v
+        return result
+
+    def _nc_get_many_slow(self, keys, version):
+        result, pending, refresh = self._probe_many(keys, version)
         if pending:
-            self._nc_get_many_miss(pending, result)
+            self._decode_many(pending, self._client.fetch_many([kb for _, kb in pending], refresh), result)
         return result
 
     # -- BaseCache -----------------------------------------------------------
@@ -383,23 +393,9 @@ class NearCache(_native.CacheCore, BaseCache):
         return default if e is None else self._decode(kb, e[0], e[1], default)
 
     async def aget_many(self, keys, version=None):
-        result = {}
-        pending = []
-        for key in keys:
-            kb = self._key(key, version)
-            st, value = self._probe(kb)
-            if st == HIT:
-                result[key] = value
-            else:
-                pending.append((key, kb, st))
+        result, pending, refresh = self._probe_many(keys, version)
         if pending:
-            refresh = self._use_shm and any(st == UNAVAILABLE for _, _, st in pending)
-            entries = await self._client.afetch_many([kb for _, kb, _ in pending], refresh)
-            for (key, kb, _), e in zip(pending, entries):
-                if e is not None:
-                    v = self._decode(kb, e[0], e[1], _MISS)
-                    if v is not _MISS:
-                        result[key] = v
+            self._decode_many(pending, await self._client.afetch_many([kb for _, kb in pending], refresh), result)
         return result
 
     async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):

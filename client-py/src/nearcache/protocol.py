@@ -314,6 +314,10 @@ class Connection:
             self._ids = itertools.count(first + n)
         try:
             self._send(sock, out, deadline)
+        except (BrokenPipeError, ConnectionResetError):
+            # The daemon refused a frame (FRAME_TOO_LARGE) and closed before
+            # reading the rest of it: its reply, when it sent one, is still there.
+            return self._collect(first, n, min(deadline, time.monotonic() + 0.1))
         except BaseException:
             self.close()
             raise

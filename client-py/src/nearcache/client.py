@@ -540,14 +540,19 @@ class Client:
         """GET_MANY over the socket: a list of (value, flags) or None, in order."""
         return self._run(core.get_many(ks, self.limits), refresh)
 
-    def has_key(self, key) -> bool:
-        k = key_bytes(key)
+    def _has_local(self, k: bytes) -> bool | None:
+        """has_key answered by this process alone (its pending writes, a hit), or None."""
         found, e = self.pending(k)
         if found:
             return e is not None
         if self.use_shm and self.segment.get(k)[0] == HIT:
             return True
-        return self._run(core.has_key(k))
+        return None
+
+    def has_key(self, key) -> bool:
+        k = key_bytes(key)
+        local = self._has_local(k)
+        return local if local is not None else self._run(core.has_key(k))
 
     # -- writes --------------------------------------------------------------
     def _channel(self) -> WriteChannel:
@@ -672,12 +677,8 @@ class Client:
 
     async def ahas_key(self, key) -> bool:
         k = key_bytes(key)
-        found, e = self.pending(k)
-        if found:
-            return e is not None
-        if self.use_shm and self.segment.get(k)[0] == HIT:
-            return True
-        return await self._arun(core.has_key(k))
+        local = self._has_local(k)
+        return local if local is not None else await self._arun(core.has_key(k))
 
     async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         if self.sync_writes:

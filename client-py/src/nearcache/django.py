@@ -186,7 +186,7 @@ class NearCache(_native.CacheCore, BaseCache):
     # -- get and get_many: the native hit path, with its failures as misses ---
     def get(self, key, default=None, version=None):
         ch = self._client._wchan
-        if ch is not None and ch.pending:  # this process's unacknowledged writes come first
+        if ch is not None and ch.pending and not ch.reap():  # this process's unacknowledged writes come first
             kb = self._key(key, version)   # built (and validated) once
             found, e = self._client.pending(kb)
             if found and e is None:          # a pending delete
@@ -202,7 +202,7 @@ class NearCache(_native.CacheCore, BaseCache):
 
     def get_many(self, keys, version=None):
         ch = self._client._wchan
-        if ch is not None and ch.pending:
+        if ch is not None and ch.pending and not ch.reap():
             return self._nc_get_many_slow(keys, version)
         try:
             return _core_get_many(self, keys, version)

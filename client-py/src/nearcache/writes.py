@@ -301,6 +301,21 @@ class WriteChannel:
             self._last_acked = self._last_sent
             self._acked.notify_all()
 
+    def reap(self) -> bool:
+        """Takes the replies already received, without blocking (a read that finds pending
+        writes would otherwise wait for the drainer's next wake-up, up to DRAIN_PERIOD, to
+        learn they landed); True when nothing is pending afterwards. A failure is left to
+        the drainer, which sees it on its next read."""
+        conn = self._conn
+        if conn is not None and not conn.green and self._rlock.acquire(blocking=False):
+            try:
+                self._read_available(conn)
+            except Exception:  # noqa: BLE001 - the drainer reports and handles it
+                pass
+            finally:
+                self._rlock.release()
+        return not self.pending
+
     # -- waiting -------------------------------------------------------------
     def unacked(self) -> bool:
         return self._last_acked < self._last_sent

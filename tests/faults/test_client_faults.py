@@ -5,6 +5,7 @@ values and timeouts LocMem takes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -62,24 +63,13 @@ def _resumed_within(watch: Client, names, since: float, limit: float) -> dict:
     return out
 
 
-@pytest.mark.parametrize("stop_s", [3, 5])
-def test_busy_workers_resume_after_a_stop(tmp_path, stop_s):
-    d = Daemon(tmp_path, heartbeat_grace_ms=300)
+@contextlib.contextmanager
+def _workers(d: Daemon, periods, tmp_path):
+    """Forked workers writing w0, w1, ... every period; stopped (each must exit 0) when the block ends."""
     stop_file = str(tmp_path / "stop")
-    periods = [0.001, 0.01, 0.2, 0.5]
     pids = _fork_workers(d.socket, periods, stop_file)
     try:
-        watch = Client(d.socket, use_shm=False, strict=True, timeout=5)
-        time.sleep(0.5)
-        assert None not in _resumed_within(watch, [f"w{i}" for i in range(len(periods))], time.monotonic(), 2).values()
-        d.signal(signal.SIGSTOP)
-        time.sleep(stop_s)
-        d.signal(signal.SIGCONT)
-        t0 = time.monotonic()
-        resumed = _resumed_within(watch, [f"w{i}" for i in range(len(periods))], t0, 3.0)
-        # Within 1 s of answering again, plus the slowest worker's own period.
-        for i, period in enumerate(periods):
-            assert resumed[f"w{i}"] is not None and resumed[f"w{i}"] < 1.0 + period + 0.2, resumed
+        yield [f"w{i}" for i in range(len(periods))]
     finally:
         open(stop_file, "w").close()
         codes = [os.waitpid(p, 0)[1] for p in pids]
@@ -87,12 +77,31 @@ def test_busy_workers_resume_after_a_stop(tmp_path, stop_s):
     assert codes == [0] * len(pids)
 
 
+def _assert_resumed(watch: Client, names, periods, since: float, slack: float) -> None:
+    """Every worker wrote again within 1 s of `since`, plus its own period and some slack."""
+    resumed = _resumed_within(watch, names, since, 3.0)
+    for name, period in zip(names, periods):
+        assert resumed[name] is not None and resumed[name] < 1.0 + period + slack, resumed
+
+
+@pytest.mark.parametrize("stop_s", [3, 5])
+def test_busy_workers_resume_after_a_stop(tmp_path, stop_s):
+    d = Daemon(tmp_path, heartbeat_grace_ms=300)
+    periods = [0.001, 0.01, 0.2, 0.5]
+    with _workers(d, periods, tmp_path) as names:
+        watch = Client(d.socket, use_shm=False, strict=True, timeout=5)
+        time.sleep(0.5)
+        assert None not in _resumed_within(watch, names, time.monotonic(), 2).values()
+        d.signal(signal.SIGSTOP)
+        time.sleep(stop_s)
+        d.signal(signal.SIGCONT)
+        _assert_resumed(watch, names, periods, time.monotonic(), 0.2)
+
+
 def test_busy_workers_write_to_a_restarted_daemon(tmp_path):
     d = Daemon(tmp_path, heartbeat_grace_ms=300)
-    stop_file = str(tmp_path / "stop")
     periods = [0.001, 0.05, 0.3]
-    pids = _fork_workers(d.socket, periods, stop_file)
-    try:
+    with _workers(d, periods, tmp_path) as names:
         time.sleep(0.5)
         d.signal(signal.SIGSTOP)
         time.sleep(5)
@@ -100,14 +109,7 @@ def test_busy_workers_write_to_a_restarted_daemon(tmp_path):
         d.start()
         t0 = time.monotonic()
         watch = Client(d.socket, use_shm=False, strict=True, timeout=5)
-        resumed = _resumed_within(watch, [f"w{i}" for i in range(len(periods))], t0, 3.0)
-        for i, period in enumerate(periods):
-            assert resumed[f"w{i}"] is not None and resumed[f"w{i}"] < 1.0 + period + 0.3, resumed
-    finally:
-        open(stop_file, "w").close()
-        codes = [os.waitpid(p, 0)[1] for p in pids]
-        d.stop()
-    assert codes == [0] * len(pids)
+        _assert_resumed(watch, names, periods, t0, 0.3)
 
 
 # -- fault 2: one deadline for the whole call --------------------------------------

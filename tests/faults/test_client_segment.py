@@ -4,7 +4,6 @@ client in another time namespace (`unshare --time`), each with a real daemon
 and a real client process; VERIFY_SEGMENT=False shows what the checks prevent."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from nearcache import Client
 from support.nearcached import Daemon
+from support.process import JsonLinesChild
 
 # A client process: one JSON line per command read from stdin ("get KEY" / "state").
 CHILD = textwrap.dedent("""
@@ -35,30 +35,14 @@ CHILD = textwrap.dedent("""
 """)
 
 
-class Child:
+class Child(JsonLinesChild):
     def __init__(self, socket: str, verify: bool = True, prefix: tuple = ()):
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-c", CHILD, socket, "1" if verify else "0"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        super().__init__([*prefix, sys.executable, "-c", CHILD, socket, "1" if verify else "0"])
 
     def get(self, key: str) -> dict:
         """The second of two gets: the first maps the segment (from its connection's HELLO)."""
         self.ask(f"get {key}")
         return self.ask(f"get {key}")
-
-    def ask(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        out = self.proc.stdout.readline()
-        assert out, f"client process exited ({self.proc.poll()})"
-        return json.loads(out)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

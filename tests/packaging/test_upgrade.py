@@ -15,19 +15,18 @@ that such a mount survives the restart (RuntimeDirectoryPreserve=yes).
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 from pkgtest import APP_USER, ROOT, app_env, ensure_user, package_status, run
+from support.process import JsonLinesChild
 from unitrun import Service
 
 UNIT = "/lib/systemd/system/nearcached.service"
 NEXT = "0.1.0+upgradetest1"
 
 
-class ContainerClient:
+class ContainerClient(JsonLinesChild):
     """app.py serve, as APP_USER, in a mount namespace whose /run has only /run/nearcache."""
 
     def __init__(self, venv: Path, workdir: Path):
@@ -39,23 +38,9 @@ class ContainerClient:
             f"mkdir /run/nearcache && mount --move {mnt} /run/nearcache && "
             f"exec setpriv --reuid={uid} --regid={uid} --init-groups -- "
             f"{venv}/bin/python {workdir}/djangoapp/app.py serve")
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=app_env(workdir))
+        super().__init__(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], env=app_env(workdir))
 
-    def __call__(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline()
-        assert reply, f"the client died: {self.proc.stderr.read()}"
-        return json.loads(reply)
-
-    def close(self) -> str:
-        self.proc.stdin.close()
-        rc = self.proc.wait(10)
-        err = self.proc.stderr.read()
-        assert rc == 0, f"client exited {rc}: {err}"
-        return err
+    __call__ = JsonLinesChild.ask
 
 
 def test_upgrade_restarts_and_clients_remap(dist, system_state, app_venv, workdir):

@@ -113,6 +113,12 @@ std::string get(Loop& loop, Link& l, const std::string& key) {
   return out;
 }
 
+// Starts the link and waits until it is ready: handshake verified, AUTH done.
+void connect(Loop& loop, Link& l) {
+  l.start();
+  REQUIRE(loop.until([&] { return l.ready(); }));
+}
+
 // The link keeps failing; its reason says `says`; AUTH never reached Redis.
 void refused(Loop& loop, RedisServer& redis, Link& l, const std::string& says) {
   l.start();
@@ -137,8 +143,7 @@ TEST_CASE("rediss:// with a host name and with an IP address: verified, commands
   for (const char* host : {"localhost", "127.0.0.1"}) {
     INFO(host);
     Link l(loop, endpoint(url(host, port)), opts(client({.ca_file = pki().f("ca.crt")})));
-    l.start();
-    REQUIRE(loop.until([&] { return l.ready(); }));
+    connect(loop, l);
     CHECK(get(loop, l, "k") == "v");
     // Many pipelined commands, with a value larger than one TLS record.
     const std::string big(100000, 'x');
@@ -175,8 +180,7 @@ TEST_CASE("mutual TLS: without a client certificate Redis refuses, with one the 
   Link l(loop, endpoint(url("localhost", port)),
          opts(client({.ca_file = pki().f("ca.crt"), .cert_file = pki().f("client.crt"),
                       .key_file = pki().f("client.key")})));
-  l.start();
-  REQUIRE(loop.until([&] { return l.ready(); }));
+  connect(loop, l);
   CHECK(get(loop, l, "nothing") == "(nil)");
   close_link(loop, l);
 }
@@ -228,8 +232,7 @@ TEST_CASE("a certificate for another name is refused (name mismatch), redis_tls_
   }
   Link l(loop, endpoint(url("127.0.0.1", port)),
          opts(client({.ca_file = pki().f("ca.crt"), .server_name = "other.example"})));
-  l.start();
-  REQUIRE(loop.until([&] { return l.ready(); }));
+  connect(loop, l);
   close_link(loop, l);
 }
 
@@ -246,8 +249,7 @@ TEST_CASE("verify off connects to a server no CA vouches for, and says so", "[re
   RedisServer redis(tls_server(port, "server2"));
   Loop loop;
   Link l(loop, endpoint(url("localhost", port)), opts(client({.verify = false})));
-  l.start();
-  REQUIRE(loop.until([&] { return l.ready(); }));
+  connect(loop, l);
   CHECK(get(loop, l, "x") == "(nil)");
   CHECK(l.status().tls);
   CHECK_FALSE(l.status().tls_verify);
@@ -276,8 +278,7 @@ TEST_CASE("a reply above max_reply_bytes closes the connection before it is buff
   LinkOptions o = opts(client({.ca_file = pki().f("ca.crt")}));
   o.max_reply_bytes = 4096;
   Link l(loop, endpoint(url("localhost", port)), o);
-  l.start();
-  REQUIRE(loop.until([&] { return l.ready(); }));
+  connect(loop, l);
   CHECK(get(loop, l, "small") == "abc");
   std::string why;
   REQUIRE(l.command({"GET", "big"}, [&](const nearcache::redis::Reply& r) { why = r.is_error() ? r.error() : "ok"; }));

@@ -36,6 +36,16 @@ int sealed_memfd(uint64_t size, int seals) {
 
 int adopt(int fd, std::unique_ptr<HitSource>* out, std::string* why) { return HitSource::adopt(fd, 1, out, why); }
 
+// A new hit region and the daemon's side of it, adopted at now_ms.
+std::pair<std::unique_ptr<HitRegion>, std::unique_ptr<HitSource>> region_and_source(uint64_t now_ms) {
+  std::string why;
+  auto region = HitRegion::create(&why);
+  REQUIRE(region);
+  std::unique_ptr<HitSource> src;
+  REQUIRE(HitSource::adopt(dup(region->fd()), now_ms, &src, &why) == 0);
+  return {std::move(region), std::move(src)};
+}
+
 // The live entries for_each sees.
 uint64_t visible(Writer& w) {
   uint64_t n = 0;
@@ -106,11 +116,7 @@ TEST_CASE("a region's hits reach the writer's frequencies and counters, and inde
 }
 
 TEST_CASE("a region's counters are believed only as far as they plausibly grew") {
-  std::string why;
-  auto region = HitRegion::create(&why);
-  REQUIRE(region);
-  std::unique_ptr<HitSource> src;
-  REQUIRE(HitSource::adopt(dup(region->fd()), 1000, &src, &why) == 0);
+  auto [region, src] = region_and_source(1000);
   HitRegionHeader* h = region->header();
   std::vector<uint32_t> ways;
   HitDeltas d;
@@ -137,11 +143,7 @@ TEST_CASE("a region's counters are believed only as far as they plausibly grew")
 }
 
 TEST_CASE("a region read after holes were punched in it reads zeros, and its ring takes the newest entries") {
-  std::string why;
-  auto region = HitRegion::create(&why);
-  REQUIRE(region);
-  std::unique_ptr<HitSource> src;
-  REQUIRE(HitSource::adopt(dup(region->fd()), 0, &src, &why) == 0);
+  auto [region, src] = region_and_source(0);
   region->set_generation(42);
   for (uint32_t i = 0; i < kHitRing + 100; ++i) region->hit(i);
   std::vector<uint32_t> ways;

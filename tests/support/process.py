@@ -10,6 +10,7 @@ does.
 from __future__ import annotations
 
 import atexit
+import json
 import signal
 import socket
 import subprocess
@@ -93,3 +94,33 @@ class ChildProcess:
 
     def __enter__(self):
         return self
+
+
+class JsonLinesChild:
+    """A child process that answers each line written to its stdin with one JSON
+    line on its stdout: the shape of the client processes the fault and
+    packaging tests drive, one command at a time. Stderr is kept for the
+    failure message."""
+
+    def __init__(self, argv: list[str], **popen) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, **popen)
+
+    def ask(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        assert out, f"the child exited ({self.proc.poll()}): {self.proc.stderr.read()}"
+        return json.loads(out)
+
+    def close(self) -> str:
+        """Ends the child (EOF on its stdin, then kill after 10 s); its stderr, asserting it exited 0."""
+        self.proc.stdin.close()
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        err = self.proc.stderr.read()
+        assert rc == 0, f"the child exited {rc}: {err}"
+        return err

@@ -52,6 +52,7 @@ class Sample:
     status: int | None
     pid: int | None
     error: str = ""
+    cache_s: float | None = None  # the cache call's own time, measured in the view
 
 
 class AppServer(ChildProcess):
@@ -195,7 +196,8 @@ class Load:
                 body = r.body if isinstance(r.body, dict) else {}
                 s = Sample(t0, t0 + r.seconds, op, key if op == "set" else path, value if op == "set"
                            else body.get("value"), r.status, body.get("pid"), r.error or
-                           ("" if r.status == 200 else str(r.body)[-300:]))
+                           ("" if r.status == 200 else str(r.body)[-300:]),
+                           body["cache_ms"] / 1e3 if "cache_ms" in body else None)
                 with self._lock:
                     self.samples.append(s)
 

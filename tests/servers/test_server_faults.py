@@ -76,8 +76,8 @@ def stored(d: Daemon, keys: list[str]) -> dict[str, str | None]:
 
 # -- assertions -------------------------------------------------------------------
 def show(samples: list[Sample], n: int = 5) -> str:
-    return "\n".join(f"  {s.op} pid={s.pid} status={s.status} {s.end - s.start:.3f}s {s.key} {s.error}"
-                     for s in samples[:n])
+    return "\n".join(f"  {s.op} pid={s.pid} status={s.status} {s.end - s.start:.3f}s (cache call "
+                     f"{'?' if s.cache_s is None else f'{s.cache_s:.3f}s'}) {s.key} {s.error}" for s in samples[:n])
 
 
 def assert_answered(samples: list[Sample], what: str) -> None:

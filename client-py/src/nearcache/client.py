@@ -652,6 +652,15 @@ class Client:
         return self._run(core.status())
 
     # -- asyncio: the same Ops on the event loop's connection ----------------
+    async def _awrite(self, fn, *args):
+        """A write on the process's channel from a coroutine. A send on a live channel does
+        not wait; opening the channel, or sending to a daemon that stopped reading, can (up
+        to SOCKET_TIMEOUT), so that is done in a thread, never on the event loop."""
+        ch = self._wchan
+        if ch is not None and not ch.may_block():
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
     async def aget(self, key) -> bytes | None:
         e = await self.aget_entry(key)
         return None if e is None else e[0]
@@ -683,7 +692,7 @@ class Client:
     async def aset(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         if self.sync_writes:
             return await self._arun(core.set(key_bytes(key), value, ttl, flags, self.limits))
-        return self.set(key, value, ttl, flags)  # never waits: the same path as set()
+        return await self._awrite(self.set, key, value, ttl, flags)  # the same path as set()
 
     async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))
@@ -691,7 +700,8 @@ class Client:
     async def aset_many(self, items, ttl: float | None = None) -> list:
         triples, byk = self._items(items)
         op = core.set_many(triples, ttl, self.limits)
-        return [byk[kb] for kb in (await self._arun(op) if self.sync_writes else self._write_set_many(op))]
+        failed = await self._arun(op) if self.sync_writes else await self._awrite(self._write_set_many, op)
+        return [byk[kb] for kb in failed]
 
     async def adelete(self, key) -> bool:
         return await self._arun(core.delete(key_bytes(key)))
@@ -699,7 +709,7 @@ class Client:
     async def adelete_many(self, keys) -> int:
         ks = [key_bytes(k) for k in keys]
         op = core.delete_many(ks, self.limits)
-        return await self._arun(op) if self.sync_writes else self._write_delete_many(op, len(ks))
+        return await self._arun(op) if self.sync_writes else await self._awrite(self._write_delete_many, op, len(ks))
 
     async def atouch(self, key, ttl: float | None = None) -> bool:
         return await self._arun(core.touch(key_bytes(key), ttl))

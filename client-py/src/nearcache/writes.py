@@ -41,6 +41,7 @@ log = logging.getLogger("nearcache.client")
 
 SKIPPED_MAX = 10_000
 DRAIN_PERIOD = 0.001   # seconds between the drainer's reads while replies keep coming
+STALLED_AFTER = 0.02   # an unacknowledged write this old: the daemon is not keeping up
 
 _channels: "weakref.WeakSet[WriteChannel]" = weakref.WeakSet()
 
@@ -300,6 +301,21 @@ class WriteChannel:
         with self._acked:
             self._last_acked = self._last_sent
             self._acked.notify_all()
+
+    def may_block(self) -> bool:
+        """Could a write wait now? Opening the channel does (connect, HELLO), and so does a
+        send into a full socket buffer, which only happens when the daemon has stopped
+        reading: its oldest unacknowledged write is older than STALLED_AFTER."""
+        conn = self._conn
+        if conn is None or conn.sock is None:
+            return True
+        if self._last_acked >= self._last_sent:
+            return False
+        try:
+            sent = next(iter(self._inflight.values()))[0]
+        except (StopIteration, RuntimeError):  # empty, or changed by another thread meanwhile
+            return False
+        return _monotonic() - sent > STALLED_AFTER
 
     def reap(self) -> bool:
         """Takes the replies already received, without blocking (a read that finds pending

@@ -27,8 +27,9 @@ fi
 rmdir "$hp"
 run shm_hit_ratio "$build/bench/bench_shm_hit_ratio"
 
-# Benchmarks of the daemon and the Python client, where present.
-for script in bench/daemon_*.py bench/client_*.py bench/redis_*.py; do
-  [ -e "$script" ] || continue
+# Every benchmark script of the daemon and the Python client (servers.py is
+# their shared harness; compare_builds.py needs two builds: see its usage).
+for script in bench/*.py; do
+  case $(basename "$script") in servers.py|compare_builds.py) continue ;; esac
   run "$(basename "$script" .py)" env NEARCACHE_BUILD="$build" "$venv/bin/python" "$script"
 done

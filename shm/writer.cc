@@ -373,6 +373,16 @@ bool Writer::lookup(std::string_view key, Item* out, bool touch_freq) {
   return true;
 }
 
+bool Writer::negative(std::string_view key) {
+  if (key.size() > opts_.key_limit || st_.negatives == 0) return false;
+  const uint64_t h = hash(key);
+  settle_key(h);
+  const Loc loc = find(key, h);
+  if (!loc.found()) return false;
+  const ItemHeader* ih = item_of(loc);
+  return meta_negative(ih->meta) && !expired(ih, now_());
+}
+
 bool Writer::contains(std::string_view key) {
   Item it;
   return lookup(key, &it, false);
@@ -387,7 +397,7 @@ WriterStats Writer::stats() const {
   return s;
 }
 
-void Writer::for_each(const std::function<void(const Item&)>& fn) {
+void Writer::for_each(const std::function<void(const Item&)>& fn, bool negatives) {
   const uint64_t now = now_();
   for (uint32_t i = 0; i < nbuckets_; ++i) {
     const Bucket* b = bucket(i);
@@ -395,8 +405,9 @@ void Writer::for_each(const std::function<void(const Item&)>& fn) {
     for (uint32_t w = 0; w < kWaysPerBucket; ++w) {
       if (b->way[w] == 0) continue;
       const ItemHeader* ih = item_at(way_unit(b->way[w]) * kItemAlign);
-      if (expired(ih, now) || meta_negative(ih->meta)) continue;
+      if (expired(ih, now) || (meta_negative(ih->meta) && !negatives)) continue;
       Item it;
+      it.negative = meta_negative(ih->meta);
       it.key = item_key(ih);
       it.value = {it.key.data() + it.key.size(), meta_value_len(ih->meta)};
       it.flags = meta_flags(ih->meta);

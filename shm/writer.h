@@ -67,6 +67,7 @@ struct Item {
   std::string_view value;
   uint8_t flags = 0;
   uint64_t expiry_ms = 0;
+  bool negative = false;  // for_each(..., true) only: a negative entry (no value)
 };
 
 struct WriterStats {
@@ -116,6 +117,8 @@ class Writer {
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);
+  // The key has a live (unexpired) negative entry.
+  bool negative(std::string_view key);
 
   // Removes every entry at once, O(1) (the header's epoch moves on); returns
   // how many were live. Pending clears complete (nothing they could remove
@@ -153,7 +156,8 @@ class Writer {
   void stop();    // state = stopped (and WriterState.clean_shutdown): readers stop serving from this table
   void remove();  // removes the names (segment, lock); mappings stay valid
 
-  void for_each(const std::function<void(const Item&)>& fn);
+  // Every live entry; with negatives, negative entries too (Item::negative).
+  void for_each(const std::function<void(const Item&)>& fn, bool negatives = false);
   WriterStats stats() const;
 
   uint64_t generation() const;

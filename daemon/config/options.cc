@@ -124,6 +124,11 @@ const std::vector<OptionSpec>& table() {
       {"expected_item_size", OptType::size, "256", 32, kNoMax, false,
        "Typical key + value size; sizes the index (segment_size / this = entries planned for).",
        &C::expected_item_size},
+      {"authoritative", OptType::boolean, "true", 0, 0, false,
+       "Without a Redis tier, state in the segment header that the table is the whole truth, so that "
+       "clients answer a miss there without asking the daemon (their LOCAL_MISSES option). false: every "
+       "miss asks the daemon. Ignored with redis_url (a miss there is never definite).",
+       &C::authoritative},
       {"max_ttl_ms", OptType::count, "0", 0, kNoMax, true,
        "Longest TTL in milliseconds; every TTL, \"no expiry\" included, is clamped to it. 0 = no limit.",
        &C::max_ttl_ms},

@@ -31,6 +31,7 @@ struct Config {
   unsigned segment_mode, hints_mode;
   uint64_t segment_size;
   uint64_t key_limit, value_limit, expected_item_size;
+  bool authoritative;  // without a tier: the segment header says a miss is definite
   uint64_t max_ttl_ms;
   uint64_t max_frame_bytes;  // 0 = auto: 4 MiB + key_limit + value_limit (resolved by load_config)
   uint64_t max_outstanding, max_output_bytes, max_connections;

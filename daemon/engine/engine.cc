@@ -389,7 +389,7 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   if (!a.key(0, &key)) return;
   shm::Item it;
   if (!suspended_ && w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
-  if (tier_) return redis_read(s, id, WaitKind::get, key, 0);
+  if (tier_ && !negative_hit(key)) return redis_read(s, id, WaitKind::get, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
 
@@ -534,8 +534,9 @@ void Engine::op_touch(Session* s, uint64_t id, Args& a) {
     if (tier_) tier_->touch(key, expiry);
     return;
   }
-  // Not here: with Redis, the key may be there (read through it first).
-  if (tier_) return redis_read(s, id, WaitKind::touch, key, expiry);
+  // Not here: with Redis, the key may be there (read through it first),
+  // unless a negative entry says Redis has no such key.
+  if (tier_ && !negative_hit(key)) return redis_read(s, id, WaitKind::touch, key, expiry);
   reply::status(s->out, id, Code::not_found);
 }
 
@@ -583,7 +584,7 @@ void Engine::op_has_key(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   if (!suspended_ && w_->contains(key)) return reply::ok(s->out, id);
-  if (tier_) return redis_read(s, id, WaitKind::has_key, key, 0);
+  if (tier_ && !negative_hit(key)) return redis_read(s, id, WaitKind::has_key, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
 
@@ -806,6 +807,10 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::shm_misses_total, st.reader_misses);
   set(Metric::shm_busy_total, st.reader_busy);
   set(Metric::reader_processes, st.reader_processes);
+  set(Metric::shm_authoritative, (w_->flags() & shm::kFlagAuthoritative) != 0);
+  set(Metric::negative_entries, st.negatives);
+  set(Metric::negative_hits_total, negative_hits_);
+  set(Metric::negative_installs_skipped_total, negative_skipped_);
   set(Metric::sets_total, st.sets);
   set(Metric::adds_total, st.adds);
   set(Metric::deletes_total, st.deletes);

@@ -180,6 +180,10 @@ class Engine {
   void cancel_waits(uint64_t session);
   // Hooks for the tier.
   void install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  void install_negative(std::string_view key, uint64_t expiry);
+  // With a tier: the key has a negative entry (Redis has no such key), so a
+  // local miss is definite; counted as a negative hit.
+  bool negative_hit(std::string_view key);
   void drop(std::string_view key);
   void drop_all(const char* why);
   void drop_slots(const std::vector<bool>& slots);
@@ -217,6 +221,8 @@ class Engine {
   redis::TierApi* tier_ = nullptr;
   RedisWaits waits_;
   uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
+  uint64_t negative_hits_ = 0;          // misses answered from a negative entry (negative_hit)
+  uint64_t negative_skipped_ = 0;       // negative entries not installed: redis_negative_max reached
   uint64_t (*clock_)();
   uint64_t started_ms_;
   mutable HitWindow hit_window_;  // STATUS's recent hit ratio: collect() samples it

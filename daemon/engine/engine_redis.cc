@@ -73,6 +73,7 @@ redis::TableHooks Engine::table_hooks() {
   h.install = [this](std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
     install(key, value, flags, expiry);
   };
+  h.install_negative = [this](std::string_view key, uint64_t expiry) { install_negative(key, expiry); };
   h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
   h.suspend = [this](bool on) { suspend(on); };
   return h;
@@ -86,10 +87,12 @@ void Engine::drop_slots(const std::vector<bool>& slots) {
   const std::string& prefix = tier_->config().prefix;
   std::vector<std::string> keys;
   std::string rk;
-  w_->for_each([&](const shm::Item& it) {
-    rk.assign(prefix).append(it.key);
-    if (slots[redis::key_slot(rk)]) keys.emplace_back(it.key);
-  });
+  w_->for_each(
+      [&](const shm::Item& it) {
+        rk.assign(prefix).append(it.key);
+        if (slots[redis::key_slot(rk)]) keys.emplace_back(it.key);
+      },
+      true);  // negative entries of those slots may be stale as well
   for (const std::string& k : keys) w_->del(k);
   waits_.wrote_all();
   spdlog::info("redis: repair dropped {} entries of the slots written while invalidations were down ({:.1f} ms)",
@@ -114,6 +117,24 @@ void Engine::install(std::string_view key, std::string_view value, uint8_t flags
   if (w_->set(key, value, flags, expiry) != shm::Status::ok) return;  // over this host's limits: not kept here
   waits_.wrote(key);
   after_store(key, value, flags, expiry);
+}
+
+void Engine::install_negative(std::string_view key, uint64_t expiry) {
+  // Bounded: a scan of absent keys must not push values out of the table.
+  const uint64_t max = tier_ ? tier_->config().negative_max : 0;
+  if (max && w_->stats().negatives >= max) {
+    negative_skipped_++;
+    return;
+  }
+  // Not a write (waits_.wrote): an ADD or INCR in flight was sent before this
+  // read and decides the key; its result replaces the negative entry.
+  w_->set_negative(key, expiry);
+}
+
+bool Engine::negative_hit(std::string_view key) {
+  if (!tier_ || suspended_ || !w_->negative(key)) return false;
+  negative_hits_++;
+  return true;
 }
 
 void Engine::drop(std::string_view key) {
@@ -195,7 +216,7 @@ void Engine::get_many_redis(Session* s, uint64_t id, const msgpack::object_array
   for (uint32_t i = 0; i < keys.size; ++i) {
     shm::Item it;
     if (!suspended_ && w_->get(bytes_of(keys.ptr[i]), &it)) many->results[i].emplace(std::string(it.value), it.flags);
-    else misses.push_back(i);
+    else if (!negative_hit(bytes_of(keys.ptr[i]))) misses.push_back(i);
   }
   if (misses.empty()) return reply_many(s, id, many->results);
   // One read-through per missing key, all pipelined on the data connection:
@@ -267,6 +288,7 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
       if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
       if (t) reply::ok(t->out, req);
     } else if (r.kind == Kind::exists) {
+      if (unchanged && w_->negative(key)) drop(key);  // Redis has it: a negative entry here is stale
       if (t) reply::status(t->out, req, Code::exists);
     } else if (t) {
       atomic_down(t, req, *ctx, r.error);

@@ -38,6 +38,15 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
   X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
   X(reader_processes, gauge, count, "reader processes", "Reader processes with a hit region registered (op HITS)")  \
+  X(shm_authoritative, gauge, count, "misses definite",                                                             \
+    "1 while the segment header says a miss in the table is definite (no Redis tier, authoritative = true): "       \
+    "clients answer such misses without asking")                                                                   \
+  X(negative_entries, gauge, count, "negative entries",                                                            \
+    "Cached \"Redis has no such key\" entries in the table (redis_negative_ttl_ms), counted in entries")            \
+  X(negative_hits_total, counter, count, "negative hits",                                                          \
+    "Misses the daemon answered from a negative entry without asking Redis (GET, GET_MANY, HAS_KEY, TOUCH)")       \
+  X(negative_installs_skipped_total, counter, count, "negative entries not installed",                            \
+    "Read-through misses not cached because redis_negative_max negative entries were present")                    \
   X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
   X(adds_total, counter, count, "adds", "ADD requests")                                                            \
   X(deletes_total, counter, count, "deletes", "DELETE and DELETE_MANY keys")                                        \

@@ -56,6 +56,15 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "Ceiling on the local TTL of a value read from Redis; bounds staleness should an invalidation be "
        "lost. 0: Redis's TTL as is.",
        &C::local_ttl_max_ms},
+      {"redis_negative_ttl_ms", OptType::count, "30000", 0, kNoMax, false,
+       "How long a key Redis does not have is remembered locally (a negative entry), so that a repeated miss "
+       "asks neither the daemon nor Redis; dropped by the same invalidations as values, bounded by "
+       "redis_local_ttl_max_ms. 0: no negative entries.",
+       &C::negative_ttl_ms},
+      {"redis_negative_max", OptType::count, "65536", 0, kNoMax, false,
+       "Most negative entries the table holds at once; read-through misses beyond it are not cached. "
+       "0: no bound but the table's own eviction.",
+       &C::negative_max},
       {"redis_reconnect_min_ms", OptType::count, "100", 1, kHour, false,
        "First delay before reconnecting to Redis; doubled after each failure up to redis_reconnect_max_ms.",
        &C::reconnect_min_ms},

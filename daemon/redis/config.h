@@ -33,6 +33,8 @@ struct Config {
   uint64_t queue_max_entries;     // write-behind bound (operations) ...
   uint64_t queue_max_bytes;       // ... and (keys + values + overhead)
   uint64_t local_ttl_max_ms;      // ceiling on the local TTL of values read from Redis; 0 = none
+  uint64_t negative_ttl_ms;       // how long a read-through miss is cached as a negative entry; 0 = never
+  uint64_t negative_max;          // most negative entries at once; 0 = no bound of their own
   uint64_t reconnect_min_ms;      // first reconnect delay, doubled per failure ...
   uint64_t reconnect_max_ms;      // ... up to this
   uint64_t reconnect_jitter_percent;  // each delay is shortened by up to this much, at random

@@ -3,6 +3,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "redis/util.h"
@@ -72,6 +74,7 @@ void ReadThrough::send(const std::shared_ptr<Flight>& f) {
     const std::string_view kind = r.is_error() ? std::string_view() : str_at(r.r, 0);
     if (kind == "missing") {
       x.kind = Fetched::Kind::miss;
+      x.absent = true;
       return finish(f, std::move(x));
     }
     std::string_view v;
@@ -131,7 +134,21 @@ void ReadThrough::finish(const std::shared_ptr<Flight>& f, Fetched r) {
       if (f->stale) st_.stale_total++;
       if (r.installable && install_) install_(f->key, r);
       break;
-    case Fetched::Kind::miss: st_.misses_total++; break;
+    case Fetched::Kind::miss:
+      st_.misses_total++;
+      if (!r.absent || !cfg_.negative_ttl_ms) break;
+      // The same guard as a value: nothing wrote or invalidated the key
+      // since the read was sent, and invalidations were flowing throughout.
+      r.installable = !f->stale && f->coherent && (!coherent_ || coherent_());
+      if (f->stale) st_.stale_total++;
+      if (r.installable && install_) {
+        const uint64_t ttl = cfg_.local_ttl_max_ms ? std::min(cfg_.negative_ttl_ms, cfg_.local_ttl_max_ms)
+                                                   : cfg_.negative_ttl_ms;
+        r.expiry_ms = mono_ms() + ttl;
+        st_.negatives_total++;
+        install_(f->key, r);
+      }
+      break;
     case Fetched::Kind::unavailable: st_.errors_total++; break;
   }
   auto waiters = std::move(f->waiters);

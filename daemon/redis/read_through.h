@@ -19,6 +19,13 @@
 // and invalidations were being received when it was sent (coherent()).
 // Expiries are Redis's remaining TTL, bounded by local_ttl_max_ms.
 //
+// Negative entries. A miss Redis answered itself ("no such key", not an
+// oversize value nor a queued delete) is installable under exactly the same
+// rule, and with negative_ttl_ms set it goes to the same function (kind miss,
+// expiry now + negative_ttl_ms, bounded by local_ttl_max_ms): the table keeps
+// a negative entry, so that a repeated miss asks nobody. The invalidations
+// that drop a value drop it too.
+//
 // Size. The read is one script (scripts.h `get`: STRLEN, GET, PTTL, atomic)
 // that returns no value longer than Config::relay_max_bytes (plus the
 // envelope): a larger one, which another tool wrote under the prefix, is
@@ -54,6 +61,7 @@ struct Fetched {
   uint8_t flags = 0;
   uint64_t expiry_ms = 0;  // hit: absolute CLOCK_MONOTONIC ms, 0 = none
   bool installable = false;
+  bool absent = false;     // miss: Redis answered that it has no such key (a negative entry may say so)
   std::string error;       // unavailable: why
 };
 using FetchFn = std::function<void(const Fetched&)>;
@@ -73,7 +81,8 @@ struct ReadStats {
   uint64_t unavailable_total = 0;  // misses answered at once because Redis was unreachable
   uint64_t gets_total = 0;         // GETs sent to Redis (flights)
   uint64_t joined_total = 0;       // misses that joined a flight in progress
-  uint64_t stale_total = 0;        // hits not installed: invalidated or written while in flight
+  uint64_t stale_total = 0;        // hits (and misses) not installed: invalidated or written while in flight
+  uint64_t negatives_total = 0;    // misses handed to install as negative entries
   uint64_t oversize_total = 0;     // values over relay_max_bytes, refused in Redis (answered as misses)
   uint64_t foreign_total = 0;      // values nearcache did not write (value.h), answered with kFlagForeign
   uint64_t in_flight = 0;

@@ -120,7 +120,11 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
   });
   reads_->set_coherent([this] { return inval_->coherent(); });
   reads_->set_install([this](std::string_view key, const Fetched& f) {
-    if (hooks_.install) hooks_.install(key, f.value, f.flags, f.expiry_ms);
+    if (f.kind != Fetched::Kind::hit) {
+      if (hooks_.install_negative) hooks_.install_negative(key, f.expiry_ms);
+    } else if (hooks_.install) {
+      hooks_.install(key, f.value, f.flags, f.expiry_ms);
+    }
   });
 }
 

@@ -44,6 +44,9 @@ struct TableHooks {
   // A value read from Redis (or from this host's queue) to store locally:
   // no write-behind, no lease wake-up beyond what a local SET does.
   std::function<void(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms)> install;
+  // Redis has no such key (read_through.h, negative entries): remember that
+  // locally until expiry_ms, unless this host's bound on them is reached.
+  std::function<void(std::string_view key, uint64_t expiry_ms)> install_negative;
   // Remove every local entry whose Redis key (prefix + key) is in a slot
   // marked true (slots.h: kSlots entries), then serve again (repair.h).
   std::function<void(const std::vector<bool>& slots)> drop_slots;

@@ -222,8 +222,9 @@ bool Server::start(std::string* err) {
 
   shm::Writer* w = engine_->writer();
   // Without a Redis tier the table is the whole truth: readers may answer a
-  // miss without asking (cleared again when the daemon stops).
-  w->set_authoritative(engine_->tier() == nullptr);
+  // miss without asking (cleared again when the daemon stops). The
+  // `authoritative` option turns that off.
+  w->set_authoritative(engine_->tier() == nullptr && cfg_.authoritative);
   spdlog::info("nearcached {} pid {} listening on {} (mode {:04o}); segment {} ({} bytes, generation {})", kVersion,
                getpid(), path, cfg_.socket_mode, w->path(), w->stats().segment_bytes, w->generation());
   sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%d", path.c_str(), int(getpid()));

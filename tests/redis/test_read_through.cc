@@ -78,7 +78,10 @@ TEST_CASE_METHOD(nctest::OneRedis, "read-through TTL: Redis's time left, bounded
   CHECK(got["flagged"].value == "payload");
   CHECK(got["flagged"].flags == 0x01);
   CHECK(got["absent"].kind == Fetched::Kind::miss);
-  CHECK(r.installed.size() == 3);
+  CHECK(got["absent"].absent);
+  REQUIRE(r.installed.size() == 4);  // the miss as a negative entry, its TTL under the same ceiling
+  for (const auto& [k, f] : r.installed)
+    if (k == "absent") CHECK((f.kind == Fetched::Kind::miss && f.expiry_ms <= now + 5000 && f.expiry_ms > now + 4900));
   CHECK(r.d.reads->stats().misses_total == 1);
   CHECK(r.d.reads->stats().hits_total == 3);
 }
@@ -188,4 +191,61 @@ TEST_CASE_METHOD(nctest::OneRedis, "without invalidations, read-through values a
   CHECK(got.kind == Fetched::Kind::hit);
   CHECK_FALSE(got.installable);
   CHECK(r.installed.empty());
+}
+
+TEST_CASE_METHOD(nctest::OneRedis,
+                 "negative entries: a miss Redis answered is installed under the value's guard, nothing else is",
+                 "[redis][read][negative]") {
+  cfg.negative_ttl_ms = 1000;
+  cfg.relay_max_bytes = 100;
+  Reads r(loop, cfg);
+  r.d.start();
+  redis.cmdv({"SET", "nc:big", std::string(500, 'x')});
+  auto read = [&](const char* k) {
+    Fetched f, got;
+    bool done = false;
+    REQUIRE(r.d.reads->get(k, &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+    REQUIRE(loop.until([&] { return done; }));
+    return got;
+  };
+  const Fetched a = read("absent");
+  CHECK(a.kind == Fetched::Kind::miss);
+  CHECK(a.installable);
+  REQUIRE(r.installed.size() == 1);
+  CHECK(r.installed[0].first == "absent");
+  CHECK(r.installed[0].second.expiry_ms <= mono_ms() + 1000);
+  CHECK(r.d.reads->stats().negatives_total == 1);
+  // An oversize value is a miss, but Redis has the key: no negative entry.
+  const Fetched big = read("big");
+  CHECK(big.kind == Fetched::Kind::miss);
+  CHECK_FALSE(big.absent);
+  CHECK(r.installed.size() == 1);
+  // A local write (or an invalidation) while the read is in flight: not installed.
+  r.d.link->hold_replies(true);
+  Fetched f, got;
+  bool done = false;
+  const long long strlens = redis.calls("strlen");
+  REQUIRE(r.d.reads->get("raced", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return redis.calls("strlen") > strlens; }));  // Redis answered; the reply is held
+  r.d.reads->invalidate("raced");
+  r.d.link->hold_replies(false);
+  REQUIRE(loop.until([&] { return done; }));
+  CHECK(got.kind == Fetched::Kind::miss);
+  CHECK_FALSE(got.installable);
+  CHECK(r.installed.size() == 1);
+  // Without invalidations flowing: not installed either.
+  r.coherent = false;
+  CHECK_FALSE(read("incoherent").installable);
+  CHECK(r.installed.size() == 1);
+  // negative_ttl_ms = 0: no negative entries.
+  r.coherent = true;
+  cfg.negative_ttl_ms = 0;
+  Reads off(loop, cfg);
+  off.d.start();
+  Fetched g;
+  bool fin = false;
+  REQUIRE(off.d.reads->get("absent2", &g, [&](const Fetched& x) { g = x, fin = true; }) == Lookup::pending);
+  REQUIRE(loop.until([&] { return fin; }));
+  CHECK(g.kind == Fetched::Kind::miss);
+  CHECK(off.installed.empty());
 }

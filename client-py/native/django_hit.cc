@@ -40,6 +40,7 @@ struct CacheCore {
   PyObject* fallback;        // value -> pickle bytes, or None (PICKLE off)
   PyObject* loads;           // SERIALIZER loads for FLAG_SERIALIZED values, or None
   bool allow_native;         // the subclass keeps Django's make_key/validate_key
+  bool local_misses;         // LOCAL_MISSES: a definite miss (segment.h) is answered here
   bool native;               // keys are built here
   KeyHead* head;             // for key_prefix and version, valid while native
 };
@@ -235,15 +236,19 @@ PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs
   if (kr == KeyResult::error) return nullptr;
   if (kr == KeyResult::slow)
     return PyObject_CallMethodObjArgs(reinterpret_cast<PyObject*>(self), s_get_slow, key, dflt, version, nullptr);
-  ReadStatus s;
+  int code;
   {
     Hit h;
-    s = read_value(segment_reader(self->seg), kb.p, kb.n, &h);
+    Reader* r = segment_reader(self->seg);
+    const ReadStatus s = read_value(r, kb.p, kb.n, &h);
     if (s == ReadStatus::hit) return core_decode(self, h.p, h.len, h.flags);
+    code = lookup_code(r, s, kb.n);
   }
+  // NearCache.get sends keys with writes of this process pending elsewhere.
+  if (self->local_misses && definite_miss(code)) return Py_NewRef(dflt);
   PyObject* kbytes = PyBytes_FromStringAndSize(kb.p, Py_ssize_t(kb.n));
   if (!kbytes) return nullptr;
-  PyObject* st = PyLong_FromLong(int(s));
+  PyObject* st = PyLong_FromLong(code);
   PyObject* r = st ? PyObject_CallMethodObjArgs(reinterpret_cast<PyObject*>(self), s_get_miss, kbytes, dflt, st,
                                                 nullptr)
                    : nullptr;
@@ -291,7 +296,9 @@ PyObject* CacheCore_get_many(CacheCore* self, PyObject* const* args, Py_ssize_t 
         Py_DECREF(v);
         if (e < 0) goto fail;
       } else {
-        PyObject* item = Py_BuildValue("(Oy#i)", key, kb.p, Py_ssize_t(kb.n), int(s));
+        const int code = lookup_code(r, s, kb.n);
+        if (self->local_misses && definite_miss(code)) continue;  // a miss, for sure
+        PyObject* item = Py_BuildValue("(Oy#i)", key, kb.p, Py_ssize_t(kb.n), code);
         if (!item) goto fail;
         int e = PyList_Append(pending, item);
         Py_DECREF(item);
@@ -340,14 +347,15 @@ PyObject* CacheCore_probe(CacheCore* self, PyObject* key) {
     return nullptr;
   }
   Hit h;
-  ReadStatus s = read_value(segment_reader(self->seg), PyBytes_AS_STRING(key),
-                            size_t(PyBytes_GET_SIZE(key)), &h);
+  Reader* r = segment_reader(self->seg);
+  const size_t klen = size_t(PyBytes_GET_SIZE(key));
+  ReadStatus s = read_value(r, PyBytes_AS_STRING(key), klen, &h);
   if (s == ReadStatus::hit) {
     PyObject* v = core_decode(self, h.p, h.len, h.flags);
     if (!v) return nullptr;
     return Py_BuildValue("(iN)", int(s), v);
   }
-  return Py_BuildValue("(iO)", int(s), Py_None);
+  return Py_BuildValue("(iO)", lookup_code(r, s, klen), Py_None);
 }
 
 // _nc_decode(data, flags) -> value
@@ -369,11 +377,11 @@ PyObject* CacheCore_decode(CacheCore* self, PyObject* const* args, Py_ssize_t na
 // _nc_pack(value) -> bytes: nearcache msgpack with this cache's pickle fallback.
 PyObject* CacheCore_pack(CacheCore* self, PyObject* value) { return packb_obj(value, self->fallback); }
 
-// _nc_configure(segment, allow_native, default_key_func, fallback, loads)
+// _nc_configure(segment, allow_native, default_key_func, fallback, loads, local_misses=False)
 PyObject* CacheCore_configure(CacheCore* self, PyObject* args) {
   PyObject *seg, *dkf, *fallback, *loads;
-  int allow;
-  if (!PyArg_ParseTuple(args, "OpOOO", &seg, &allow, &dkf, &fallback, &loads)) return nullptr;
+  int allow, local_misses = 0;
+  if (!PyArg_ParseTuple(args, "OpOOO|p", &seg, &allow, &dkf, &fallback, &loads, &local_misses)) return nullptr;
   if (seg != Py_None && !PyObject_TypeCheck(seg, &SegmentType)) {
     PyErr_SetString(PyExc_TypeError, "segment must be a nearcache._native.Segment or None");
     return nullptr;
@@ -383,6 +391,7 @@ PyObject* CacheCore_configure(CacheCore* self, PyObject* args) {
   Py_XSETREF(self->fallback, Py_NewRef(fallback));
   Py_XSETREF(self->loads, Py_NewRef(loads));
   self->allow_native = allow;
+  self->local_misses = local_misses;
   core_recompute(self);
   Py_RETURN_NONE;
 }

@@ -109,6 +109,9 @@ PyObject* init_module() {
   PyModule_AddIntConstant(m, "MISS", int(ReadStatus::miss));
   PyModule_AddIntConstant(m, "BUSY", int(ReadStatus::busy));
   PyModule_AddIntConstant(m, "UNAVAILABLE", int(ReadStatus::unavailable));
+  PyModule_AddIntConstant(m, "NEGATIVE", int(ReadStatus::negative));
+  PyModule_AddIntConstant(m, "SUSPENDED", int(ReadStatus::suspended));
+  PyModule_AddIntConstant(m, "ABSENT", kAbsent);
   PyModule_AddIntConstant(m, "FLAG_SERIALIZED", FLAG_SERIALIZED);
   PyModule_AddIntConstant(m, "LAYOUT_VERSION", int(nearcache::shm::kLayoutVersion));
   PyObject* codes = ext_codes();

@@ -112,14 +112,15 @@ PyObject* Segment_get(SegmentObject* self, PyObject* key) {
   Py_buffer kb;
   if (PyObject_GetBuffer(key, &kb, PyBUF_SIMPLE) < 0) return nullptr;
   Hit h;
-  ReadStatus s = read_value(self->reader, static_cast<const char*>(kb.buf), size_t(kb.len), &h);
+  const size_t klen = size_t(kb.len);
+  ReadStatus s = read_value(self->reader, static_cast<const char*>(kb.buf), klen, &h);
   PyBuffer_Release(&kb);
   if (s == ReadStatus::hit) {
     PyObject* v = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(h.p), Py_ssize_t(h.len));
     if (!v) return nullptr;
     return Py_BuildValue("iNi", int(s), v, int(h.flags));
   }
-  return Py_BuildValue("iOi", int(s), Py_None, 0);
+  return Py_BuildValue("iOi", lookup_code(self->reader, s, klen), Py_None, 0);
 }
 
 PyObject* Segment_alive(SegmentObject* self, PyObject*) {
@@ -151,13 +152,19 @@ PyObject* Segment_get_value_limit(SegmentObject* self, void*) {
   return PyLong_FromUnsignedLong(self->reader->value_limit());
 }
 PyObject* Segment_get_has_hints(SegmentObject* self, void*) { return PyBool_FromLong(self->reader->has_hints()); }
+PyObject* Segment_get_authoritative(SegmentObject* self, void*) {
+  return PyBool_FromLong(self->reader->authoritative());
+}
+PyObject* Segment_get_suspended(SegmentObject* self, void*) { return PyBool_FromLong(self->reader->suspended()); }
 
 PyMethodDef Segment_methods[] = {
     {"open", (PyCFunction)(void (*)(void))Segment_open, METH_VARARGS | METH_KEYWORDS,
      "open(path, hints=None, posix_shm=False, use_hints=True): map a segment read-only (replacing any "
      "current mapping); raises OSError with the reader's errno (EPROTONOSUPPORT: unknown layout)."},
     {"close", (PyCFunction)Segment_close, METH_NOARGS, "Unmap the segment."},
-    {"get", (PyCFunction)Segment_get, METH_O, "get(key) -> (status, value or None, flags)"},
+    {"get", (PyCFunction)Segment_get, METH_O,
+     "get(key) -> (status, value or None, flags); status HIT, ABSENT or NEGATIVE (definite misses), or "
+     "another code (ask the daemon)"},
     {"alive", (PyCFunction)Segment_alive, METH_NOARGS, "The writer is running and its heartbeat is fresh."},
     {"totals", (PyCFunction)Segment_totals, METH_NOARGS | METH_STATIC, "This process's reader counts."},
     {"hit_region_fd", (PyCFunction)Segment_hit_region_fd, METH_NOARGS | METH_STATIC,
@@ -171,6 +178,9 @@ PyGetSetDef Segment_getset[] = {
     {"key_limit", (getter)Segment_get_key_limit, nullptr, nullptr, nullptr},
     {"value_limit", (getter)Segment_get_value_limit, nullptr, nullptr, nullptr},
     {"has_hints", (getter)Segment_get_has_hints, nullptr, nullptr, nullptr},
+    {"authoritative", (getter)Segment_get_authoritative, nullptr,
+     "the header says a miss in this table is definite (no Redis tier)", nullptr},
+    {"suspended", (getter)Segment_get_suspended, nullptr, "the daemon asks readers to serve nothing now", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 }  // namespace

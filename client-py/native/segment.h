@@ -89,6 +89,18 @@ inline ReadStatus read_value(Reader* r, const char* key, size_t klen, Hit* h) {
   return ReadStatus::busy;
 }
 
+// What a lookup means to a client: a hit, a definite miss (kAbsent: the
+// reader found a negative entry, or nothing in a table whose header says it
+// is the whole truth), or anything else (ask the daemon). Python sees the
+// ReadStatus codes, with kAbsent in place of such a miss; NEGATIVE stays
+// itself. A key over key_limit is never definite: the daemon says why.
+inline constexpr int kAbsent = 16;
+inline int lookup_code(const Reader* r, ReadStatus s, size_t klen) {
+  if (s == ReadStatus::miss && r && klen <= r->key_limit() && r->authoritative()) return kAbsent;
+  return int(s);
+}
+inline bool definite_miss(int code) { return code == kAbsent || code == int(ReadStatus::negative); }
+
 // The reader of a Segment, or nullptr for none (socket only).
 inline Reader* segment_reader(SegmentObject* seg) { return seg ? seg->reader : nullptr; }
 

@@ -48,6 +48,10 @@ from nearcache.writes import WriteChannel
 log = logging.getLogger("nearcache.client")
 
 HIT, MISS, BUSY, UNAVAILABLE = _native.HIT, _native.MISS, _native.BUSY, _native.UNAVAILABLE
+# Definite misses the segment reports: nothing there in a table that is the whole
+# truth (no Redis tier), or a negative entry (Redis has no such key).
+ABSENT, NEGATIVE = _native.ABSENT, _native.NEGATIVE
+DEFINITE_MISSES = frozenset((ABSENT, NEGATIVE))
 GREEN_POOL_SIZE = 16
 
 # Bumped in every fork() child: connections opened in another epoch belong to
@@ -118,12 +122,16 @@ class Client:
                  strict: bool = False, warn_interval: float = 60.0, use_shm: bool = True,
                  client_name: str = "python", remap_interval: float = 1.0, busy_poll: float = 50e-6,
                  max_connections: int | None = None, verify_daemon: bool = True,
-                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True, verify_segment: bool = True):
+                 daemon_user=DEFAULT_DAEMON_USER, sync_writes: bool = True, verify_segment: bool = True,
+                 local_misses: bool = True):
         self.path = P.socket_path(socket_path)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout is not None else self.timeout
         self.strict = bool(strict)
         self.use_shm = bool(use_shm)
+        # local_misses: a definite miss in the segment (DEFINITE_MISSES) with no write of
+        # this process pending for the key is a miss without a round trip.
+        self.local_misses = bool(local_misses)
         self.client_name = client_name
         self.remap_interval = float(remap_interval)
         self.busy_poll = float(busy_poll)
@@ -494,6 +502,8 @@ class Client:
             st, e = self._shm_get(k)
             if st == HIT:
                 return True, e
+            if st in DEFINITE_MISSES and self.local_misses:
+                return True, None
             return False, st == UNAVAILABLE
         return False, False
 
@@ -533,6 +543,8 @@ class Client:
                 if st == HIT:
                     out[key] = e
                     continue
+                if st in DEFINITE_MISSES and self.local_misses:
+                    continue
             missing.append((key, k))
         return out, missing
 
@@ -545,8 +557,12 @@ class Client:
         found, e = self.pending(k)
         if found:
             return e is not None
-        if self.use_shm and self.segment.get(k)[0] == HIT:
-            return True
+        if self.use_shm:
+            st = self.segment.get(k)[0]
+            if st == HIT:
+                return True
+            if st in DEFINITE_MISSES and self.local_misses:
+                return False
         return None
 
     def has_key(self, key) -> bool:

@@ -32,7 +32,7 @@ import msgpack
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
 from nearcache import _native
-from nearcache.client import HIT, UNAVAILABLE, Client
+from nearcache.client import DEFINITE_MISSES, HIT, UNAVAILABLE, Client
 from nearcache.core import key_bytes
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
 from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer, make_serializer
@@ -103,7 +103,9 @@ class NearCache(_native.CacheCore, BaseCache):
             daemon_user=opts.get("DAEMON_USER", "nearcache"),
             sync_writes=_bool(opts.get("SYNC_WRITES", False)),
             verify_segment=_bool(opts.get("VERIFY_SEGMENT", True)),
+            local_misses=_bool(opts.get("LOCAL_MISSES", True)),
         )
+        self._local_misses = self._client.local_misses
         self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
                                            int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))
         self._clear_prefix_only = _bool(opts.get("CLEAR_PREFIX_ONLY", False))
@@ -114,7 +116,7 @@ class NearCache(_native.CacheCore, BaseCache):
         native_keys = (cls.make_key is NearCache.make_key and cls.validate_key is NearCache.validate_key
                        and cls.make_and_validate_key is NearCache.make_and_validate_key)
         self._nc_configure(self._client.segment if self._use_shm else None, native_keys, default_key_func,
-                           self._serializer.fallback, self._serializer.loads or _raise_foreign)
+                           self._serializer.fallback, self._serializer.loads or _raise_foreign, self._local_misses)
         if type(self._serializer) is not Serializer:
             self._encode = self._serializer.dumps
 
@@ -211,6 +213,8 @@ class NearCache(_native.CacheCore, BaseCache):
 
     # -- hooks of the native get/get_many --------------------------------------
     def _nc_get_miss(self, kb: bytes, default, status: int):
+        if status in DEFINITE_MISSES and self._local_misses:  # no write of this process pending: _probe
+            return default
         e = self._client.fetch(kb, refresh=status == UNAVAILABLE and self._use_shm)
         return default if e is None else self._decode(kb, e[0], e[1], default)
 
@@ -223,6 +227,7 @@ class NearCache(_native.CacheCore, BaseCache):
 
     def _nc_get_many_miss(self, pending: list, result: dict) -> None:
         """The native get_many's hook: pending holds (key, kb, status) of its misses."""
+        # Definite misses never get here with LOCAL_MISSES (the native get_many skips them).
         refresh = self._use_shm and any(st == UNAVAILABLE for _, _, st in pending)
         pairs = [(key, kb) for key, kb, _ in pending]
         self._decode_many(pairs, self._client.fetch_many([kb for _, kb in pairs], refresh), result)
@@ -235,7 +240,7 @@ class NearCache(_native.CacheCore, BaseCache):
             st, value = self._probe(kb)
             if st == HIT:
                 result[key] = value
-            else:
+            elif not (st in DEFINITE_MISSES and self._local_misses):
                 pending.append((key, kb))
                 refresh |= st == UNAVAILABLE
         return result, pending, refresh and self._use_shm
@@ -389,6 +394,8 @@ class NearCache(_native.CacheCore, BaseCache):
         st, value = self._probe(kb)
         if st == HIT:
             return value
+        if st in DEFINITE_MISSES and self._local_misses:
+            return default
         e = await self._client.afetch(kb, refresh=st == UNAVAILABLE and self._use_shm)
         return default if e is None else self._decode(kb, e[0], e[1], default)
 

@@ -8,9 +8,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "hits.h"
 
@@ -25,16 +27,24 @@ namespace {
 // This process's hit region (doc/protocol.md, HITS): one per process, made
 // on first use; a fork() child makes its own (the inherited one is its
 // parent's), so the child's hits are never written into the parent's ring.
+// Every Segment's Reader records into it: when a child replaces the
+// region, its Readers move to the new one first, so that none is left
+// pointing at the unmapped parent's (a fork child's lookup after its first
+// HITS registration crashed that way).
 std::unique_ptr<nearcache::shm::HitRegion> g_region;
 pid_t g_region_pid = 0;
 std::string g_region_error;
+std::vector<Reader*> g_readers;  // GIL held throughout
 
 nearcache::shm::HitRegion* process_region() {
   if (g_region_pid != getpid()) {
+    for (Reader* r : g_readers) r->attach_hits(nullptr);
     g_region.reset();  // the parent's: unmapped and closed in this process only
     g_region_pid = getpid();
     g_region_error.clear();
     g_region = nearcache::shm::HitRegion::create(&g_region_error);
+    for (Reader* r : g_readers)
+      if (r->is_open()) r->attach_hits(g_region.get());
   }
   return g_region.get();
 }
@@ -47,11 +57,20 @@ PyObject* Segment_new(PyTypeObject* type, PyObject*, PyObject*) {
     Py_DECREF(self);
     return PyErr_NoMemory();
   }
+  try {
+    g_readers.push_back(self->reader);
+  } catch (const std::bad_alloc&) {
+    delete self->reader;
+    self->reader = nullptr;
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
   self->path = Py_NewRef(Py_None);
   return reinterpret_cast<PyObject*>(self);
 }
 
 void Segment_dealloc(SegmentObject* self) {
+  g_readers.erase(std::remove(g_readers.begin(), g_readers.end(), self->reader), g_readers.end());
   delete self->reader;
   Py_XDECREF(self->path);
   Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));

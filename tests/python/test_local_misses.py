@@ -149,3 +149,30 @@ def test_another_process_write_is_seen_by_a_local_miss(daemon):
     assert out.returncode == 0 and "sent" in out.stdout, out.stderr
     wait_for(lambda: c.get(b"other") == b"from the child", 5, "the child's write")
     assert all(c.get(b"other%d" % i) == b"from the child" for i in range(50))
+
+
+def test_async_reads_answer_definite_misses_locally(daemon, make_cache):
+    import asyncio
+
+    c = client(daemon)
+    cache = make_cache(daemon)
+    cache.get("warm")
+
+    async def reads():
+        for i in range(N):
+            assert await c.aget(b"absent%d" % i) is None
+            assert await c.ahas_key(b"absent%d" % i) is False
+            assert await cache.aget(f"absent{i}", 5) == 5
+        assert await c.aget_many([b"absent%d" % i for i in range(N)]) == {}
+        assert await cache.aget_many([f"absent{i}" for i in range(N)]) == {}
+
+    assert round_trips(daemon, lambda: asyncio.run(reads())) == 0
+
+
+def test_get_or_set_still_takes_the_lease_on_a_definite_miss(daemon, make_cache):
+    cache = make_cache(daemon)
+    cache.get("warm")
+    before = requests(daemon)
+    assert cache.get_or_set("computed", lambda: 42) == 42
+    assert requests(daemon) - before - 1 >= 1  # the LEASE (its SET may still be on the write channel)
+    assert cache.get("computed") == 42

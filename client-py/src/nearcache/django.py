@@ -18,24 +18,29 @@ miss, counted and logged once per key and WARN_INTERVAL, STRICT or not; so is
 a value the daemon marks foreign (flag 0x80: read from Redis, not written by
 nearcache), which get_or_set then replaces with what it computes.
 
-OPTIONS are documented in client-py/README.md.
+OPTIONS are documented in client-py/README.md and parsed by nearcache.settings:
+a CACHES entry with an error there (an unknown option, a Redis URL as
+LOCATION, ...) makes a MisconfiguredNearCache, whose every call raises
+ImproperlyConfigured; the system check `nearcache.settings.check_caches`
+(tag `caches`, registered here and by the `nearcache` app) says it at start.
 """
 from __future__ import annotations
 
 import contextvars
 import logging
-import pickle
 import threading
 import time
 
 import msgpack
+from django.core import checks
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+from django.core.exceptions import ImproperlyConfigured
 
-from nearcache import _native
+from nearcache import _native, settings
 from nearcache.client import DEFINITE_MISSES, HIT, UNAVAILABLE, Client
 from nearcache.core import key_bytes
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
-from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer, make_serializer
+from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer
 
 log = logging.getLogger("nearcache.django")
 
@@ -65,12 +70,6 @@ def shared_client(path: str, **options) -> Client:
     return c
 
 
-def _bool(v) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "yes", "on")
-    return bool(v)
-
-
 def _raise_foreign(data):
     raise ValueError("nearcache: value was written by another SERIALIZER (flag 0x01); "
                      "configure the same SERIALIZER to read it")
@@ -81,36 +80,22 @@ class NearCache(_native.CacheCore, BaseCache):
 
     def __init__(self, location, params):
         BaseCache.__init__(self, params)
-        opts = {str(k).upper(): v for k, v in (params.get("OPTIONS") or {}).items()}
-        timeout = float(opts.get("SOCKET_TIMEOUT", 1.0))
-        strict = opts.get("STRICT")
-        if strict is None:
-            strict = not _bool(opts.get("IGNORE_EXCEPTIONS", True))
-        self._use_shm = _bool(opts.get("USE_SHM", True))
-        self._warn_interval = float(opts.get("WARN_INTERVAL", 60.0))
-        max_conn = opts.get("MAX_CONNECTIONS")
-        self._client = shared_client(
-            location or "",
-            timeout=timeout,
-            connect_timeout=float(opts.get("SOCKET_CONNECT_TIMEOUT", timeout)),
-            strict=_bool(strict),
-            warn_interval=self._warn_interval,
-            use_shm=self._use_shm,
-            client_name=str(opts.get("CLIENT_NAME", "django")),
-            busy_poll=float(opts.get("BUSY_POLL_US", 50)) / 1e6,
-            max_connections=None if max_conn is None else int(max_conn),
-            verify_daemon=_bool(opts.get("VERIFY_DAEMON", True)),
-            daemon_user=opts.get("DAEMON_USER", "nearcache"),
-            sync_writes=_bool(opts.get("SYNC_WRITES", False)),
-            verify_segment=_bool(opts.get("VERIFY_SEGMENT", True)),
-            local_misses=_bool(opts.get("LOCAL_MISSES", True)),
-        )
+        cfg = settings.parse(location, params)
+        for w in cfg.warnings:
+            log.warning("nearcache: %s", w)
+        if cfg.errors:  # raised at first use; the system check says it at start
+            self._nc_error = cfg.message()
+            self.__class__ = MisconfiguredNearCache
+            return
+        o = cfg.options
+        self._use_shm = o["USE_SHM"]
+        self._warn_interval = o["WARN_INTERVAL"]
+        self._client = shared_client(cfg.location, **cfg.client_kwargs())
         self._local_misses = self._client.local_misses
-        self._serializer = make_serializer(opts.get("SERIALIZER"), _bool(opts.get("PICKLE", True)),
-                                           int(opts.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL)))
-        self._clear_prefix_only = _bool(opts.get("CLEAR_PREFIX_ONLY", False))
-        self._lease_ttl = float(opts.get("LEASE_TIMEOUT", 30.0))
-        self._lease_wait = float(opts.get("LEASE_WAIT", 30.0))
+        self._serializer = o["SERIALIZER"]
+        self._clear_prefix_only = o["CLEAR_PREFIX_ONLY"]
+        self._lease_ttl = o["LEASE_TIMEOUT"]
+        self._lease_wait = o["LEASE_WAIT"]
         self._bad_values: dict[bytes, float] = {}
         cls = type(self)
         native_keys = (cls.make_key is NearCache.make_key and cls.validate_key is NearCache.validate_key
@@ -484,3 +469,21 @@ class NearCache(_native.CacheCore, BaseCache):
         if token is not None and not stored:
             await self._client.arelease(kb, token)
         return value
+
+
+class MisconfiguredNearCache(NearCache):
+    """A NearCache whose CACHES entry has errors: every cache call raises
+    ImproperlyConfigured with them (close() stays a no-op: Django calls it
+    after every request on every cache it made)."""
+
+    _allowed = frozenset(("close", "aclose"))
+
+    def __getattribute__(self, name):
+        if not name.startswith("_") and name not in MisconfiguredNearCache._allowed:
+            attr = getattr(type(self), name, None)
+            if callable(attr):
+                raise ImproperlyConfigured(object.__getattribute__(self, "_nc_error"))
+        return object.__getattribute__(self, name)
+
+
+checks.register(settings.check_caches, checks.Tags.caches)

@@ -6,14 +6,17 @@ and big ints, and pickle inside an extension type as the last resort
 (`PICKLE=False` turns that off). The codes are in EXT_CODES and documented in
 client-py/README.md.
 
-`SERIALIZER` may name another serializer ("pickle" or a dotted path to a class
-with `dumps(value) -> bytes` and `loads(data) -> value`). Its output is stored
+`SERIALIZER` may name another serializer ("json", "pickle", or a dotted path to
+a class with `dumps(value) -> bytes` and `loads(data) -> value`, such as
+django-redis's serializers, constructed with the cache's OPTIONS when their
+constructor takes `options`). Its output is stored
 with flag bit FLAG_SERIALIZED so that any reader knows how to decode it;
 integers stay plain msgpack so that the daemon can incr/decr them.
 """
 from __future__ import annotations
 
 import functools
+import json
 import pickle
 
 from nearcache import _native
@@ -64,22 +67,37 @@ class ForeignSerializer(Serializer):
         return data, FLAG_SERIALIZED
 
 
+def _json_dumps(value) -> bytes:
+    from django.core.serializers.json import DjangoJSONEncoder  # what django-redis's JSONSerializer uses
+    return json.dumps(value, cls=DjangoJSONEncoder).encode()
+
+
+def _json_loads(data: bytes):
+    return json.loads(data.decode())
+
+
 def make_serializer(name: str | None = None, pickle_fallback: bool = True,
-                    pickle_protocol: int = pickle.HIGHEST_PROTOCOL) -> Serializer:
-    """The serializer for a SERIALIZER option value."""
+                    pickle_protocol: int = pickle.HIGHEST_PROTOCOL, options: dict | None = None) -> Serializer:
+    """The serializer for a SERIALIZER option value (`options`: the cache's OPTIONS,
+    for classes whose constructor takes them)."""
     if name in (None, "", "msgpack", "nearcache.serializer.Serializer"):
         return Serializer(pickle_fallback, pickle_protocol)
     if name == "pickle":
         return ForeignSerializer(functools.partial(pickle.dumps, protocol=pickle_protocol), pickle.loads)
+    if name == "json":
+        return ForeignSerializer(_json_dumps, _json_loads)
     if isinstance(name, str):
         from importlib import import_module
         module, _, attr = name.rpartition(".")
         if not module:
-            raise ValueError(f"nearcache: SERIALIZER {name!r} is not 'msgpack', 'pickle' or a dotted path")
+            raise ValueError(f"{name!r} is not 'msgpack', 'json', 'pickle' or a dotted path")
         cls = getattr(import_module(module), attr)
     else:
         cls = name
-    obj = cls() if isinstance(cls, type) else cls
+    from nearcache.settings import construct
+    obj = construct(cls, dict(options or {}))
     if isinstance(obj, Serializer):
         return obj
+    if not (callable(getattr(obj, "dumps", None)) and callable(getattr(obj, "loads", None))):
+        raise TypeError(f"{name!r} has no dumps(value) and loads(data)")
     return ForeignSerializer(obj.dumps, obj.loads)

@@ -148,3 +148,42 @@ def test_manage_py_check_passes_a_good_entry(tmp_path):
     r = run_check(tmp_path, {"default": {"BACKEND": "nearcache.django.NearCache", "LOCATION": "",
                                          "OPTIONS": {"SOCKET_TIMEOUT": 0.5, "IGNORE_EXCEPTIONS": True}}})
     assert r.returncode == 0 and "no issues" in r.stdout, r.stdout + r.stderr
+
+
+# -- SERIALIZER: "json", "pickle" and django-redis's classes, constructed with OPTIONS --
+DR = "django_redis.serializers."
+
+
+@pytest.mark.parametrize("name,value,back", [
+    ("json", {"a": [1, "é"], "n": None}, {"a": [1, "é"], "n": None}),
+    ("json", ("t", 1), ["t", 1]),                                   # JSON has no tuples
+    (DR + "json.JSONSerializer", {"d": __import__("datetime").date(2024, 5, 6)}, {"d": "2024-05-06"}),
+    (DR + "pickle.PickleSerializer", {"s": {1, 2}}, {"s": {1, 2}}),
+    (DR + "msgpack.MSGPackSerializer", {"b": b"\x00", "l": [1.5]}, {"b": b"\x00", "l": [1.5]}),
+    ("pickle", {"s": frozenset([3])}, {"s": frozenset([3])}),
+])
+def test_serializers_round_trip(module_daemon, make_cache, name, value, back):
+    c = make_cache(module_daemon, SERIALIZER=name, SYNC_WRITES=True)
+    assert type(c) is NearCache
+    c.set("ser", value)
+    assert c.get("ser") == back
+    assert c.get_many(["ser"]) == {"ser": back}
+    c.set("ser-n", 41)  # integers stay msgpack: the daemon adds to them
+    assert c.incr("ser-n") == 42 and c.get("ser-n") == 42
+
+
+def test_django_redis_serializer_gets_the_options(module_daemon, make_cache):
+    c = make_cache(module_daemon, SERIALIZER=DR + "pickle.PickleSerializer", PICKLE_VERSION=2, SYNC_WRITES=True)
+    c.set("pv", {"x": 1})
+    data, flags = c._client.fetch(c.make_key("pv").encode())[:2]
+    assert data[:2] == b"\x80\x02" and flags == 1  # protocol 2, FLAG_SERIALIZED
+    assert "PICKLE_VERSION" in errors(SERIALIZER=DR + "pickle.PickleSerializer", PICKLE_VERSION="x")[0]
+
+
+def test_another_serializers_value_is_a_counted_miss(module_daemon, make_cache):
+    j = make_cache(module_daemon, SERIALIZER="json", SYNC_WRITES=True)
+    m = make_cache(module_daemon, SYNC_WRITES=True)
+    j.set("ser-x", {"a": 1})
+    before = m._client.counters["undecodable"]
+    assert m.get("ser-x", "dflt") == "dflt"
+    assert m._client.counters["undecodable"] > before

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 declare -A groups=(
-  [build]="cmake make g++ pkg-config libboost-dev libboost-program-options-dev libmsgpack-cxx-dev libuv1-dev libspdlog-dev libhiredis-dev libssl-dev libsystemd-dev nlohmann-json3-dev catch2 python3-dev"
+  [build]="cmake make g++ pkg-config libboost-dev libboost-program-options-dev libmsgpack-cxx-dev libuv1-dev libspdlog-dev libhiredis-dev libssl-dev libsystemd-dev nlohmann-json3-dev catch2 python3-dev zlib1g-dev libzstd-dev liblz4-dev"
   [test]="redis-server redis-sentinel openssl"
   [sanitize]="clang-14 libclang-rt-14-dev"
   [bench]="redis-server memcached wrk"

@@ -2,7 +2,8 @@
 // served from shared memory, the native make_key + validate_key, and the
 // helpers the Python subclass calls (_nc_key, _nc_probe, _nc_decode, _nc_pack,
 // _nc_configure). Per hit: build the key, read_value (inline, segment.h),
-// unpack_buf (decoder.cc).
+// unpack_buf (decoder.cc), after decompress_frame (compression.cc) for a
+// compressed value.
 #include "django_hit.h"
 
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <new>
 #include <string>
 
+#include "compression.h"
 #include "decoder.h"
 #include "encoder.h"
 #include "segment.h"
@@ -39,6 +41,7 @@ struct CacheCore {
   PyObject* default_key_func;  // django's default_key_func, set by _nc_configure
   PyObject* fallback;        // value -> pickle bytes, or None (PICKLE off)
   PyObject* loads;           // SERIALIZER loads for FLAG_SERIALIZED values, or None
+  PyObject* decompress;      // (codec, frame) -> bytes for the codecs not done natively, or None
   bool allow_native;         // the subclass keeps Django's make_key/validate_key
   bool local_misses;         // LOCAL_MISSES: a definite miss (segment.h) is answered here
   bool native;               // keys are built here
@@ -97,11 +100,12 @@ PyObject* CacheCore_new(PyTypeObject* type, PyObject*, PyObject*) {
   self->key_func = Py_NewRef(Py_None);
   self->fallback = Py_NewRef(Py_None);
   self->loads = Py_NewRef(Py_None);
+  self->decompress = Py_NewRef(Py_None);
   return reinterpret_cast<PyObject*>(self);
 }
 
 // The object references of a CacheCore, once for traverse and clear.
-#define CACHE_CORE_REFS(X) X(seg) X(key_prefix) X(version) X(key_func) X(default_key_func) X(fallback) X(loads)
+#define CACHE_CORE_REFS(X) X(seg) X(key_prefix) X(version) X(key_func) X(default_key_func) X(fallback) X(loads) X(decompress)
 
 int CacheCore_traverse(CacheCore* self, visitproc visit, void* arg) {
 #define VISIT_REF(f) Py_VISIT(self->f);
@@ -177,7 +181,7 @@ KeyResult core_build_key(CacheCore* self, PyObject* key, PyObject* version, KeyB
   return KeyResult::ok;
 }
 
-PyObject* core_decode(CacheCore* self, const unsigned char* p, size_t len, uint8_t flags) {
+PyObject* core_decode_plain(CacheCore* self, const unsigned char* p, size_t len, uint8_t flags) {
   if ((flags & FLAG_SERIALIZED) && self->loads != Py_None) {
     PyObject* bs = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(p), Py_ssize_t(len));
     if (!bs) return nullptr;
@@ -186,6 +190,31 @@ PyObject* core_decode(CacheCore* self, const unsigned char* p, size_t len, uint8
     return r;
   }
   return unpack_buf(p, len);
+}
+
+// A stored value: decompressed first when its flags name a codec
+// (compression.h); zlib, zstd and lz4 here, the others by the Python hook.
+PyObject* core_decode(CacheCore* self, const unsigned char* p, size_t len, uint8_t flags) {
+  const int codec = codec_of(flags);
+  if (codec == CODEC_NONE) return core_decode_plain(self, p, len, flags);
+  PyObject* raw;
+  if (codec_native(codec)) {
+    raw = decompress_frame(codec, p, len);
+  } else if (self->decompress != Py_None) {
+    raw = PyObject_CallFunction(self->decompress, "iy#", codec, reinterpret_cast<const char*>(p), Py_ssize_t(len));
+    if (raw && !PyBytes_Check(raw)) {
+      Py_SETREF(raw, nullptr);
+      PyErr_SetString(PyExc_TypeError, "nearcache: decompress hook did not return bytes");
+    }
+  } else {
+    PyErr_Format(PyExc_ValueError, "nearcache: value compressed with codec %d, which this reader lacks", codec);
+    return nullptr;
+  }
+  if (!raw) return nullptr;
+  PyObject* v = core_decode_plain(self, reinterpret_cast<const unsigned char*>(PyBytes_AS_STRING(raw)),
+                                  size_t(PyBytes_GET_SIZE(raw)), flags);
+  Py_DECREF(raw);
+  return v;
 }
 
 // Parses (key, default=None, version=None)-style fastcall arguments.
@@ -377,11 +406,12 @@ PyObject* CacheCore_decode(CacheCore* self, PyObject* const* args, Py_ssize_t na
 // _nc_pack(value) -> bytes: nearcache msgpack with this cache's pickle fallback.
 PyObject* CacheCore_pack(CacheCore* self, PyObject* value) { return packb_obj(value, self->fallback); }
 
-// _nc_configure(segment, allow_native, default_key_func, fallback, loads, local_misses=False)
+// _nc_configure(segment, allow_native, default_key_func, fallback, loads, local_misses=False, decompress=None)
 PyObject* CacheCore_configure(CacheCore* self, PyObject* args) {
-  PyObject *seg, *dkf, *fallback, *loads;
+  PyObject *seg, *dkf, *fallback, *loads, *decompress = Py_None;
   int allow, local_misses = 0;
-  if (!PyArg_ParseTuple(args, "OpOOO|p", &seg, &allow, &dkf, &fallback, &loads, &local_misses)) return nullptr;
+  if (!PyArg_ParseTuple(args, "OpOOO|pO", &seg, &allow, &dkf, &fallback, &loads, &local_misses, &decompress))
+    return nullptr;
   if (seg != Py_None && !PyObject_TypeCheck(seg, &SegmentType)) {
     PyErr_SetString(PyExc_TypeError, "segment must be a nearcache._native.Segment or None");
     return nullptr;
@@ -390,6 +420,7 @@ PyObject* CacheCore_configure(CacheCore* self, PyObject* args) {
   Py_XSETREF(self->default_key_func, Py_NewRef(dkf));
   Py_XSETREF(self->fallback, Py_NewRef(fallback));
   Py_XSETREF(self->loads, Py_NewRef(loads));
+  Py_XSETREF(self->decompress, Py_NewRef(decompress));
   self->allow_native = allow;
   self->local_misses = local_misses;
   core_recompute(self);

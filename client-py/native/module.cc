@@ -10,6 +10,7 @@
 
 #include <datetime.h>
 
+#include "compression.h"
 #include "decoder.h"
 #include "django_hit.h"
 #include "encoder.h"
@@ -44,7 +45,31 @@ PyObject* mod_unpackb(PyObject*, PyObject* data) {
   return r;
 }
 
+// compress(codec, data, level=0) -> frame bytes (compression.h)
+PyObject* mod_compress(PyObject*, PyObject* args) {
+  int codec, level = 0;
+  Py_buffer b;
+  if (!PyArg_ParseTuple(args, "iy*|i", &codec, &b, &level)) return nullptr;
+  PyObject* r = compress_frame(codec, static_cast<const uint8_t*>(b.buf), size_t(b.len), level);
+  PyBuffer_Release(&b);
+  return r;
+}
+
+// decompress(codec, frame) -> bytes: the native codecs only.
+PyObject* mod_decompress(PyObject*, PyObject* args) {
+  int codec;
+  Py_buffer b;
+  if (!PyArg_ParseTuple(args, "iy*", &codec, &b)) return nullptr;
+  PyObject* r = decompress_frame(codec, static_cast<const uint8_t*>(b.buf), size_t(b.len));
+  PyBuffer_Release(&b);
+  return r;
+}
+
 PyMethodDef module_methods[] = {
+    {"compress", (PyCFunction)mod_compress, METH_VARARGS,
+     "compress(codec, data, level=0) -> bytes: a compressed-value frame (zlib, zstd, lz4)."},
+    {"decompress", (PyCFunction)mod_decompress, METH_VARARGS,
+     "decompress(codec, frame) -> bytes: the payload of a compressed-value frame (zlib, zstd, lz4)."},
     {"packb", (PyCFunction)(void (*)(void))mod_packb, METH_VARARGS | METH_KEYWORDS,
      "packb(value, fallback=None) -> bytes: nearcache msgpack. fallback(obj) -> bytes pickles what has no "
      "extension type; without it such values raise TypeError."},
@@ -113,6 +138,9 @@ PyObject* init_module() {
   PyModule_AddIntConstant(m, "SUSPENDED", int(ReadStatus::suspended));
   PyModule_AddIntConstant(m, "ABSENT", kAbsent);
   PyModule_AddIntConstant(m, "FLAG_SERIALIZED", FLAG_SERIALIZED);
+  PyModule_AddIntConstant(m, "CODEC_MASK", kCodecMask);
+  PyModule_AddIntConstant(m, "CODEC_SHIFT", kCodecShift);
+  PyModule_AddIntConstant(m, "FRAME_HEADER", int(kFrameHeader));
   PyModule_AddIntConstant(m, "LAYOUT_VERSION", int(nearcache::shm::kLayoutVersion));
   PyObject* codes = ext_codes();
   if (!codes || PyModule_AddObject(m, "EXT_CODES", codes) < 0) return nullptr;

@@ -38,6 +38,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from nearcache import _native, settings
 from nearcache.client import DEFINITE_MISSES, HIT, UNAVAILABLE, Client
+from nearcache.compression import decompress
 from nearcache.core import key_bytes
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
 from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer
@@ -100,10 +101,14 @@ class NearCache(_native.CacheCore, BaseCache):
         cls = type(self)
         native_keys = (cls.make_key is NearCache.make_key and cls.validate_key is NearCache.validate_key
                        and cls.make_and_validate_key is NearCache.make_and_validate_key)
+        comp = o["COMPRESSOR"]  # nearcache.compression: values marked in their flags, read whatever it is
         self._nc_configure(self._client.segment if self._use_shm else None, native_keys, default_key_func,
-                           self._serializer.fallback, self._serializer.loads or _raise_foreign, self._local_misses)
+                           self._serializer.fallback, self._serializer.loads or _raise_foreign, self._local_misses,
+                           comp.decompress if comp else decompress)
         if type(self._serializer) is not Serializer:
             self._encode = self._serializer.dumps
+        if comp:
+            self._encode = comp.wrap(self._encode)
 
     # -- keys and values -----------------------------------------------------
     def _key(self, key, version=None) -> bytes:

@@ -105,6 +105,9 @@ OPTIONS: dict[str, tuple] = {
     "CLIENT_NAME": (_text, "django"),
     "BUSY_POLL_US": (_nonneg, 50),
     "LOCAL_MISSES": (_bool, True),
+    "COMPRESSOR": (_any, None),
+    "COMPRESS_MIN_BYTES": (_count, 1024),
+    "COMPRESS_LEVEL": (_count, 0),                  # 0: the codec's default
 }
 
 #: django-redis's names with a meaning here: name -> (nearcache option, how the value maps, why)
@@ -248,6 +251,7 @@ def parse(location, params: dict) -> Settings:
             s.errors.append(f"OPTIONS[{name!r}] = {value!r}: {e}")
     opts["STRICT"] = bool(opts["STRICT"])
     _serializer(s)
+    _compressor(s)
     return s
 
 
@@ -270,6 +274,15 @@ def _serializer(s: Settings) -> None:
                                                   s.options["PICKLE_PROTOCOL"], options=s.raw)
     except Exception as e:  # an import error, a class that does not fit: said with the option's name
         s.errors.append(f"OPTIONS['SERIALIZER'] = {s.raw.get('SERIALIZER')!r}: {type(e).__name__}: {e}")
+
+
+def _compressor(s: Settings) -> None:
+    from nearcache.compression import make_compressor
+    try:
+        s.options["COMPRESSOR"] = make_compressor(s.options["COMPRESSOR"], s.options["COMPRESS_LEVEL"],
+                                                  s.options["COMPRESS_MIN_BYTES"], options=s.raw)
+    except Exception as e:
+        s.errors.append(f"OPTIONS['COMPRESSOR'] = {s.raw.get('COMPRESSOR')!r}: {type(e).__name__}: {e}")
 
 
 def check_caches(app_configs=None, **kwargs) -> list:

@@ -153,9 +153,12 @@ def has_key(k: bytes) -> Op:
 def _too_large(k: bytes, value: bytes, limits: dict) -> ProtocolError | None:
     kl, vl = limits.get("key_limit"), limits.get("value_limit")
     if kl is not None and len(k) > kl:
-        return P.error_for(P.KEY_TOO_LONG, f"KEY_TOO_LONG: key is {len(k)} bytes, limit {kl}")
+        return P.error_for(P.KEY_TOO_LONG, f"KEY_TOO_LONG: key {k[:100]!r}... is {len(k)} bytes, limit {kl}; "
+                                           f"not stored")
     if vl is not None and len(value) > vl:
-        return P.error_for(P.VALUE_TOO_LARGE, f"VALUE_TOO_LARGE: value is {len(value)} bytes, limit {vl}")
+        # The key is named: the operator's only way to find the caller.
+        return P.error_for(P.VALUE_TOO_LARGE, f"VALUE_TOO_LARGE: the value of {k[:200]!r} is {len(value)} bytes, "
+                                              f"over the daemon's value_limit of {vl}; not stored")
     return None
 
 

@@ -127,16 +127,8 @@ def make_compressor(name, level=None, min_bytes=None, options: dict | None = Non
     if isinstance(name, str) and name in DJANGO_REDIS:
         mapped = DJANGO_REDIS[name]
         return None if mapped is None else Compressor(CODECS[mapped], level, min_bytes)
-    if isinstance(name, str):
-        from importlib import import_module
-        module, _, attr = name.rpartition(".")
-        if not module:
-            raise ValueError(f"{name!r} is not one of {', '.join(CODECS)}, 'none' or a dotted path")
-        cls = getattr(import_module(module), attr)
-    else:
-        cls = name
     from nearcache.settings import construct
-    obj = construct(cls, dict(options or {}))
+    obj = construct(name, options, f"one of {', '.join(CODECS)}, 'none'")
     if not (callable(getattr(obj, "compress", None)) and callable(getattr(obj, "decompress", None))):
         raise TypeError(f"{name!r} has no compress(bytes) and decompress(bytes)")
     return Compressor(CODEC_CLASS, level, min_bytes, obj)

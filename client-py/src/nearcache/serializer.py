@@ -86,16 +86,8 @@ def make_serializer(name: str | None = None, pickle_fallback: bool = True,
         return ForeignSerializer(functools.partial(pickle.dumps, protocol=pickle_protocol), pickle.loads)
     if name == "json":
         return ForeignSerializer(_json_dumps, _json_loads)
-    if isinstance(name, str):
-        from importlib import import_module
-        module, _, attr = name.rpartition(".")
-        if not module:
-            raise ValueError(f"{name!r} is not 'msgpack', 'json', 'pickle' or a dotted path")
-        cls = getattr(import_module(module), attr)
-    else:
-        cls = name
     from nearcache.settings import construct
-    obj = construct(cls, dict(options or {}))
+    obj = construct(name, options, "'msgpack', 'json', 'pickle'")
     if isinstance(obj, Serializer):
         return obj
     if not (callable(getattr(obj, "dumps", None)) and callable(getattr(obj, "loads", None))):

@@ -255,16 +255,24 @@ def parse(location, params: dict) -> Settings:
     return s
 
 
-def construct(cls, options: dict):
-    """An instance of a configured class: with `options` when its constructor takes
-    them (django-redis's serializers and compressors), else with no argument."""
+def construct(name, options: dict | None, choices: str):
+    """The object a SERIALIZER or COMPRESSOR names: a dotted path to a class, a class
+    or an instance. A class is constructed with `options` when its constructor
+    takes them (django-redis's serializers and compressors), else with no argument."""
+    cls = name
+    if isinstance(name, str):
+        module, _, attr = name.rpartition(".")
+        if not module:
+            raise ValueError(f"{name!r} is not {choices} or a dotted path")
+        from importlib import import_module
+        cls = getattr(import_module(module), attr)
     if not isinstance(cls, type):
         return cls  # an instance already
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
-    return cls(options=options) if "options" in params else cls()
+    return cls(options=dict(options or {})) if "options" in params else cls()
 
 
 def _serializer(s: Settings) -> None:

@@ -204,7 +204,7 @@ PyObject* core_decode(CacheCore* self, const unsigned char* p, size_t len, uint8
     raw = PyObject_CallFunction(self->decompress, "iy#", codec, reinterpret_cast<const char*>(p), Py_ssize_t(len));
     if (raw && !PyBytes_Check(raw)) {
       Py_SETREF(raw, nullptr);
-      PyErr_SetString(PyExc_TypeError, "nearcache: decompress hook did not return bytes");
+      PyErr_SetString(PyExc_ValueError, "nearcache: decompress hook did not return bytes");
     }
   } else {
     PyErr_Format(PyExc_ValueError, "nearcache: value compressed with codec %d, which this reader lacks", codec);

@@ -156,3 +156,22 @@ def test_compressed_values_cross_hosts_through_redis(tmp_path):
         b.stop()
         r.kill()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+class Failing:
+    """A COMPRESSOR class whose decompress raises something that is not a ValueError."""
+    def compress(self, data):
+        return b"x" + data[: len(data) // 4]
+
+    def decompress(self, data):
+        raise KeyError("no")
+
+
+def test_a_class_that_raises_anything_is_a_counted_miss(module_daemon, make_cache):
+    c = make_cache(module_daemon, COMPRESSOR=f"{__name__}.Failing", SYNC_WRITES=True)
+    c.set("fails", VALUE)
+    assert C.codec_of(raw(c, "fails")[1]) == 5
+    before = c._client.counters["undecodable"]
+    assert c.get("fails", "miss") == "miss" and c.get_many(["fails"]) == {}
+    assert c.get("fails", "miss") == "miss"
+    assert c._client.counters["undecodable"] > before

@@ -187,3 +187,16 @@ def test_another_serializers_value_is_a_counted_miss(module_daemon, make_cache):
     before = m._client.counters["undecodable"]
     assert m.get("ser-x", "dflt") == "dflt"
     assert m._client.counters["undecodable"] > before
+
+
+def test_a_serializer_that_raises_anything_is_a_counted_miss(module_daemon, make_cache):
+    # pickle.loads of JSON raises UnpicklingError (not a ValueError): a miss on the native hit path too
+    j = make_cache(module_daemon, SERIALIZER="json", SYNC_WRITES=True)
+    p = make_cache(module_daemon, SERIALIZER="pickle", WARN_INTERVAL=0)
+    j.set("ser-raise", {"a": 1})
+    assert p.get("ser-raise", "miss") == "miss"  # the first call maps the segment
+    before = p._client.counters["undecodable"]
+    st, _ = p._client.segment.get(p.make_key("ser-raise").encode())[:2]
+    assert st == 0  # a hit in shared memory: the native path decodes it
+    assert p.get("ser-raise", "miss") == "miss" and p.get_many(["ser-raise"]) == {}
+    assert p._client.counters["undecodable"] > before

@@ -106,7 +106,12 @@ def decompress(codec: int, frame: bytes, obj=None) -> bytes:
         except lzma.LZMAError as e:
             raise ValueError(f"nearcache: corrupt compressed value (lzma: {e})") from None
     elif codec == CODEC_CLASS and obj is not None:
-        out = obj.decompress(body)
+        try:
+            out = obj.decompress(body)
+        except Exception as e:  # django-redis's CompressorError, zlib.error, ...: a value this reader cannot use
+            raise ValueError(f"nearcache: COMPRESSOR class failed to decompress ({type(e).__name__}: {e})") from e
+        if not isinstance(out, bytes):
+            raise ValueError(f"nearcache: COMPRESSOR decompress() returned {type(out).__name__}, not bytes")
     else:
         raise ValueError(f"nearcache: value compressed with codec {codec}, which this reader lacks"
                          + (" (COMPRESSOR is not a class here)" if codec == CODEC_CLASS else ""))

@@ -189,7 +189,8 @@ class NearCache(_native.CacheCore, BaseCache):
             return self._nc_get_miss(kb, default, st)
         try:
             return _core_get(self, key, default, version)
-        except (ValueError, UnicodeEncodeError):
+        except Exception:  # a key for Django's own checks, or a value that does not decode (a
+            # SERIALIZER's loads or a COMPRESSOR class may raise anything): the Python path says which
             return self._nc_get_slow(key, default, version)
 
     def get_many(self, keys, version=None):
@@ -198,7 +199,7 @@ class NearCache(_native.CacheCore, BaseCache):
             return self._nc_get_many_slow(keys, version)
         try:
             return _core_get_many(self, keys, version)
-        except (ValueError, UnicodeEncodeError):
+        except Exception:  # as in get
             return self._nc_get_many_slow(keys, version)
 
     # -- hooks of the native get/get_many --------------------------------------

@@ -118,7 +118,6 @@ ALIASES: dict[str, tuple] = {
 
 #: Accepted for compatibility, with no effect: name -> (is the value harmless?, the warning otherwise)
 IGNORED: dict[str, tuple] = {
-    "CLIENT_CLASS": (lambda v: False, None),  # its own rule, below
     "LOG_IGNORED_EXCEPTIONS": (lambda v: _bool(v),
                                "nearcache always logs the failures it ignores, once per kind and WARN_INTERVAL "
                                "(logger nearcache.client); LOG_IGNORED_EXCEPTIONS=False cannot switch that off"),
@@ -176,7 +175,7 @@ class Settings:
 
 
 def known_names() -> list[str]:
-    return [*OPTIONS, *ALIASES, *IGNORED, *REJECTED]
+    return [*OPTIONS, *ALIASES, "CLIENT_CLASS", *IGNORED, *REJECTED]
 
 
 def _location(location, s: Settings) -> None:

@@ -108,3 +108,19 @@ def test_missing_options_raise():
     from nearcache.migrate import SwitchCache
     with pytest.raises(ImproperlyConfigured, match="NEW and OLD"):
         SwitchCache("", {"OPTIONS": {"NEW": "x"}})
+
+
+def test_async_calls_use_the_two_levels(env):
+    import asyncio
+
+    from django.core.cache import caches
+    old, new, switch = caches["redis"], caches["nearcache"], caches["default"]
+    old.set("async-k", "v", 60)
+
+    async def run():
+        assert await switch.aget("async-k") == "v"
+        await switch.aset("async-n", 1, 60)
+        return await switch.aincr("async-n")
+
+    assert asyncio.run(run()) == 2
+    assert new.get("async-k") == "v" and old.get("async-n") == 2

@@ -32,9 +32,28 @@ Py_ssize_t frame_length(const uint8_t* p, size_t n) {
   return Py_ssize_t(len);
 }
 
+namespace {
+
+// Whether a frame's announced length is possible for its compressed size, so
+// that a damaged header never makes a reader allocate more than the codec can
+// produce (zlib expands at most ~1032:1, an lz4 block ~255:1; a zstd frame
+// states its own size).
+bool plausible(int codec, const uint8_t* src, size_t sn, size_t len) {
+  switch (codec) {
+    case CODEC_ZLIB: return len <= sn * 1032 + 64;
+    case CODEC_LZ4: return len <= sn * 255 + 64;
+    case CODEC_ZSTD: return ZSTD_getFrameContentSize(src, sn) == len;
+  }
+  return false;
+}
+
+}  // namespace
+
 PyObject* decompress_frame(int codec, const uint8_t* p, size_t n) {
   const Py_ssize_t len = frame_length(p, n);
   if (len < 0) return nullptr;
+  if (codec_native(codec) && !plausible(codec, p + kFrameHeader, n - kFrameHeader, size_t(len)))
+    return corrupt("length header larger than the data can hold");
   PyObject* out = PyBytes_FromStringAndSize(nullptr, len);
   if (!out) return nullptr;
   char* dst = PyBytes_AS_STRING(out);

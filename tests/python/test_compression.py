@@ -175,3 +175,35 @@ def test_a_class_that_raises_anything_is_a_counted_miss(module_daemon, make_cach
     assert c.get("fails", "miss") == "miss" and c.get_many(["fails"]) == {}
     assert c.get("fails", "miss") == "miss"
     assert c._client.counters["undecodable"] > before
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3])
+def test_native_decompress_of_damaged_frames_raises_or_checks_length(codec):
+    import random
+    rnd = random.Random(codec)
+    plain = packb(VALUE)
+    frame = _native.compress(codec, plain)
+    assert _native.decompress(codec, frame) == plain
+    for i in range(3000):
+        b = bytearray(frame)
+        kind = i % 3
+        if kind == 0:
+            b = b[:rnd.randrange(len(b))]
+        elif kind == 1:
+            for _ in range(rnd.randrange(1, 8)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+        else:
+            b[1:5] = rnd.randrange(1 << 32).to_bytes(4, "big")  # a lying length header
+        try:
+            out = _native.decompress(codec, bytes(b))
+        except ValueError:
+            continue
+        assert len(out) == int.from_bytes(b[1:5], "big")  # never more nor less than announced
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3])
+def test_a_length_header_the_data_cannot_hold_is_refused_before_allocating(codec):
+    frame = _native.compress(codec, b"x" * 100)
+    lying = frame[:1] + (900 << 20).to_bytes(4, "big") + frame[5:]
+    with pytest.raises(ValueError, match="length header|corrupt"):
+        _native.decompress(codec, lying)

@@ -171,6 +171,15 @@ const std::vector<OptionSpec>& table() {
        "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
       {"log_level", OptType::string, "info", 0, 0, true, "trace, debug, info, warn, error, critical or off.",
        &C::log_level},
+      {"key_stats", OptType::boolean, "true", 0, 0, true,
+       "Count hits and misses by key and key prefix (STATUS key_stats: `nearcache hotkeys`, the prefix table of "
+       "`nearcache status`). Shared-memory hits are sampled from the readers' hit rings on the daemon's tick; "
+       "the hit path is the same either way.",
+       &C::key_stats},
+      {"key_stats_prefix_depth", OptType::count, "1", 1, 16, true,
+       "Key prefixes of key_stats end at this many `:` separators (Django's keys are KEY_PREFIX:VERSION:key: "
+       "3 groups by the first part of the key itself).",
+       &C::key_stats_prefix_depth},
   });
   return rows;
 }

@@ -13,6 +13,9 @@
 #include "protocol/codec.h"
 #include "protocol/reply.h"
 #include "hits.h"
+#include "protocol/key_prefix.h"
+#include "reader.h"
+#include "table_view.h"
 #include "segment_file.h"
 #include "writer.h"
 
@@ -151,6 +154,14 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
       clock_(shm::monotonic_ms),
       slice_clock_(mono_us) {
   started_ms_ = clock_();
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth));
+  // The writer's own mapping, read as a reader reads it: way index -> key.
+  view_reader_ = std::make_unique<shm::Reader>();
+  std::string why;
+  if (w_->segment_base() && view_reader_->attach(w_->segment_base(), w_->segment_bytes(), &why) == 0)
+    view_ = std::make_unique<shm::TableView>(*view_reader_);
+  else
+    spdlog::warn("key_stats: cannot read the table ({}): shared-memory hits are not attributed to keys", why);
 }
 
 Engine::~Engine() = default;
@@ -158,6 +169,7 @@ Engine::~Engine() = default;
 void Engine::configure(const Config& cfg) {
   // The reloadable rows only; the rest is fixed by the segment or the socket.
   copy_reloadable(cfg, &cfg_);
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth));
 }
 
 // ---------------------------------------------------------------- sessions
@@ -388,7 +400,7 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   shm::Item it;
-  if (!suspended_ && w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (!suspended_ && table_get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
   if (tier_ && !negative_hit(key)) return redis_read(s, id, WaitKind::get, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
@@ -411,7 +423,7 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   const bool fits = reply::entries(s->out, id, arr.size, cfg_.max_output_bytes,
                                    [&](uint32_t i, std::string_view* value, uint8_t* flags) {
                                      shm::Item it;
-                                     if (!w_->get(bytes_of(arr.ptr[i]), &it)) return false;
+                                     if (!table_get(bytes_of(arr.ptr[i]), &it)) return false;
                                      *value = it.value, *flags = it.flags;
                                      return true;
                                    });
@@ -867,7 +879,55 @@ bool Engine::poll_region(shm::HitSource* src) {
   const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
   w_->note_hits(hit_ways_.data(), hit_ways_.size());
   w_->note_reader_counts(d.hits, d.misses, d.busy);
+  sample_hits(hit_ways_);
   return ok;
+}
+
+bool Engine::table_get(std::string_view key, shm::Item* it) {
+  const bool hit = w_->get(key, it);
+  if (!key_stats_.enabled()) return hit;
+  if (hit) key_stats_.hit(key, 1, now_ms());
+  else key_stats_.miss(key, now_ms());
+  return hit;
+}
+
+// At most kSamplesPerPoll entries, evenly spaced, each standing for `stride`
+// hits: the tick's cost is bounded whatever the readers do.
+void Engine::sample_hits(const std::vector<uint32_t>& ways) {
+  if (!key_stats_.enabled() || !view_ || ways.empty()) return;
+  const size_t stride = (ways.size() + KeyStats::kSamplesPerPoll - 1) / KeyStats::kSamplesPerPoll;
+  const uint64_t now = now_ms();
+  for (size_t i = 0; i < ways.size(); i += stride)
+    if (view_->key_at(ways[i], now, &key_scratch_)) key_stats_.hit(key_scratch_, stride, now);
+}
+
+void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
+  const uint64_t now = now_ms();
+  pack_str(pk, "key_stats");
+  pk.pack_map(6);
+  pack_str(pk, "enabled"), key_stats_.enabled() ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "prefix_depth"), pk.pack_uint32(key_stats_.depth());
+  pack_str(pk, "separators"), pack_str(pk, std::string(kDefaultKeySeparators));
+  pack_str(pk, "span_ms"), pk.pack_uint64(key_stats_.enabled() ? key_stats_.span_ms(now) : 0);
+  pack_str(pk, "hot_keys");
+  const auto keys = key_stats_.hot_keys(KeyStats::kReportKeys, now);
+  pk.pack_array(uint32_t(keys.size()));
+  for (const auto& k : keys) {
+    pk.pack_array(2);
+    pk.pack_bin(uint32_t(k.key.size()));
+    pk.pack_bin_body(k.key.data(), uint32_t(k.key.size()));
+    pk.pack_uint64(k.hits);
+  }
+  pack_str(pk, "prefixes");
+  const auto prefixes = key_stats_.prefixes(KeyStats::kReportPrefixes, now);
+  pk.pack_array(uint32_t(prefixes.size()));
+  for (const auto& p : prefixes) {
+    pk.pack_array(3);
+    pk.pack_bin(uint32_t(p.prefix.size()));
+    pk.pack_bin_body(p.prefix.data(), uint32_t(p.prefix.size()));
+    pk.pack_uint64(p.hits);
+    pk.pack_uint64(p.misses);
+  }
 }
 
 size_t Engine::poll_hits(size_t max_regions) {
@@ -894,13 +954,14 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   const MetricSpec* table = metric_table();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(uint32_t(kMetricCount + 5 + (tier_ ? kRedisMetricCount + 1 : 0)));
+  pk.pack_map(uint32_t(kMetricCount + 6 + (tier_ ? kRedisMetricCount + 1 : 0)));
   for (size_t i = 0; i < kMetricCount; ++i) {
     pack_str(pk, table[i].name);
     if (table[i].unit == MetricUnit::ratio || table[i].unit == MetricUnit::millis) pk.pack_double(vals[i].real);
     else pk.pack_uint64(vals[i].count);
   }
   if (tier_) redis_status(pk);
+  key_stats_status(pk);
   pack_str(pk, "version"), pack_str(pk, kVersion);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
   pack_str(pk, "uptime_s"), pk.pack_uint64((now_ms() - started_ms_) / 1000);

@@ -16,6 +16,7 @@
 #include "cli/memory_usage.h"
 #include "cli/msgpack_bytes.h"
 #include "cli/status_format.h"
+#include "cli/top_view.h"
 #include "cli/value_json.h"
 #include "protocol/key_prefix.h"
 #include "protocol/protocol.h"
@@ -309,6 +310,31 @@ int run_hotkeys(const CliInvocation& inv) {
   return kExitOk;
 }
 
+// ------------------------------------------------------------------ top
+
+void top_flags(po::options_description& d) {
+  d.add_options()("interval", po::value<double>()->value_name("SECONDS")->default_value(1, "1"),
+                  "time between refreshes (0.1 to 3600)")(
+      "count", po::value<long>()->value_name("N")->default_value(0), "refreshes before exiting (0: until q or Ctrl-C)");
+}
+
+int run_top_command(const CliInvocation& inv) {
+  TopOptions o;
+  o.socket = inv.socket;
+  o.timeout_ms = inv.timeout_ms;
+  o.interval_s = inv.flags["interval"].as<double>();
+  o.count = inv.flags["count"].as<long>();
+  if (!(o.interval_s >= 0.1 && o.interval_s <= 3600)) {
+    fputs("nearcache: --interval must be between 0.1 and 3600 seconds\n", stderr);
+    return kExitUsage;
+  }
+  if (o.count < 0) {
+    fputs("nearcache: --count must be 0 or more\n", stderr);
+    return kExitUsage;
+  }
+  return run_top(o);
+}
+
 int run_help(const CliInvocation& inv);
 
 }  // namespace
@@ -327,6 +353,8 @@ const std::vector<CliCommand>& cli_commands() {
        memory_flags, run_memory},
       {"hotkeys", "", "the most hit keys of the last 10-20 s (sampled shared-memory hits, daemon GETs)", 0, 0,
        hotkeys_flags, run_hotkeys},
+      {"top", "", "live view, refreshed every second: rates, hit ratio, memory, Redis (q quits)", 0, 0, top_flags,
+       run_top_command},
       {"help", "[COMMAND]", "print the help of nearcache or of COMMAND", 0, 1, nullptr, run_help},
   };
   return table;

@@ -182,7 +182,7 @@ void Engine::attach(Session* s) {
 void Engine::detach(Session* s) {
   sessions_.erase(s->id);
   if (auto it = regions_.find(s->id); it != regions_.end()) {
-    poll_region(it->second.get());  // its last counts
+    poll_region(it->second.get(), KeyStats::kSamplesPerPoll);  // its last counts
     regions_.erase(it);
     w_->set_reader_processes(uint32_t(regions_.size()));
   }
@@ -873,13 +873,13 @@ void Engine::op_hits(Session* s, uint64_t id, Args&) {
   reply::ok(s->out, id);
 }
 
-bool Engine::poll_region(shm::HitSource* src) {
+bool Engine::poll_region(shm::HitSource* src, size_t max_samples) {
   shm::HitDeltas d;
   hit_ways_.clear();
   const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
   w_->note_hits(hit_ways_.data(), hit_ways_.size());
   w_->note_reader_counts(d.hits, d.misses, d.busy);
-  sample_hits(hit_ways_);
+  sample_hits(hit_ways_, max_samples);
   return ok;
 }
 
@@ -891,11 +891,11 @@ bool Engine::table_get(std::string_view key, shm::Item* it) {
   return hit;
 }
 
-// At most kSamplesPerPoll entries, evenly spaced, each standing for `stride`
+// At most max_samples entries, evenly spaced, each standing for `stride`
 // hits: the tick's cost is bounded whatever the readers do.
-void Engine::sample_hits(const std::vector<uint32_t>& ways) {
-  if (!key_stats_.enabled() || !view_ || ways.empty()) return;
-  const size_t stride = (ways.size() + KeyStats::kSamplesPerPoll - 1) / KeyStats::kSamplesPerPoll;
+void Engine::sample_hits(const std::vector<uint32_t>& ways, size_t max_samples) {
+  if (!key_stats_.enabled() || !view_ || ways.empty() || max_samples == 0) return;
+  const size_t stride = (ways.size() + max_samples - 1) / max_samples;
   const uint64_t now = now_ms();
   for (size_t i = 0; i < ways.size(); i += stride)
     if (view_->key_at(ways[i], now, &key_scratch_)) key_stats_.hit(key_scratch_, stride, now);
@@ -932,11 +932,15 @@ void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
 
 size_t Engine::poll_hits(size_t max_regions) {
   size_t n = 0;
+  // key_stats' share of the tick: kSamplesPerTick ring entries for all the
+  // regions read, kSamplesPerPoll at most for one (key_stats.h).
+  const size_t polled = std::max<size_t>(1, std::min(max_regions, regions_.size()));
+  const size_t per_region = std::clamp<size_t>(KeyStats::kSamplesPerTick / polled, 1, KeyStats::kSamplesPerPoll);
   auto it = regions_.lower_bound(regions_cursor_);
   while (n < max_regions && n < regions_.size()) {
     if (it == regions_.end()) it = regions_.begin();
     ++n;
-    if (poll_region(it->second.get())) {
+    if (poll_region(it->second.get(), per_region)) {
       ++it;
     } else {
       spdlog::info("conn {}: hit region unreadable; dropped", it->first);

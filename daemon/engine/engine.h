@@ -154,11 +154,11 @@ class Engine {
   void op_status(Session* s, uint64_t id, Args& a);
   void op_hits(Session* s, uint64_t id, Args& a);
   // Reads one region; false when it cannot be read any more (then dropped).
-  bool poll_region(shm::HitSource* src);
+  bool poll_region(shm::HitSource* src, size_t max_samples);
   // A lookup in the table for a request (GET, GET_MANY): counted in key_stats_.
   bool table_get(std::string_view key, shm::Item* it);
   // Samples the ring entries of one region read into key_stats_ (key_stats.h).
-  void sample_hits(const std::vector<uint32_t>& ways);
+  void sample_hits(const std::vector<uint32_t>& ways, size_t max_samples);
   void key_stats_status(msgpack::packer<OutBuffer>& pk);
 
   // Replies (their bytes: protocol/reply.h). An error is counted, logged, and

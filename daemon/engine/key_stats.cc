@@ -53,13 +53,12 @@ void KeyStats::shrink_keys() {
   auto mid = counts.begin() + long(counts.size() / 2);
   std::nth_element(counts.begin(), mid, counts.end());
   const uint64_t median = *mid;
-  size_t keep = counts.end() - mid;  // entries >= median we may keep
+  size_t above = 0;
+  for (uint64_t c : counts) above += c > median;
+  size_t at_median = size_t(counts.end() - mid) - above;  // ties at the median that stay
   for (auto it = cur_.keys.begin(); it != cur_.keys.end();) {
-    if (it->second < median || (it->second == median && keep == 0)) it = cur_.keys.erase(it);
-    else {
-      if (it->second == median) --keep;
-      ++it;
-    }
+    if (it->second > median || (it->second == median && at_median > 0 && at_median--)) ++it;
+    else it = cur_.keys.erase(it);
   }
 }
 
@@ -86,17 +85,16 @@ std::vector<KeyStats::KeyCount> KeyStats::hot_keys(size_t n, uint64_t now) {
   std::vector<KeyCount> out;
   if (!enabled_) return out;
   rotate(now);
-  Map<uint64_t> sum = prev_.keys;
+  // Views into the two windows' keys: no key is copied but the n reported.
+  std::unordered_map<std::string_view, uint64_t> sum(prev_.keys.size() + cur_.keys.size());
+  for (const auto& [k, c] : prev_.keys) sum[k] += c;
   for (const auto& [k, c] : cur_.keys) sum[k] += c;
-  out.reserve(sum.size());
-  for (auto& [k, c] : sum) out.push_back({k, c});
-  auto more = [](const KeyCount& a, const KeyCount& b) { return a.hits != b.hits ? a.hits > b.hits : a.key < b.key; };
-  if (out.size() > n) {
-    std::partial_sort(out.begin(), out.begin() + long(n), out.end(), more);
-    out.resize(n);
-  } else {
-    std::sort(out.begin(), out.end(), more);
-  }
+  std::vector<std::pair<std::string_view, uint64_t>> all(sum.begin(), sum.end());
+  auto more = [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; };
+  const size_t m = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + long(m), all.end(), more);
+  out.reserve(m);
+  for (size_t i = 0; i < m; ++i) out.push_back({std::string(all[i].first), all[i].second});
   return out;
 }
 

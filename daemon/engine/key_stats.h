@@ -4,8 +4,8 @@
 //
 // Fed with (a) shared-memory hits: the way indexes the daemon already reads
 // from the readers' hit rings every tick (shm/hits.h), mapped back to keys in
-// the table (shm/table_view.h), at most kSamplesPerPoll per region read, each
-// weighted by the entries it stands for; (b) the daemon's own lookups (GET,
+// the table (shm/table_view.h), at most kSamplesPerPoll per region read and
+// kSamplesPerTick per tick, each weighted by the entries it stands for; (b) the daemon's own lookups (GET,
 // GET_MANY): hits and misses, every one. Misses that readers answer from
 // shared memory alone (a definite miss, no Redis tier) are not seen: the ring
 // records hits only. So hits are sampled estimates and misses are those the
@@ -31,7 +31,9 @@ class KeyStats {
   static constexpr uint64_t kWindowMs = 10000;
   static constexpr size_t kMaxKeys = 4096, kMaxPrefixes = 256;
   static constexpr size_t kReportKeys = 32, kReportPrefixes = 16;  // what STATUS shows
-  static constexpr size_t kSamplesPerPoll = 256;
+  // Ring entries mapped back to keys: at most kSamplesPerPoll per region
+  // read and kSamplesPerTick per poll_hits (every 20 ms) for all regions.
+  static constexpr size_t kSamplesPerPoll = 128, kSamplesPerTick = 256;
 
   void configure(bool enabled, uint32_t depth);
   bool enabled() const { return enabled_; }

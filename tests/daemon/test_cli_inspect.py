@@ -174,7 +174,7 @@ def test_hotkeys_counts_shared_memory_and_daemon_hits(daemon):
     lines = hotkeys(daemon)
     assert lines[0].startswith("hits by key in the last ") and lines[0].endswith(
         " s (shared-memory hits sampled, daemon GETs all counted):")
-    # Fewer than 256 ring entries per read: every one is counted, weight 1.
+    # Fewer ring entries per read than key_stats samples (128): every one is counted, weight 1.
     assert lines[1:] == [f"{'HITS':>12}  KEY", f"{7:>12}  views:page:1", f"{5:>12}  user:2"]
     assert hotkeys(daemon, "--count", "1")[1:] == [f"{'HITS':>12}  KEY", f"{7:>12}  views:page:1"]
 

@@ -27,14 +27,14 @@ std::map<std::string, EntryInfo> walk(const TableView& v, uint64_t now) {
 TEST_CASE("a walk sees every live entry once, with its item size") {
   nctest::TempDir d;
   auto w = nctest::make_writer(nctest::small_options(d));
-  const uint64_t now = monotonic_ms();
   std::map<std::string, std::string> want;
   for (int i = 0; i < 500; ++i) {
     const std::string k = "p" + std::to_string(i % 7) + ":" + std::to_string(i), v(size_t(i % 90), 'v');
     REQUIRE(w->set(k, v, uint8_t(i), 0) == Status::ok);
     want[k] = v;
   }
-  REQUIRE(w->set("short:1", "x", 0, now + 1) == Status::ok);  // expires in 1 ms
+  const uint64_t now = monotonic_ms();
+  REQUIRE(w->set("short:1", "x", 0, now + 60000) == Status::ok);  // walked at now + 60001: expired
   REQUIRE(w->set("gone:1", "x", 0, 0) == Status::ok);
   REQUIRE(w->del("gone:1") == Status::ok);
   REQUIRE(w->set_negative("neg:1", 0) == Status::ok);
@@ -43,7 +43,7 @@ TEST_CASE("a walk sees every live entry once, with its item size") {
   std::string why;
   REQUIRE(r.open(d.file("segment"), &why) == 0);
   const TableView v(r);
-  auto all = walk(v, now + 5);
+  auto all = walk(v, now + 60001);
   REQUIRE(all.size() == want.size() + 1);
   CHECK(all.at("neg:1").negative);
   for (const auto& [k, val] : want) {
@@ -58,7 +58,7 @@ TEST_CASE("a walk sees every live entry once, with its item size") {
   size_t found = 0;
   std::string key;
   for (uint64_t wi = 0; wi < v.way_index_limit(); ++wi)
-    if (v.key_at(uint32_t(wi), now + 5, &key)) {
+    if (v.key_at(uint32_t(wi), now + 60001, &key)) {
       CHECK(want.count(key) == 1);
       ++found;
     }

@@ -191,8 +191,11 @@ std::string prefix_traffic_text(const msgpack::object& st, const char* indent) {
   std::ostringstream s;
   const double span = number(lookup(*ks, "span_ms"));
   char line[512];
-  snprintf(line, sizeof line, "%straffic by key prefix (depth %s, last %.0f s; shared-memory hits sampled):\n", indent,
-           number_text(lookup(*ks, "prefix_depth")).c_str(), span >= 0 ? span / 1000 : 0.0);
+  const msgpack::object* seps = lookup(*ks, "separators");
+  snprintf(line, sizeof line,
+           "%straffic by key prefix (depth %s, separators \"%s\", last %.0f s; shared-memory hits sampled):\n", indent,
+           number_text(lookup(*ks, "prefix_depth")).c_str(), seps ? key_text(str_of(*seps)).c_str() : "?",
+           span >= 0 ? span / 1000 : 0.0);
   s << line;
   if (rows->via.array.size == 0) return s.str() + indent + "  (no lookups)\n";
   size_t width = 6;

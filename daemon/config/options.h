@@ -42,6 +42,7 @@ struct Config {
   std::string log_level;
   bool key_stats;
   uint64_t key_stats_prefix_depth;
+  std::string key_stats_separators;
   redis::Config redis;  // the Redis tier's options (redis_*), handed to the tier as they are
 };
 

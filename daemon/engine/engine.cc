@@ -13,7 +13,6 @@
 #include "protocol/codec.h"
 #include "protocol/reply.h"
 #include "hits.h"
-#include "protocol/key_prefix.h"
 #include "reader.h"
 #include "table_view.h"
 #include "segment_file.h"
@@ -154,7 +153,7 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
       clock_(shm::monotonic_ms),
       slice_clock_(mono_us) {
   started_ms_ = clock_();
-  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth));
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth), cfg_.key_stats_separators);
   // The writer's own mapping, read as a reader reads it: way index -> key.
   view_reader_ = std::make_unique<shm::Reader>();
   std::string why;
@@ -169,7 +168,7 @@ Engine::~Engine() = default;
 void Engine::configure(const Config& cfg) {
   // The reloadable rows only; the rest is fixed by the segment or the socket.
   copy_reloadable(cfg, &cfg_);
-  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth));
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth), cfg_.key_stats_separators);
 }
 
 // ---------------------------------------------------------------- sessions
@@ -907,7 +906,7 @@ void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
   pk.pack_map(6);
   pack_str(pk, "enabled"), key_stats_.enabled() ? pk.pack_true() : pk.pack_false();
   pack_str(pk, "prefix_depth"), pk.pack_uint32(key_stats_.depth());
-  pack_str(pk, "separators"), pack_str(pk, std::string(kDefaultKeySeparators));
+  pack_str(pk, "separators"), pack_str(pk, key_stats_.separators());
   pack_str(pk, "span_ms"), pk.pack_uint64(key_stats_.enabled() ? key_stats_.span_ms(now) : 0);
   pack_str(pk, "hot_keys");
   const auto keys = key_stats_.hot_keys(KeyStats::kReportKeys, now);

@@ -7,10 +7,12 @@
 
 namespace nearcache::daemon {
 
-void KeyStats::configure(bool enabled, uint32_t depth) {
-  if (enabled != enabled_ || depth != depth_) cur_.clear(), prev_.clear(), started_ = false;
+void KeyStats::configure(bool enabled, uint32_t depth, std::string_view separators) {
+  if (enabled != enabled_ || depth != depth_ || separators != separators_)
+    cur_.clear(), prev_.clear(), started_ = false;  // counts of other prefixes do not add up
   enabled_ = enabled;
   depth_ = depth;
+  separators_ = separators;
 }
 
 void KeyStats::rotate(uint64_t now) {
@@ -32,7 +34,7 @@ void KeyStats::rotate(uint64_t now) {
 }
 
 void KeyStats::count_prefix(std::string_view key, uint64_t hits, uint64_t misses) {
-  const std::string_view p = key_prefix(key, depth_);
+  const std::string_view p = key_prefix(key, depth_, separators_);
   auto it = cur_.prefixes.find(p);
   if (it == cur_.prefixes.end()) {
     if (cur_.prefixes.size() >= kMaxPrefixes) {

@@ -35,9 +35,10 @@ class KeyStats {
   // read and kSamplesPerTick per poll_hits (every 20 ms) for all regions.
   static constexpr size_t kSamplesPerPoll = 128, kSamplesPerTick = 256;
 
-  void configure(bool enabled, uint32_t depth);
+  void configure(bool enabled, uint32_t depth, std::string_view separators = ":");
   bool enabled() const { return enabled_; }
   uint32_t depth() const { return depth_; }
+  const std::string& separators() const { return separators_; }
 
   void hit(std::string_view key, uint64_t weight, uint64_t now_ms);
   void miss(std::string_view key, uint64_t now_ms);
@@ -77,6 +78,7 @@ class KeyStats {
 
   bool enabled_ = true;
   uint32_t depth_ = 1;
+  std::string separators_ = ":";
   Window cur_, prev_;
   uint64_t cur_start_ms_ = 0, prev_start_ms_ = 0;
   bool started_ = false;

@@ -5,6 +5,7 @@ read."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -193,7 +194,7 @@ def test_status_text_shows_traffic_by_prefix(daemon):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("  traffic by key prefix"))
-    assert lines[at].startswith("  traffic by key prefix (depth 1, last ")
+    assert lines[at].startswith('  traffic by key prefix (depth 1, separators ":", last ')
     assert lines[at].endswith(" s; shared-memory hits sampled):")
     w = 6
     assert lines[at + 1:at + 5] == [
@@ -203,6 +204,33 @@ def test_status_text_shows_traffic_by_prefix(daemon):
         f"    {'views:':<{w}} {1:>12} {0:>12} {'100.0%':>9}",
     ]
     c.close()
+
+
+def test_key_stats_depth_and_separators(tmp_path):
+    """Django's keys (KEY_PREFIX:VERSION:key, dots in its own): depth 3 with `:.`."""
+    d = Daemon(tmp_path, key_stats_prefix_depth=3, key_stats_separators=":.")
+    try:
+        c = RawConn(d.socket)
+        for k in (b":1:views.decorators.cache.cache_page.x", b":1:views.decorators.cache.cache_header.y",
+                  b":1:django.contrib.sessions.cacheabc", b":1:throttle_user_1"):
+            c.call(SET, k, mp(1), None)
+            c.call(GET, k)
+        st = c.status()["key_stats"]
+        assert st["prefix_depth"] == 3 and st["separators"] == ":."
+        assert [[bytes(p), h, m] for p, h, m in st["prefixes"]] == [
+            [b":1:views.", 2, 0], [b":1:", 1, 0], [b":1:django.", 1, 0]]
+        c.close()
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_key_stats_separators_are_1_to_8_characters(tmp_path):
+    conf = tmp_path / "empty.conf"
+    conf.write_text("key_stats_separators =\n")
+    for options, got in (({"config": str(conf)}, 0), ({"key_stats_separators": ":.-_/|#@!"}, 9)):
+        d = Daemon(tmp_path, start=False, **options)
+        r = subprocess.run(d.args(), capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and f"option key_stats_separators: 1 to 8 characters (got {got})" in r.stderr, r
 
 
 def test_key_stats_off(tmp_path):

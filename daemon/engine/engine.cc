@@ -878,7 +878,7 @@ bool Engine::poll_region(shm::HitSource* src, size_t max_samples) {
   const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
   w_->note_hits(hit_ways_.data(), hit_ways_.size());
   w_->note_reader_counts(d.hits, d.misses, d.busy);
-  sample_hits(hit_ways_, max_samples);
+  sample_hits(hit_ways_, max_samples, d.hits);
   return ok;
 }
 
@@ -890,14 +890,19 @@ bool Engine::table_get(std::string_view key, shm::Item* it) {
   return hit;
 }
 
-// At most max_samples entries, evenly spaced, each standing for `stride`
-// hits: the tick's cost is bounded whatever the readers do.
-void Engine::sample_hits(const std::vector<uint32_t>& ways, size_t max_samples) {
+// At most max_samples entries, evenly spaced; together they stand for the
+// region's hits since its last read (its counter, when the ring overflowed:
+// more hits than kHitRing between two reads), so the tick's cost is bounded
+// whatever the readers do and the prefixes' hits still add up.
+void Engine::sample_hits(const std::vector<uint32_t>& ways, size_t max_samples, uint64_t hits) {
   if (!key_stats_.enabled() || !view_ || ways.empty() || max_samples == 0) return;
   const size_t stride = (ways.size() + max_samples - 1) / max_samples;
+  const size_t samples = (ways.size() + stride - 1) / stride;
+  const uint64_t total = std::max<uint64_t>(hits, ways.size());
+  const uint64_t base = total / samples, extra = total % samples;  // the first `extra` samples weigh one more
   const uint64_t now = now_ms();
-  for (size_t i = 0; i < ways.size(); i += stride)
-    if (view_->key_at(ways[i], now, &key_scratch_)) key_stats_.hit(key_scratch_, stride, now);
+  for (size_t i = 0, n = 0; i < ways.size(); i += stride, ++n)
+    if (view_->key_at(ways[i], now, &key_scratch_)) key_stats_.hit(key_scratch_, base + (n < extra), now);
 }
 
 void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {

@@ -157,8 +157,9 @@ class Engine {
   bool poll_region(shm::HitSource* src, size_t max_samples);
   // A lookup in the table for a request (GET, GET_MANY): counted in key_stats_.
   bool table_get(std::string_view key, shm::Item* it);
-  // Samples the ring entries of one region read into key_stats_ (key_stats.h).
-  void sample_hits(const std::vector<uint32_t>& ways, size_t max_samples);
+  // Samples the ring entries of one region read into key_stats_ (key_stats.h);
+  // `hits` is the region's hit counter's growth over the same read.
+  void sample_hits(const std::vector<uint32_t>& ways, size_t max_samples, uint64_t hits);
   void key_stats_status(msgpack::packer<OutBuffer>& pk);
 
   // Replies (their bytes: protocol/reply.h). An error is counted, logged, and

@@ -5,7 +5,8 @@
 // Fed with (a) shared-memory hits: the way indexes the daemon already reads
 // from the readers' hit rings every tick (shm/hits.h), mapped back to keys in
 // the table (shm/table_view.h), at most kSamplesPerPoll per region read and
-// kSamplesPerTick per tick, each weighted by the entries it stands for; (b) the daemon's own lookups (GET,
+// kSamplesPerTick per tick, weighted so that a read's samples add up to the
+// hits its region counted (more than the ring holds when it overflowed); (b) the daemon's own lookups (GET,
 // GET_MANY): hits and misses, every one. Misses that readers answer from
 // shared memory alone (a definite miss, no Redis tier) are not seen: the ring
 // records hits only. So hits are sampled estimates and misses are those the

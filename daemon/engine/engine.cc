@@ -918,8 +918,7 @@ void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
   pk.pack_array(uint32_t(keys.size()));
   for (const auto& k : keys) {
     pk.pack_array(2);
-    pk.pack_bin(uint32_t(k.key.size()));
-    pk.pack_bin_body(k.key.data(), uint32_t(k.key.size()));
+    pack_bytes(pk, k.key);
     pk.pack_uint64(k.hits);
   }
   pack_str(pk, "prefixes");
@@ -927,8 +926,7 @@ void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
   pk.pack_array(uint32_t(prefixes.size()));
   for (const auto& p : prefixes) {
     pk.pack_array(3);
-    pk.pack_bin(uint32_t(p.prefix.size()));
-    pk.pack_bin_body(p.prefix.data(), uint32_t(p.prefix.size()));
+    pack_bytes(pk, p.prefix);
     pk.pack_uint64(p.hits);
     pk.pack_uint64(p.misses);
   }

@@ -193,7 +193,8 @@ std::string prefix_traffic_text(const msgpack::object& st, const char* indent) {
   char line[512];
   const msgpack::object* seps = lookup(*ks, "separators");
   snprintf(line, sizeof line,
-           "%straffic by key prefix (depth %s, separators \"%s\", last %.0f s; shared-memory hits sampled):\n", indent,
+           "%straffic by key prefix (depth %s, separators \"%s\", last %.0f s; shared-memory hits sampled, misses "
+           "the daemon answered):\n", indent,
            number_text(lookup(*ks, "prefix_depth")).c_str(), seps ? key_text(str_of(*seps)).c_str() : "?",
            span >= 0 ? span / 1000 : 0.0);
   s << line;

@@ -92,7 +92,7 @@ class Source {
 
 // Per-second rates and the interval's ratio between two good samples.
 struct Rates {
-  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, misses, sets, deletes, evictions,
+  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, misses, shm_misses, sets, deletes, evictions,
       expirations, ratio;
 };
 
@@ -105,7 +105,8 @@ Rates rates(const Sample& a, const Sample& b) {
   };
   r.requests = d("requests_total");
   r.shm_hits = d("shm_hits_total");
-  r.shm_lookups = r.shm_hits + d("shm_misses_total") + d("shm_busy_total");
+  r.shm_misses = d("shm_misses_total");
+  r.shm_lookups = r.shm_hits + r.shm_misses + d("shm_busy_total");
   r.ops = r.requests + r.shm_lookups;
   r.daemon_hits = d("daemon_hits_total");
   r.hits = d("hits_total");
@@ -171,7 +172,8 @@ std::vector<std::string> frame(const TopOptions& o, const Sample* prev, const Sa
                     r.requests, r.shm_lookups));
     l.push_back(fmt("%-12s %10.0f/s   from shared memory %.0f/s, from the daemon %.0f/s", "hits", r.hits, r.shm_hits,
                     r.daemon_hits));
-    l.push_back(fmt("%-12s %10.0f/s", "misses", r.misses));
+    l.push_back(fmt("%-12s %10.0f/s   answered by the daemon; shared-memory misses %.0f/s", "misses", r.misses,
+                    r.shm_misses));
     l.push_back(fmt("%-12s %12s   last interval; %s last minute, %s since start", "hit ratio", pct(r.ratio).c_str(),
                     pct(cur.get("hit_ratio_1m")).c_str(), pct(cur.get("hit_ratio")).c_str()));
     l.push_back(fmt("%-12s %10.0f/s   deletes %.0f/s", "writes", r.sets, r.deletes));

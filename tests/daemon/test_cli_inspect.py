@@ -195,7 +195,7 @@ def test_status_text_shows_traffic_by_prefix(daemon):
     lines = r.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("  traffic by key prefix"))
     assert lines[at].startswith('  traffic by key prefix (depth 1, separators ":", last ')
-    assert lines[at].endswith(" s; shared-memory hits sampled):")
+    assert lines[at].endswith(" s; shared-memory hits sampled, misses the daemon answered):")
     w = 6
     assert lines[at + 1:at + 5] == [
         f"    {'PREFIX':<{w}} {'HITS':>12} {'MISSES':>12} {'HIT RATIO':>9}",

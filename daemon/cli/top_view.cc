@@ -6,6 +6,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
@@ -92,7 +93,8 @@ class Source {
 
 // Per-second rates and the interval's ratio between two good samples.
 struct Rates {
-  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, misses, shm_misses, sets, deletes, evictions,
+  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, daemon_misses, shm_misses, misses, sets, deletes,
+      evictions,
       expirations, ratio;
 };
 
@@ -110,7 +112,11 @@ Rates rates(const Sample& a, const Sample& b) {
   r.ops = r.requests + r.shm_lookups;
   r.daemon_hits = d("daemon_hits_total");
   r.hits = d("hits_total");
-  r.misses = d("misses_total");
+  r.daemon_misses = d("misses_total");
+  // A shared-memory miss that asks the daemon is counted twice (by the reader
+  // and the daemon), a definite one (answered in the reader) by the reader
+  // alone: the larger of the two is the interval's misses.
+  r.misses = std::max(r.daemon_misses, r.shm_misses);
   r.sets = d("sets_total") + d("adds_total");
   r.deletes = d("deletes_total");
   r.evictions = d("evictions_total");
@@ -172,9 +178,10 @@ std::vector<std::string> frame(const TopOptions& o, const Sample* prev, const Sa
                     r.requests, r.shm_lookups));
     l.push_back(fmt("%-12s %10.0f/s   from shared memory %.0f/s, from the daemon %.0f/s", "hits", r.hits, r.shm_hits,
                     r.daemon_hits));
-    l.push_back(fmt("%-12s %10.0f/s   answered by the daemon; shared-memory misses %.0f/s", "misses", r.misses,
-                    r.shm_misses));
-    l.push_back(fmt("%-12s %12s   last interval; %s last minute, %s since start", "hit ratio", pct(r.ratio).c_str(),
+    l.push_back(fmt("%-12s %10.0f/s   the larger of: daemon %.0f/s, shared memory %.0f/s", "misses", r.misses,
+                    r.daemon_misses, r.shm_misses));
+    l.push_back(fmt("%-12s %12s   last interval; STATUS: %s last minute, %s since start", "hit ratio",
+                    pct(r.ratio).c_str(),
                     pct(cur.get("hit_ratio_1m")).c_str(), pct(cur.get("hit_ratio")).c_str()));
     l.push_back(fmt("%-12s %10.0f/s   deletes %.0f/s", "writes", r.sets, r.deletes));
     l.push_back(fmt("%-12s %10.0f/s   expirations %.0f/s", "evictions", r.evictions, r.expirations));

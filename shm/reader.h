@@ -102,6 +102,17 @@ class Reader {
 
   static ReaderTotals totals();
 
+  // The geometry validated at open (private copies): what table_view.h walks.
+  struct Geometry {
+    const Header* header;
+    const Bucket* buckets;
+    uint32_t bucket_count;
+    const unsigned char* data;
+    uint64_t data_bytes;
+    uint32_t value_limit;
+  };
+  Geometry geometry() const { return {header_, buckets_, bucket_count_, data_, data_bytes_, value_limit_}; }
+
  private:
   enum class Walk { found, absent, changed };
   int validate(const unsigned char* base, size_t size, std::string* why);

@@ -3,6 +3,7 @@
 // function and a row in cli_commands().
 #include "cli/commands.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -11,10 +12,15 @@
 #include <string>
 
 #include "cli/client.h"
+#include "cli/key_text.h"
+#include "cli/memory_usage.h"
 #include "cli/msgpack_bytes.h"
 #include "cli/status_format.h"
+#include "cli/top_view.h"
 #include "cli/value_json.h"
+#include "protocol/key_prefix.h"
 #include "protocol/protocol.h"
+#include "reader.h"
 
 namespace nearcache::daemon {
 
@@ -188,6 +194,147 @@ int run_clear(const CliInvocation& inv) {
   return kExitOk;
 }
 
+// ------------------------------------------------------------------ memory
+
+void memory_flags(po::options_description& d) {
+  d.add_options()("by-prefix", po::value<uint32_t>()->implicit_value(1)->value_name("DEPTH"),
+                  "entries and bytes by key prefix: the key up to its DEPTH-th separator (default 1)")(
+      "separators", po::value<std::string>()->value_name("CHARS")->default_value(std::string(kDefaultKeySeparators)),
+      "the characters that end a prefix")(
+      "count", po::value<size_t>()->value_name("N")->default_value(20), "prefixes shown (the rest sum to (other))")(
+      "segment", po::value<std::string>()->value_name("PATH"),
+      "read this segment (default: the one STATUS names; then the daemon is not asked at all)")(
+      "posix-shm", po::bool_switch(), "--segment is a POSIX shared-memory name");
+}
+
+std::string count_text(uint64_t n) { return std::to_string(n); }
+
+int run_memory(const CliInvocation& inv) {
+  std::string segment;
+  bool posix = flag(inv, "posix-shm");
+  if (inv.flags.count("segment")) {
+    segment = inv.flags["segment"].as<std::string>();
+  } else {  // the daemon names its segment; the walk itself is ours (memory_usage.h)
+    Call call(inv);
+    if (auto rc = call.ask(Op::status)) return *rc;
+    const msgpack::object* cfg = status_field(call.at(2), "config");
+    const msgpack::object* seg = cfg ? status_field(*cfg, "segment") : nullptr;
+    const msgpack::object* ps = cfg ? status_field(*cfg, "posix_shm") : nullptr;
+    if (!seg) {
+      fputs("nearcache: STATUS names no segment\n", stderr);
+      return kExitFailed;
+    }
+    segment = std::string(str_of(*seg));
+    posix = ps && ps->type == msgpack::type::BOOLEAN && ps->via.boolean;
+  }
+  const uint32_t depth = inv.flags.count("by-prefix") ? inv.flags["by-prefix"].as<uint32_t>() : 0;
+  if (inv.flags.count("by-prefix") && depth == 0) {
+    fputs("nearcache: --by-prefix takes a DEPTH of 1 or more\n", stderr);
+    return kExitUsage;
+  }
+  const std::string seps = inv.flags["separators"].as<std::string>();
+  if (depth && seps.empty()) {
+    fputs("nearcache: --separators needs at least one character\n", stderr);
+    return kExitUsage;
+  }
+  shm::Reader r;
+  std::string why;
+  shm::ReaderOptions ro;
+  ro.posix_shm = posix;
+  if (r.open(segment, &why, ro) != 0) {
+    fprintf(stderr, "nearcache: %s\n", why.c_str());
+    return kExitFailed;
+  }
+  const uint64_t now = shm::monotonic_ms();
+  const MemoryUsage u = measure_memory(r, depth, seps, now);
+  const shm::Reader::Geometry g = r.geometry();
+  printf("segment %s%s\n", segment.c_str(), r.alive(now) ? "" : " (its daemon is not running: the table it left)");
+  printf("entries: %s (%s negative)\n", count_text(u.entries).c_str(), count_text(u.negative).c_str());
+  printf("bytes: %s (%s) in entries, of %s in the data area (%.1f%%): keys %s, values %s, headers and padding %s\n",
+         human_bytes(double(u.bytes)).c_str(), count_text(u.bytes).c_str(), human_bytes(double(g.data_bytes)).c_str(),
+         g.data_bytes ? 100.0 * double(u.bytes) / double(g.data_bytes) : 0.0, count_text(u.key_bytes).c_str(),
+         count_text(u.value_bytes).c_str(), count_text(u.bytes - u.key_bytes - u.value_bytes).c_str());
+  if (u.busy_buckets)
+    printf("not read: %s buckets kept changing under the walk\n", count_text(u.busy_buckets).c_str());
+  if (!depth) return kExitOk;
+  const size_t shown = std::min(inv.flags["count"].as<size_t>(), u.prefixes.size());
+  PrefixUsage rest = u.other;
+  for (size_t i = shown; i < u.prefixes.size(); ++i) rest.entries += u.prefixes[i].entries, rest.bytes += u.prefixes[i].bytes;
+  size_t width = 6;
+  for (size_t i = 0; i < shown; ++i) width = std::max(width, key_text(u.prefixes[i].prefix, true).size());
+  width = std::min<size_t>(width, 60);
+  auto row = [&](const std::string& name, uint64_t entries, uint64_t bytes) {
+    printf("%-*s %12s %14s %10s %6.1f%%\n", int(width), name.c_str(), count_text(entries).c_str(),
+           count_text(bytes).c_str(), human_bytes(double(bytes)).c_str(),
+           u.bytes ? 100.0 * double(bytes) / double(u.bytes) : 0.0);
+  };
+  printf("\nby prefix (depth %u, separators \"%s\"), most bytes first:\n", depth, seps.c_str());
+  printf("%-*s %12s %14s %10s %7s\n", int(width), "PREFIX", "ENTRIES", "BYTES", "SIZE", "SHARE");
+  for (size_t i = 0; i < shown; ++i) row(key_text(u.prefixes[i].prefix, true), u.prefixes[i].entries, u.prefixes[i].bytes);
+  if (rest.entries) row("(other)", rest.entries, rest.bytes);
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ hotkeys
+
+void hotkeys_flags(po::options_description& d) {
+  d.add_options()("count", po::value<size_t>()->value_name("N")->default_value(10),
+                  "keys shown (at most the 32 STATUS reports)");
+}
+
+int run_hotkeys(const CliInvocation& inv) {
+  Call call(inv);
+  if (auto rc = call.ask(Op::status)) return *rc;
+  const msgpack::object* ks = status_field(call.at(2), "key_stats");
+  const msgpack::object* on = ks ? status_field(*ks, "enabled") : nullptr;
+  if (!ks || !on || on->type != msgpack::type::BOOLEAN || !on->via.boolean) {
+    fputs("nearcache: key_stats is off (nearcached option key_stats = false)\n", stderr);
+    return kExitFailed;
+  }
+  const msgpack::object* keys = status_field(*ks, "hot_keys");
+  const double span = status_number(status_field(*ks, "span_ms"));
+  printf("hits by key in the last %.0f s (shared-memory hits sampled, daemon GETs all counted):\n",
+         span >= 0 ? span / 1000 : 0.0);
+  const uint32_t n = keys && keys->type == msgpack::type::ARRAY ? keys->via.array.size : 0;
+  if (n == 0) {
+    puts("(no hits)");
+    return kExitOk;
+  }
+  printf("%12s  %s\n", "HITS", "KEY");
+  const size_t want = inv.flags["count"].as<size_t>();
+  for (uint32_t i = 0; i < n && i < want; ++i) {
+    const msgpack::object& k = keys->via.array.ptr[i];
+    if (k.type != msgpack::type::ARRAY || k.via.array.size != 2) continue;
+    printf("%12.0f  %s\n", status_number(&k.via.array.ptr[1]), key_text(str_of(k.via.array.ptr[0])).c_str());
+  }
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ top
+
+void top_flags(po::options_description& d) {
+  d.add_options()("interval", po::value<double>()->value_name("SECONDS")->default_value(1, "1"),
+                  "time between refreshes (0.1 to 3600)")(
+      "count", po::value<long>()->value_name("N")->default_value(0), "refreshes before exiting (0: until q or Ctrl-C)");
+}
+
+int run_top_command(const CliInvocation& inv) {
+  TopOptions o;
+  o.socket = inv.socket;
+  o.timeout_ms = inv.timeout_ms;
+  o.interval_s = inv.flags["interval"].as<double>();
+  o.count = inv.flags["count"].as<long>();
+  if (!(o.interval_s >= 0.1 && o.interval_s <= 3600)) {
+    fputs("nearcache: --interval must be between 0.1 and 3600 seconds\n", stderr);
+    return kExitUsage;
+  }
+  if (o.count < 0) {
+    fputs("nearcache: --count must be 0 or more\n", stderr);
+    return kExitUsage;
+  }
+  return run_top(o);
+}
+
 int run_help(const CliInvocation& inv);
 
 }  // namespace
@@ -202,6 +349,12 @@ const std::vector<CliCommand>& cli_commands() {
        set_flags, run_set},
       {"delete", "KEY", "remove a key", 1, 1, nullptr, run_delete},
       {"clear", "[PREFIX]", "remove every key (that starts with PREFIX)", 0, 1, nullptr, run_clear},
+      {"memory", "", "entries and bytes in the table, --by-prefix[=DEPTH] (read from the segment)", 0, 0,
+       memory_flags, run_memory},
+      {"hotkeys", "", "the most hit keys of the last 10-20 s (sampled shared-memory hits, daemon GETs)", 0, 0,
+       hotkeys_flags, run_hotkeys},
+      {"top", "", "live view, refreshed every second: rates, hit ratio, memory, Redis (q quits)", 0, 0, top_flags,
+       run_top_command},
       {"help", "[COMMAND]", "print the help of nearcache or of COMMAND", 0, 1, nullptr, run_help},
   };
   return table;

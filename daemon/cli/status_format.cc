@@ -1,17 +1,27 @@
 // daemon/cli/status_format.cc — see status_format.h.
 #include "cli/status_format.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <sstream>
 
+#include "cli/key_text.h"
 #include "cli/msgpack_bytes.h"
 #include "cli/value_json.h"
 #include "protocol/metrics.h"
 
 namespace nearcache::daemon {
+
+namespace {
+const msgpack::object* lookup(const msgpack::object& map, std::string_view key);
+double number(const msgpack::object* o);
+}  // namespace
+
+const msgpack::object* status_field(const msgpack::object& map, std::string_view key) { return lookup(map, key); }
+double status_number(const msgpack::object* o) { return number(o); }
 
 namespace {
 
@@ -44,6 +54,8 @@ std::string number_text(const msgpack::object* o) {
   return buf;
 }
 
+}  // namespace
+
 std::string human_bytes(double v) {
   static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
@@ -52,6 +64,8 @@ std::string human_bytes(double v) {
   snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
   return buf;
 }
+
+namespace {
 
 std::string human_duration(uint64_t s) {
   char buf[64];
@@ -152,6 +166,7 @@ std::string status_text(const msgpack::object& st) {
       s << line;
     }
   }
+  s << prefix_traffic_text(st, "  ");
   const msgpack::object* conns = lookup(st, "connections");
   if (conns && conns->type == msgpack::type::ARRAY && conns->via.array.size > 0) {
     s << "  clients:\n";
@@ -165,6 +180,42 @@ std::string status_text(const msgpack::object& st) {
       if (n && !str_of(*n).empty()) s << " (" << str_of(*n) << ")";
       s << "\n";
     }
+  }
+  return s.str();
+}
+
+std::string prefix_traffic_text(const msgpack::object& st, const char* indent) {
+  const msgpack::object* ks = lookup(st, "key_stats");
+  const msgpack::object* rows = ks ? lookup(*ks, "prefixes") : nullptr;
+  if (!rows || rows->type != msgpack::type::ARRAY) return "";
+  std::ostringstream s;
+  const double span = number(lookup(*ks, "span_ms"));
+  char line[512];
+  const msgpack::object* seps = lookup(*ks, "separators");
+  snprintf(line, sizeof line,
+           "%straffic by key prefix (depth %s, separators \"%s\", last %.0f s; shared-memory hits sampled, misses "
+           "the daemon answered):\n", indent,
+           number_text(lookup(*ks, "prefix_depth")).c_str(), seps ? key_text(str_of(*seps)).c_str() : "?",
+           span >= 0 ? span / 1000 : 0.0);
+  s << line;
+  if (rows->via.array.size == 0) return s.str() + indent + "  (no lookups)\n";
+  size_t width = 6;
+  for (uint32_t i = 0; i < rows->via.array.size; ++i)
+    if (rows->via.array.ptr[i].type == msgpack::type::ARRAY && rows->via.array.ptr[i].via.array.size == 3)
+      width = std::max(width, key_text(str_of(rows->via.array.ptr[i].via.array.ptr[0]), true).size());
+  width = std::min<size_t>(width, 48);
+  snprintf(line, sizeof line, "%s  %-*s %12s %12s %9s\n", indent, int(width), "PREFIX", "HITS", "MISSES", "HIT RATIO");
+  s << line;
+  for (uint32_t i = 0; i < rows->via.array.size; ++i) {
+    const msgpack::object& r = rows->via.array.ptr[i];
+    if (r.type != msgpack::type::ARRAY || r.via.array.size != 3) continue;
+    const double h = number(&r.via.array.ptr[1]), m = number(&r.via.array.ptr[2]);
+    const std::string p = key_text(str_of(r.via.array.ptr[0]), true);
+    char ratio[16];
+    snprintf(ratio, sizeof ratio, "%.1f%%", h + m > 0 ? 100 * h / (h + m) : 0.0);
+    snprintf(line, sizeof line, "%s  %-*s %12s %12s %9s\n", indent, int(width), p.c_str(),
+             number_text(&r.via.array.ptr[1]).c_str(), number_text(&r.via.array.ptr[2]).c_str(), ratio);
+    s << line;
   }
   return s.str();
 }

@@ -37,6 +37,12 @@ bool known_log_level(Config* c, std::string* err) {
   return false;
 }
 
+bool key_stats_separators_set(Config* c, std::string* err) {
+  if (!c->key_stats_separators.empty() && c->key_stats_separators.size() <= 8) return true;
+  *err = "option key_stats_separators: 1 to 8 characters (got " + std::to_string(c->key_stats_separators.size()) + ")";
+  return false;
+}
+
 bool safe_modes(Config* c, std::string* err) {
   for (auto [name, mode] : {std::pair{"socket_mode", c->socket_mode}, std::pair{"segment_mode", c->segment_mode},
                             std::pair{"hints_mode", c->hints_mode}})
@@ -171,6 +177,18 @@ const std::vector<OptionSpec>& table() {
        "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
       {"log_level", OptType::string, "info", 0, 0, true, "trace, debug, info, warn, error, critical or off.",
        &C::log_level},
+      {"key_stats", OptType::boolean, "true", 0, 0, true,
+       "Count hits and misses by key and key prefix (STATUS key_stats: `nearcache hotkeys`, the prefix table of "
+       "`nearcache status`). Shared-memory hits are sampled from the readers' hit rings on the daemon's tick; "
+       "the hit path is the same either way.",
+       &C::key_stats},
+      {"key_stats_prefix_depth", OptType::count, "1", 1, 16, true,
+       "A key's prefix for key_stats: the key up to its DEPTH-th separator (its last one when it has fewer).",
+       &C::key_stats_prefix_depth},
+      {"key_stats_separators", OptType::string, ":", 0, 0, true,
+       "The characters that end a key prefix (1 to 8). Django's keys are KEY_PREFIX:VERSION:key, with dots in "
+       "its own keys (views.decorators.cache...): depth 3 with `:.` groups them by the first part of the key.",
+       &C::key_stats_separators},
   });
   return rows;
 }
@@ -185,7 +203,8 @@ bool validate(Config* c, std::string* err) {
   resolve_automatic(c);
   for (const auto& o : table())
     if (!tier_row(o) && !check_option_bounds(*c, o, err)) return false;
-  for (auto rule : {known_log_level, safe_modes, heartbeat_grace, socket_path_fits, redis_tier, known_ids})
+  for (auto rule : {known_log_level, safe_modes, heartbeat_grace, socket_path_fits, redis_tier, known_ids,
+                    key_stats_separators_set})
     if (!rule(c, err)) return false;
   return true;
 }

@@ -40,6 +40,9 @@ struct Config {
   uint64_t heartbeat_interval_ms, heartbeat_grace_ms;
   uint64_t max_lease_ms, max_wait_ms;
   std::string log_level;
+  bool key_stats;
+  uint64_t key_stats_prefix_depth;
+  std::string key_stats_separators;
   redis::Config redis;  // the Redis tier's options (redis_*), handed to the tier as they are
 };
 

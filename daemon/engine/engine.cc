@@ -13,6 +13,8 @@
 #include "protocol/codec.h"
 #include "protocol/reply.h"
 #include "hits.h"
+#include "reader.h"
+#include "table_view.h"
 #include "segment_file.h"
 #include "writer.h"
 
@@ -151,6 +153,14 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
       clock_(shm::monotonic_ms),
       slice_clock_(mono_us) {
   started_ms_ = clock_();
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth), cfg_.key_stats_separators);
+  // The writer's own mapping, read as a reader reads it: way index -> key.
+  view_reader_ = std::make_unique<shm::Reader>();
+  std::string why;
+  if (w_->segment_base() && view_reader_->attach(w_->segment_base(), w_->segment_bytes(), &why) == 0)
+    view_ = std::make_unique<shm::TableView>(*view_reader_);
+  else
+    spdlog::warn("key_stats: cannot read the table ({}): shared-memory hits are not attributed to keys", why);
 }
 
 Engine::~Engine() = default;
@@ -158,6 +168,7 @@ Engine::~Engine() = default;
 void Engine::configure(const Config& cfg) {
   // The reloadable rows only; the rest is fixed by the segment or the socket.
   copy_reloadable(cfg, &cfg_);
+  key_stats_.configure(cfg_.key_stats, uint32_t(cfg_.key_stats_prefix_depth), cfg_.key_stats_separators);
 }
 
 // ---------------------------------------------------------------- sessions
@@ -170,7 +181,7 @@ void Engine::attach(Session* s) {
 void Engine::detach(Session* s) {
   sessions_.erase(s->id);
   if (auto it = regions_.find(s->id); it != regions_.end()) {
-    poll_region(it->second.get());  // its last counts
+    poll_region(it->second.get(), KeyStats::kSamplesPerPoll);  // its last counts
     regions_.erase(it);
     w_->set_reader_processes(uint32_t(regions_.size()));
   }
@@ -388,7 +399,7 @@ void Engine::op_get(Session* s, uint64_t id, Args& a) {
   std::string_view key;
   if (!a.key(0, &key)) return;
   shm::Item it;
-  if (!suspended_ && w_->get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
+  if (!suspended_ && table_get(key, &it)) return reply_value(s, id, it.value, it.flags, it.expiry_ms, s->protocol >= 2);
   if (tier_ && !negative_hit(key)) return redis_read(s, id, WaitKind::get, key, 0);
   reply::status(s->out, id, Code::not_found);
 }
@@ -411,7 +422,7 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   const bool fits = reply::entries(s->out, id, arr.size, cfg_.max_output_bytes,
                                    [&](uint32_t i, std::string_view* value, uint8_t* flags) {
                                      shm::Item it;
-                                     if (!w_->get(bytes_of(arr.ptr[i]), &it)) return false;
+                                     if (!table_get(bytes_of(arr.ptr[i]), &it)) return false;
                                      *value = it.value, *flags = it.flags;
                                      return true;
                                    });
@@ -861,22 +872,77 @@ void Engine::op_hits(Session* s, uint64_t id, Args&) {
   reply::ok(s->out, id);
 }
 
-bool Engine::poll_region(shm::HitSource* src) {
+bool Engine::poll_region(shm::HitSource* src, size_t max_samples) {
   shm::HitDeltas d;
   hit_ways_.clear();
   const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
   w_->note_hits(hit_ways_.data(), hit_ways_.size());
   w_->note_reader_counts(d.hits, d.misses, d.busy);
+  sample_hits(hit_ways_, max_samples, d.hits);
   return ok;
+}
+
+bool Engine::table_get(std::string_view key, shm::Item* it) {
+  const bool hit = w_->get(key, it);
+  if (!key_stats_.enabled()) return hit;
+  if (hit) key_stats_.hit(key, 1, now_ms());
+  else key_stats_.miss(key, now_ms());
+  return hit;
+}
+
+// At most max_samples entries, evenly spaced; together they stand for the
+// region's hits since its last read (its counter, when the ring overflowed:
+// more hits than kHitRing between two reads), so the tick's cost is bounded
+// whatever the readers do and the prefixes' hits still add up.
+void Engine::sample_hits(const std::vector<uint32_t>& ways, size_t max_samples, uint64_t hits) {
+  if (!key_stats_.enabled() || !view_ || ways.empty() || max_samples == 0) return;
+  const size_t stride = (ways.size() + max_samples - 1) / max_samples;
+  const size_t samples = (ways.size() + stride - 1) / stride;
+  const uint64_t total = std::max<uint64_t>(hits, ways.size());
+  const uint64_t base = total / samples, extra = total % samples;  // the first `extra` samples weigh one more
+  const uint64_t now = now_ms();
+  for (size_t i = 0, n = 0; i < ways.size(); i += stride, ++n)
+    if (view_->key_at(ways[i], now, &key_scratch_)) key_stats_.hit(key_scratch_, base + (n < extra), now);
+}
+
+void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
+  const uint64_t now = now_ms();
+  pack_str(pk, "key_stats");
+  pk.pack_map(6);
+  pack_str(pk, "enabled"), key_stats_.enabled() ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "prefix_depth"), pk.pack_uint32(key_stats_.depth());
+  pack_str(pk, "separators"), pack_str(pk, key_stats_.separators());
+  pack_str(pk, "span_ms"), pk.pack_uint64(key_stats_.enabled() ? key_stats_.span_ms(now) : 0);
+  pack_str(pk, "hot_keys");
+  const auto keys = key_stats_.hot_keys(KeyStats::kReportKeys, now);
+  pk.pack_array(uint32_t(keys.size()));
+  for (const auto& k : keys) {
+    pk.pack_array(2);
+    pack_bytes(pk, k.key);
+    pk.pack_uint64(k.hits);
+  }
+  pack_str(pk, "prefixes");
+  const auto prefixes = key_stats_.prefixes(KeyStats::kReportPrefixes, now);
+  pk.pack_array(uint32_t(prefixes.size()));
+  for (const auto& p : prefixes) {
+    pk.pack_array(3);
+    pack_bytes(pk, p.prefix);
+    pk.pack_uint64(p.hits);
+    pk.pack_uint64(p.misses);
+  }
 }
 
 size_t Engine::poll_hits(size_t max_regions) {
   size_t n = 0;
+  // key_stats' share of the tick: kSamplesPerTick ring entries for all the
+  // regions read, kSamplesPerPoll at most for one (key_stats.h).
+  const size_t polled = std::max<size_t>(1, std::min(max_regions, regions_.size()));
+  const size_t per_region = std::clamp<size_t>(KeyStats::kSamplesPerTick / polled, 1, KeyStats::kSamplesPerPoll);
   auto it = regions_.lower_bound(regions_cursor_);
   while (n < max_regions && n < regions_.size()) {
     if (it == regions_.end()) it = regions_.begin();
     ++n;
-    if (poll_region(it->second.get())) {
+    if (poll_region(it->second.get(), per_region)) {
       ++it;
     } else {
       spdlog::info("conn {}: hit region unreadable; dropped", it->first);
@@ -894,13 +960,14 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   const MetricSpec* table = metric_table();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(uint32_t(kMetricCount + 5 + (tier_ ? kRedisMetricCount + 1 : 0)));
+  pk.pack_map(uint32_t(kMetricCount + 6 + (tier_ ? kRedisMetricCount + 1 : 0)));
   for (size_t i = 0; i < kMetricCount; ++i) {
     pack_str(pk, table[i].name);
     if (table[i].unit == MetricUnit::ratio || table[i].unit == MetricUnit::millis) pk.pack_double(vals[i].real);
     else pk.pack_uint64(vals[i].count);
   }
   if (tier_) redis_status(pk);
+  key_stats_status(pk);
   pack_str(pk, "version"), pack_str(pk, kVersion);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
   pack_str(pk, "uptime_s"), pk.pack_uint64((now_ms() - started_ms_) / 1000);

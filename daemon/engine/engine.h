@@ -24,6 +24,7 @@
 #include <msgpack.hpp>
 
 #include "engine/hit_window.h"
+#include "engine/key_stats.h"
 #include "engine/leases.h"
 #include "engine/redis_waits.h"
 #include "protocol/metrics.h"
@@ -34,6 +35,9 @@
 namespace nearcache::shm {
 class Writer;
 class HitSource;
+class Reader;
+class TableView;
+struct Item;
 }
 
 namespace nearcache::daemon {
@@ -150,7 +154,13 @@ class Engine {
   void op_status(Session* s, uint64_t id, Args& a);
   void op_hits(Session* s, uint64_t id, Args& a);
   // Reads one region; false when it cannot be read any more (then dropped).
-  bool poll_region(shm::HitSource* src);
+  bool poll_region(shm::HitSource* src, size_t max_samples);
+  // A lookup in the table for a request (GET, GET_MANY): counted in key_stats_.
+  bool table_get(std::string_view key, shm::Item* it);
+  // Samples the ring entries of one region read into key_stats_ (key_stats.h);
+  // `hits` is the region's hit counter's growth over the same read.
+  void sample_hits(const std::vector<uint32_t>& ways, size_t max_samples, uint64_t hits);
+  void key_stats_status(msgpack::packer<OutBuffer>& pk);
 
   // Replies (their bytes: protocol/reply.h). An error is counted, logged, and
   // closes the connection when its code says so; `detail` follows the status name.
@@ -235,6 +245,12 @@ class Engine {
   std::map<uint64_t, std::unique_ptr<shm::HitSource>> regions_;
   uint64_t regions_cursor_ = 0;     // poll_hits goes on from this session id
   std::vector<uint32_t> hit_ways_;  // scratch
+  // Traffic by key and prefix (STATUS key_stats), and the read-only view of
+  // the writer's own mapping that maps ring way indexes back to keys.
+  KeyStats key_stats_;
+  std::unique_ptr<shm::Reader> view_reader_;
+  std::unique_ptr<shm::TableView> view_;
+  std::string key_scratch_;
 };
 
 }  // namespace nearcache::daemon

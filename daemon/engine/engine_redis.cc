@@ -215,7 +215,7 @@ void Engine::get_many_redis(Session* s, uint64_t id, const msgpack::object_array
   std::vector<uint32_t> misses;
   for (uint32_t i = 0; i < keys.size; ++i) {
     shm::Item it;
-    if (!suspended_ && w_->get(bytes_of(keys.ptr[i]), &it)) many->results[i].emplace(std::string(it.value), it.flags);
+    if (!suspended_ && table_get(bytes_of(keys.ptr[i]), &it)) many->results[i].emplace(std::string(it.value), it.flags);
     else if (!negative_hit(bytes_of(keys.ptr[i]))) misses.push_back(i);
   }
   if (misses.empty()) return reply_many(s, id, many->results);

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "shm_fixture.h"
+#include "table_view.h"
 
 using namespace nearcache::shm;
 
@@ -73,6 +74,16 @@ void probe(Image& img, const std::vector<std::string>& keys, Probe* p) {
     REQUIRE(res.retries <= uint32_t(Reader::kMaxRetries) + 1);
     if (res.status == ReadStatus::hit) REQUIRE(res.value_len <= buf.size());
   }
+  // The inspection walks (`nearcache memory`, key_stats) over the same image.
+  const TableView view(r);
+  BucketEntries b;
+  std::string key;
+  for (uint32_t i = 0; i < view.bucket_count(); ++i) {
+    if (!view.read_bucket(i, kNow, &b)) continue;
+    REQUIRE(b.entries.size() <= kWaysPerBucket);
+    for (const EntryInfo& e : b.entries) REQUIRE(uint64_t(e.key_off) + e.key_len <= b.keys.size());
+  }
+  for (uint64_t wi = 0; wi < view.way_index_limit() + 8; ++wi) view.key_at(uint32_t(wi), kNow, &key);
 }
 
 }  // namespace

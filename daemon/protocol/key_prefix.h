@@ -1,0 +1,22 @@
+// daemon/protocol/key_prefix.h — what a "key prefix" is, for STATUS's
+// traffic by prefix (engine/key_stats.h) and `nearcache memory --by-prefix`
+// alike: the key up to and including its DEPTH-th separator (or its last one,
+// when it has fewer); "" when it has none (shown as "(none)").
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace nearcache::daemon {
+
+inline constexpr std::string_view kDefaultKeySeparators = ":";
+
+inline std::string_view key_prefix(std::string_view key, uint32_t depth,
+                                   std::string_view separators = kDefaultKeySeparators) {
+  size_t end = 0;
+  for (size_t i = 0; i < key.size() && depth > 0; ++i)
+    if (separators.find(key[i]) != std::string_view::npos) end = i + 1, --depth;
+  return key.substr(0, end);
+}
+
+}  // namespace nearcache::daemon

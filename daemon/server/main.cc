@@ -1,5 +1,6 @@
-// daemon/server/main.cc — nearcached: parse options, create the table, serve until
-// SIGTERM/SIGINT, then mark the table stopped and remove its names.
+// daemon/server/main.cc — nearcached: parse options, adopt or create the table,
+// serve until SIGTERM/SIGINT, then leave the table for the next daemon
+// (warm_restart) or mark it stopped and remove its names.
 //
 // Exit status: 0 after a clean stop (and for --help, --print-config...),
 // 1 when the daemon cannot start (socket or segment in use, permissions),
@@ -70,6 +71,21 @@ void warn_exposed_password(const Config& cfg, const Invocation& inv) {
                  "the password to redis_password_file (mode 0600)",
                  cfg.config, unsigned(st.st_mode & 07777));
 }
+// The daemon's last act on the table (after the heartbeat's last beat, which
+// runs through the Redis drain). With warm_restart it stays for the next
+// daemon: readers serve it until the heartbeat is older than
+// heartbeat_grace_ms. With a Redis tier it is suspended first: invalidations
+// stop with this process. Without warm_restart it is stopped and removed.
+void release_table(shm::Writer* w, const Config& cfg) {
+  if (cfg.warm_restart) {
+    if (cfg.redis.enabled()) w->set_suspended(true);
+    w->stop();
+    w->remove_lock();
+  } else {
+    w->stop();
+    w->remove();
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +154,8 @@ int main(int argc, char** argv) {
   wo.expected_item_bytes = uint32_t(std::min<uint64_t>(cfg.expected_item_size, UINT32_MAX));
   wo.mode = cfg.segment_mode;
   wo.heartbeat_grace_ms = uint32_t(cfg.heartbeat_grace_ms);
+  wo.warm_restart = cfg.warm_restart;
+  wo.redis_tier = cfg.redis.enabled();
   resolve_group(cfg.segment_group, &wo.group, &err);
 
   // The socket first: a second daemon must not touch the first one's segment.
@@ -152,14 +170,14 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot create the segment {}: {}", cfg.segment, err);
     return 1;
   }
+  spdlog::info("{} (segment {}, generation {})", writer->start_report().summary(), cfg.segment, writer->generation());
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
   if (cfg.redis.enabled()) {
     tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
     if (!tier) {
       spdlog::critical("{}", err);
-      writer->stop();
-      writer->remove();
+      release_table(writer.get(), cfg);
       return 2;
     }
     engine.set_tier(tier.get());
@@ -199,16 +217,14 @@ int main(int argc, char** argv) {
       tier->shutdown([](uint64_t) {});
       uv_run(&loop, UV_RUN_DEFAULT);
     }
-    writer->stop();
-    writer->remove();
+    release_table(writer.get(), cfg);
     return 1;
   }
   if (tier) tier->start();
   server.run();
   tier.reset();
 
-  writer->stop();
-  writer->remove();
+  release_table(writer.get(), cfg);
   uv_loop_close(&loop);
   spdlog::info("stopped");
   return 0;

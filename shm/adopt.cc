@@ -122,7 +122,10 @@ bool Writer::keep_way(uint32_t idx, uint32_t w, std::string_view clear_prefix, b
   if (tag_of(h) != way_tag(way) || (idx != pair.first && idx != pair.second)) return drop(Drop::bad_item);
   if (expired(ih, now_())) return drop(Drop::expired);
   if (clearing && key.starts_with(clear_prefix)) return drop(Drop::cleared);
-  if (opts_.redis_tier) return drop(meta_bits(meta) & kItemSynced ? Drop::unreconciled : Drop::unsynced);
+  if (opts_.redis_tier) {
+    if (!(meta_bits(meta) & kItemSynced)) return drop(Drop::unsynced);
+    if (opts_.redis_snapshot_generation != header_->generation) return drop(Drop::unreconciled);
+  }
   *out = {off, size, h, idx, w};
   return true;
 }
@@ -212,7 +215,7 @@ void Writer::adopt(const Geometry& g) {
   start_.reason = "adopted";
   start_.clean_shutdown = load_relaxed(&state_->clean_shutdown) == 1;
   store_relaxed(&state_->clean_shutdown, 0u);
-  // With a Redis tier nothing adopted is served: not even a miss is definite.
+  // With a Redis tier not even a miss in the adopted table is definite.
   if (opts_.redis_tier) set_flag(kFlagAuthoritative, false);
 
   // The CLEAR in progress (a superset of the pending ones, clear.cc): applied
@@ -282,7 +285,8 @@ void Writer::adopt(const Geometry& g) {
   store_relaxed(&state_->adopted_count, start_.kept);
   store_relaxed(&header_->writer_pid, uint32_t(getpid()));
   store_relaxed(&header_->heartbeat_grace_ms, opts_.heartbeat_grace_ms);
-  set_flag(kFlagSuspended, false);
+  // Entries from Redis are served only after the repair against the snapshot.
+  set_flag(kFlagSuspended, opts_.redis_tier && start_.kept > 0);
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
 }

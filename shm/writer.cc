@@ -469,6 +469,17 @@ bool Writer::negative(std::string_view key) {
   return meta_negative(ih->meta) && !expired(ih, now_());
 }
 
+void Writer::mark_synced(std::string_view key) {
+  if (key.size() > opts_.key_limit) return;
+  const uint64_t h = hash(key);
+  settle_key(h);
+  const Loc loc = find(key, h);
+  if (!loc.found()) return;
+  ItemHeader* ih = item_of(loc);
+  // A bit readers ignore: no seqlock needed, only an atomic store.
+  store_relaxed(&ih->meta, ih->meta | (uint64_t(kItemSynced) << 56));
+}
+
 bool Writer::contains(std::string_view key) {
   Item it;
   return lookup(key, &it, false);

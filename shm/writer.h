@@ -51,8 +51,13 @@ struct WriterOptions {
   // of starting empty (adopt.cc); false: a cold start (still in place).
   bool warm_restart = true;
   // The entries came from a Redis tier: an adopted entry may have missed
-  // invalidations while no daemon ran, so none is kept (see doc/redis.md).
+  // invalidations while no daemon ran. Entries whose write never reached
+  // Redis (no kItemSynced) are dropped; the others are kept only when the
+  // daemon holds a snapshot of the slot counters taken while this table
+  // (this generation) was coherent, and the table then starts suspended
+  // until the repair against it (doc/redis.md); else they are dropped too.
   bool redis_tier = false;
+  uint64_t redis_snapshot_generation = 0;  // the table generation the daemon's snapshot belongs to; 0 = none
 };
 
 // Why adoption dropped an entry (StartReport::dropped).
@@ -154,6 +159,9 @@ class Writer {
   // A negative entry is absent for every operation but set_negative and del.
   bool get(std::string_view key, Item* out);
   bool contains(std::string_view key);
+  // The live entry of `key` holds a value Redis has (it was read from Redis):
+  // adoption after a restart may keep it (kItemSynced). A later store clears it.
+  void mark_synced(std::string_view key);
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);

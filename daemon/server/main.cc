@@ -20,6 +20,7 @@
 #include "config/options.h"
 #include "redis/config.h"
 #include "redis/tier.h"
+#include "server/repair_file.h"
 #include "server/server.h"
 #include "writer.h"
 
@@ -84,7 +85,29 @@ void release_table(shm::Writer* w, const Config& cfg) {
   } else {
     w->stop();
     w->remove();
+    unlink(repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket).c_str());
   }
+}
+
+// Warm restart with a Redis tier: the first repair compares with the last
+// snapshot the previous daemon took for the adopted table (repair_file.h),
+// and every later snapshot is saved for the next daemon.
+void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg, const SavedSnapshot* saved) {
+  const std::string path = repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket);
+  const shm::StartReport& start = w->start_report();
+  if (saved && start.warm && start.kept > 0) {
+    tier->repair().seed(saved->snap);
+    spdlog::info("redis: {} adopted entries are suspended until the repair against the snapshot of the previous "
+                 "daemon", start.kept);
+  }
+  tier->repair().set_on_snapshot(
+      [path, gen = w->generation(), prefix = cfg.redis.prefix, warned = false](const nearcache::redis::Snapshot& s) mutable {
+        std::string why;
+        if (!save_repair_file(path, {gen, prefix, s}, &why) && !warned) {
+          warned = true;  // once: a restart then drops what it adopts from Redis
+          spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
+        }
+      });
 }
 }  // namespace
 
@@ -157,6 +180,15 @@ int main(int argc, char** argv) {
   wo.warm_restart = cfg.warm_restart;
   wo.redis_tier = cfg.redis.enabled();
   resolve_group(cfg.segment_group, &wo.group, &err);
+  SavedSnapshot saved;
+  bool have_snapshot = false;
+  if (cfg.redis.enabled() && cfg.warm_restart) {
+    std::string why;
+    have_snapshot = load_repair_file(repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket), &saved, &why) &&
+                    saved.prefix == cfg.redis.prefix;
+    if (have_snapshot) wo.redis_snapshot_generation = saved.generation;
+    else spdlog::debug("redis: {}", why.empty() ? "the saved snapshot is for another prefix" : why);
+  }
 
   // The socket first: a second daemon must not touch the first one's segment.
   uv_loop_t loop;
@@ -181,6 +213,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     engine.set_tier(tier.get());
+    hook_repair(tier.get(), writer.get(), cfg, have_snapshot ? &saved : nullptr);
   }
   Server server(&loop, &engine, cfg, inv.flags);
   server.print_banner = inv.print_socket_banner;

@@ -230,24 +230,58 @@ def test_restart_on_a_tmpfs_with_room_for_one_segment(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_redis_tier_adopts_nothing_it_cannot_reconcile(tmp_path):
+def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path):
+    """Entries written on this host (their write may never have reached Redis) are
+    dropped on adoption; entries read from Redis are kept, suspended until the repair
+    against the previous daemon's last slot-counter snapshot, which drops the slots
+    another host wrote while this one was down; without a snapshot they are dropped."""
     from support.redis_server import RedisServer
     from support.tier import FAST, wait_coherent, wait_flushed
     r = RedisServer(tmp_path)
+    a = b = None
     try:
-        d = Daemon(tmp_path, redis_url=r.url, **FAST)
-        wait_coherent(d)
-        model = fill(d, 40)
-        wait_flushed(d)
-        d.kill()
-        d.start()
-        wait_coherent(d)
-        st = status(d)
-        assert st["start"]["warm"] is True and st["start"]["kept"] == 0, st["start"]
-        dropped = st["start"]["dropped"]
-        assert dropped["unsynced"] + dropped["unreconciled"] == 40, dropped
-        assert st["entries"] == 0
-        assert read_all(d, model) == model  # read through from Redis, not from the old table
-        d.stop()
+        a = Daemon(tmp_path, name="a", redis_url=r.url, **FAST)
+        b = Daemon(tmp_path, name="b", redis_url=r.url, **FAST)
+        wait_coherent(a, b)
+        model = fill(b, 40)  # written through host b: host a reads them from Redis
+        wait_flushed(b)
+        local = fill(a, 10, tag="local")  # k0..k9 rewritten on host a itself
+        wait_flushed(a)
+        model.update(local)
+        assert read_all(a, model) == model
+        snap = a.segment + ".repair"
+        written = time.time()
+        # A snapshot taken after those writes (one every 10 x redis_heartbeat_ms).
+        wait_for(lambda: os.path.exists(snap) and os.stat(snap).st_mtime > written + 0.05, 10,
+                 "a snapshot saved after the writes")
+        a.kill()
+        with RawConn(b.socket) as c:  # while a is down, another host rewrites one key
+            assert c.call(SET, b"k20", mp("changed"), None)[1] == OK
+        wait_flushed(b)
+        a.start()
+        st = status(a)["start"]
+        assert st["warm"] is True, st
+        assert st["dropped"]["unsynced"] == 10 and st["kept"] == 30, st
+        with Probe() as p:
+            p.open(a.segment)
+            assert p.get("k30") == "suspended"  # not served before the repair
+            wait_coherent(a)
+            wait_for(lambda: status(a)["redis_suspended"] == 0, 10, "the repair")
+            after = status(a)
+            assert after["redis_repairs_total"] >= 1 and after["redis_repairs_full_total"] == 0, after
+            assert after["entries"] == 29  # only k20's slot was written meanwhile
+            assert p.get("k30") == "hit"  # kept, and served from shared memory again
+            assert p.get("k20") == "miss"
+        model[b"k20"] = mp("changed")
+        assert read_all(a, model) == model  # k20: the new value, never the adopted one
+        a.kill()
+        os.unlink(snap)  # no snapshot: nothing from Redis can be vouched for
+        a.start()
+        st = status(a)["start"]
+        assert st["kept"] == 0 and st["dropped"]["unreconciled"] > 0, st
+        assert read_all(a, model) == model
     finally:
+        for d in (a, b):
+            if d and d.proc and d.proc.poll() is None:
+                d.stop()
         r.kill()

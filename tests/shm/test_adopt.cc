@@ -323,7 +323,7 @@ TEST_CASE("adopt: a CLEAR in progress at the crash is finished") {
   CHECK(left == 0);
 }
 
-TEST_CASE("adopt: a changed geometry starts cold in place; old readers stop, versions only grow") {
+TEST_CASE("adopt: a changed geometry starts cold in place, old readers stop, versions only grow") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
   auto w1 = nctest::make_writer(o);

@@ -197,20 +197,8 @@ void Writer::rebuild_ring(Ring& r, const WriterRingState& saved, std::vector<Kep
 }
 
 void Writer::adopt(const Geometry& g) {
-  unsigned char* base = segment_->data();
-  header_ = reinterpret_cast<Header*>(base);
-  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
-  buckets_ = reinterpret_cast<Bucket*>(base + g.buckets_offset);
-  data_ = base + g.data_offset;
-  nbuckets_ = g.bucket_count;
+  map_table(g);
   epoch_ = load_relaxed(&header_->epoch);
-  init_queues(g.data_bytes);
-  applied_.assign(nbuckets_, 0);
-  freq_.assign(uint64_t(nbuckets_) * 8, 0);
-  st_.data_bytes = g.data_bytes;
-  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
-  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
-  st_.segment_bytes = g.segment_bytes;
   start_.warm = true;
   start_.reason = "adopted";
   start_.clean_shutdown = load_relaxed(&state_->clean_shutdown) == 1;

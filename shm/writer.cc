@@ -133,6 +133,24 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   return 0;
 }
 
+// The writer's view of the table in segment_ (of geometry g), and its own
+// memory for it: empty logs, frequencies and clear records.
+void Writer::map_table(const Geometry& g) {
+  unsigned char* base = segment_->data();
+  header_ = reinterpret_cast<Header*>(base);
+  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
+  buckets_ = reinterpret_cast<Bucket*>(base + g.buckets_offset);
+  data_ = base + g.data_offset;
+  nbuckets_ = g.bucket_count;
+  init_queues(g.data_bytes);
+  applied_.assign(nbuckets_, 0);
+  freq_.assign(uint64_t(nbuckets_) * 8, 0);
+  st_.data_bytes = g.data_bytes;
+  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
+  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
+  st_.segment_bytes = g.segment_bytes;
+}
+
 // Writes a new, empty table into segment_ (zero-filled, or an old table's
 // memory: then the first old_buckets buckets keep growing their versions).
 int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets, uint32_t epoch, std::string* why) {
@@ -141,8 +159,7 @@ int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets,
     if (why) *why = "getrandom failed";
     return EIO;
   }
-  unsigned char* base = segment_->data();
-  header_ = reinterpret_cast<Header*>(base);
+  map_table(g);
   store_release(&header_->state, uint32_t(SegmentState::initializing));
   header_->magic = kMagic;
   header_->layout_version = kLayoutVersion;
@@ -164,10 +181,6 @@ int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets,
   header_->writer_state_offset = kWriterStateOffset;
   store_relaxed(&header_->flags, 0u);
   store_relaxed(&header_->epoch, epoch);
-  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
-  buckets_ = reinterpret_cast<Bucket*>(base + g.buckets_offset);
-  data_ = base + g.data_offset;
-  nbuckets_ = g.bucket_count;
   epoch_ = epoch;
   if (old_buckets != 0 || epoch != 0) {
     for (uint32_t i = 0; i < nbuckets_; ++i) {
@@ -181,15 +194,7 @@ int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets,
   }
   std::memset(state_, 0, sizeof *state_);
   state_->magic = kMagic;
-
-  init_queues(g.data_bytes);
   persist_rings();
-  applied_.assign(nbuckets_, 0);
-  freq_.assign(uint64_t(nbuckets_) * 8, 0);
-  st_.data_bytes = g.data_bytes;
-  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
-  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
-  st_.segment_bytes = g.segment_bytes;
 
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));

@@ -256,6 +256,7 @@ class Writer {
   void persist_clear(bool cursor_only);
 
   // writer.cc: a new table, in a new object or in place of an old one.
+  void map_table(const Geometry& g);
   int format(const Geometry& g, uint64_t generation, uint32_t old_buckets, uint32_t epoch, std::string* why);
   int reuse_in_place(const Geometry& g, std::string* why);
 

@@ -258,6 +258,7 @@ def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path)
         with RawConn(b.socket) as c:  # while a is down, another host rewrites one key
             assert c.call(SET, b"k20", mp("changed"), None)[1] == OK
         wait_flushed(b)
+        r.pause()  # no repair until the probe has seen the adopted table suspended
         a.start()
         st = status(a)["start"]
         assert st["warm"] is True, st
@@ -265,6 +266,7 @@ def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path)
         with Probe() as p:
             p.open(a.segment)
             assert p.get("k30") == "suspended"  # not served before the repair
+            r.resume()
             wait_coherent(a)
             wait_for(lambda: status(a)["redis_suspended"] == 0, 10, "the repair")
             after = status(a)

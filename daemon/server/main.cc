@@ -72,6 +72,7 @@ void warn_exposed_password(const Config& cfg, const Invocation& inv) {
                  "the password to redis_password_file (mode 0600)",
                  cfg.config, unsigned(st.st_mode & 07777));
 }
+
 // The daemon's last act on the table (after the heartbeat's last beat, which
 // runs through the Redis drain). With warm_restart it stays for the next
 // daemon: readers serve it until the heartbeat is older than
@@ -100,14 +101,15 @@ void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg
     spdlog::info("redis: {} adopted entries are suspended until the repair against the snapshot of the previous "
                  "daemon", start.kept);
   }
-  tier->repair().set_on_snapshot(
-      [path, gen = w->generation(), prefix = cfg.redis.prefix, warned = false](const nearcache::redis::Snapshot& s) mutable {
+  auto save = [path, gen = w->generation(), prefix = cfg.redis.prefix,
+               warned = false](const nearcache::redis::Snapshot& s) mutable {
         std::string why;
         if (!save_repair_file(path, {gen, prefix, s}, &why) && !warned) {
           warned = true;  // once: a restart then drops what it adopts from Redis
           spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
         }
-      });
+      };
+  tier->repair().set_on_snapshot(std::move(save));
 }
 }  // namespace
 

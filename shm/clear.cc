@@ -19,6 +19,7 @@ uint64_t Writer::clear_begin(std::string_view prefix) {
     pass_cursor_ = 0;
   }
   st_.clears++;
+  persist_clear(false);
   return id;
 }
 
@@ -65,7 +66,10 @@ void Writer::clear_bucket(uint32_t idx, Clear& c) {
 bool Writer::clear_step(size_t max_buckets) {
   if (clears_.empty()) return true;
   for (size_t i = 0; i < max_buckets && pass_cursor_ < nbuckets_; ++i) settle(uint32_t(pass_cursor_++));
-  if (pass_cursor_ < nbuckets_) return false;
+  if (pass_cursor_ < nbuckets_) {
+    persist_clear(true);
+    return false;
+  }
   // Every bucket has caught up to at least pass_target_.
   clear_completed_ = pass_target_;
   while (!clears_.empty() && clears_.front().id <= clear_completed_) {
@@ -81,7 +85,40 @@ bool Writer::clear_step(size_t max_buckets) {
     pass_target_ = clear_latest_;
     pass_cursor_ = 0;
   }
+  persist_clear(false);
   return clears_.empty();
+}
+
+// What adoption needs to finish the pending clears after a crash, in
+// WriterState: one clear that removes a superset of theirs (the longest
+// prefix common to them all, cut to 1024 bytes) from the buckets at and after
+// clear_cursor (0 unless a single clear is pending: then the pass's cursor).
+// clear_id is zeroed while the rest is rewritten, so a crash at any point
+// leaves either no clear or a complete record.
+void Writer::persist_clear(bool cursor_only) {
+  if (clears_.empty()) {
+    store_relaxed(&state_->clear_id, uint64_t{0});
+    return;
+  }
+  const uint64_t cursor = clears_.size() == 1 ? pass_cursor_ : 0;
+  if (cursor_only) {
+    if (clears_.size() == 1) store_relaxed(&state_->clear_cursor, cursor);
+    return;
+  }
+  std::string_view common = clears_.front().prefix;
+  for (const Clear& c : clears_) {
+    size_t n = 0;
+    while (n < common.size() && n < c.prefix.size() && common[n] == c.prefix[n]) ++n;
+    common = common.substr(0, n);
+  }
+  common = common.substr(0, sizeof state_->clear_prefix);
+  store_relaxed(&state_->clear_id, uint64_t{0});
+  for (size_t i = 0; i < common.size(); ++i)
+    store_relaxed(&state_->clear_prefix[i], static_cast<uint8_t>(common[i]));
+  store_relaxed(&state_->clear_prefix_len, uint32_t(common.size()));
+  store_relaxed(&state_->clear_epoch, epoch_);
+  store_relaxed(&state_->clear_cursor, cursor);
+  store_relaxed(&state_->clear_id, clears_.back().id);
 }
 
 uint64_t Writer::clear_take(uint64_t id) {

@@ -83,7 +83,8 @@ class Reader {
   ReadResult get(const void* key, size_t key_len, void* buf, size_t cap);
   ReadResult get_at(const void* key, size_t key_len, void* buf, size_t cap, uint64_t now_ms);
 
-  // The writer is running and its heartbeat is fresh.
+  // The writer is running, its heartbeat is fresh, and the table is still
+  // the generation this reader opened (not re-created in place).
   bool alive(uint64_t now_ms) const;
   // The segment says stopped, or its heartbeat is older than the grace period.
   bool stale(uint64_t now_ms) const { return base_ && !alive(now_ms); }

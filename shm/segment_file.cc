@@ -23,6 +23,7 @@ namespace bip = boost::interprocess;
 struct MappedObject::Region {
   bip::mapped_region region;
   uint64_t dev = 0, ino = 0;  // of the object mapped (fstat of the fd Boost mapped)
+  uint32_t uid = 0, mode = 0;
 };
 
 MappedObject::~MappedObject() = default;
@@ -70,6 +71,7 @@ int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std
       return fail(why, e, "cannot stat " + shown + ": " + std::strerror(e));
     }
     r->dev = uint64_t(st.st_dev), r->ino = uint64_t(st.st_ino);
+    r->uid = uint32_t(st.st_uid), r->mode = uint32_t(st.st_mode & 07777);
     r->region = bip::mapped_region(m, bip::read_write);
     // Huge pages where the kernel allows them for shared memory (shmem THP "advise").
     madvise(r->region.get_address(), r->region.get_size(), MADV_HUGEPAGE);
@@ -130,6 +132,7 @@ int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<Mapped
   obj->data_ = static_cast<unsigned char*>(region->region.get_address());
   obj->size_ = region->region.get_size();
   obj->dev_ = region->dev, obj->ino_ = region->ino;
+  obj->uid_ = region->uid, obj->mode_ = region->mode;
   obj->region_ = std::move(region);
   *out = std::move(obj);
   return 0;
@@ -166,8 +169,29 @@ int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, s
   obj->data_ = static_cast<unsigned char*>(region->region.get_address());
   obj->size_ = region->region.get_size();
   obj->dev_ = region->dev, obj->ino_ = region->ino;
+  obj->uid_ = region->uid, obj->mode_ = region->mode;
   obj->region_ = std::move(region);
   *out = std::move(obj);
+  return 0;
+}
+
+int reserve_object(const ObjectSpec& spec, uint64_t bytes, std::string* why) {
+  const int fd = spec.posix_shm ? shm_open(spec.name.c_str(), O_RDWR | O_CLOEXEC, 0)
+                                : ::open(spec.name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    return fail(why, e, "cannot open " + spec.name + ": " + std::strerror(e));
+  }
+  int rc = 0;
+  if (fchmod(fd, spec.mode) != 0) rc = errno;
+  else if (spec.group >= 0 && fchown(fd, uid_t(-1), gid_t(spec.group)) != 0) rc = errno;
+  if (rc != 0) {
+    ::close(fd);
+    return fail(why, rc, "cannot set the mode or group of " + spec.name + ": " + std::strerror(rc));
+  }
+  rc = posix_fallocate(fd, 0, off_t(bytes));
+  ::close(fd);
+  if (rc != 0) return fail(why, rc, "cannot reserve " + std::to_string(bytes) + " bytes for " + spec.name + ": " + std::strerror(rc));
   return 0;
 }
 

@@ -38,6 +38,9 @@ class MappedObject {
   // st_dev and st_ino of the object mapped: a reader checks it maps the same.
   uint64_t dev() const { return dev_; }
   uint64_t ino() const { return ino_; }
+  // Owner and permission bits at mapping time (adoption trusts only its own user's object).
+  uint32_t uid() const { return uid_; }
+  uint32_t mode() const { return mode_; }
 
   struct Region;  // the Boost.Interprocess mapping, kept out of this header
 
@@ -48,6 +51,7 @@ class MappedObject {
   unsigned char* data_ = nullptr;
   uint64_t size_ = 0;
   uint64_t dev_ = 0, ino_ = 0;
+  uint32_t uid_ = 0, mode_ = 0;
 };
 
 // Creates `spec` with `bytes` reserved (zero-filled) and maps it read-write.
@@ -59,6 +63,10 @@ int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<Mapped
 int publish_object(const ObjectSpec& spec, std::string* why);
 // Maps an existing object read-write (used to mark an old segment stopped).
 int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, std::string* why);
+// Re-applies mode and group to an existing object and reserves its memory
+// (posix_fallocate: a hole punched into it is filled, never a SIGBUS later);
+// for a table re-initialised in place. Never changes its size.
+int reserve_object(const ObjectSpec& spec, uint64_t bytes, std::string* why);
 // Removes the name (readers that mapped it keep their mapping).
 void remove_object(const ObjectSpec& spec);
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "clock.h"
 #include "msgpack_int.h"
@@ -71,78 +72,163 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   const uint64_t entries = seg > 2 * kHeaderBytes ? (seg - 2 * kHeaderBytes) / per_entry : 0;
   const uint64_t buckets = std::max<uint64_t>(2, uint64_t(entries / kPlannedWays) + 1);
   if (buckets > UINT32_MAX / 2) return bad("segment too large for the index");
-  nbuckets_ = uint32_t(buckets);
-  const uint64_t buckets_offset = kHeaderBytes;
-  const uint64_t data_offset = round_up(buckets_offset + uint64_t(nbuckets_) * kBucketBytes, 4096);
-  const uint64_t data_bytes = seg > data_offset ? (seg - data_offset) & ~uint64_t(kItemAlign - 1) : 0;
-  if (data_bytes < 8 * max_item_bytes())
+  Geometry g;
+  g.segment_bytes = seg;
+  g.bucket_count = uint32_t(buckets);
+  g.buckets_offset = kHeaderBytes;
+  g.data_offset = round_up(g.buckets_offset + uint64_t(g.bucket_count) * kBucketBytes, 4096);
+  g.data_bytes = seg > g.data_offset ? (seg - g.data_offset) & ~uint64_t(kItemAlign - 1) : 0;
+  if (g.data_bytes < 8 * max_item_bytes())
     return bad("segment of " + std::to_string(opts_.segment_bytes) + " bytes is too small for items of up to " +
                std::to_string(max_item_bytes()) + " bytes (key and value limits): it needs at least " +
-               std::to_string(data_offset + 8 * max_item_bytes()) + " bytes");
+               std::to_string(g.data_offset + 8 * max_item_bytes()) + " bytes");
 
   // One writer per segment: the lock is held for this Writer's lifetime.
   int rc = ObjectLock::acquire(segment_spec(opts_), &lock_, why);
   if (rc != 0) return rc;
 
-  // The previous table, if any: its generation, and its readers must move on.
-  uint64_t old_generation = 0;
+  // The previous table, if any: adopted, or re-initialised in place when it
+  // has our size and is ours (a restart needs room for one segment only).
   std::unique_ptr<MappedObject> old;
-  if (open_object_rw(segment_spec(opts_), &old, nullptr) == 0 && old->size() >= kHeaderBytes) {
+  if (open_object_rw(segment_spec(opts_), &old, nullptr) != 0) old.reset();
+  const bool ours = old && old->uid() == uint32_t(geteuid()) && !(old->mode() & 002);
+  if (old && old->size() == seg && ours) {
+    segment_ = std::move(old);
+    std::string cold;
+    if (!opts_.warm_restart) {
+      cold = "warm_restart is off";
+    } else if (adoptable(g, &cold)) {
+      adopt(g);
+      return 0;
+    }
+    start_.reason = cold;
+    return reuse_in_place(g, why);
+  }
+  if (!old) start_.reason = "no table to adopt";
+  else if (!ours) start_.reason = "the old segment is not owned by this user (or is world-writable): not reused";
+  else start_.reason = "segment size changed (" + std::to_string(old->size()) + " -> " + std::to_string(seg) + " bytes)";
+
+  uint64_t old_generation = 0;
+  if (old && old->size() >= kHeaderBytes) {
     auto* oh = reinterpret_cast<Header*>(old->data());
     if (load_relaxed(&oh->magic) == kMagic) old_generation = load_relaxed(&oh->generation);
-    else old.reset();
-  } else {
-    old.reset();
   }
-
   rc = create_object(segment_spec(opts_), seg, &segment_, why);
+  if ((rc == ENOSPC || rc == ENOMEM) && old && ours) {
+    // No room for both: the old object's name goes first (its readers keep
+    // their mapping; its memory is freed when the last of them unmaps it).
+    if (old->size() >= kHeaderBytes)
+      store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));
+    old.reset();
+    remove_object(segment_spec(opts_));
+    start_.reason += "; the old segment was removed first to make room";
+    rc = create_object(segment_spec(opts_), seg, &segment_, why);
+  }
   if (rc != 0) return rc;
+  rc = format(g, std::max(old_generation + 1, unix_ms()), 0, 0, why);
+  if (rc != 0) return rc;
+  if ((rc = publish_object(segment_spec(opts_), why)) != 0) return rc;
+  if (old && old->size() >= kHeaderBytes)
+    store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));
+  return 0;
+}
 
-  const uint64_t generation = std::max(old_generation + 1, unix_ms());
-  uint64_t key[2];
-  if (getrandom(key, sizeof key, 0) != sizeof key) return bad("getrandom failed");
-
+// The writer's view of the table in segment_ (of geometry g), and its own
+// memory for it: empty logs, frequencies and clear records.
+void Writer::map_table(const Geometry& g) {
   unsigned char* base = segment_->data();
   header_ = reinterpret_cast<Header*>(base);
+  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
+  buckets_ = reinterpret_cast<Bucket*>(base + g.buckets_offset);
+  data_ = base + g.data_offset;
+  nbuckets_ = g.bucket_count;
+  init_queues(g.data_bytes);
+  applied_.assign(nbuckets_, 0);
+  freq_.assign(uint64_t(nbuckets_) * 8, 0);
+  st_.data_bytes = g.data_bytes;
+  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
+  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
+  st_.segment_bytes = g.segment_bytes;
+}
+
+// Writes a new, empty table into segment_ (zero-filled, or an old table's
+// memory: then the first old_buckets buckets keep growing their versions).
+int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets, uint32_t epoch, std::string* why) {
+  uint64_t key[2];
+  if (getrandom(key, sizeof key, 0) != sizeof key) {
+    if (why) *why = "getrandom failed";
+    return EIO;
+  }
+  map_table(g);
+  store_release(&header_->state, uint32_t(SegmentState::initializing));
   header_->magic = kMagic;
   header_->layout_version = kLayoutVersion;
   header_->header_bytes = kHeaderBytes;
-  header_->segment_bytes = seg;
-  header_->generation = generation;
+  header_->segment_bytes = g.segment_bytes;
+  store_relaxed(&header_->generation, generation);
   header_->hash_key[0] = key[0];
   header_->hash_key[1] = key[1];
-  header_->buckets_offset = buckets_offset;
-  header_->bucket_count = nbuckets_;
+  header_->buckets_offset = g.buckets_offset;
+  header_->bucket_count = g.bucket_count;
   header_->bucket_ways = kWaysPerBucket;
-  header_->data_offset = data_offset;
-  header_->data_bytes = data_bytes;
+  header_->data_offset = g.data_offset;
+  header_->data_bytes = g.data_bytes;
   header_->key_limit = opts_.key_limit;
   header_->value_limit = opts_.value_limit;
   header_->writer_pid = uint32_t(getpid());
   header_->heartbeat_grace_ms = opts_.heartbeat_grace_ms;
   header_->created_unix_ms = unix_ms();
   header_->writer_state_offset = kWriterStateOffset;
-  state_ = reinterpret_cast<WriterState*>(base + kWriterStateOffset);
+  store_relaxed(&header_->flags, 0u);
+  store_relaxed(&header_->epoch, epoch);
+  epoch_ = epoch;
+  if (old_buckets != 0 || epoch != 0) {
+    for (uint32_t i = 0; i < nbuckets_; ++i) {
+      Bucket* b = bucket(i);
+      // A reader of the old table may hold this bucket: its version only grows.
+      const uint32_t v = i < old_buckets ? (load_relaxed(&b->version) | 1u) + 1 : 0;
+      for (uint32_t w = 0; w < kWaysPerBucket; ++w) store_relaxed(&b->way[w], uint64_t{0});
+      store_relaxed(&b->epoch, epoch);
+      store_release(&b->version, v);
+    }
+  }
+  std::memset(state_, 0, sizeof *state_);
   state_->magic = kMagic;
-  state_->clean_shutdown = 0;
-  buckets_ = reinterpret_cast<Bucket*>(base + buckets_offset);
-  data_ = base + data_offset;
-
-  init_queues(data_bytes);
   persist_rings();
-  applied_.assign(nbuckets_, 0);
-  freq_.assign(uint64_t(nbuckets_) * 8, 0);
-  st_.data_bytes = data_bytes;
-  st_.index_bytes = uint64_t(nbuckets_) * kBucketBytes;
-  st_.index_ways = uint64_t(nbuckets_) * kWaysPerBucket;
-  st_.segment_bytes = seg;
 
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
-
-  if ((rc = publish_object(segment_spec(opts_), why)) != 0) return rc;
-  if (old) store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));
   return 0;
+}
+
+// A cold start over an old object of the same size: never truncated (readers
+// map it), its bucket versions never reset. Old readers stop at once: the
+// state says stopped, the generation they compare on every lookup moves on,
+// and every old bucket's version turns odd, so a lookup in flight retries
+// and gives up (busy) instead of trusting what is rewritten under it.
+int Writer::reuse_in_place(const Geometry& g, std::string* why) {
+  auto* h = reinterpret_cast<Header*>(segment_->data());
+  const bool readable = load_relaxed(&h->magic) == kMagic;
+  const uint64_t old_generation = readable ? load_relaxed(&h->generation) : 0;
+  uint32_t old_buckets = 0, old_epoch = 0;
+  if (readable && load_relaxed(&h->layout_version) == kLayoutVersion && h->buckets_offset == kHeaderBytes &&
+      uint64_t(h->bucket_count) * kBucketBytes <= g.segment_bytes - kHeaderBytes) {
+    old_buckets = h->bucket_count;
+    old_epoch = load_relaxed(&h->epoch);
+  }
+  const uint64_t generation = std::max(old_generation + 1, unix_ms());
+  store_release(&h->state, uint32_t(SegmentState::stopped));
+  store_relaxed(&h->generation, generation);
+  auto* ob = reinterpret_cast<Bucket*>(segment_->data() + kHeaderBytes);
+  for (uint32_t i = 0; i < old_buckets; ++i) {
+    const uint32_t v = load_relaxed(&ob[i].version);
+    if (!(v & 1)) store_relaxed(&ob[i].version, v + 1);
+  }
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  int rc = reserve_object(segment_spec(opts_), g.segment_bytes, why);
+  if (rc != 0) return rc;
+  start_.reused_in_place = true;
+  return format(g, generation, old_buckets, old_epoch + 1, why);
 }
 
 Writer::~Writer() { stop(); }
@@ -154,14 +240,18 @@ void Writer::heartbeat() { store_relaxed(&header_->heartbeat_ms, now_()); }
 void Writer::stop() {
   if (!header_) return;
   persist_rings();
+  persist_clear(false);
   store_relaxed(&state_->clean_shutdown, 1u);
-  store_release(&header_->state, uint32_t(SegmentState::stopped));
+  if (!opts_.warm_restart) store_release(&header_->state, uint32_t(SegmentState::stopped));
 }
 
 void Writer::remove() {
+  store_release(&header_->state, uint32_t(SegmentState::stopped));  // nobody adopts it: readers stop at once
   remove_object(segment_spec(opts_));
   lock_->remove();
 }
+
+void Writer::remove_lock() { lock_->remove(); }
 
 uint32_t Writer::flags() const { return load_relaxed(&header_->flags); }
 
@@ -197,6 +287,7 @@ uint64_t Writer::drop_all() {
   clear_ids_.clear();
   clear_lengths_.clear();
   clear_completed_ = clear_latest_;
+  persist_clear(false);
   return removed;
 }
 
@@ -381,6 +472,17 @@ bool Writer::negative(std::string_view key) {
   if (!loc.found()) return false;
   const ItemHeader* ih = item_of(loc);
   return meta_negative(ih->meta) && !expired(ih, now_());
+}
+
+void Writer::mark_synced(std::string_view key) {
+  if (key.size() > opts_.key_limit) return;
+  const uint64_t h = hash(key);
+  settle_key(h);
+  const Loc loc = find(key, h);
+  if (!loc.found()) return;
+  ItemHeader* ih = item_of(loc);
+  // A bit readers ignore: no seqlock needed, only an atomic store.
+  store_relaxed(&ih->meta, ih->meta | (uint64_t(kItemSynced) << 56));
 }
 
 bool Writer::contains(std::string_view key) {

@@ -47,6 +47,47 @@ struct WriterOptions {
   int64_t group = -1;                    // gid of the segment; -1 keeps the creator's
   uint32_t heartbeat_grace_ms = 2000;
   uint32_t small_queue_percent = 10;
+  // Adopt the table a previous writer left (same layout and geometry) instead
+  // of starting empty (adopt.cc); false: a cold start (still in place).
+  bool warm_restart = true;
+  // The entries came from a Redis tier: an adopted entry may have missed
+  // invalidations while no daemon ran. Entries whose write never reached
+  // Redis (no kItemSynced) are dropped; the others are kept only when the
+  // daemon holds a snapshot of the slot counters taken while this table
+  // (this generation) was coherent, and the table then starts suspended
+  // until the repair against it (doc/redis.md); else they are dropped too.
+  bool redis_tier = false;
+  uint64_t redis_snapshot_generation = 0;  // the table generation the daemon's snapshot belongs to; 0 = none
+};
+
+// Why adoption dropped an entry (StartReport::dropped).
+enum class Drop : uint8_t {
+  odd_bucket,     // its bucket's version was odd: a write was cut
+  bad_way,        // the way points outside the data area or at an item that is not live
+  bad_item,       // the item's lengths, tag or bucket do not match its key, or it overlaps another
+  outside_ring,   // not inside its log's live range
+  duplicate,      // a second way for the same key or item (a cut move)
+  expired,
+  cleared,        // a CLEAR in progress when the writer stopped
+  unsynced,       // Redis tier: its write had not reached Redis
+  unreconciled,   // Redis tier: it may have missed invalidations while no daemon ran
+  kCount
+};
+const char* drop_name(Drop d);
+
+// How the writer started: adopted (warm) or a new table (cold), and why.
+struct StartReport {
+  bool warm = false;
+  std::string reason;            // cold: why adoption was impossible or off; warm: "adopted"
+  bool reused_in_place = false;  // cold: the old object was re-initialised in place (room for one segment)
+  bool clean_shutdown = false;   // warm: the previous writer stopped cleanly (else it was killed)
+  bool ring_rebuilt = false;     // warm: a log's persisted fields were unusable, rebuilt from the items
+  uint64_t kept = 0;
+  uint64_t dropped[size_t(Drop::kCount)] = {};
+  uint64_t odd_buckets = 0;      // buckets found mid-write, their versions made even
+  uint64_t filler_bytes = 0;     // dead space between kept items, marked so the logs can walk it
+  uint64_t dropped_total() const;
+  std::string summary() const;   // one log line
 };
 
 enum class Status : uint8_t {
@@ -96,11 +137,15 @@ struct WriterStats {
 
 class Writer {
  public:
-  // Creates a new table (a new generation) and publishes it. Refuses when
-  // another writer holds the segment's lock, when the sizes are inconsistent,
-  // or when the memory cannot be reserved. Returns nullptr with *why set.
+  // Adopts the table at opts.path when its layout and geometry match and
+  // opts.warm_restart is on (adopt.cc: validated, same generation, readers
+  // keep serving); else creates a new table (a new generation), in place when
+  // an object of the same size exists (a restart needs room for one segment).
+  // Refuses when another writer holds the segment's lock, when the sizes are
+  // inconsistent, or when the memory cannot be reserved: nullptr, *why set.
   static std::unique_ptr<Writer> create(const WriterOptions& opts, std::string* why);
-  ~Writer();  // marks the segment stopped; the objects stay until remove()
+  ~Writer();  // stop(); the objects stay until remove()
+  const StartReport& start_report() const { return start_; }
 
   Status set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
   Status add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
@@ -114,6 +159,9 @@ class Writer {
   // A negative entry is absent for every operation but set_negative and del.
   bool get(std::string_view key, Item* out);
   bool contains(std::string_view key);
+  // The live entry of `key` holds a value Redis has (it was read from Redis):
+  // adoption after a restart may keep it (kItemSynced). A later store clears it.
+  void mark_synced(std::string_view key);
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);
@@ -153,8 +201,13 @@ class Writer {
   // Reclaims expired items in the next `max_buckets` buckets; returns how many.
   size_t expire_step(size_t max_buckets);
   void heartbeat();
-  void stop();    // state = stopped (and WriterState.clean_shutdown): readers stop serving from this table
-  void remove();  // removes the names (segment, lock); mappings stay valid
+  // The writer's last act. With warm_restart the table stays `running` for
+  // readers (they stop serving once the heartbeat is older than the grace, so
+  // a quick restart keeps them hitting) and WriterState.clean_shutdown is set;
+  // without it, state = stopped: readers stop serving at once.
+  void stop();
+  void remove();       // removes the names (segment, lock); mappings stay valid
+  void remove_lock();  // removes the lock's name only (the segment stays for the next writer)
 
   // Every live entry; with negatives, negative entries too (Item::negative).
   void for_each(const std::function<void(const Item&)>& fn, bool negatives = false);
@@ -194,8 +247,26 @@ class Writer {
     uint64_t removed = 0;
   };
   enum class Why { deleted, replaced, expired, evicted, cleared };
+  struct Geometry {
+    uint64_t segment_bytes, buckets_offset, data_offset, data_bytes;
+    uint32_t bucket_count;
+  };
   void set_flag(uint32_t bit, bool on);
   void persist_rings();
+  void persist_clear(bool cursor_only);
+
+  // writer.cc: a new table, in a new object or in place of an old one.
+  void map_table(const Geometry& g);
+  int format(const Geometry& g, uint64_t generation, uint32_t old_buckets, uint32_t epoch, std::string* why);
+  int reuse_in_place(const Geometry& g, std::string* why);
+
+  // adopt.cc: adopting the table a previous writer left.
+  bool adoptable(const Geometry& g, std::string* why) const;
+  void adopt(const Geometry& g);
+  struct Kept;
+  bool keep_way(uint32_t idx, uint32_t w, std::string_view clear_prefix, bool clearing, Kept* out);
+  void drop_way(uint32_t idx, uint32_t w, Drop why);
+  void rebuild_ring(Ring& r, const WriterRingState& saved, std::vector<Kept>& items);
 
   // writer.cc: creation and the public operations.
   int init(const WriterOptions& opts, std::string* why);
@@ -283,6 +354,7 @@ class Writer {
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0
   WriterStats st_;
+  StartReport start_;
 };
 
 // TTL in milliseconds to an absolute expiry: ttl <= 0 is already expired

@@ -28,6 +28,7 @@ struct Config {
   unsigned socket_mode;
   std::string segment, segment_group;
   bool posix_shm;
+  bool warm_restart;
   unsigned segment_mode, hints_mode;
   uint64_t segment_size;
   uint64_t key_limit, value_limit, expected_item_size;

@@ -840,6 +840,10 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::errors_total, errors_total_);
   set(Metric::bytes_received_total, counters_.bytes_received_total);
   set(Metric::bytes_sent_total, counters_.bytes_sent_total);
+  const shm::StartReport& start = w_->start_report();
+  set(Metric::start_warm, start.warm);
+  set(Metric::start_kept_entries, start.kept);
+  set(Metric::start_dropped_entries, start.dropped_total());
   set(Metric::leases_active, leases_.active());
   set(Metric::lease_waiters, leases_.waiting() + waits_.polls());
   set(Metric::leases_granted_total, leases_.granted_total());
@@ -954,6 +958,22 @@ size_t Engine::poll_hits(size_t max_regions) {
   return n;
 }
 
+// STATUS "start": how this daemon got its table (adopted or new) and why.
+static void pack_start(Packer& pk, const shm::StartReport& r) {
+  pack_str(pk, "start");
+  pk.pack_map(7);
+  pack_str(pk, "warm"), r.warm ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "reason"), pack_str(pk, r.reason);
+  pack_str(pk, "reused_in_place"), r.reused_in_place ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "clean_shutdown"), r.clean_shutdown ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "kept"), pk.pack_uint64(r.kept);
+  pack_str(pk, "odd_buckets"), pk.pack_uint64(r.odd_buckets);
+  pack_str(pk, "dropped");
+  pk.pack_map(uint32_t(shm::Drop::kCount));
+  for (size_t i = 0; i < size_t(shm::Drop::kCount); ++i)
+    pack_str(pk, shm::drop_name(shm::Drop(i))), pk.pack_uint64(r.dropped[i]);
+}
+
 void Engine::op_status(Session* s, uint64_t id, Args&) {
   MetricValue vals[kMetricCount];
   collect(vals);
@@ -971,6 +991,7 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   pack_str(pk, "version"), pack_str(pk, kVersion);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
   pack_str(pk, "uptime_s"), pk.pack_uint64((now_ms() - started_ms_) / 1000);
+  pack_start(pk, w_->start_report());
   pack_str(pk, "config");
   const auto& opts = option_table();
   pk.pack_map(uint32_t(opts.size()));

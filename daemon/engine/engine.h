@@ -71,10 +71,7 @@ class Engine {
   void set_fd_source(std::function<int(Session*)> take_fd) { take_fd_ = std::move(take_fd); }
   // The Redis tier (daemon/redis/README.md; redis::Tier, or a fake in tests):
   // nullptr = none. Create it with table_hooks(), which act on this engine's table.
-  void set_tier(redis::TierApi* tier) {
-    tier_ = tier;
-    waits_.set_tier(tier);
-  }
+  void set_tier(redis::TierApi* tier);
   redis::TierApi* tier() const { return tier_; }
   redis::TableHooks table_hooks();
   // Applies the reloadable limits of `cfg` (max_ttl_ms, max_outstanding, ...).

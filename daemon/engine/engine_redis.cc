@@ -66,6 +66,13 @@ void Engine::cancel_waits(uint64_t sid) {
 
 // ---------------------------------------------------------------- the tier's hooks
 
+void Engine::set_tier(redis::TierApi* tier) {
+  tier_ = tier;
+  waits_.set_tier(tier);
+  // An adopted table starts suspended until its repair (shm/adopt.cc).
+  suspended_ = tier && (w_->flags() & shm::kFlagSuspended) != 0;
+}
+
 redis::TableHooks Engine::table_hooks() {
   redis::TableHooks h;
   h.drop = [this](std::string_view key) { drop(key); };
@@ -74,6 +81,7 @@ redis::TableHooks Engine::table_hooks() {
     install(key, value, flags, expiry);
   };
   h.install_negative = [this](std::string_view key, uint64_t expiry) { install_negative(key, expiry); };
+  h.synced = [this](std::string_view key) { w_->mark_synced(key); };
   h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
   h.suspend = [this](bool on) { suspend(on); };
   return h;

@@ -73,7 +73,12 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(leases_granted_total, counter, count, "leases granted", "Leases handed out")                                   \
   X(lease_timeouts_total, counter, count, "lease wait timeouts", "LEASE waits that ended in TIMEOUT")              \
   X(clears_pending, gauge, count, "clears in progress", "CLEAR requests not yet complete")                         \
-  X(loop_lag_max_ms, gauge, millis, "loop lag max", "Largest event-loop lag seen (heartbeat timer lateness)")
+  X(loop_lag_max_ms, gauge, millis, "loop lag max", "Largest event-loop lag seen (heartbeat timer lateness)")     \
+  X(start_warm, gauge, count, "warm start",                                                                          \
+    "1: this daemon adopted the table a previous one left (warm_restart); 0: it started cold (STATUS start.reason)") \
+  X(start_kept_entries, gauge, count, "entries adopted", "Entries kept when the table was adopted at start")         \
+  X(start_dropped_entries, gauge, count, "entries dropped at adoption",                                              \
+    "Entries adoption dropped (STATUS start.dropped says why)")
 
 enum class Metric : size_t {
 #define NEARCACHE_METRIC_ENUM(name, kind, unit, label, help) name,

@@ -24,6 +24,7 @@ Lookup ReadThrough::get(std::string_view key, Fetched* now, FetchFn done) {
       now->flags = pv.flags;
       now->expiry_ms = pv.expiry_ms;
       now->installable = true;
+      now->queued = true;
       if (install_) install_(key, *now);  // the local copy was evicted or flushed: put it back
       return Lookup::hit;
     case Pending::deleted:

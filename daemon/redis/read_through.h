@@ -62,6 +62,7 @@ struct Fetched {
   uint64_t expiry_ms = 0;  // hit: absolute CLOCK_MONOTONIC ms, 0 = none
   bool installable = false;
   bool absent = false;     // miss: Redis answered that it has no such key (a negative entry may say so)
+  bool queued = false;     // hit: this host's queued value, which Redis may not have yet
   std::string error;       // unavailable: why
 };
 using FetchFn = std::function<void(const Fetched&)>;

@@ -180,7 +180,15 @@ void Repair::healthy(Snapshot s) {
   }
   base_ = std::move(s);
   marker_ = base_->marker;
+  if (on_snapshot_) on_snapshot_(*base_);
   uv_timer_start(&refresh_, on_refresh, 10 * cfg_.heartbeat_ms, 0);
+}
+
+void Repair::seed(Snapshot before) {
+  base_ = std::move(before);
+  marker_ = base_->marker;
+  gap_ = true;
+  st_.suspended = true;
 }
 
 void Repair::on_refresh(uv_timer_t* t) {

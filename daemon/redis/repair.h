@@ -88,6 +88,13 @@ class Repair {
 
   RepairStats stats() const;
 
+  // Warm restart (the daemon, before the tier starts): `before` is the last
+  // snapshot the previous daemon took while the adopted table was coherent;
+  // the table starts suspended and the first repair compares with it.
+  void seed(Snapshot before);
+  // Called with every snapshot taken while healthy (the daemon persists it).
+  void set_on_snapshot(std::function<void(const Snapshot&)> fn) { on_snapshot_ = std::move(fn); }
+
  private:
   using SnapFn = std::function<void(std::optional<Snapshot>)>;
   void snapshot(SnapFn done);
@@ -115,6 +122,7 @@ class Repair {
   int open_timers_ = 0;
   uv_timer_t grace_, refresh_;
   std::function<void()> closed_;
+  std::function<void(const Snapshot&)> on_snapshot_;
   RepairStats st_;
 };
 

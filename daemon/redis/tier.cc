@@ -125,6 +125,7 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
     } else if (hooks_.install) {
       hooks_.install(key, f.value, f.flags, f.expiry_ms);
     }
+    if (!f.queued && hooks_.synced) hooks_.synced(key);  // from Redis: a warm restart may keep it
   });
 }
 

@@ -47,6 +47,9 @@ struct TableHooks {
   // Redis has no such key (read_through.h, negative entries): remember that
   // locally until expiry_ms, unless this host's bound on them is reached.
   std::function<void(std::string_view key, uint64_t expiry_ms)> install_negative;
+  // The value just installed was read from Redis (not from this host's
+  // queue): a restarted daemon may adopt it (shm kItemSynced).
+  std::function<void(std::string_view key)> synced;
   // Remove every local entry whose Redis key (prefix + key) is in a slot
   // marked true (slots.h: kSlots entries), then serve again (repair.h).
   std::function<void(const std::vector<bool>& slots)> drop_slots;

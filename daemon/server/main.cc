@@ -1,5 +1,6 @@
-// daemon/server/main.cc — nearcached: parse options, create the table, serve until
-// SIGTERM/SIGINT, then mark the table stopped and remove its names.
+// daemon/server/main.cc — nearcached: parse options, adopt or create the table,
+// serve until SIGTERM/SIGINT, then leave the table for the next daemon
+// (warm_restart) or mark it stopped and remove its names.
 //
 // Exit status: 0 after a clean stop (and for --help, --print-config...),
 // 1 when the daemon cannot start (socket or segment in use, permissions),
@@ -19,6 +20,7 @@
 #include "config/options.h"
 #include "redis/config.h"
 #include "redis/tier.h"
+#include "server/repair_file.h"
 #include "server/server.h"
 #include "writer.h"
 
@@ -69,6 +71,45 @@ void warn_exposed_password(const Config& cfg, const Invocation& inv) {
     spdlog::warn("redis_url carries a password and {} is readable by others than its owner (mode {:04o}); move "
                  "the password to redis_password_file (mode 0600)",
                  cfg.config, unsigned(st.st_mode & 07777));
+}
+
+// The daemon's last act on the table (after the heartbeat's last beat, which
+// runs through the Redis drain). With warm_restart it stays for the next
+// daemon: readers serve it until the heartbeat is older than
+// heartbeat_grace_ms. With a Redis tier it is suspended first: invalidations
+// stop with this process. Without warm_restart it is stopped and removed.
+void release_table(shm::Writer* w, const Config& cfg) {
+  if (cfg.warm_restart) {
+    if (cfg.redis.enabled()) w->set_suspended(true);
+    w->stop();
+    w->remove_lock();
+  } else {
+    w->stop();
+    w->remove();
+    unlink(repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket).c_str());
+  }
+}
+
+// Warm restart with a Redis tier: the first repair compares with the last
+// snapshot the previous daemon took for the adopted table (repair_file.h),
+// and every later snapshot is saved for the next daemon.
+void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg, const SavedSnapshot* saved) {
+  const std::string path = repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket);
+  const shm::StartReport& start = w->start_report();
+  if (saved && start.warm && start.kept > 0) {
+    tier->repair().seed(saved->snap);
+    spdlog::info("redis: {} adopted entries are suspended until the repair against the snapshot of the previous "
+                 "daemon", start.kept);
+  }
+  auto save = [path, gen = w->generation(), prefix = cfg.redis.prefix,
+               warned = false](const nearcache::redis::Snapshot& s) mutable {
+        std::string why;
+        if (!save_repair_file(path, {gen, prefix, s}, &why) && !warned) {
+          warned = true;  // once: a restart then drops what it adopts from Redis
+          spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
+        }
+      };
+  tier->repair().set_on_snapshot(std::move(save));
 }
 }  // namespace
 
@@ -138,7 +179,18 @@ int main(int argc, char** argv) {
   wo.expected_item_bytes = uint32_t(std::min<uint64_t>(cfg.expected_item_size, UINT32_MAX));
   wo.mode = cfg.segment_mode;
   wo.heartbeat_grace_ms = uint32_t(cfg.heartbeat_grace_ms);
+  wo.warm_restart = cfg.warm_restart;
+  wo.redis_tier = cfg.redis.enabled();
   resolve_group(cfg.segment_group, &wo.group, &err);
+  SavedSnapshot saved;
+  bool have_snapshot = false;
+  if (cfg.redis.enabled() && cfg.warm_restart) {
+    std::string why;
+    have_snapshot = load_repair_file(repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket), &saved, &why) &&
+                    saved.prefix == cfg.redis.prefix;
+    if (have_snapshot) wo.redis_snapshot_generation = saved.generation;
+    else spdlog::debug("redis: {}", why.empty() ? "the saved snapshot is for another prefix" : why);
+  }
 
   // The socket first: a second daemon must not touch the first one's segment.
   uv_loop_t loop;
@@ -152,17 +204,18 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot create the segment {}: {}", cfg.segment, err);
     return 1;
   }
+  spdlog::info("{} (segment {}, generation {})", writer->start_report().summary(), cfg.segment, writer->generation());
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
   if (cfg.redis.enabled()) {
     tier = nearcache::redis::Tier::create(&loop, rcfg, engine.table_hooks(), &err);
     if (!tier) {
       spdlog::critical("{}", err);
-      writer->stop();
-      writer->remove();
+      release_table(writer.get(), cfg);
       return 2;
     }
     engine.set_tier(tier.get());
+    hook_repair(tier.get(), writer.get(), cfg, have_snapshot ? &saved : nullptr);
   }
   Server server(&loop, &engine, cfg, inv.flags);
   server.print_banner = inv.print_socket_banner;
@@ -199,16 +252,14 @@ int main(int argc, char** argv) {
       tier->shutdown([](uint64_t) {});
       uv_run(&loop, UV_RUN_DEFAULT);
     }
-    writer->stop();
-    writer->remove();
+    release_table(writer.get(), cfg);
     return 1;
   }
   if (tier) tier->start();
   server.run();
   tier.reset();
 
-  writer->stop();
-  writer->remove();
+  release_table(writer.get(), cfg);
   uv_loop_close(&loop);
   spdlog::info("stopped");
   return 0;

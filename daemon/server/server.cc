@@ -241,8 +241,9 @@ void Server::run() {
   // The signal handlers stayed (unreferenced) until everything else was done,
   // so that a second signal during the Redis drain is still handled.
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
-                         reinterpret_cast<uv_handle_t*>(&sig_hup_)})
+                         reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&heartbeat_)})
     if (h->loop == loop_ && !uv_is_closing(h)) uv_close(h, nullptr);
+  engine_->writer()->heartbeat();  // the last beat: the caller stops the table next
   uv_run(loop_, UV_RUN_DEFAULT);
 }
 
@@ -749,8 +750,11 @@ void Server::on_stop_timeout(uv_timer_t* t) {
 
 void Server::maybe_finish_shutdown() {
   if (!stopping_ || !conns_.empty()) return;
-  // Nothing left to serve: close the remaining handles so uv_run returns.
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&heartbeat_), reinterpret_cast<uv_handle_t*>(&expire_),
+  // Nothing left to serve: close the remaining handles so uv_run returns. The
+  // heartbeat keeps beating (unreferenced) while the Redis drain still runs,
+  // which can outlast heartbeat_grace_ms: readers must not stop meanwhile.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&heartbeat_));
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&expire_),
                          reinterpret_cast<uv_handle_t*>(&deadline_), reinterpret_cast<uv_handle_t*>(&stop_timer_),
                          reinterpret_cast<uv_handle_t*>(&idle_), reinterpret_cast<uv_handle_t*>(&check_)})
     if (!uv_is_closing(h)) uv_close(h, nullptr);

@@ -19,13 +19,26 @@ from support.wait import wait_for, wait_logged
 
 
 def test_sigterm_stops_cleanly(daemon):
+    """warm_restart (the default): the segment stays for the next daemon, readers keep it
+    until the heartbeat is older than the grace."""
     with Probe() as p:
         assert p.open(daemon.segment)["rc"] == "0"
         assert daemon.stop() == 0
         assert not os.path.exists(daemon.socket)
-        assert not os.path.exists(daemon.segment)  # names removed; the mapping stays valid
-        assert not p.alive()  # marked stopped
+        assert os.path.exists(daemon.segment)  # kept for the next daemon
+        assert p.alive()  # still within the heartbeat grace
     assert "stopped" in daemon.log()
+
+
+def test_sigterm_without_warm_restart_removes_the_segment(tmp_path):
+    d = Daemon(tmp_path, warm_restart="false")
+    with Probe() as p:
+        assert p.open(d.segment)["rc"] == "0"
+        assert d.stop() == 0
+        assert not os.path.exists(d.socket)
+        assert not os.path.exists(d.segment)  # names removed; the mapping stays valid
+        assert not p.alive()  # marked stopped
+    assert "stopped" in d.log()
 
 
 def test_sigint_stops_cleanly(daemon):
@@ -152,7 +165,8 @@ def test_refuses_a_file_that_is_not_a_socket(tmp_path):
     assert (tmp_path / "nc.sock").read_text() == "precious"
 
 
-def test_restart_makes_a_new_generation_and_readers_remap(daemon):
+def test_cold_restart_makes_a_new_generation_and_readers_remap(tmp_path):
+    daemon = Daemon(tmp_path, warm_restart="false")
     c = RawConn(daemon.socket)
     g1 = c.call(HELLO, 2)[2]["generation"]
     c.call(SET, b"k", mp("v"), None)
@@ -167,6 +181,7 @@ def test_restart_makes_a_new_generation_and_readers_remap(daemon):
         assert p.open(daemon.segment)["generation"] == str(g2)
         assert p.alive()
         assert p.get("k") == "miss"
+    daemon.stop()
 
 
 def test_kill9_readers_see_stale_heartbeat_then_new_daemon_starts(tmp_path):
@@ -188,14 +203,14 @@ def test_kill9_readers_see_stale_heartbeat_then_new_daemon_starts(tmp_path):
             assert time.monotonic() - killed < 2
         assert time.monotonic() - killed > 0.2
         assert p.get("k") == "unavailable"
-        # Leftovers: a stale socket and the old segment. A new daemon starts cleanly.
+        # Leftovers: a stale socket and the old segment. A new daemon adopts the table.
         assert os.path.exists(d.socket) and os.path.exists(d.segment)
         d.start()
         assert "replacing stale socket" in d.log()
         g2 = RawConn(d.socket).call(HELLO, 2)[2]["generation"]
-        assert g2 > g1
-        assert p.open(d.segment)["generation"] == str(g2)
+        assert g2 == g1  # adopted: the same table, the mapping stays good
         assert p.alive()
+        assert p.get("k") == "hit"
     d.stop()
 
 
@@ -292,6 +307,9 @@ def test_posix_shm_segment(tmp_path):
         assert stat.S_IMODE(os.stat("/dev/shm" + name).st_mode) == 0o640
         c.call(SET, b"k", b"v", None)
         assert c.call(GET, b"k")[2] == b"v"
+    assert os.path.exists("/dev/shm" + name)  # kept for the next daemon (warm_restart)
+    with Daemon(tmp_path, posix_shm="true", segment=name, warm_restart="false") as d:
+        assert RawConn(d.socket).status()["start"]["warm"] is False
     assert not os.path.exists("/dev/shm" + name)
     lock = "/dev/shm" + name + ".lock"  # the writer's lock file stays (shm/ design); not ours to keep
     if os.path.exists(lock):

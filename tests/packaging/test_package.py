@@ -218,14 +218,29 @@ def test_template_instance_is_its_own_trust_domain(service, app_user, app_venv, 
             inst.kill()
 
 
-# -- stop, remove, purge -----------------------------------------------------
+# -- restart, stop, remove, purge --------------------------------------------
+
+def test_restart_keeps_the_table_warm(service):
+    """`systemctl restart`: stop, start; the new daemon adopts the table in /run/nearcache."""
+    run("nearcache", "set", "warm-key", "kept")
+    gen = json.loads(run("nearcache", "status", "--json").stdout)["generation"]
+    assert service.restart() == 0, service.log()
+    assert os.path.exists(SEG), "the segment stayed for the next daemon"
+    assert "warm start: adopted the table" in service.log(), service.log()
+    st = json.loads(run("nearcache", "status", "--json").stdout)
+    assert st["start"]["warm"] is True and st["start"]["kept"] >= 1, st["start"]
+    assert st["generation"] == gen
+    assert json.loads(run("nearcache", "get", "warm-key").stdout) == "kept"
+
 
 def test_stop_remove_purge(service):
     assert service.stop() == 0, service.log()
     assert "<6>stopped" in service.log()
-    # The daemon removed its socket and segment (the empty 0600 lock file may stay);
-    # RuntimeDirectoryPreserve=yes keeps the directory.
-    assert set(os.listdir("/run/nearcache")) <= {"nearcached.seg.lock"}
+    # The daemon removed its socket and left its segment for the next start
+    # (warm_restart; the empty 0600 lock file may stay too); RuntimeDirectoryPreserve=yes
+    # keeps the directory. Removing the package removes both (postrm).
+    assert set(os.listdir("/run/nearcache")) <= {"nearcached.seg", "nearcached.seg.lock"}
+    assert "nearcached.seg" in os.listdir("/run/nearcache")
     assert service.removed_ipc == []
 
     run("dpkg", "--remove", "nearcache")

@@ -72,15 +72,17 @@ def test_upgrade_restarts_and_clients_remap(dist, system_state, app_venv, workdi
         new = Service(UNIT).start()
         try:
             assert os.readlink(f"/proc/{new.main_pid}/exe") == "/usr/sbin/nearcached"
-            # A restart starts an empty table: the value written before is gone, not stale.
+            # The same segment layout: the new daemon adopted the table (warm_restart),
+            # the value written before the upgrade is still served, from the same mapping.
+            assert "warm start: adopted the table" in new.log(), new.log()
             after = client("get before-upgrade")
-            assert "error" not in after and after["value"] is None, after
+            assert "error" not in after and after["value"] == "1", after
             assert client("set after-upgrade 2")["ok"] is not False
             got = client("get after-upgrade")
             assert got["value"] == "2" and got["segment_open"], got
-            assert got["generation"] != gen_n, "re-mapped the new table"
+            assert got["generation"] == gen_n, "the adopted table keeps its generation"
             hits = got["shm_hits"]
-            assert client("get after-upgrade")["shm_hits"] == hits + 1, "hits come from the new segment"
+            assert client("get after-upgrade")["shm_hits"] == hits + 1, "hits come from the segment"
             client.close()
             assert new.stop() == 0, new.log()
         finally:

@@ -298,6 +298,18 @@ class Service:
         self._after_stop()
         return rc
 
+    def restart(self, timeout: float = 15.0) -> int:
+        """What `systemctl restart` does: stop (returns its exit status), then start
+        again in a fresh work directory; the runtime directories stay as the unit says."""
+        rc = self.stop()
+        old = self.work
+        self.work = Path(tempfile.mkdtemp(prefix="nctest-", dir="/run"))
+        os.chmod(self.work, 0o755)
+        if self.log_path.parent == old:
+            self.log_path = self.work / self.log_path.name
+        self.start(timeout)
+        return rc
+
     def kill(self) -> None:
         if self.running():
             self.proc.kill()

@@ -25,8 +25,24 @@ def warnings_logged(caplog):
     return [r for r in caplog.records if r.name == "nearcache.client" and r.levelno == logging.WARNING]
 
 
-def test_daemon_restart_under_a_running_client(tmp_path, make_cache):
+def test_daemon_warm_restart_under_a_running_client(tmp_path, make_cache):
     d = Daemon(tmp_path)
+    c = make_cache(d, STRICT=True)
+    c.set("k", "before")
+    gen = c._client.segment.generation
+    d.restart()
+    # The table was adopted: the same generation, the mapping stays, hits go on.
+    hits = _native.Segment.totals()["hits"]
+    assert c.get("k") == "before"
+    assert _native.Segment.totals()["hits"] == hits + 1
+    c.set("k", "after")
+    assert c.get("k") == "after"
+    assert c._client.segment.generation == gen
+    d.stop()
+
+
+def test_daemon_cold_restart_under_a_running_client(tmp_path, make_cache):
+    d = Daemon(tmp_path, warm_restart="false")
     c = make_cache(d, STRICT=True)
     c.set("k", "before")
     assert c.get("k") == "before"

@@ -1,0 +1,118 @@
+// daemon/server/repair_file.cc — see repair_file.h. Native-endian binary (the
+// file never leaves the host): magic, then the fields, then a checksum.
+#include "server/repair_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "redis/slots.h"
+
+namespace nearcache::daemon {
+
+namespace {
+
+constexpr char kMagic[8] = {'N', 'C', 'S', 'N', 'A', 'P', '0', '1'};
+
+uint64_t fnv(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+template <class T>
+void put(std::string& b, T v) {
+  b.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void put_str(std::string& b, const std::string& s) {
+  put(b, uint32_t(s.size()));
+  b += s;
+}
+
+struct Cursor {
+  const std::string& b;
+  size_t at = 0;
+  template <class T>
+  bool get(T* v) {
+    if (b.size() - at < sizeof *v) return false;
+    std::memcpy(v, b.data() + at, sizeof *v);
+    at += sizeof *v;
+    return true;
+  }
+  bool get_str(std::string* s) {
+    uint32_t n;
+    if (!get(&n) || n > 4096 || b.size() - at < n) return false;
+    s->assign(b.data() + at, n);
+    at += n;
+    return true;
+  }
+};
+
+}  // namespace
+
+std::string repair_file_path(const std::string& segment, bool posix_shm, const std::string& socket) {
+  return (posix_shm ? socket : segment) + ".repair";
+}
+
+bool save_repair_file(const std::string& path, const SavedSnapshot& s, std::string* why) {
+  std::string b(kMagic, sizeof kMagic);
+  put(b, s.generation);
+  put_str(b, s.prefix);
+  put_str(b, s.snap.repl.replid);
+  put_str(b, s.snap.repl.replid2);
+  put(b, s.snap.repl.offset);
+  put(b, s.snap.repl.offset2);
+  put(b, s.snap.clears);
+  put_str(b, s.snap.marker);
+  put(b, uint32_t(s.snap.slots.size()));
+  for (int64_t c : s.snap.slots) put(b, c);
+  put(b, fnv(b));
+  const std::string tmp = path + ".new." + std::to_string(getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return *why = "cannot create " + tmp + ": " + std::strerror(errno), false;
+  const ssize_t n = ::write(fd, b.data(), b.size());
+  const int e = errno;
+  ::close(fd);
+  if (n != ssize_t(b.size()) || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return *why = "cannot write " + path + ": " + std::strerror(n < 0 ? e : errno), false;
+  }
+  return true;
+}
+
+bool load_repair_file(const std::string& path, SavedSnapshot* out, std::string* why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return *why = "no snapshot (" + path + ": " + std::strerror(errno) + ")", false;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022) ||
+      st.st_size > (1 << 20)) {
+    ::close(fd);
+    return *why = path + " is not a snapshot file of this user", false;
+  }
+  std::string b(size_t(st.st_size), '\0');
+  const ssize_t n = ::read(fd, b.data(), b.size());
+  ::close(fd);
+  if (n != ssize_t(b.size()) || b.size() < sizeof kMagic + 8 || std::memcmp(b.data(), kMagic, sizeof kMagic) != 0)
+    return *why = path + " is not a snapshot file", false;
+  uint64_t sum;
+  std::memcpy(&sum, b.data() + b.size() - 8, 8);
+  b.resize(b.size() - 8);
+  if (fnv(b) != sum) return *why = path + " is corrupt (checksum)", false;
+  Cursor c{b, sizeof kMagic};
+  uint32_t nslots = 0;
+  SavedSnapshot s;
+  if (!c.get(&s.generation) || !c.get_str(&s.prefix) || !c.get_str(&s.snap.repl.replid) ||
+      !c.get_str(&s.snap.repl.replid2) || !c.get(&s.snap.repl.offset) || !c.get(&s.snap.repl.offset2) ||
+      !c.get(&s.snap.clears) || !c.get_str(&s.snap.marker) || !c.get(&nslots) || nslots != redis::kSlots)
+    return *why = path + " is truncated", false;
+  s.snap.slots.resize(nslots);
+  for (int64_t& v : s.snap.slots)
+    if (!c.get(&v)) return *why = path + " is truncated", false;
+  *out = std::move(s);
+  return true;
+}
+
+}  // namespace nearcache::daemon

@@ -1,0 +1,28 @@
+// daemon/server/repair_file.h — the last slot-counter snapshot (redis/repair.h)
+// kept in a small file next to the segment, so that a restarted daemon can
+// reconcile the table it adopts instead of dropping it: the snapshot belongs
+// to one table generation and one key prefix, and is written (atomically:
+// a temporary file renamed over the name) every time the repair takes one
+// while invalidations flow. Only the daemon's user can read or write it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "redis/repair.h"
+
+namespace nearcache::daemon {
+
+struct SavedSnapshot {
+  uint64_t generation = 0;  // the table the snapshot was taken for
+  std::string prefix;       // the Redis key prefix its counters count
+  redis::Snapshot snap;
+};
+
+// "<segment>.repair" for a segment file, "<socket>.repair" for a POSIX shm name.
+std::string repair_file_path(const std::string& segment, bool posix_shm, const std::string& socket);
+// Returns false with *why (the file is missing, unreadable, not ours or corrupt).
+bool load_repair_file(const std::string& path, SavedSnapshot* out, std::string* why);
+bool save_repair_file(const std::string& path, const SavedSnapshot& s, std::string* why);
+
+}  // namespace nearcache::daemon

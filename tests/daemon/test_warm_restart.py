@@ -1,0 +1,289 @@
+"""Warm restarts: a restarted nearcached adopts the table the previous one left
+(after SIGTERM and after kill -9), readers keep serving through a quick
+restart, and whatever adoption cannot vouch for is dropped with its reason in
+STATUS. Geometry changes and warm_restart=false start cold, in place.
+
+Short versions run by default; NEARCACHE_WARM_LONG=1 runs the kill -9 loop
+under write load for many rounds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from helpers import Probe
+from support.nearcached import ROOT, Daemon
+from support.rawproto import DELETE, GET, OK, SET, RawConn, mp
+from support.wait import wait_for
+
+LONG = os.environ.get("NEARCACHE_WARM_LONG") == "1"
+
+
+def status(d: Daemon) -> dict:
+    with RawConn(d.socket) as c:
+        return c.status()
+
+
+def fill(d: Daemon, n: int, tag: str = "v") -> dict:
+    with RawConn(d.socket) as c:
+        model = {}
+        for i in range(n):
+            k, v = b"k%d" % i, mp(f"{tag}{i}:" + "x" * (i % 300))
+            assert c.call(SET, k, v, None)[1] == OK
+            model[k] = v
+        return model
+
+
+def read_all(d: Daemon, model: dict) -> dict:
+    with RawConn(d.socket) as c:
+        return {k: (r[2] if r[1] == OK else None) for k in model for r in [c.call(GET, k)]}
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill9"])
+def test_restart_keeps_entries(tmp_path, how):
+    d = Daemon(tmp_path)
+    model = fill(d, 500)
+    with RawConn(d.socket) as c:
+        assert c.call(SET, b"ttl", mp("soon"), 60000)[1] == OK
+        g1 = c.status()["generation"]
+    d.stop() if how == "sigterm" else d.kill()
+    d.start()
+    st = status(d)
+    assert st["start"]["warm"] is True, st["start"]
+    assert st["start"]["clean_shutdown"] is (how == "sigterm")
+    assert st["start"]["kept"] == 501 and st["start_kept_entries"] == 501
+    assert st["start_warm"] == 1 and st["start_dropped_entries"] == 0
+    assert st["generation"] == g1 and st["entries"] == 501
+    assert read_all(d, model) == model
+    with RawConn(d.socket) as c:
+        assert c.call(GET, b"ttl")[2] == mp("soon")
+    assert "warm start: adopted the table" in d.log()
+    d.stop()
+
+
+WRITER = textwrap.dedent("""
+    import json, socket, sys
+    sys.path.insert(0, sys.argv[1])
+    from support.rawproto import RawConn, SET, OK, mp, Closed
+    sock, base, keys = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    acked, inflight = {}, None
+    try:
+        c = RawConn(sock)
+        print("ready", flush=True)
+        i = 0
+        while True:
+            k = "w%d" % (i % keys)
+            v = "%s:%d:%s" % (k, base + i, "y" * ((base + i) % 700))
+            inflight = (k, v)
+            r = c.call(SET, k.encode(), mp(v), None)
+            if r[1] != OK:
+                break
+            acked[k] = v
+            inflight = None
+            i += 1
+    except Exception:
+        pass
+    print(json.dumps({"acked": acked, "inflight": inflight}), flush=True)
+""")
+
+
+def test_kill9_under_write_load_adopts_only_acknowledged_values(tmp_path):
+    """kill -9 at random moments while a separate process floods sets: every adopted
+    entry is byte-identical to the last acknowledged value of its key (or the one in
+    flight at the kill), or absent; never corrupt."""
+    d = Daemon(tmp_path, segment_size="4M", value_limit="64K")  # small: the logs wrap and evict
+    rng = random.Random(os.getpid())
+    model: dict[str, set] = {}  # key -> values it may hold
+    rounds = 25 if LONG else 3
+    kept_total = 0
+    for rnd in range(rounds):
+        w = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT / "tests"), d.socket, str(rnd * 10**7), "20000"],
+                             stdout=subprocess.PIPE, text=True)
+        assert w.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        d.kill()
+        out = json.loads(w.stdout.readline())
+        w.wait(10)
+        for k, v in out["acked"].items():
+            model[k] = {v}
+        if out["inflight"]:
+            k, v = out["inflight"]
+            model.setdefault(k, set()).add(v)
+        d.start()
+        st = status(d)["start"]
+        assert st["warm"] is True and st["clean_shutdown"] is False, st
+        kept_total += st["kept"]
+        with RawConn(d.socket) as c:
+            for k, allowed in model.items():
+                r = c.call(GET, k.encode())
+                if r[1] == OK:
+                    assert r[2] in {mp(v) for v in allowed}, (k, r[2][:60])
+                else:
+                    assert r[1] != OK
+    assert kept_total > 0
+    d.stop()
+
+
+def test_a_running_reader_keeps_hitting_through_a_quick_restart(tmp_path):
+    d = Daemon(tmp_path)
+    model = fill(d, 300)
+    keys = [k.decode() for k in model]
+    with Probe() as p:
+        assert p.open(d.segment)["rc"] == "0"
+        before = sum(p.get(k) == "hit" for k in keys) / len(keys)
+        assert before == 1.0
+        d.stop()
+        d.start()
+        time.sleep(0.5)
+        after = sum(p.get(k) == "hit" for k in keys) / len(keys)
+        assert after >= 0.95 * before, after
+        assert p.alive()
+    # A daemon that stays down longer than the grace still makes readers stop.
+    d2 = Daemon(tmp_path / "short", heartbeat_interval_ms=50, heartbeat_grace_ms=300)
+    fill(d2, 10)
+    with Probe() as p:
+        p.open(d2.segment)
+        d2.stop()
+        assert p.get("k1") == "hit"  # within the grace
+        wait_for(lambda: p.get("k1") == "unavailable", 5, "the heartbeat to go stale")
+    d.stop()
+
+
+def test_the_heartbeat_runs_through_the_redis_drain(tmp_path):
+    """SIGTERM with a write-behind queue that cannot drain (Redis unreachable): the
+    drain lasts redis_drain_timeout_ms, longer than the grace; readers keep serving."""
+    d = Daemon(tmp_path, redis_url="redis://127.0.0.1:9", redis_drain_timeout_ms=2500,
+               heartbeat_interval_ms=50, heartbeat_grace_ms=500, redis_reconnect_min_ms=20)
+    with RawConn(d.socket) as c:
+        c.call(SET, b"a", mp(1), None)  # queued; Redis is not there
+    with Probe() as p:
+        p.open(d.segment)
+        d.proc.send_signal(15)
+        t0 = time.monotonic()
+        alive_during = []
+        while d.proc.poll() is None and time.monotonic() - t0 < 10:
+            alive_during.append(p.alive())
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        assert d.proc.wait(10) == 0
+    assert took > 1.0, took  # the drain really outlasted the grace
+    assert all(alive_during), alive_during.count(False)
+
+
+@pytest.mark.parametrize("change, reason, in_place", [
+    ({"segment_size": "24M"}, "segment size changed", False),
+    ({"expected_item_size": "1024"}, "bucket count", True),
+    ({"value_limit": "64K"}, "value_limit changed", True),
+    ({"warm_restart": "false"}, "warm_restart is off", True),
+])
+def test_what_cannot_be_adopted_starts_cold_and_says_why(tmp_path, change, reason, in_place):
+    d = Daemon(tmp_path)
+    fill(d, 50)
+    ino = os.stat(d.segment).st_ino
+    g1 = status(d)["generation"]
+    d.restart(**change)
+    st = status(d)
+    assert st["start"]["warm"] is False and st["start_warm"] == 0
+    assert reason in st["start"]["reason"], st["start"]
+    assert st["start"]["reused_in_place"] is in_place
+    assert (os.stat(d.segment).st_ino == ino) is in_place
+    assert st["entries"] == 0 and st["generation"] > g1
+    assert "cold start: " + reason in d.log() or reason in d.log()
+    d.stop()
+
+
+def test_restart_on_a_tmpfs_with_room_for_one_segment(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        d = Daemon(tmp_path, segment=str(mnt / "nc.seg"), segment_size="16M")
+        model = fill(d, 100)
+        d.kill()
+        d.start()  # warm: the same object
+        assert status(d)["start"]["warm"] is True
+        assert read_all(d, model) == model
+        with Probe() as p:  # a reader maps it while the next start is cold
+            p.open(d.segment)
+            d.restart(expected_item_size="512")
+            st = status(d)["start"]
+            assert st["warm"] is False and st["reused_in_place"] is True, st
+            assert not p.alive()
+        # A size change needs a new object: with no reader mapping the old one,
+        # the old name goes first and the new one fits.
+        d.restart(segment_size="12M")
+        st = status(d)["start"]
+        assert st["warm"] is False and "removed first to make room" in st["reason"], st
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path):
+    """Entries written on this host (their write may never have reached Redis) are
+    dropped on adoption; entries read from Redis are kept, suspended until the repair
+    against the previous daemon's last slot-counter snapshot, which drops the slots
+    another host wrote while this one was down; without a snapshot they are dropped."""
+    from support.redis_server import RedisServer
+    from support.tier import FAST, wait_coherent, wait_flushed
+    r = RedisServer(tmp_path)
+    a = b = None
+    try:
+        a = Daemon(tmp_path, name="a", redis_url=r.url, **FAST)
+        b = Daemon(tmp_path, name="b", redis_url=r.url, **FAST)
+        wait_coherent(a, b)
+        model = fill(b, 40)  # written through host b: host a reads them from Redis
+        wait_flushed(b)
+        local = fill(a, 10, tag="local")  # k0..k9 rewritten on host a itself
+        wait_flushed(a)
+        model.update(local)
+        assert read_all(a, model) == model
+        snap = a.segment + ".repair"
+        written = time.time()
+        # A snapshot taken after those writes (one every 10 x redis_heartbeat_ms).
+        wait_for(lambda: os.path.exists(snap) and os.stat(snap).st_mtime > written + 0.05, 10,
+                 "a snapshot saved after the writes")
+        a.kill()
+        with RawConn(b.socket) as c:  # while a is down, another host rewrites one key
+            assert c.call(SET, b"k20", mp("changed"), None)[1] == OK
+        wait_flushed(b)
+        r.pause()  # no repair until the probe has seen the adopted table suspended
+        a.start()
+        st = status(a)["start"]
+        assert st["warm"] is True, st
+        assert st["dropped"]["unsynced"] == 10 and st["kept"] == 30, st
+        with Probe() as p:
+            p.open(a.segment)
+            assert p.get("k30") == "suspended"  # not served before the repair
+            r.resume()
+            wait_coherent(a)
+            wait_for(lambda: status(a)["redis_suspended"] == 0, 10, "the repair")
+            after = status(a)
+            assert after["redis_repairs_total"] >= 1 and after["redis_repairs_full_total"] == 0, after
+            assert after["entries"] == 29  # only k20's slot was written meanwhile
+            assert p.get("k30") == "hit"  # kept, and served from shared memory again
+            assert p.get("k20") == "miss"
+        model[b"k20"] = mp("changed")
+        assert read_all(a, model) == model  # k20: the new value, never the adopted one
+        a.kill()
+        os.unlink(snap)  # no snapshot: nothing from Redis can be vouched for
+        a.start()
+        st = status(a)["start"]
+        assert st["kept"] == 0 and st["dropped"]["unreconciled"] > 0, st
+        assert read_all(a, model) == model
+    finally:
+        for d in (a, b):
+            if d and d.proc and d.proc.poll() is None:
+                d.stop()
+        r.kill()

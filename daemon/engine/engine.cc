@@ -980,7 +980,9 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   const MetricSpec* table = metric_table();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(uint32_t(kMetricCount + 6 + (tier_ ? kRedisMetricCount + 1 : 0)));
+  // The metrics, then: key_stats, version, pid, uptime_s, start, config, connections.
+  constexpr uint32_t kStatusExtras = 7;
+  pk.pack_map(uint32_t(kMetricCount + kStatusExtras + (tier_ ? kRedisMetricCount + 1 : 0)));
   for (size_t i = 0; i < kMetricCount; ++i) {
     pack_str(pk, table[i].name);
     if (table[i].unit == MetricUnit::ratio || table[i].unit == MetricUnit::millis) pk.pack_double(vals[i].real);

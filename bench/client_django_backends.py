@@ -18,14 +18,13 @@ bytes (a dict of the kind views cache):
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import statistics
 import sys
 import time
 
-from servers import BenchServers, Report
+from servers import BenchServers, Report, bench_args
 
 KEY = "user:profile:0001234"  # 20 characters
 assert len(KEY) == 20
@@ -124,10 +123,7 @@ def aggregate_gets(alias: str, procs: int, seconds: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
-    ap.add_argument("--output", help="also write the report to this file")
-    args = ap.parse_args()
+    args = bench_args()
     n_fast, n_slow, secs = (2000, 300, 0.5) if args.quick else (100000, 5000, 2.0)
 
     out = Report(args.output)

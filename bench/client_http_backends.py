@@ -23,7 +23,6 @@ to django-redis.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from servers import BenchServers, Report
+from servers import BenchServers, Report, bench_args
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "tests" / "servers" / "app"
@@ -144,10 +143,7 @@ def wrk(url: str, seconds: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="one round of 1 s warm-up + 2 s (a smoke run)")
-    ap.add_argument("--output", help="also write the report to this file")
-    args = ap.parse_args()
+    args = bench_args("one round of 1 s warm-up + 2 s (a smoke run)")
     rounds, warm, secs = (1, 1, 2) if args.quick else (3, 2, 8)
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: scripts/install-deps.sh bench")

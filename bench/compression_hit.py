@@ -21,12 +21,11 @@ scheduler's more than the hit's; compare the medians.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
 
-from servers import NEARCACHED, Daemon, Report
+from servers import Daemon, NEARCACHED, Report, bench_args
 
 from client_django_backends import fmt_ns, sample, stats, timer_overhead
 
@@ -55,10 +54,7 @@ def status(socket: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
-    ap.add_argument("--output", help="also write the report to this file")
-    args = ap.parse_args()
+    args = bench_args()
     n, rounds = (2000, 2) if args.quick else (50000, 5)
 
     import tempfile

@@ -12,6 +12,7 @@ threads (the machine's cores); redis-server and nearcached are single-threaded.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -78,6 +79,14 @@ class BenchServers:
             return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().split("\n")[0]
         except OSError:
             return "?"
+
+
+def bench_args(quick_help: str = "fewer samples (a smoke run)") -> argparse.Namespace:
+    """The options every benchmark takes: --quick (what a smoke run leaves out) and --output FILE."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--output", help="also write the report to this file")
+    return ap.parse_args()
 
 
 class Report:

@@ -14,14 +14,13 @@ process within 1 ms at p99. The clock is CLOCK_MONOTONIC, shared by both.
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
 
-from servers import BenchServers, Report
+from servers import BenchServers, Report, bench_args
 
 BACKENDS = ("NearCache", "NearCache SYNC_WRITES", "RedisCache", "django_redis")
 
@@ -85,10 +84,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer writes (a smoke run)")
-    ap.add_argument("--output", help="also write the report to this file")
-    args = ap.parse_args()
+    args = bench_args("fewer writes (a smoke run)")
     rounds, n = (2, 100) if args.quick else (5, 400)
     out = Report(args.output)
     mp.set_start_method("fork")

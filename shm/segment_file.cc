@@ -28,6 +28,14 @@ struct MappedObject::Region {
 
 MappedObject::~MappedObject() = default;
 
+void MappedObject::take(std::unique_ptr<Region> region) {
+  data_ = static_cast<unsigned char*>(region->region.get_address());
+  size_ = region->region.get_size();
+  dev_ = region->dev, ino_ = region->ino;
+  uid_ = region->uid, mode_ = region->mode;
+  region_ = std::move(region);
+}
+
 namespace {
 
 std::string temp_name(const ObjectSpec& spec) { return spec.name + ".new." + std::to_string(getpid()); }
@@ -129,11 +137,7 @@ int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<Mapped
       return rc;
     }
   }
-  obj->data_ = static_cast<unsigned char*>(region->region.get_address());
-  obj->size_ = region->region.get_size();
-  obj->dev_ = region->dev, obj->ino_ = region->ino;
-  obj->uid_ = region->uid, obj->mode_ = region->mode;
-  obj->region_ = std::move(region);
+  obj->take(std::move(region));
   *out = std::move(obj);
   return 0;
 }
@@ -166,11 +170,7 @@ int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, s
                 "cannot open " + spec.name + ": " + e.what());
   }
   if (rc != 0) return rc;
-  obj->data_ = static_cast<unsigned char*>(region->region.get_address());
-  obj->size_ = region->region.get_size();
-  obj->dev_ = region->dev, obj->ino_ = region->ino;
-  obj->uid_ = region->uid, obj->mode_ = region->mode;
-  obj->region_ = std::move(region);
+  obj->take(std::move(region));
   *out = std::move(obj);
   return 0;
 }

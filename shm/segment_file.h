@@ -47,6 +47,7 @@ class MappedObject {
  private:
   friend int create_object(const ObjectSpec&, uint64_t, std::unique_ptr<MappedObject>*, std::string*);
   friend int open_object_rw(const ObjectSpec&, std::unique_ptr<MappedObject>*, std::string*);
+  void take(std::unique_ptr<Region> region);  // the mapping and what was learnt of its object
   std::unique_ptr<Region> region_;
   unsigned char* data_ = nullptr;
   uint64_t size_ = 0;

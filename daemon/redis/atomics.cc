@@ -47,6 +47,8 @@ Atomics::~Atomics() { close(); }
 std::string Atomics::token_string(uint64_t token) const { return host_id_ + ":" + std::to_string(token); }
 
 std::string Atomics::lease_key(std::string_view key) const {
+  // Redis Cluster: in the key's slot (slots.h); one server keeps the older form.
+  if (cfg_.shard_home_slot >= 0) return tagged_lease_key(cfg_.prefix + std::string(key));
   std::string k(kLeaseMark);
   k += cfg_.prefix;
   k += key;

@@ -139,6 +139,15 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "Time allowed to one Sentinel (connect, AUTH, answer) before the next in redis_sentinels is asked; "
        "all of it counts in redis_connect_timeout_ms.",
        &C::sentinel_timeout_ms},
+      {"redis_cluster", OptType::string, "auto", 0, 0, false,
+       "Redis Cluster: auto (the seed in redis_url is asked with INFO cluster; a cluster node makes the tier "
+       "route every key to its slot's master), on (redis_url must be a cluster node), off (one server, never "
+       "asked). Not with Sentinel or a unix:// URL. See doc/redis.md, Redis Cluster.",
+       &C::cluster},
+      {"redis_cluster_seeds", OptType::string, "", 0, 0, false,
+       "Redis Cluster: more nodes host:port[,host:port...] (port 6379 by default) to ask for the slot map "
+       "when redis_url's node does not answer; same scheme, user and password as redis_url.",
+       &C::cluster_seeds},
       {"redis_down", OptType::string, "local", 0, 0, false,
        "What ADD, INCR/DECR and LEASE do while Redis is unreachable: local (decide on this host; STATUS "
        "shows the cache degraded; another host may decide differently) or error (answer UNAVAILABLE).",
@@ -193,6 +202,10 @@ bool validate_sentinel(const Config& c, std::vector<HostPort>* sentinels, std::s
       return false;
     }
   if (!parse_sentinels(c.sentinels, sentinels, err)) return false;
+  if (c.cluster == "on" || !c.cluster_seeds.empty()) {
+    *err = "redis_cluster and redis_cluster_seeds do not go with redis_sentinels (Sentinel or Cluster)";
+    return false;
+  }
   if (c.sentinel_timeout_ms > c.connect_timeout_ms) {
     *err = "option redis_sentinel_timeout_ms: must be at most redis_connect_timeout_ms (" +
            std::to_string(c.connect_timeout_ms) + "), which covers asking the Sentinels, got " +
@@ -224,6 +237,22 @@ bool validate(const Config& c, Endpoint* ep, std::vector<HostPort>* sentinels, s
   }
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     *err = "redis_tls_cert_file and redis_tls_key_file go together (mutual TLS)";
+    return false;
+  }
+  if (c.cluster != "auto" && c.cluster != "on" && c.cluster != "off") {
+    *err = "redis_cluster must be auto, on or off (got \"" + c.cluster + "\")";
+    return false;
+  }
+  if (!c.cluster_seeds.empty()) {
+    std::vector<HostPort> seeds;
+    if (!parse_host_ports(c.cluster_seeds, 6379, "redis_cluster_seeds", &seeds, err)) return false;
+    if (c.cluster == "off") {
+      *err = "redis_cluster_seeds is set with redis_cluster = off";
+      return false;
+    }
+  }
+  if (ep->unix_socket && (c.cluster == "on" || !c.cluster_seeds.empty())) {
+    *err = "Redis Cluster needs TCP: redis_url is unix:// with redis_cluster = on or redis_cluster_seeds";
     return false;
   }
   if (c.prefix.empty()) {

@@ -60,6 +60,13 @@ struct Config {
   std::string sentinel_master;    // redis_sentinel_master: the master's name
   std::string sentinel_password_file;  // redis_sentinel_password_file; "" = no AUTH to the Sentinels
   uint64_t sentinel_timeout_ms;   // redis_sentinel_timeout_ms: one Sentinel's connect + AUTH + answer
+  // Redis Cluster (cluster.h).
+  std::string cluster;            // redis_cluster: auto (asked of the seed), on, off
+  std::string cluster_seeds;      // redis_cluster_seeds: more host:port seeds besides redis_url's
+  // Set by the cluster for each master's part (not options): -1 = not a
+  // cluster part; else a slot this master served when its part was made,
+  // whose hash tag keeps the part's own keys (flush marker, clear counter) on it.
+  int shard_home_slot = -1;
 
   // A Redis tier is configured (redis_url or the Sentinel options).
   bool enabled() const { return !url.empty() || !sentinels.empty() || !sentinel_master.empty(); }

@@ -586,6 +586,7 @@ void Link::dispatch(redisReply* reply) {
     Reply r;
     r.r = reply;
     if (reply->type == REDIS_REPLY_ERROR) r.why = std::string_view(reply->str, reply->len);
+    if (reply->type == REDIS_REPLY_ERROR && opts_.on_error_reply) opts_.on_error_reply(r.why);
     p->cb(r);
   }
   delete p;

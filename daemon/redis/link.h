@@ -104,6 +104,8 @@ struct LinkOptions {
   bool require_master = false;
   // Connects and failures logged at debug level only (short Sentinel queries).
   bool quiet = false;
+  // Hears every error reply (Redis Cluster: MOVED / ASK of reads and scripts).
+  std::function<void(std::string_view error)> on_error_reply;
 };
 
 struct LinkStatus {

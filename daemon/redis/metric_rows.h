@@ -70,4 +70,16 @@
   X(redis_repair_slots_dropped_total, counter, count, "repair slots dropped",                                           \
     "Slots whose counter moved (or is missing) across a gap: their local entries were dropped")                          \
   X(redis_flush_ignored_total, counter, count, "other-db flushes ignored",                                               \
-    "Flush messages after which this database's marker was intact (FLUSHDB of another database)")
+    "Flush messages after which this database's marker was intact (FLUSHDB of another database)")                      \
+  X(redis_cluster_masters, gauge, count, "Cluster masters", "Redis Cluster masters serving slots; 0 on one server")     \
+  X(redis_cluster_moved_total, counter, count, "Cluster MOVED",                                                        \
+    "Queued writes a master answered MOVED: sent to the slot's new master (the slot map is refreshed)")               \
+  X(redis_cluster_ask_total, counter, count, "Cluster ASK",                                                            \
+    "Queued writes a master answered ASK (slot migrating): sent once to the importing master after ASKING")           \
+  X(redis_cluster_retried_total, counter, count, "Cluster TRYAGAIN/CLUSTERDOWN",                                       \
+    "Queued writes answered TRYAGAIN or CLUSTERDOWN, retried after a backoff")                                        \
+  X(redis_cluster_redirected_errors_total, counter, count, "Cluster redirected reads",                                \
+    "Reads and ADD/INCR/LEASE answered MOVED or ASK (a miss or an error; the next one goes to the right master)")    \
+  X(redis_cluster_refreshes_total, counter, count, "Cluster slot maps", "Slot maps read (CLUSTER SHARDS or SLOTS)")    \
+  X(redis_cluster_slots_moved_total, counter, count, "Cluster slots moved",                                            \
+    "Slots seen changing master (failover, resharding): their local entries were dropped")

@@ -61,6 +61,13 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_repairs_full_total: return s.repair.repairs_full_total;
     case RedisMetric::redis_repair_slots_dropped_total: return s.repair.slots_dropped_total;
     case RedisMetric::redis_flush_ignored_total: return s.repair.flush_ignored_total;
+    case RedisMetric::redis_cluster_masters: return s.cluster.masters;
+    case RedisMetric::redis_cluster_moved_total: return s.cluster.moved_total;
+    case RedisMetric::redis_cluster_ask_total: return s.cluster.ask_total;
+    case RedisMetric::redis_cluster_retried_total: return s.cluster.retried_total;
+    case RedisMetric::redis_cluster_redirected_errors_total: return s.cluster.redirected_errors_total;
+    case RedisMetric::redis_cluster_refreshes_total: return s.cluster.refreshes_total;
+    case RedisMetric::redis_cluster_slots_moved_total: return s.cluster.slots_moved_total;
     case RedisMetric::count_: break;
   }
   return 0;

@@ -78,8 +78,8 @@ Repair::Repair(uv_loop_t* loop, Link* data, Invalidation* inval, const Config& c
     : loop_(loop), data_(data), inval_(inval), cfg_(cfg), h_(std::move(h)) {
   counter_keys_.reserve(kSlots);
   for (uint32_t i = 0; i < kSlots; ++i) counter_keys_.push_back(slot_counter_key(cfg_.prefix, i));
-  clear_key_ = clear_counter_key(cfg_.prefix);
-  marker_key_ = flush_marker_key(cfg_.prefix);
+  clear_key_ = clear_counter_key(cfg_.prefix, cfg_.shard_home_slot);
+  marker_key_ = flush_marker_key(cfg_.prefix, cfg_.shard_home_slot);
   for (uv_timer_t* t : {&grace_, &refresh_}) {
     uv_timer_init(loop_, t);
     t->data = this;
@@ -252,7 +252,17 @@ void Repair::read(uint64_t gen, SnapFn done) {
   send({"GET", marker_key_}, [st](const Reply& r) {
     if (r.r->type == REDIS_REPLY_STRING) st->s.marker.assign(r.r->str, r.r->len);
   });
-  for (size_t first = 0; first < kSlots; first += kPage) {
+  if (h_.owned_slots) {
+    const std::vector<bool> owned = h_.owned_slots();
+    for (uint32_t i = 0; i < kSlots; ++i) {
+      if (i >= owned.size() || !owned[i]) {
+        st->s.slots[i] = 0;
+        continue;
+      }
+      send({"GET", counter_keys_[i]}, [st, i](const Reply& r) { st->s.slots[i] = counter_of(r.r); });
+    }
+  }
+  for (size_t first = 0; !h_.owned_slots && first < kSlots; first += kPage) {
     std::vector<std::string_view> argv{"MGET"};
     for (size_t i = first; i < first + kPage; ++i) argv.push_back(counter_keys_[i]);
     send(argv, [st, first](const Reply& r) {

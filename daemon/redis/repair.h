@@ -74,6 +74,10 @@ class Repair {
     std::function<void(const std::vector<bool>& slots)> drop_slots;
     std::function<void(bool on)> suspend;
     std::function<void()> invalidate_reads;  // in-flight reads must not install
+    // Redis Cluster: the slots this master serves now (kSlots flags). Set, the
+    // snapshot reads only their counters (one GET each: MGET of keys in
+    // several slots is CROSSSLOT) and counts the others as 0.
+    std::function<std::vector<bool>()> owned_slots;
   };
   Repair(uv_loop_t* loop, Link* data, Invalidation* inval, const Config& cfg, Hooks h);
   ~Repair();

@@ -94,12 +94,12 @@ return 0
 
 // One step of CLEAR: SCAN + UNLINK (never FLUSHDB: the database may be
 // shared), bumping the clear counter (KEYS[1], slots.h) when it removed any.
+// One UNLINK per key: on Redis Cluster one UNLINK of keys in several slots
+// is refused inside a script, even on the node that holds them all.
 const char* kClearStep = R"lua(
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local keys = r[2]
-for i = 1, #keys, 512 do
-  redis.call('UNLINK', unpack(keys, i, math.min(i + 511, #keys)))
-end
+for i = 1, #keys do redis.call('UNLINK', keys[i]) end
 if #keys > 0 then redis.call('INCR', KEYS[1]) end
 return {r[1], #keys}
 )lua";

@@ -71,8 +71,29 @@ std::string slot_counter_key(std::string_view prefix, uint32_t slot) {
   return k;
 }
 
-std::string clear_counter_key(std::string_view prefix) { return with_marker(std::string_view("\0ncclear\0", 9), prefix); }
+namespace {
+// "\0" + name + "{tag}" + rest: a key of this cache's own, in `slot`.
+std::string tagged(std::string_view name, uint32_t slot, std::string_view rest) {
+  std::string k(1, '\0');
+  k += name;
+  k += '{';
+  k += slot_tags()[slot];
+  k += '}';
+  k += rest;
+  return k;
+}
+}  // namespace
 
-std::string flush_marker_key(std::string_view prefix) { return with_marker(std::string_view("\0ncepoch\0", 9), prefix); }
+std::string clear_counter_key(std::string_view prefix, int home_slot) {
+  if (home_slot >= 0) return tagged("ncclear", uint32_t(home_slot), prefix);
+  return with_marker(std::string_view("\0ncclear\0", 9), prefix);
+}
+
+std::string flush_marker_key(std::string_view prefix, int home_slot) {
+  if (home_slot >= 0) return tagged("ncepoch", uint32_t(home_slot), prefix);
+  return with_marker(std::string_view("\0ncepoch\0", 9), prefix);
+}
+
+std::string tagged_lease_key(std::string_view redis_key) { return tagged("nclease", key_slot(redis_key), redis_key); }
 
 }  // namespace nearcache::redis

@@ -32,9 +32,15 @@ const std::vector<std::string>& slot_tags();
 // "\0ncslot{<tag>}" + prefix: the counter of `slot` for this cache's prefix.
 std::string slot_counter_key(std::string_view prefix, uint32_t slot);
 // The counter every CLEAR step bumps (a CLEAR removes keys of any slot).
-std::string clear_counter_key(std::string_view prefix);
+// home_slot >= 0 (Redis Cluster, one per master): "\0ncclear{<tag>}" + prefix
+// with the tag of that slot, so that the key lives on the master it counts.
+std::string clear_counter_key(std::string_view prefix, int home_slot = -1);
 // The marker holding this database's random epoch: a flush message whose
-// marker is intact was a FLUSHDB of another database.
-std::string flush_marker_key(std::string_view prefix);
+// marker is intact was a FLUSHDB of another database. home_slot as above.
+std::string flush_marker_key(std::string_view prefix, int home_slot = -1);
+// "\0nclease{<tag>}" + redis_key with the tag of the Redis key's slot: the
+// lease of a key in the key's slot (the lease script touches both; Redis
+// Cluster refuses keys of two slots with CROSSSLOT).
+std::string tagged_lease_key(std::string_view redis_key);
 
 }  // namespace nearcache::redis

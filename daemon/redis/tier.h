@@ -13,7 +13,13 @@
 //     or everything (drop_all) when it cannot prove what changed;
 //   - with Sentinel (sentinel.h), both links ask it for the master before
 //     every attempt, and a link left on an old master is closed when the
-//     Sentinels name a new one (so both end on one server).
+//     Sentinels name a new one (so both end on one server);
+//   - with Redis Cluster (redis_cluster = auto or on, cluster.h), a control
+//     link asks the seeds (redis_url's node, redis_cluster_seeds, then the
+//     masters known) INFO cluster and the slot map; on a cluster node every
+//     call goes to a Cluster of one Tier per master (the operations queued
+//     meanwhile are handed to it), else the tier runs on its own links. Until
+//     the seed answered, writes queue and reads miss, as with Redis down.
 //
 // The tier never touches the table: the daemon gives it TableHooks. What the
 // engine calls is TierApi (tier_api.h, the seam a fake tier implements in the
@@ -31,6 +37,7 @@
 #include <string_view>
 
 #include "redis/atomics.h"
+#include "redis/cluster.h"
 #include "redis/config.h"
 #include "redis/invalidation.h"
 #include "redis/link.h"
@@ -54,6 +61,8 @@ class Tier final : public TierApi {
   // links; done(operations that did not reach Redis) runs when every handle is
   // closed (the Tier may then be destroyed).
   void shutdown(std::function<void(uint64_t left)> done);
+  // The same with an explicit deadline (CLOCK_MONOTONIC ms).
+  void shutdown_until(uint64_t deadline_ms, std::function<void(uint64_t left)> done);
 
   // ---- after the local table applied a write (the reply may go out at once)
   Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) override;
@@ -82,6 +91,8 @@ class Tier final : public TierApi {
   // only); both links use them from their next connection. false + *err
   // (the previous ones stay) when they do not load.
   bool reload_tls(std::string* err);
+  // New TLS context for every link (reload_tls, the cluster's parts).
+  void set_tls(std::shared_ptr<const TlsClient> tls);
   // The TLS context the redis_tls_* options describe.
   static std::shared_ptr<const TlsClient> tls_client(const Config& cfg, std::string* err);
 
@@ -99,9 +110,20 @@ class Tier final : public TierApi {
   Atomics& atomics() { return *atomics_; }
   Repair& repair() { return *repair_; }
   Sentinels* sentinels() { return sentinels_.get(); }  // nullptr without Sentinel
+  Cluster* cluster() { return cluster_.get(); }         // nullptr unless on a Redis Cluster
 
  private:
-  Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks, std::unique_ptr<Sentinels> s);
+  // A cluster's part (cluster.h): its master's slots, and the data link's error replies.
+  struct PartOf {
+    std::function<std::vector<bool>()> owned_slots;
+    std::function<void(std::string_view error)> error_reply;
+  };
+  Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks hooks, std::unique_ptr<Sentinels> s,
+       PartOf part = {});
+  void make_control(const std::vector<HostPort>& seeds);
+  void read_map(Link& l, Link::Done done);
+  void cluster_found(const SlotMap& map);
+  std::unique_ptr<Tier> make_part(const HostPort& m, int home_slot, TableHooks hooks);
   void drop_all(const char* why);
   void master_moved(const HostPort& m, bool from_switch);
 
@@ -117,6 +139,13 @@ class Tier final : public TierApi {
   std::unique_ptr<Atomics> atomics_;
   std::unique_ptr<Invalidation> inval_;
   std::unique_ptr<Repair> repair_;
+  // Redis Cluster: the control link (seeds, slot maps) and, once found, the cluster.
+  std::unique_ptr<Link> control_;
+  std::vector<HostPort> seeds_;
+  size_t next_seed_ = 0;
+  bool deciding_ = false;  // the control link has not said single server or cluster yet
+  std::shared_ptr<const TlsClient> tls_;
+  std::unique_ptr<Cluster> cluster_;
   uint64_t local_flushes_ = 0, local_decisions_ = 0;
   bool started_ = false, closing_ = false;
 };

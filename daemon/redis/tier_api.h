@@ -59,6 +59,15 @@ struct TableHooks {
   std::function<void(bool on)> suspend;
 };
 
+// Redis Cluster (cluster.h); enabled = false on one server.
+struct ClusterStatus {
+  bool enabled = false;
+  uint64_t masters = 0, slots_covered = 0;
+  uint64_t moved_total = 0, ask_total = 0, retried_total = 0;  // write-behind redirections (write_behind.h)
+  uint64_t redirected_errors_total = 0;  // reads / atomics answered MOVED or ASK
+  uint64_t refreshes_total = 0, slots_moved_total = 0;
+};
+
 struct TierStatus {
   LinkStatus data, invalidation;
   bool coherent = false;
@@ -74,7 +83,8 @@ struct TierStatus {
   // With Sentinel (sentinel.h): the Sentinels' view, and the data link's
   // current server ("" without Sentinel or before the first answer).
   SentinelStatus sentinel;
-  std::string master;
+  std::string master;  // Redis Cluster: the masters serving slots, "host:port,..."
+  ClusterStatus cluster;
 };
 
 class TierApi {

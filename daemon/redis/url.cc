@@ -135,7 +135,8 @@ bool parse_sentinel_url(std::string_view url, Endpoint* out, std::string* err, b
   return true;
 }
 
-bool parse_sentinels(std::string_view list, std::vector<HostPort>* out, std::string* err) {
+bool parse_host_ports(std::string_view list, uint16_t default_port, const char* option, std::vector<HostPort>* out,
+                      std::string* err) {
   out->clear();
   size_t i = 0;
   while (i <= list.size()) {
@@ -145,20 +146,24 @@ bool parse_sentinels(std::string_view list, std::vector<HostPort>* out, std::str
     while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
     while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
     if (item.empty()) {
-      *err = "redis_sentinels: empty entry (write host:port[,host:port...])";
+      *err = std::string(option) + ": empty entry (write host:port[,host:port...])";
       return false;
     }
     HostPort hp;
-    if (!parse_host_port(item, 26379, "redis_sentinels", &hp, err)) return false;
+    if (!parse_host_port(item, default_port, option, &hp, err)) return false;
     for (const auto& o : *out)
       if (o == hp) {
-        *err = "redis_sentinels: " + hp.where() + " is listed twice";
+        *err = std::string(option) + ": " + hp.where() + " is listed twice";
         return false;
       }
     out->push_back(std::move(hp));
     i = j + 1;
   }
   return true;
+}
+
+bool parse_sentinels(std::string_view list, std::vector<HostPort>* out, std::string* err) {
+  return parse_host_ports(list, 26379, "redis_sentinels", out, err);
 }
 
 std::string HostPort::where() const {

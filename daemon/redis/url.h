@@ -54,5 +54,9 @@ struct HostPort {
 // redis_sentinels: "host[:port][,host[:port]...]" (port 26379 by default,
 // [IPv6]); at least one, no duplicates.
 bool parse_sentinels(std::string_view list, std::vector<HostPort>* out, std::string* err);
+// The same list shape with another default port; `option` names it in *err
+// (redis_cluster_seeds: port 6379).
+bool parse_host_ports(std::string_view list, uint16_t default_port, const char* option, std::vector<HostPort>* out,
+                      std::string* err);
 
 }  // namespace nearcache::redis

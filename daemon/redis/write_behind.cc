@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <spdlog/spdlog.h>
+#include <unordered_set>
 #include <vector>
 
 #include "redis/slots.h"
@@ -35,7 +36,8 @@ const char* kind_name(int k) {
 
 WriteBehind::WriteBehind(uv_loop_t* loop, Link* link, Scripts* scripts, const Config& cfg)
     : loop_(loop), link_(link), scripts_(scripts), cfg_(cfg), drop_log_(10000), fail_log_(10000) {
-  clear_key_ = clear_counter_key(cfg_.prefix);
+  clear_key_ = clear_counter_key(cfg_.prefix, cfg_.shard_home_slot);
+  cluster_ = cfg_.shard_home_slot >= 0;
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
   up_id_ = link_->on_up([this] { on_up(); });
@@ -228,7 +230,8 @@ void WriteBehind::after(std::string_view key, std::function<void(bool)> fn) {
   auto kit = keys_.find(k);
   if (!covered(key)) {
     if (kit == keys_.end()) return fn(true);  // writes in flight are already ahead on the wire
-    if (kit->second.entries == 1 && kit->second.has_latest && kit->second.calls == 0) {
+    if (kit->second.entries == 1 && kit->second.has_latest && kit->second.calls == 0 &&
+        !flying_.count(k) && !kit->second.latest->not_before) {
       // Out of queue order, which is safe: no CLEAR covers the key, it has no
       // other queued write and no earlier call waits for its turn.
       send_op(kit->second.latest);
@@ -254,6 +257,10 @@ void WriteBehind::pump() {
   pumping_ = true;
   do {
     pump_again_ = false;
+    if (cluster_) {
+      pump_cluster();
+      continue;
+    }
     while (link_->ready() && !fifo_.empty()) {
       const It it = fifo_.begin();
       if (it->kind == Entry::clear) {
@@ -274,9 +281,125 @@ void WriteBehind::pump() {
   check_drain();
 }
 
+// Redis Cluster: in queue order, skipping (and holding back every later
+// entry of) a key whose operation is in flight or waiting for a retry; a
+// CLEAR still waits for everything ahead of it.
+void WriteBehind::pump_cluster() {
+  std::unordered_set<std::string> blocked;
+  const uint64_t now = uv_now(loop_);
+  size_t skipped = 0;
+  next_retry_ = 0;
+  for (It it = fifo_.begin(); it != fifo_.end() && link_->ready();) {
+    const It next = std::next(it);
+    if (it->kind == Entry::clear) {
+      if (!clear_running_ && blocked.empty()) clear_step(it);
+      break;
+    }
+    if (it->kind == Entry::call) {
+      if (blocked.count(it->key)) {
+        it = next;
+        continue;
+      }
+      auto fn = std::move(it->fn);
+      drop_call(it);
+      fn(true);  // may change the queue: start over
+      it = fifo_.begin();
+      continue;
+    }
+    if (inflight_.size() >= cfg_.pipeline) break;
+    if (it->not_before > now || blocked.count(it->key) || flying_.count(it->key)) {
+      if (it->not_before > now && (!next_retry_ || it->not_before < next_retry_)) next_retry_ = it->not_before;
+      blocked.insert(it->key);
+      if (++skipped > cfg_.pipeline) break;
+      it = next;
+      continue;
+    }
+    send_op(it);
+    it = next;
+  }
+  if (next_retry_) arm_timer();
+}
+
+bool WriteBehind::holds(std::string_view key) const {
+  const std::string k(key);
+  return keys_.count(k) || flying_.count(k);
+}
+
+void WriteBehind::adopt(HandedOp&& op) {
+  st_.enqueued_total++;
+  Entry e{op.kind == HandedOp::clear ? Entry::clear : Entry::Kind(op.kind), std::move(op.key)};
+  e.value = std::move(op.value);
+  e.expiry = op.expiry;
+  e.asking = op.asking;
+  e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
+  append(std::move(e));
+  pump();
+}
+
+void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
+  fail_calls();
+  std::list<Entry> all;
+  all.splice(all.end(), fifo_);
+  for (Entry& e : all) {
+    if (e.kind == Entry::call) continue;
+    depth_--;
+    bytes_ -= e.bytes;
+    HandedOp op;
+    op.kind = e.kind == Entry::clear ? HandedOp::clear : HandedOp::Kind(e.kind);
+    op.key = std::move(e.key);
+    op.value = std::move(e.value);
+    op.expiry = e.expiry;
+    op.asking = e.asking;
+    to(std::move(op));
+  }
+  keys_.clear();
+  clears_.clear();
+  calls_.clear();
+  clear_running_ = false;
+  check_drain();
+}
+
+// MOVED / ASK / TRYAGAIN / CLUSTERDOWN on an operation in flight (cluster
+// only): true when it was handed over or put back for a retry.
+bool WriteBehind::cluster_redirect(It it, const std::string& err) {
+  const Redirect rd = parse_redirect(err);
+  if (rd.kind == Redirect::none) return false;
+  auto landed = [this](const std::string& key) {
+    if (auto f = flying_.find(key); f != flying_.end() && --f->second == 0) flying_.erase(f);
+  };
+  if (rd.kind == Redirect::moved || rd.kind == Redirect::ask) {
+    if (!on_redirect_) return false;
+    (rd.kind == Redirect::moved ? st_.moved_total : st_.ask_total)++;
+    HandedOp op;
+    op.kind = HandedOp::Kind(it->kind);
+    op.key = it->key;
+    op.value = std::move(it->value);
+    op.expiry = it->expiry;
+    op.asking = rd.kind == Redirect::ask;
+    landed(it->key);
+    depth_--;
+    bytes_ -= it->bytes;
+    inflight_.erase(it);
+    on_redirect_(std::move(op), rd);
+    return true;
+  }
+  if (++it->retries > kRetries) return false;  // a refusal
+  st_.retried_total++;
+  landed(it->key);
+  it->not_before = uv_now(loop_) + (10ull << std::min(it->retries - 1, 7));
+  it->asking = false;  // the slot may have settled meanwhile: ask its owner again
+  fifo_.splice(fifo_.begin(), inflight_, it);
+  KeyState& ks = keys_[it->key];
+  ks.entries++;
+  if (!ks.has_latest) ks.latest = it, ks.has_latest = true;
+  it->sealed = false;
+  return true;
+}
+
 void WriteBehind::send_op(It it) {
   unindex(it);
   inflight_.splice(inflight_.end(), fifo_, it);
+  it->not_before = 0;
   const std::string k = rkey(it->key);
   const uint64_t now = mono_ms();
   const bool expired = it->expiry && it->expiry <= now;
@@ -298,7 +421,10 @@ void WriteBehind::send_op(It it) {
   // The write and its slot counter's bump in one transaction (slots.h): a
   // host that missed the write's invalidation sees the counter moved.
   const std::string counter = slot_counter_key(cfg_.prefix, key_slot(k));
+  // ASKING holds for the whole MULTI ... EXEC (Redis keeps the flag inside a transaction).
+  if (it->asking && link_->ready()) link_->command({"ASKING"}, [](const Reply&) {});
   if (!link_->ready() || !link_->command({"MULTI"}, [](const Reply&) {})) return requeue_front(inflight_.size() - 1);
+  if (cluster_) flying_[it->key]++;
   // A command Redis refuses while queueing it (OOM, NOPERM) makes EXEC answer
   // EXECABORT; the refusal's own reason is the one worth reporting.
   auto queued_err = std::make_shared<std::string>();
@@ -316,6 +442,9 @@ void WriteBehind::send_op(It it) {
       err.assign(r.r->element[0]->str, r.r->element[0]->len);
     else if (err.empty() && r.r->type != REDIS_REPLY_ARRAY)
       err = "the transaction was not executed";
+    if (!err.empty() && cluster_ && cluster_redirect(it, err)) return pump();
+    if (cluster_)
+      if (auto f = flying_.find(it->key); f != flying_.end() && --f->second == 0) flying_.erase(f);
     if (!err.empty()) {
       refused(*it, err);
     } else {
@@ -406,6 +535,7 @@ void WriteBehind::finish_clear(It it) {
 void WriteBehind::on_up() { pump(); }
 
 void WriteBehind::on_down() {
+  flying_.clear();
   st_.requeued_total += inflight_.size();
   requeue_front(0);
   clear_running_ = false;
@@ -429,6 +559,7 @@ void WriteBehind::arm_timer() {
   uint64_t when = UINT64_MAX;
   if (!calls_.empty()) when = calls_.front()->deadline;
   if (drain_done_) when = std::min(when, drain_deadline_);
+  if (next_retry_) when = std::min(when, next_retry_);
   if (when == UINT64_MAX) {
     uv_timer_stop(&timer_);
     return;
@@ -447,6 +578,10 @@ void WriteBehind::on_timer(uv_timer_t* t) {
     self->drop_call(c);
   }
   for (auto& fn : late) fn(false);
+  if (self->next_retry_ && now >= self->next_retry_) {
+    self->next_retry_ = 0;
+    self->pump();
+  }
   if (self->drain_done_ && now >= self->drain_deadline_) {
     auto done = std::move(self->drain_done_);
     self->drain_done_ = nullptr;

@@ -41,6 +41,15 @@
 // the key is on the wire ahead of whatever fn sends (pipelining on one
 // connection keeps the order), so a Redis-decided operation never overtakes
 // the key's queued writes.
+//
+// Redis Cluster (a master's part, cfg.shard_home_slot >= 0): at most one
+// operation per key is in flight, so a redirected one is never overtaken by a
+// later write of its key. MOVED and ASK hand the operation to on_redirect
+// (the cluster queues it on the right master's queue; ASK: sent there after
+// ASKING); TRYAGAIN and CLUSTERDOWN put it back at its place with a backoff
+// (10 ms doubled, at most kRetries times, then a refusal). holds(key) says
+// whether an operation of the key is queued or in flight here (the cluster
+// routes the key's later writes to this queue while it does).
 #pragma once
 
 #include <uv.h>
@@ -55,6 +64,7 @@
 #include "redis/config.h"
 #include "redis/link.h"
 #include "redis/scripts.h"
+#include "redis/slot_map.h"
 #include "redis/util.h"
 
 namespace nearcache::redis {
@@ -82,6 +92,19 @@ struct QueueStats {
   uint64_t refused_dropped_total = 0;  // refused SET/TOUCH whose local copy was dropped (on_refused)
   std::string last_refusal;            // "SET of 'key': <Redis's error>", "" = none yet
   uint64_t last_refusal_unix_ms = 0;
+  // Redis Cluster: operations answered MOVED / ASK (handed to another master's
+  // queue) and TRYAGAIN / CLUSTERDOWN (retried after a backoff).
+  uint64_t moved_total = 0, ask_total = 0, retried_total = 0;
+};
+
+// An operation leaving one queue for another (Redis Cluster: redirections,
+// a master that left the cluster, the switch to cluster mode).
+struct HandedOp {
+  enum Kind : uint8_t { set, del, touch, clear } kind = set;
+  std::string key;    // local key; the prefix for clear
+  std::string value;  // set: the Redis value (value.h), already encoded
+  uint64_t expiry = 0;
+  bool asking = false;  // ASK: send ASKING first on the new master
 };
 
 class WriteBehind {
@@ -102,6 +125,16 @@ class WriteBehind {
 
   // Called with the key of a SET or TOUCH that Redis refused (see Refusals).
   void set_on_refused(std::function<void(std::string_view key)> fn) { on_refused_ = std::move(fn); }
+
+  // Redis Cluster (see the top): redirected operations, and the queue's side of routing.
+  void set_on_redirect(std::function<void(HandedOp&&, const Redirect&)> fn) { on_redirect_ = std::move(fn); }
+  bool holds(std::string_view key) const;
+  // Queues an operation another queue handed over (at the tail, not bounded: it was accepted already).
+  void adopt(HandedOp&& op);
+  // Removes every queued operation (not those in flight), oldest first, into
+  // `to`; waiting after() calls get false.
+  void hand_over(const std::function<void(HandedOp&&)>& to);
+  static constexpr int kRetries = 12;
 
   // What this host queued for `key` (a queued CLEAR covering the key counts as deleted).
   Pending pending(std::string_view key, PendingValue* out = nullptr) const;
@@ -136,7 +169,9 @@ class WriteBehind {
     std::function<void(bool)> fn;  // call
     uint64_t deadline = 0;         // call
     std::string cursor = "0";      // clear
-    int retries = 0;               // clear
+    int retries = 0;               // clear; cluster: TRYAGAIN/CLUSTERDOWN retries
+    bool asking = false;           // cluster: ASKING before it (an ASK redirection)
+    uint64_t not_before = 0;       // cluster: retry time (uv_now)
   };
   using It = std::list<Entry>::iterator;
   struct KeyState {
@@ -155,7 +190,9 @@ class WriteBehind {
   void finish_clear(It it);
   bool covered(std::string_view key) const;
   void pump();
+  void pump_cluster();
   void send_op(It it);
+  bool cluster_redirect(It it, const std::string& err);
   void clear_step(It it);
   void on_up();
   void on_down();
@@ -185,6 +222,10 @@ class WriteBehind {
   std::function<void(uint64_t)> drain_done_;
   std::function<void()> closed_;
   std::function<void(std::string_view)> on_refused_;
+  std::function<void(HandedOp&&, const Redirect&)> on_redirect_;
+  bool cluster_ = false;                             // a Redis Cluster master's part
+  std::unordered_map<std::string, uint32_t> flying_;  // cluster: keys with an operation in flight
+  uint64_t next_retry_ = 0;                           // cluster: earliest delayed retry (uv_now), 0 = none
   uint64_t refusals_logged_ = 0;  // st_.failed_total at the last refusal log line
   Throttle drop_log_, fail_log_;
 };

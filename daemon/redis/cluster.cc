@@ -1,0 +1,381 @@
+// daemon/redis/cluster.cc — see cluster.h.
+#include "redis/cluster.h"
+
+#include <spdlog/spdlog.h>
+
+#include "redis/slots.h"
+#include "redis/tier.h"
+#include "redis/util.h"
+
+namespace nearcache::redis {
+
+namespace {
+constexpr uint64_t kRefreshAfterMovedMs = 100;
+constexpr uint64_t kRefreshDegradedMs = 1000;
+constexpr uint64_t kRefreshHealthyMs = 10000;
+}  // namespace
+
+struct Cluster::Part {
+  HostPort addr;
+  int index = 0;
+  std::unique_ptr<Tier> tier;
+};
+
+Cluster::Cluster(uv_loop_t* loop, const Config& cfg, TableHooks hooks, MakePart make_part,
+                 std::function<void()> refresh)
+    : loop_(loop), cfg_(cfg), hooks_(std::move(hooks)), make_part_(std::move(make_part)), refresh_(std::move(refresh)) {
+  owner_.assign(kSlots, -1);
+  uv_timer_init(loop_, &refresh_timer_);
+  refresh_timer_.data = this;
+  st_.enabled = true;
+}
+
+Cluster::~Cluster() = default;
+
+std::vector<bool> Cluster::owned(const Part* p) const {
+  std::vector<bool> m(kSlots, false);
+  for (uint32_t i = 0; i < kSlots; ++i) m[i] = owner_[i] == p->index;
+  return m;
+}
+
+std::vector<bool> Cluster::owned_by(const Tier* t) const {
+  for (const auto& p : parts_)
+    if (p->tier.get() == t) return owned(p.get());
+  return std::vector<bool>(kSlots, false);
+}
+
+void Cluster::drop_owned(Part* p, const char* why) {
+  spdlog::warn("redis cluster: dropping the local entries of {}'s slots: {}", p->addr.where(), why);
+  if (hooks_.drop_slots) hooks_.drop_slots(owned(p));
+}
+
+Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
+  for (auto& p : parts_)
+    if (p->addr == m) return p.get();
+  auto p = std::make_unique<Part>();
+  p->addr = m;
+  p->index = int(parts_.size());
+  Part* raw = p.get();
+  TableHooks h;
+  h.drop = hooks_.drop;
+  h.install = hooks_.install;
+  // Whole-table actions of one master's part act on its slots only.
+  h.drop_all = [this, raw](const char* why) { drop_owned(raw, why); };
+  h.drop_slots = [this, raw](const std::vector<bool>& slots) {
+    std::vector<bool> m = owned(raw);
+    for (uint32_t i = 0; i < kSlots; ++i) m[i] = m[i] && slots[i];
+    if (hooks_.drop_slots) hooks_.drop_slots(m);
+  };
+  // The table's suspension is for the whole table: a master's gap past the
+  // grace drops that master's slots instead.
+  h.suspend = [this, raw](bool on) {
+    if (on) drop_owned(raw, "invalidations from it down longer than redis_stale_grace_ms");
+  };
+  parts_.push_back(std::move(p));
+  raw->tier = make_part_(m, home_slot, std::move(h));
+  raw->tier->queue().set_on_redirect([this](HandedOp&& op, const Redirect& rd) { redirected(std::move(op), rd); });
+  spdlog::info("redis cluster: master {} (home slot {})", m.where(), home_slot);
+  raw->tier->start();
+  return raw;
+}
+
+void Cluster::apply(const SlotMap& map) {
+  st_.refreshes_total++;
+  last_refresh_ = uv_now(loop_);
+  std::vector<int> idx(map.masters.size());
+  for (size_t i = 0; i < map.masters.size(); ++i) {
+    int home = -1;
+    for (uint32_t s = 0; s < kSlots && home < 0; ++s)
+      if (map.owner[s] == int(i)) home = int(s);
+    idx[i] = part_for(map.masters[i], home)->index;
+  }
+  std::vector<bool> moved(kSlots, false);
+  size_t n_moved = 0;
+  for (uint32_t s = 0; s < kSlots; ++s) {
+    if (map.owner[s] < 0) continue;  // unserved: writes wait on the last owner
+    const int now = idx[size_t(map.owner[s])];
+    if (owner_[s] >= 0 && owner_[s] != now) moved[s] = true, n_moved++;
+    owner_[s] = now;
+  }
+  if (n_moved) {
+    st_.slots_moved_total += n_moved;
+    spdlog::info("redis cluster: {} slot(s) changed master: their local entries are dropped", n_moved);
+    if (hooks_.drop_slots) hooks_.drop_slots(moved);
+  }
+  // A master left with no slot (failed over, resharded away): its queued
+  // operations go to the slots' masters now.
+  for (auto& p : parts_) {
+    bool any = false;
+    for (int o : owner_) any = any || o == p->index;
+    if (!any && p->tier->queue().stats().depth > p->tier->queue().stats().in_flight)
+      p->tier->queue().hand_over([this](HandedOp&& op) { adopt(std::move(op)); });
+  }
+  st_.masters = map.masters.size();
+  st_.slots_covered = map.covered();
+  bool healthy = st_.slots_covered == kSlots;
+  for (auto& p : parts_)
+    if (healthy && map.find(p->addr) >= 0 && !p->tier->data().ready()) healthy = false;
+  schedule_refresh(healthy ? kRefreshHealthyMs : kRefreshDegradedMs);
+}
+
+std::vector<HostPort> Cluster::masters() const {
+  std::vector<HostPort> m;
+  for (const auto& p : parts_) m.push_back(p->addr);
+  return m;
+}
+
+void Cluster::schedule_refresh(uint64_t in_ms) {
+  if (closing_) return;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&refresh_timer_)) && uv_timer_get_due_in(&refresh_timer_) <= in_ms)
+    return;
+  uv_timer_start(&refresh_timer_, on_refresh, in_ms, 0);
+}
+
+void Cluster::on_refresh(uv_timer_t* t) {
+  auto* self = static_cast<Cluster*>(t->data);
+  if (self->closing_) return;
+  self->refresh_();
+  // apply() reschedules; if the control link cannot answer, try again.
+  self->schedule_refresh(kRefreshDegradedMs);
+}
+
+void Cluster::error_reply(std::string_view error) {
+  const Redirect rd = parse_redirect(error);
+  if (rd.kind != Redirect::moved && rd.kind != Redirect::ask) return;
+  st_.redirected_errors_total++;
+  if (rd.kind == Redirect::moved) schedule_refresh(kRefreshAfterMovedMs);
+}
+
+void Cluster::redirected(HandedOp&& op, const Redirect& rd) {
+  if (closing_) return;
+  Part* to = part_for(rd.to, int(rd.slot));
+  if (rd.kind == Redirect::moved) {
+    if (owner_[rd.slot] != to->index) {
+      std::vector<bool> m(kSlots, false);
+      m[rd.slot] = true;
+      st_.slots_moved_total++;
+      if (hooks_.drop_slots) hooks_.drop_slots(m);
+      owner_[rd.slot] = to->index;
+    }
+    schedule_refresh(kRefreshAfterMovedMs);
+  }
+  to->tier->queue().adopt(std::move(op));
+}
+
+Cluster::Part* Cluster::route(std::string_view key) {
+  for (auto& p : parts_)
+    if (p->tier->queue().holds(key)) return p.get();
+  const int o = owner_[key_slot(cfg_.prefix + std::string(key))];
+  return o >= 0 ? parts_[size_t(o)].get() : nullptr;
+}
+
+void Cluster::adopt(HandedOp&& op) {
+  if (op.kind == HandedOp::clear) {
+    // A CLEAR covers every slot: every master that serves some runs it.
+    for (auto& p : parts_) {
+      bool any = false;
+      for (int o : owner_) any = any || o == p->index;
+      if (any) p->tier->queue().adopt(HandedOp(op));
+    }
+    return;
+  }
+  op.asking = false;
+  if (Part* p = route(op.key)) p->tier->queue().adopt(std::move(op));
+}
+
+// ---------------------------------------------------------------- TierApi, routed
+
+Enqueued Cluster::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
+  Part* p = route(key);
+  return p ? p->tier->set(key, value, flags, expiry_ms) : Enqueued::dropped;
+}
+
+Enqueued Cluster::del(std::string_view key) {
+  Part* p = route(key);
+  return p ? p->tier->del(key) : Enqueued::dropped;
+}
+
+Enqueued Cluster::touch(std::string_view key, uint64_t expiry_ms) {
+  Part* p = route(key);
+  return p ? p->tier->touch(key, expiry_ms) : Enqueued::dropped;
+}
+
+Enqueued Cluster::clear(std::string_view prefix) {
+  for (auto& p : parts_) {
+    bool any = false;
+    for (int o : owner_) any = any || o == p->index;
+    if (any) p->tier->clear(prefix);
+  }
+  return Enqueued::queued;
+}
+
+Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
+  Part* p = route(key);
+  return p ? p->tier->get(key, now, std::move(done)) : Lookup::unavailable;
+}
+
+bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  Part* p = route(key);
+  return p && p->tier->add(key, value, flags, expiry_ms, std::move(cb));
+}
+
+bool Cluster::incr(std::string_view key, __int128 delta, AtomicFn cb) {
+  Part* p = route(key);
+  return p && p->tier->incr(key, delta, std::move(cb));
+}
+
+bool Cluster::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
+  Part* p = route(key);
+  return p && p->tier->lease(key, token, lease_ms, std::move(cb));
+}
+
+bool Cluster::release(std::string_view key, uint64_t token, AtomicFn cb) {
+  Part* p = route(key);
+  return p && p->tier->release(key, token, std::move(cb));
+}
+
+uint64_t Cluster::wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
+                             AtomicFn cb) {
+  Part* p = route(key);
+  if (!p) {
+    AtomicResult r;
+    r.error = "no master serves the key's slot";
+    cb(r);
+    return 0;
+  }
+  const uint64_t id = next_wait_++;
+  auto wrapped = [this, id, cb = std::move(cb)](const AtomicResult& r) {
+    waits_.erase(id);
+    cb(r);
+  };
+  const uint64_t inner = p->tier->wait_lease(key, token, lease_ms, deadline_ms, std::move(wrapped));
+  waits_[id] = {p, inner};
+  return id;
+}
+
+void Cluster::cancel_wait(uint64_t id) {
+  auto it = waits_.find(id);
+  if (it == waits_.end()) return;
+  auto [p, inner] = it->second;
+  waits_.erase(it);
+  p->tier->cancel_wait(inner);
+}
+
+void Cluster::wake_lease_waiters(std::string_view key) {
+  if (Part* p = route(key)) p->tier->wake_lease_waiters(key);
+}
+
+void Cluster::set_password(const std::string& password) {
+  for (auto& p : parts_) p->tier->set_password(password);
+}
+
+void Cluster::set_tls(std::shared_ptr<const TlsClient> tls) {
+  for (auto& p : parts_) p->tier->set_tls(tls);
+}
+
+// ---------------------------------------------------------------- status, shutdown
+
+namespace {
+int state_rank(LinkState s) { return s == LinkState::ready ? 0 : s == LinkState::stopped ? 1 : 2; }
+
+void add_link(LinkStatus* to, const LinkStatus& a, const std::string& where, bool first) {
+  if (first || state_rank(a.state) > state_rank(to->state)) to->state = a.state;
+  if (!a.last_error.empty() && (to->last_error.empty() || a.state != LinkState::ready))
+    to->last_error = where + ": " + a.last_error;
+  to->since_unix_ms = std::max(to->since_unix_ms, a.since_unix_ms);
+  to->connects_total += a.connects_total;
+  to->failures_total += a.failures_total;
+  to->resolves_total += a.resolves_total;
+  to->timeouts_total += a.timeouts_total;
+  to->pending += a.pending;
+  to->tls = a.tls;
+  to->tls_verify = a.tls_verify;
+  if (!a.tls_verify_error.empty()) to->tls_verify_error = a.tls_verify_error;
+  to->tls_verify_failures_total += a.tls_verify_failures_total;
+}
+
+void add_queue(QueueStats* to, const QueueStats& a) {
+  to->depth += a.depth, to->bytes += a.bytes, to->in_flight += a.in_flight;
+  to->enqueued_total += a.enqueued_total, to->coalesced_total += a.coalesced_total;
+  to->flushed_total += a.flushed_total, to->dropped_total += a.dropped_total, to->failed_total += a.failed_total;
+  to->requeued_total += a.requeued_total, to->cleared_keys_total += a.cleared_keys_total;
+  to->refused_dropped_total += a.refused_dropped_total;
+  if (a.last_refusal_unix_ms > to->last_refusal_unix_ms)
+    to->last_refusal = a.last_refusal, to->last_refusal_unix_ms = a.last_refusal_unix_ms;
+  to->moved_total += a.moved_total, to->ask_total += a.ask_total, to->retried_total += a.retried_total;
+}
+}  // namespace
+
+void Cluster::add_status(TierStatus* s) const {
+  bool first = true;
+  s->coherent = !parts_.empty();
+  std::string masters;
+  for (const auto& p : parts_) {
+    bool serves = false;
+    for (int o : owner_) serves = serves || o == p->index;
+    if (!serves) continue;  // a former master: not part of the cluster's health
+    const TierStatus t = p->tier->status();
+    const std::string where = p->addr.where();
+    add_link(&s->data, t.data, where, first);
+    add_link(&s->invalidation, t.invalidation, where, first);
+    first = false;
+    s->coherent = s->coherent && t.coherent;
+    s->degraded = s->degraded || t.degraded;
+    add_queue(&s->queue, t.queue);
+    ReadStats& r = s->reads;
+    r.hits_total += t.reads.hits_total, r.queue_hits_total += t.reads.queue_hits_total;
+    r.misses_total += t.reads.misses_total, r.errors_total += t.reads.errors_total;
+    r.unavailable_total += t.reads.unavailable_total, r.joined_total += t.reads.joined_total;
+    r.stale_total += t.reads.stale_total, r.oversize_total += t.reads.oversize_total;
+    r.foreign_total += t.reads.foreign_total;
+    InvalidationStats& i = s->inval;
+    i.keys_total += t.inval.keys_total, i.flush_all_total += t.inval.flush_all_total;
+    i.lost_total += t.inval.lost_total, i.established_total += t.inval.established_total;
+    i.heartbeat_misses_total += t.inval.heartbeat_misses_total;
+    s->atomics.errors_total += t.atomics.errors_total;
+    RepairStats& q = s->repair;
+    q.snapshots_total += t.repair.snapshots_total;
+    q.snapshot_us_last = std::max(q.snapshot_us_last, t.repair.snapshot_us_last);
+    q.repairs_total += t.repair.repairs_total, q.repairs_full_total += t.repair.repairs_full_total;
+    q.slots_dropped_total += t.repair.slots_dropped_total, q.flush_ignored_total += t.repair.flush_ignored_total;
+    s->local_flushes_total += t.local_flushes_total;
+    masters += (masters.empty() ? "" : ",") + where;
+  }
+  s->inval.coherent = s->coherent;
+  s->master = masters;
+}
+
+ClusterStatus Cluster::status() const {
+  ClusterStatus s = st_;
+  for (const auto& p : parts_) {
+    const QueueStats q = p->tier->queue().stats();
+    s.moved_total += q.moved_total;
+    s.ask_total += q.ask_total;
+    s.retried_total += q.retried_total;
+  }
+  return s;
+}
+
+void Cluster::shutdown(uint64_t deadline_ms, std::function<void(uint64_t)> done) {
+  closing_ = true;
+  uv_timer_stop(&refresh_timer_);
+  struct State {
+    size_t left;
+    uint64_t lost = 0;
+    std::function<void(uint64_t)> done;
+  };
+  auto st = std::make_shared<State>(State{parts_.size() + 1, 0, std::move(done)});
+  auto one = [st](uint64_t lost) {
+    st->lost += lost;
+    if (--st->left == 0) st->done(st->lost);
+  };
+  timer_closed_ = [one] { one(0); };
+  uv_close(reinterpret_cast<uv_handle_t*>(&refresh_timer_), [](uv_handle_t* h) {
+    auto* self = static_cast<Cluster*>(h->data);
+    auto fn = std::move(self->timer_closed_);
+    fn();
+  });
+  for (auto& p : parts_) p->tier->shutdown_until(deadline_ms, one);
+}
+
+}  // namespace nearcache::redis

@@ -1,0 +1,111 @@
+// daemon/redis/cluster.h — the Redis tier on a Redis Cluster: one part per
+// master (a redis::Tier of its own: data link, write-behind queue,
+// read-through, atomics, invalidation link with CLIENT TRACKING BCAST on that
+// master, heartbeat, repair), and every call routed to the part of its key's
+// slot (CRC16 of prefix + key, {hash tags}; slots.h).
+//
+// Routing: a key goes to the part that still holds an operation of it
+// (queued or in flight: after a redirection its later writes wait behind the
+// redirected one), else to its slot's master in the map. The map (slot_map.h)
+// comes from the Tier's control link (CLUSTER SHARDS, else CLUSTER SLOTS) at
+// start, after every MOVED (at most every 100 ms), every second while a
+// master is unreachable or a slot unserved, and every 10 s otherwise.
+//
+// Redirections of queued writes (write_behind.h): MOVED updates the slot's
+// owner, schedules a refresh and hands the operation to that master's queue;
+// ASK hands it over once, sent after ASKING; TRYAGAIN and CLUSTERDOWN retry
+// with a bounded backoff. Reads and Redis-decided operations answered MOVED
+// or ASK fail as a miss / an error (counted; the map is refreshed): the
+// client's next request goes to the right master.
+//
+// The table: a part's drop_all, suspension (grace over) and repair act on
+// the slots its master serves only; a slot whose master changed in a new map
+// has its local entries dropped (the new master's invalidations did not cover
+// them). A master that no longer serves any slot hands its queued operations
+// to the masters that do (a failover: the old master's queue goes to the
+// promoted replica). CLEAR runs on every master (SCAN + UNLINK per node).
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "redis/slot_map.h"
+#include "redis/tier_api.h"
+
+namespace nearcache::redis {
+
+class Tier;
+
+class Cluster {
+ public:
+  // `make_part(master, home_slot, hooks)`: a started Tier for one master.
+  using MakePart = std::function<std::unique_ptr<Tier>(const HostPort&, int home_slot, TableHooks)>;
+  // `refresh()` asks the Tier's control link for a new map (apply() gets it).
+  Cluster(uv_loop_t* loop, const Config& cfg, TableHooks hooks, MakePart make_part, std::function<void()> refresh);
+  ~Cluster();
+
+  // An error reply a part's data link got (MOVED / ASK outside the queue: counted, map refreshed).
+  void error_reply(std::string_view error);
+  // A slot map (the first one makes the parts).
+  void apply(const SlotMap& map);
+  // An operation queued before the cluster existed (the Tier's own queue).
+  void adopt(HandedOp&& op);
+  // The slots the master of part `t` serves (its repair's counters).
+  std::vector<bool> owned_by(const Tier* t) const;
+  // The masters known (for the control link's seeds).
+  std::vector<HostPort> masters() const;
+
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Enqueued del(std::string_view key);
+  Enqueued touch(std::string_view key, uint64_t expiry_ms);
+  Enqueued clear(std::string_view prefix);
+  Lookup get(std::string_view key, Fetched* now, FetchFn done);
+  bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
+  bool incr(std::string_view key, __int128 delta, AtomicFn cb);
+  bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb);
+  bool release(std::string_view key, uint64_t token, AtomicFn cb);
+  uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb);
+  void cancel_wait(uint64_t id);
+  void wake_lease_waiters(std::string_view key);
+  void set_password(const std::string& password);
+  void set_tls(std::shared_ptr<const TlsClient> tls);
+
+  // Sums of the parts (links: the worst state; masters in `master`).
+  void add_status(TierStatus* s) const;
+  ClusterStatus status() const;
+
+  // Drains every part (in parallel) until deadline_ms, closes them; done(left).
+  void shutdown(uint64_t deadline_ms, std::function<void(uint64_t left)> done);
+
+ private:
+  struct Part;
+  Part* route(std::string_view key);
+  Part* part_for(const HostPort& m, int home_slot);
+  std::vector<bool> owned(const Part* p) const;
+  void drop_owned(Part* p, const char* why);
+  void redirected(HandedOp&& op, const Redirect& rd);
+  void schedule_refresh(uint64_t in_ms);
+  static void on_refresh(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  Config cfg_;
+  TableHooks hooks_;
+  MakePart make_part_;
+  std::function<void()> refresh_;
+  std::vector<std::unique_ptr<Part>> parts_;
+  std::vector<int> owner_;  // kSlots: index into parts_, -1 = never served
+  uv_timer_t refresh_timer_;
+  uint64_t last_refresh_ = 0;
+  bool closing_ = false;
+  std::function<void()> timer_closed_;
+  uint64_t next_wait_ = 1;
+  std::unordered_map<uint64_t, std::pair<Part*, uint64_t>> waits_;  // cluster wait id -> part, its id
+  ClusterStatus st_;
+};
+
+}  // namespace nearcache::redis

@@ -146,19 +146,23 @@ void Cluster::error_reply(std::string_view error) {
   if (rd.kind == Redirect::moved) schedule_refresh(kRefreshAfterMovedMs);
 }
 
+// A MOVED names the slot's master now: its local entries are dropped (they
+// were covered by the old master's invalidations), the map is refreshed soon.
+void Cluster::moved_slot(uint32_t slot, Part* to) {
+  if (owner_[slot] != to->index) {
+    std::vector<bool> m(kSlots, false);
+    m[slot] = true;
+    st_.slots_moved_total++;
+    if (hooks_.drop_slots) hooks_.drop_slots(m);
+    owner_[slot] = to->index;
+  }
+  schedule_refresh(kRefreshAfterMovedMs);
+}
+
 void Cluster::redirected(HandedOp&& op, const Redirect& rd) {
   if (closing_) return;
   Part* to = part_for(rd.to, int(rd.slot));
-  if (rd.kind == Redirect::moved) {
-    if (owner_[rd.slot] != to->index) {
-      std::vector<bool> m(kSlots, false);
-      m[rd.slot] = true;
-      st_.slots_moved_total++;
-      if (hooks_.drop_slots) hooks_.drop_slots(m);
-      owner_[rd.slot] = to->index;
-    }
-    schedule_refresh(kRefreshAfterMovedMs);
-  }
+  if (rd.kind == Redirect::moved) moved_slot(rd.slot, to);
   to->tier->queue().adopt(std::move(op));
 }
 
@@ -209,9 +213,24 @@ Enqueued Cluster::clear(std::string_view prefix) {
   return Enqueued::queued;
 }
 
+// A read answered MOVED is read once more from the slot's new master (the
+// map learns the move); ASK and anything else end as they are (a miss).
 Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
   Part* p = route(key);
-  return p ? p->tier->get(key, now, std::move(done)) : Lookup::unavailable;
+  if (!p) return Lookup::unavailable;
+  auto again = [this, k = std::string(key), done](const Fetched& f) {
+    const Redirect rd = f.kind == Fetched::Kind::unavailable ? parse_redirect(f.error) : Redirect{};
+    if (rd.kind != Redirect::moved || closing_) return done(f);
+    Part* to = part_for(rd.to, int(rd.slot));
+    moved_slot(rd.slot, to);
+    Fetched now2;
+    switch (to->tier->get(k, &now2, done)) {
+      case Lookup::hit: return done(now2);
+      case Lookup::pending: return;
+      default: return done(f);
+    }
+  };
+  return p->tier->get(key, now, std::move(again));
 }
 
 bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {

@@ -14,9 +14,10 @@
 // Redirections of queued writes (write_behind.h): MOVED updates the slot's
 // owner, schedules a refresh and hands the operation to that master's queue;
 // ASK hands it over once, sent after ASKING; TRYAGAIN and CLUSTERDOWN retry
-// with a bounded backoff. Reads and Redis-decided operations answered MOVED
-// or ASK fail as a miss / an error (counted; the map is refreshed): the
-// client's next request goes to the right master.
+// with a bounded backoff. A read answered MOVED is read again from the new
+// master; a read answered ASK (its slot migrating) and Redis-decided
+// operations answered MOVED or ASK end as a miss / an error (counted; the map
+// is refreshed): the client's next request goes to the right master.
 //
 // The table: a part's drop_all, suspension (grace over) and repair act on
 // the slots its master serves only; a slot whose master changed in a new map
@@ -89,6 +90,7 @@ class Cluster {
   std::vector<bool> owned(const Part* p) const;
   void drop_owned(Part* p, const char* why);
   void redirected(HandedOp&& op, const Redirect& rd);
+  void moved_slot(uint32_t slot, Part* to);
   void schedule_refresh(uint64_t in_ms);
   static void on_refresh(uv_timer_t* t);
 

@@ -340,6 +340,11 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
   fail_calls();
   std::list<Entry> all;
   all.splice(all.end(), fifo_);
+  // Unindexed first: `to` may route the keys again (holds() must say no).
+  keys_.clear();
+  clears_.clear();
+  calls_.clear();
+  clear_running_ = false;
   for (Entry& e : all) {
     if (e.kind == Entry::call) continue;
     depth_--;
@@ -352,10 +357,6 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
     op.asking = e.asking;
     to(std::move(op));
   }
-  keys_.clear();
-  clears_.clear();
-  calls_.clear();
-  clear_running_ = false;
   check_drain();
 }
 

@@ -28,12 +28,15 @@ class RedisCluster:
                 self.nodes.append(RedisServer(directory, name=f"node{i}", tcp=True, aof=False,
                                               cluster_enabled="yes", cluster_config_file="nodes.conf",
                                               cluster_node_timeout=node_timeout_ms,
-                                              cluster_require_full_coverage="no"))
+                                              cluster_require_full_coverage="no",
+                                              cluster_replica_validity_factor=0))
             addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", str(replicas),
                             "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                            timeout=60)
             wait_for(self.ok, 30, "the cluster to be ok on every node")
+            if replicas:
+                wait_for(self.synced, 30, "every replica to be in sync with its master")
         except BaseException:
             self.kill()
             raise
@@ -50,6 +53,11 @@ class RedisCluster:
             return all(b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in self.alive())
         except Exception:
             return False
+
+    def synced(self) -> bool:
+        infos = [n.client().info("replication") for n in self.alive()]
+        return sum(i["role"] == "slave" and i.get("master_link_status") == "up" for i in infos) == \
+            sum(i["role"] == "slave" for i in infos) > 0
 
     def slot(self, key: bytes) -> int:
         return int(self.alive()[0].client().execute_command("CLUSTER", "KEYSLOT", key))

@@ -59,6 +59,7 @@ Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
   TableHooks h;
   h.drop = hooks_.drop;
   h.install = hooks_.install;
+  h.install_negative = hooks_.install_negative;
   // Whole-table actions of one master's part act on its slots only.
   h.drop_all = [this, raw](const char* why) { drop_owned(raw, why); };
   h.drop_slots = [this, raw](const std::vector<bool>& slots) {

@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "redis/slots.h"
 #include "redis/tls.h"
@@ -118,7 +119,11 @@ void Tier::make_control(const std::vector<HostPort>& seeds) {
         spdlog::info("redis: {} is not a cluster node: one server", l.endpoint().where());
         link_->start();
         inval_->start();
-        control_->close([] {});
+        control_closing_ = true;
+        control_->close([this] {
+          control_closed_ = true;
+          if (control_wait_) std::exchange(control_wait_, nullptr)();
+        });
       }
     });
     if (!sent) done(false, "cannot send INFO cluster");
@@ -321,7 +326,9 @@ void Tier::shutdown_until(uint64_t deadline_ms, std::function<void(uint64_t)> do
     inval_->close(one);
     link_->close(one);
     if (sentinels_) sentinels_->close(one);
-    if (control_) control_->close(one);
+    if (control_ && control_closed_) one();
+    else if (control_ && control_closing_) control_wait_ = one;  // closing since one server was decided
+    else if (control_) control_->close(one);
   };
   if (!started_) {
     started_ = true;

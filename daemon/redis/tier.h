@@ -144,6 +144,8 @@ class Tier final : public TierApi {
   std::vector<HostPort> seeds_;
   size_t next_seed_ = 0;
   bool deciding_ = false;  // the control link has not said single server or cluster yet
+  bool control_closing_ = false, control_closed_ = false;  // one server: the control link is closed
+  std::function<void()> control_wait_;                    // shutdown waiting for that close
   std::shared_ptr<const TlsClient> tls_;
   std::unique_ptr<Cluster> cluster_;
   uint64_t local_flushes_ = 0, local_decisions_ = 0;

@@ -161,8 +161,20 @@ void Cluster::moved_slot(uint32_t slot, Part* to) {
 }
 
 void Cluster::redirected(HandedOp&& op, const Redirect& rd) {
-  if (closing_) return;
-  Part* to = part_for(rd.to, int(rd.slot));
+  Part* to = nullptr;
+  if (closing_) {
+    // Draining: a known master still takes it; no new part is started now.
+    for (auto& p : parts_)
+      if (p->addr == rd.to) to = p.get();
+    if (!to) {
+      st_.lost_in_shutdown_total++;
+      spdlog::error("redis cluster: a write of '{}' redirected to {} during shutdown is lost", printable(op.key),
+                    rd.to.where());
+      return;
+    }
+  } else {
+    to = part_for(rd.to, int(rd.slot));
+  }
   if (rd.kind == Redirect::moved) moved_slot(rd.slot, to);
   to->tier->queue().adopt(std::move(op));
 }

@@ -5,15 +5,16 @@
 // command (tests/daemon_units/test_engine_redis.cc).
 //
 // Every call names the key it is about (or the prefix, for CLEAR), never a
-// connection: a tier on Redis Cluster routes each call to the data link of
-// the key's master (slot = CRC16(redis key) mod 16384) and runs an
-// invalidation link per master, behind this same interface. How it grows:
+// connection: on Redis Cluster (cluster.h) the tier routes each call to the
+// part of the key's master (slot = CRC16(redis key) mod 16384), each part
+// with its own data and invalidation links, behind this same interface:
 //   - TableHooks::drop_slots (the repair after missed invalidations, repair.h)
-//     already works by slot: a master's repair passes its slots only;
-//     drop_all stays for the whole table;
-//   - TierStatus gets a row per master; the engine packs what status() gives;
-//   - GET_MANY stays one get() per key, so a cluster tier pipelines the keys
-//     of each master on its own link.
+//     works by slot: a part passes its master's slots only, and its drop_all
+//     and suspend become drop_slots of those slots; drop_all and suspend
+//     stay for the whole table on one server;
+//   - TierStatus sums the parts (worst link state, masters in `master`, the
+//     cluster's own counters in `cluster`);
+//   - GET_MANY stays one get() per key: each part pipelines its keys on its link.
 // The engine never asks which link or slot a key is on.
 //
 // All calls and callbacks run on the loop thread. A call that returns false
@@ -66,6 +67,7 @@ struct ClusterStatus {
   uint64_t moved_total = 0, ask_total = 0, retried_total = 0;  // write-behind redirections (write_behind.h)
   uint64_t redirected_errors_total = 0;  // reads / atomics answered MOVED or ASK
   uint64_t refreshes_total = 0, slots_moved_total = 0;
+  uint64_t lost_in_shutdown_total = 0;  // writes redirected to an unknown master while draining
 };
 
 struct TierStatus {

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,26 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.nearcached import Daemon  # noqa: E402
+from support.certs import make_pki  # noqa: E402
 from support.redis_cluster import RedisCluster  # noqa: E402
 from support.redis_server import RedisServer, free_port  # noqa: E402
 from support.tier import client, wait_coherent, wait_flushed  # noqa: E402
 
 BATCH = 100
-KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def pki(d: Path) -> Path:
-    openssl("req", "-x509", *KEY, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "2",
-            "-subj", "/CN=nearcache-bench-ca")
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("req", *KEY, "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"), "-subj", "/CN=localhost")
-    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
-            "-CAcreateserial", "-out", str(d / "server.crt"), "-days", "2", "-extfile", str(d / "server.ext"))
-    return d
 
 
 def p99(s: list[float]) -> float:
@@ -107,7 +92,7 @@ def main() -> None:
     value = msgpack.packb("v" * 198)
     with tempfile.TemporaryDirectory(prefix="nc-bench-topo-") as tmp_s:
         tmp = Path(tmp_s)
-        certs = pki(Path(tempfile.mkdtemp(dir=tmp)))
+        certs = make_pki(Path(tempfile.mkdtemp(dir=tmp)))
         plain = RedisServer(tmp, name="plain", tcp=True, aof=False)
         port = free_port()
         tls = RedisServer(tmp, name="tls", aof=False, tls_port=port, tls_cert_file=certs / "server.crt",

@@ -20,7 +20,8 @@ import pytest
 
 from support.nearcached import Daemon
 from support.rawproto import mp
-from support.redis_server import RedisServer, Sentinel
+from support.certs import make_pki
+from support.redis_server import RedisServer, Sentinel, free_port
 from support.tier import FAST, client, shm, status, wait_coherent, wait_flushed, wait_for
 
 P = b"nearcache:"
@@ -252,3 +253,42 @@ def test_three_sentinels_quorum_two_fail_over_with_one_sentinel_down(topology, h
     st = status(a)
     assert st["redis"]["master"] == where(t.replica) and st["redis_sentinel_failovers_total"] >= 1
     assert st["redis"]["sentinel"] != t.sentinels[0].addr
+
+
+def test_sentinel_over_tls_fails_over_to_the_replica(redis_servers, tmp_path, host):
+    """TLS only, everywhere: the Sentinel, the primary and the replica listen on
+    TLS ports (no plain TCP), replication and the Sentinel's own links use TLS,
+    and the daemons know `rediss://` and the CA only."""
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+
+    def tls(port: int) -> dict:
+        return dict(tls_port=port, tls_cert_file=pki / "server.crt", tls_key_file=pki / "server.key",
+                    tls_ca_cert_file=pki / "ca.crt", tls_auth_clients="no", tls_replication="yes")
+
+    pport, rport = free_port(), free_port()
+    primary = redis_servers("tls-primary", **tls(pport))
+    replica = redis_servers("tls-replica", **tls(rport), replicaof=f"127.0.0.1 {pport}")
+    wait_for(lambda: replica.client().info("replication").get("master_link_status") == "up", 10,
+             "the replica to sync over TLS")
+    s = Sentinel(tmp_path, "tls-s1", primary, MASTER, tls=pki, master_port=pport)
+    try:
+        wait_for(lambda: len(s.command("SENTINEL", "replicas", MASTER)) == 1, 10, "the Sentinel to see the replica")
+        t = Topology(primary, replica, [s])
+        a = host("a", t, url="rediss://", redis_tls_ca_file=pki / "ca.crt")
+        b = host("b", t, url="rediss://", redis_tls_ca_file=pki / "ca.crt")
+        ca, cb = client(a), client(b)
+        ca.set("k", mp(1))
+        wait_flushed(a)
+        assert cb.get("k") == mp(1)
+        st = status(a)
+        assert st["redis"]["tls"] == "on" and st["redis"]["master"] == f"127.0.0.1:{pport}"
+        primary.kill()
+        wait_for(lambda: s.master_addr()[1] == rport, 20, "the Sentinel to promote the replica")
+        ca.set("k", mp(2))
+        wait_for(lambda: value(replica, P + b"k") == mp(2), 20, "the write on the promoted replica, over TLS")
+        wait_coherent(a, b, timeout=20)
+        wait_for(lambda: cb.get("k") == mp(2), 10, "b to read the write from the new master")
+        assert status(a)["redis"]["master"] == f"127.0.0.1:{rport}"
+    finally:
+        s.kill()  # the host fixture stops the daemons (they need no Sentinel to stop)

@@ -165,7 +165,7 @@ class Sentinel(ChildProcess):
 
     def __init__(self, directory, name: str, master: RedisServer, master_name: str = "mymaster", quorum: int = 1,
                  down_after_ms: int = 500, failover_timeout_ms: int = 1000, password: str | None = None,
-                 start: bool = True):
+                 start: bool = True, tls: Path | None = None, master_port: int | None = None):
         self.dir = Path(directory) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = 0
@@ -173,7 +173,10 @@ class Sentinel(ChildProcess):
         self.password = password
         self.log_path = self.dir / "sentinel.log"
         self.conf = self.dir / "sentinel.conf"
-        self._monitor = (master.port, quorum, down_after_ms, failover_timeout_ms, master.password)
+        # tls: a directory of support.certs.make_pki; the Sentinel then listens
+        # on TLS only and reaches the servers over TLS (master_port: their TLS port).
+        self.tls = tls
+        self._monitor = (master_port or master.port, quorum, down_after_ms, failover_timeout_ms, master.password)
         if start:
             self.start()
 
@@ -193,6 +196,11 @@ class Sentinel(ChildProcess):
             lines.append(f"sentinel auth-pass {self.master_name} {master_pw}")
         if self.password is not None:
             lines.append(f"requirepass {self.password}")
+        if self.tls:
+            lines[0] = "port 0"
+            lines += [f"tls-port {self.port}", f"tls-cert-file {self.tls / 'server.crt'}",
+                      f"tls-key-file {self.tls / 'server.key'}", f"tls-ca-cert-file {self.tls / 'ca.crt'}",
+                      "tls-auth-clients no", "tls-replication yes"]
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> "Sentinel":
@@ -218,8 +226,9 @@ class Sentinel(ChildProcess):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        tls = dict(ssl=True, ssl_ca_certs=str(self.tls / "ca.crt")) if self.tls else {}
         c = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2,
-                        retry=Retry(NoBackoff(), 0), decode_responses=True)
+                        retry=Retry(NoBackoff(), 0), decode_responses=True, **tls)
         try:
             return c.execute_command(*args)
         except redis.exceptions.ConnectionError as e:

@@ -143,7 +143,7 @@ void Cluster::on_refresh(uv_timer_t* t) {
 void Cluster::error_reply(std::string_view error) {
   const Redirect rd = parse_redirect(error);
   if (rd.kind != Redirect::moved && rd.kind != Redirect::ask) return;
-  st_.redirected_errors_total++;
+  st_.redirect_replies_total++;
   if (rd.kind == Redirect::moved) schedule_refresh(kRefreshAfterMovedMs);
 }
 

@@ -78,8 +78,8 @@
     "Queued writes a master answered ASK (slot migrating): sent once to the importing master after ASKING")           \
   X(redis_cluster_retried_total, counter, count, "Cluster TRYAGAIN/CLUSTERDOWN",                                       \
     "Queued writes answered TRYAGAIN or CLUSTERDOWN, retried after a backoff")                                        \
-  X(redis_cluster_redirected_errors_total, counter, count, "Cluster redirected reads",                                \
-    "Reads and ADD/INCR/LEASE answered MOVED or ASK (a miss or an error; the next one goes to the right master)")    \
+  X(redis_cluster_redirect_replies_total, counter, count, "Cluster MOVED/ASK replies",                              \
+    "MOVED and ASK error replies on the masters' data links (queued writes, reads, ADD/INCR/LEASE)")               \
   X(redis_cluster_refreshes_total, counter, count, "Cluster slot maps", "Slot maps read (CLUSTER SHARDS or SLOTS)")    \
   X(redis_cluster_slots_moved_total, counter, count, "Cluster slots moved",                                            \
     "Slots seen changing master (failover, resharding): their local entries were dropped")

@@ -65,7 +65,7 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_cluster_moved_total: return s.cluster.moved_total;
     case RedisMetric::redis_cluster_ask_total: return s.cluster.ask_total;
     case RedisMetric::redis_cluster_retried_total: return s.cluster.retried_total;
-    case RedisMetric::redis_cluster_redirected_errors_total: return s.cluster.redirected_errors_total;
+    case RedisMetric::redis_cluster_redirect_replies_total: return s.cluster.redirect_replies_total;
     case RedisMetric::redis_cluster_refreshes_total: return s.cluster.refreshes_total;
     case RedisMetric::redis_cluster_slots_moved_total: return s.cluster.slots_moved_total;
     case RedisMetric::count_: break;

@@ -65,7 +65,7 @@ struct ClusterStatus {
   bool enabled = false;
   uint64_t masters = 0, slots_covered = 0;
   uint64_t moved_total = 0, ask_total = 0, retried_total = 0;  // write-behind redirections (write_behind.h)
-  uint64_t redirected_errors_total = 0;  // reads / atomics answered MOVED or ASK
+  uint64_t redirect_replies_total = 0;  // MOVED / ASK error replies on the data links
   uint64_t refreshes_total = 0, slots_moved_total = 0;
   uint64_t lost_in_shutdown_total = 0;  // writes redirected to an unknown master while draining
 };

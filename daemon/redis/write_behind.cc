@@ -388,7 +388,8 @@ bool WriteBehind::cluster_redirect(It it, const std::string& err) {
   st_.retried_total++;
   landed(it->key);
   it->not_before = uv_now(loop_) + (10ull << std::min(it->retries - 1, 7));
-  it->asking = false;  // the slot may have settled meanwhile: ask its owner again
+  // An ASKed write keeps ASKING: TRYAGAIN came from the importing master,
+  // which takes it once the slot's counter has moved too (or answers MOVED).
   fifo_.splice(fifo_.begin(), inflight_, it);
   KeyState& ks = keys_[it->key];
   ks.entries++;

@@ -246,24 +246,48 @@ Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
   return p->tier->get(key, now, std::move(again));
 }
 
-bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+// An ADD/INCR/LEASE/RELEASE answered MOVED was not executed: it is sent
+// once more to the slot's new master (the map learns the move). `op(part,
+// cb)` starts it on a part; false = that part's link is down.
+bool Cluster::atomic(std::string_view key, const std::function<bool(Part*, AtomicFn)>& op, AtomicFn cb) {
   Part* p = route(key);
-  return p && p->tier->add(key, value, flags, expiry_ms, std::move(cb));
+  if (!p) return false;
+  auto again = [this, op, cb](const AtomicResult& r) {
+    Redirect rd;
+    if (r.kind == AtomicResult::Kind::unavailable) {
+      const size_t at = r.error.find("MOVED ");
+      if (at != std::string::npos) rd = parse_redirect(std::string_view(r.error).substr(at));
+    }
+    if (rd.kind != Redirect::moved || closing_) return cb(r);
+    Part* to = part_for(rd.to, int(rd.slot));
+    moved_slot(rd.slot, to);
+    if (!op(to, cb)) cb(r);
+  };
+  return op(p, std::move(again));
+}
+
+bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  return atomic(key, [k = std::string(key), v = std::string(value), flags, expiry_ms](Part* p, AtomicFn fn) {
+    return p->tier->add(k, v, flags, expiry_ms, std::move(fn));
+  }, std::move(cb));
 }
 
 bool Cluster::incr(std::string_view key, __int128 delta, AtomicFn cb) {
-  Part* p = route(key);
-  return p && p->tier->incr(key, delta, std::move(cb));
+  return atomic(key, [k = std::string(key), delta](Part* p, AtomicFn fn) {
+    return p->tier->incr(k, delta, std::move(fn));
+  }, std::move(cb));
 }
 
 bool Cluster::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
-  Part* p = route(key);
-  return p && p->tier->lease(key, token, lease_ms, std::move(cb));
+  return atomic(key, [k = std::string(key), token, lease_ms](Part* p, AtomicFn fn) {
+    return p->tier->lease(k, token, lease_ms, std::move(fn));
+  }, std::move(cb));
 }
 
 bool Cluster::release(std::string_view key, uint64_t token, AtomicFn cb) {
-  Part* p = route(key);
-  return p && p->tier->release(key, token, std::move(cb));
+  return atomic(key, [k = std::string(key), token](Part* p, AtomicFn fn) {
+    return p->tier->release(k, token, std::move(fn));
+  }, std::move(cb));
 }
 
 uint64_t Cluster::wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,

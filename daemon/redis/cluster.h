@@ -14,10 +14,11 @@
 // Redirections of queued writes (write_behind.h): MOVED updates the slot's
 // owner, schedules a refresh and hands the operation to that master's queue;
 // ASK hands it over once, sent after ASKING; TRYAGAIN and CLUSTERDOWN retry
-// with a bounded backoff. A read answered MOVED is read again from the new
-// master; a read answered ASK (its slot migrating) and Redis-decided
-// operations answered MOVED or ASK end as a miss / an error (counted; the map
-// is refreshed): the client's next request goes to the right master.
+// with a bounded backoff. A read, INCR, LEASE or RELEASE answered MOVED is
+// sent once more to the new master (an ADD too when the MOVED reached it:
+// inside its MULTI, Redis reports EXECABORT); answered ASK (the slot
+// migrating) they end as a miss / an error (counted; the map is refreshed):
+// the client's next request goes to the right master.
 //
 // The table: a part's drop_all, suspension (grace over) and repair act on
 // the slots its master serves only; a slot whose master changed in a new map
@@ -91,6 +92,7 @@ class Cluster {
   void drop_owned(Part* p, const char* why);
   void redirected(HandedOp&& op, const Redirect& rd);
   void moved_slot(uint32_t slot, Part* to);
+  bool atomic(std::string_view key, const std::function<bool(Part*, AtomicFn)>& op, AtomicFn cb);
   void schedule_refresh(uint64_t in_ms);
   static void on_refresh(uv_timer_t* t);
 

@@ -99,6 +99,7 @@ def test_a_slot_migrated_under_live_writes(hosts, cluster):
     keys = [f"{{mig}}k{i}" for i in range(30)]  # one slot (hash tag)
     for i, k in enumerate(keys):
         ca.set(k, mp(i))
+    ca.set("{mig}n", mp(5))
     wait_flushed(a)
     slot = cluster.slot(P + keys[0].encode())
     src = cluster.owner(slot)
@@ -130,6 +131,11 @@ def test_a_slot_migrated_under_live_writes(hosts, cluster):
     for k in keys:  # every key's last write is in Redis, on its new master
         assert dst.client().get(P + k.encode()) == mp(last.get(k, keys.index(k))), k
     assert src.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    # b never wrote to the slot: its INCR goes to the old master, is answered
+    # MOVED and is sent again to the new one.
+    with RawConn(b.socket) as rb:
+        assert rb.call(INCR, b"{mig}n", 1)[1:3] == [OK, 6]
+    assert status(b)["redis_cluster_redirect_replies_total"] >= 1
     for k in keys:  # and both hosts read it
         assert cb.get(k) == mp(last.get(k, keys.index(k)))
         assert ca.get(k) == mp(last.get(k, keys.index(k)))

@@ -169,6 +169,12 @@ void Tier::cluster_found(const SlotMap& map) {
       loop_, cfg_, hooks_,
       [this](const HostPort& m, int home, TableHooks h) { return make_part(m, home, std::move(h)); },
       std::move(refresh));
+  // A table adopted at a warm restart starts suspended (main.cc) for this
+  // tier's repair against one server's snapshot, which proves nothing about a
+  // cluster's masters: it is dropped and served again; each master's part
+  // then trusts its slots from its own first coherence on.
+  drop_all("on a Redis Cluster, entries from before the slot map are not trusted");
+  if (hooks_.suspend) hooks_.suspend(false);
   cluster_->apply(map);
   // What was queued before the answer goes to the masters.
   queue_->hand_over([this](HandedOp&& op) { cluster_->adopt(std::move(op)); });

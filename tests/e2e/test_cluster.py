@@ -131,11 +131,10 @@ def test_a_slot_migrated_under_live_writes(hosts, cluster):
     for k in keys:  # every key's last write is in Redis, on its new master
         assert dst.client().get(P + k.encode()) == mp(last.get(k, keys.index(k))), k
     assert src.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-    # b never wrote to the slot: its INCR goes to the old master, is answered
-    # MOVED and is sent again to the new one.
+    # b never wrote to the slot: unless a map refresh came first, its INCR goes
+    # to the old master, is answered MOVED and is sent again to the new one.
     with RawConn(b.socket) as rb:
         assert rb.call(INCR, b"{mig}n", 1)[1:3] == [OK, 6]
-    assert status(b)["redis_cluster_redirect_replies_total"] >= 1
     for k in keys:  # and both hosts read it
         assert cb.get(k) == mp(last.get(k, keys.index(k)))
         assert ca.get(k) == mp(last.get(k, keys.index(k)))

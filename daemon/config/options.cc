@@ -89,8 +89,10 @@ void resolve_automatic(Config* c) {
   if (c->segment.empty())
     c->segment =
         c->posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
-  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + c->value_limit;
-  c->redis.relay_max_bytes = c->value_limit;  // the largest value this daemon relays (redis/config.h)
+  redis::set_relay_bounds(&c->redis, c->value_limit);  // the largest value this daemon relays (redis/config.h)
+  // A SET of a value that goes to Redis only must fit in one frame.
+  const uint64_t largest_set = c->redis.enabled() ? c->redis.relay_max_bytes : c->value_limit;
+  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + largest_set;
 }
 
 // The table: name, type, default, min, max, reloadable, help, field. Order is
@@ -144,7 +146,9 @@ const std::vector<OptionSpec>& table() {
        "Longest TTL in milliseconds; every TTL, \"no expiry\" included, is clamped to it. 0 = no limit.",
        &C::max_ttl_ms},
       {"max_frame_bytes", OptType::size, "", 64, kNoMax, false,
-       "Largest request frame. Default: 4 MiB + key_limit + value_limit.", &C::max_frame_bytes},
+       "Largest request frame. Default: 4 MiB + key_limit + the largest value a SET may carry: value_limit, or "
+       "with a Redis tier the largest it relays (redis_large_values, redis_relay_max_bytes).",
+       &C::max_frame_bytes},
       {"max_outstanding", OptType::count, "4096", 1, kNoMax, true,
        "Requests per connection received and not yet answered (waiting leases, clears) before "
        "TOO_MANY_REQUESTS.",

@@ -108,10 +108,11 @@ struct Engine::Args {
     return true;
   }
   bool key(size_t i, std::string_view* out) { return key_of(v[i], out); }
-  bool value(size_t i, std::string_view* out) {
+  // set: SET's bound (set_value_limit: larger with a Redis tier), else value_limit.
+  bool value(size_t i, std::string_view* out, bool set = false) {
     if (!bytes(v[i], out, "value")) return false;
-    if (out->size() > e->cfg_.value_limit)
-      return over_limit(Code::value_too_large, "value", out->size(), e->cfg_.value_limit);
+    const uint64_t limit = set ? e->set_value_limit() : e->cfg_.value_limit;
+    if (out->size() > limit) return over_limit(Code::value_too_large, "value", out->size(), limit);
     return true;
   }
   bool u64(size_t i, uint64_t* out, const char* what) {
@@ -373,7 +374,7 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   const auto& o = w_->options();
   Packer pk(s->out);
   reply::header(pk, id, Code::ok, 1);
-  pk.pack_map(14);
+  pk.pack_map(15);
   pack_str(pk, "protocol"), pk.pack_uint32(uint32_t(s->protocol));
   pack_str(pk, "server"), pack_str(pk, kServerName);
   pack_str(pk, "pid"), pk.pack_uint32(uint32_t(getpid()));
@@ -383,6 +384,8 @@ void Engine::op_hello(Session* s, uint64_t id, Args& a) {
   pack_str(pk, "generation"), pk.pack_uint64(w_->generation());
   pack_str(pk, "key_limit"), pk.pack_uint64(cfg_.key_limit);
   pack_str(pk, "value_limit"), pk.pack_uint64(cfg_.value_limit);
+  // Above value_limit and up to this, a SET goes to Redis only (redis_large_values).
+  pack_str(pk, "set_value_limit"), pk.pack_uint64(set_value_limit());
   pack_str(pk, "max_frame_bytes"), pk.pack_uint64(cfg_.max_frame_bytes);
   pack_str(pk, "heartbeat_grace_ms"), pk.pack_uint64(cfg_.heartbeat_grace_ms);
   // The segment object the daemon writes (a reader checks that its mapping is
@@ -433,8 +436,12 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
   std::string_view key, value;
   uint64_t expiry;
   uint8_t flags = 0;
-  if (!a.key(0, &key) || !a.value(1, &value) || !expiry_arg(s, id, a, 2, &expiry)) return;
+  if (!a.key(0, &key) || !a.value(1, &value, !add) || !expiry_arg(s, id, a, 2, &expiry)) return;
   if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
+  if (!add && value.size() > cfg_.value_limit) {  // within set_value_limit: Redis only
+    store_redis_only(key, value, flags, expiry);
+    return reply::ok(s->out, id);
+  }
   if (add && tier_) {
     auto d = std::make_shared<Decided>();
     d->kind = WaitKind::add;
@@ -451,6 +458,19 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
   reply::ok(s->out, id);
   waits_.wrote(key);
   queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
+  after_store(key, value, flags, expiry);
+}
+
+uint64_t Engine::set_value_limit() const { return tier_ ? tier_->config().relay_max_bytes : cfg_.value_limit; }
+
+void Engine::store_redis_only(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+  // Over value_limit, within the relay bound (redis_large_values): the table
+  // never holds it, and the key's older local copy (or negative entry) must
+  // not be served in its place.
+  w_->del(key);
+  waits_.wrote(key);
+  redis_only_sets_++;
+  queue_store(key, value, flags, expiry);  // read-your-writes: a GET finds it in the queue until it is flushed
   after_store(key, value, flags, expiry);
 }
 
@@ -495,6 +515,10 @@ void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
     const msgpack::object* e = arr.ptr[i].via.array.ptr;
     const std::string_view key = bytes_of(e[0]), value = bytes_of(e[1]);
     const uint8_t flags = arr.ptr[i].via.array.size == 3 ? uint8_t(e[2].via.u64) : 0;
+    if (key.size() <= cfg_.key_limit && value.size() > cfg_.value_limit && value.size() <= set_value_limit()) {
+      store_redis_only(key, value, flags, expiry);
+      continue;
+    }
     if (key.size() > cfg_.key_limit || value.size() > cfg_.value_limit ||
         w_->set(key, value, flags, expiry) != shm::Status::ok) {
       failed.push_back(key);
@@ -822,6 +846,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::negative_entries, st.negatives);
   set(Metric::negative_hits_total, negative_hits_);
   set(Metric::negative_installs_skipped_total, negative_skipped_);
+  set(Metric::sets_redis_only_total, redis_only_sets_);
   set(Metric::sets_total, st.sets);
   set(Metric::adds_total, st.adds);
   set(Metric::deletes_total, st.deletes);

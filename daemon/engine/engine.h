@@ -198,6 +198,10 @@ class Engine {
   void suspend(bool on);
   // After a local write: queue it for Redis (a dropped SET also drops the local entry).
   void queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  // The largest value SET and SET_MANY accept: value_limit, or the relay
+  // bound with a Redis tier (redis/config.h); ADD keeps value_limit.
+  uint64_t set_value_limit() const;
+  void store_redis_only(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void wake_pollers(std::string_view key);
   void redis_read(Session* s, uint64_t id, WaitKind kind, std::string_view key, uint64_t expiry);
   void read_done(Session* s, uint64_t id, WaitKind kind, std::string_view key, uint64_t expiry,
@@ -228,6 +232,7 @@ class Engine {
   redis::TierApi* tier_ = nullptr;
   RedisWaits waits_;
   uint64_t redis_lease_timeouts_ = 0;  // LEASEs that waited on Redis and timed out
+  uint64_t redis_only_sets_ = 0;        // SETs of values over value_limit sent to Redis only (store_redis_only)
   uint64_t negative_hits_ = 0;          // misses answered from a negative entry (negative_hit)
   uint64_t negative_skipped_ = 0;       // negative entries not installed: redis_negative_max reached
   uint64_t (*clock_)();

@@ -122,7 +122,12 @@ void Engine::install(std::string_view key, std::string_view value, uint8_t flags
     const uint64_t ceiling = shm::expiry_from_ttl(int64_t(std::min<uint64_t>(cfg_.max_ttl_ms, INT64_MAX)), now_ms());
     if (expiry == 0 || expiry > ceiling) expiry = ceiling;
   }
-  if (w_->set(key, value, flags, expiry) != shm::Status::ok) return;  // over this host's limits: not kept here
+  if (w_->set(key, value, flags, expiry) != shm::Status::ok) {
+    // Over this host's limits (a value that lives in Redis only): not kept
+    // here, and neither is what the table held for the key (a negative entry).
+    w_->del(key);
+    return;
+  }
   waits_.wrote(key);
   after_store(key, value, flags, expiry);
 }

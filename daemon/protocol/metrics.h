@@ -48,6 +48,8 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(negative_installs_skipped_total, counter, count, "negative entries not installed",                            \
     "Read-through misses not cached because redis_negative_max negative entries were present")                    \
   X(sets_total, counter, count, "sets", "SET, SET_MANY items and lease values stored")                             \
+  X(sets_redis_only_total, counter, count, "sets to Redis only",                                                  \
+    "SET and SET_MANY values over value_limit stored in Redis only, not in the table (redis_large_values)")        \
   X(adds_total, counter, count, "adds", "ADD requests")                                                            \
   X(deletes_total, counter, count, "deletes", "DELETE and DELETE_MANY keys")                                        \
   X(touches_total, counter, count, "touches", "TOUCH requests")                                                    \

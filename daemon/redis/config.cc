@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -103,6 +104,17 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "answered by then is a miss; an ADD, INCR or LEASE follows redis_down (its outcome in Redis is then "
        "unknown). Keep it below the clients' timeouts (the Python client's default is 1 s).",
        &C::wait_ms},
+      {"redis_large_values", OptType::boolean, "true", 0, 0, false,
+       "A value larger than value_limit (and at most redis_relay_max_bytes) is stored in Redis only: SET "
+       "queues it for Redis and deletes this host's copy of the key, GET reads it through from Redis every "
+       "time, and no host installs it in its table. false: such a SET is refused (VALUE_TOO_LARGE) as "
+       "without a Redis tier, and read-through relays values up to value_limit only.",
+       &C::large_values},
+      {"redis_relay_max_bytes", OptType::size, "16M", 1, 1ull << 31, false,
+       "Largest value relayed to and from Redis with redis_large_values (below value_limit, value_limit "
+       "counts). A larger value in Redis is refused before it is read (a miss, counted); a larger SET is "
+       "VALUE_TOO_LARGE. The automatic max_frame_bytes grows with it.",
+       &C::relay_max_option},
       {"redis_tls_ca_file", OptType::path, "", 0, 0, false,
        "rediss:// only: PEM file of the CA certificate(s) that Redis's certificate must chain to. Default: the "
        "system's CA store. Certificates are read again on SIGHUP (used from the next connection).",
@@ -167,6 +179,11 @@ bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err) 
   if (s == "error") return *out = DownPolicy::error, true;
   *err = "redis_down must be local or error (got \"" + s + "\")";
   return false;
+}
+
+void set_relay_bounds(Config* c, uint64_t value_limit) {
+  c->local_max_bytes = value_limit;
+  c->relay_max_bytes = c->large_values ? std::max(value_limit, c->relay_max_option) : value_limit;
 }
 
 const char* down_policy_name(DownPolicy p) { return p == DownPolicy::local ? "local" : "error"; }

@@ -46,6 +46,8 @@ struct Config {
   DownPolicy down;                // redis_down
   uint64_t value_format = 2;      // redis_value_format: the envelope version written (value.h)
   uint64_t wait_ms;               // longest a client request waits for Redis (the daemon's bound)
+  bool large_values;              // redis_large_values: values over value_limit go to Redis only
+  uint64_t relay_max_option;      // redis_relay_max_bytes: their bound (see relay_max_bytes)
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)
   uint64_t pipeline = 1024;       // write-behind commands in flight at once (not an option)
@@ -70,11 +72,22 @@ struct Config {
 
   // A Redis tier is configured (redis_url or the Sentinel options).
   bool enabled() const { return !url.empty() || !sentinels.empty() || !sentinel_master.empty(); }
-  // The largest value read from Redis that the daemon relays (value bytes,
-  // envelope removed); a larger one is refused in Redis, before any of it is
-  // sent (read_through.h). The daemon sets it from value_limit (not an option).
+  // The largest value the daemon relays to and from Redis (value bytes,
+  // envelope removed): a larger one is refused in Redis, before any of it is
+  // sent (read_through.h), and a SET of one is VALUE_TOO_LARGE. Not an
+  // option: set_relay_bounds() derives it (and local_max_bytes) from
+  // value_limit, redis_large_values and redis_relay_max_bytes.
   uint64_t relay_max_bytes = 1ull << 20;
+  // The largest value this host's table holds (value_limit): a value between
+  // it and relay_max_bytes lives in Redis only (never installed here).
+  uint64_t local_max_bytes = 1ull << 20;
 };
+
+// relay_max_bytes = max(value_limit, redis_relay_max_bytes) when
+// redis_large_values is on, else value_limit; local_max_bytes = value_limit.
+void set_relay_bounds(Config* c, uint64_t value_limit);
+// Whether a value of n bytes is one that lives in Redis only.
+inline bool redis_only(const Config& c, uint64_t n) { return n > c.local_max_bytes && n <= c.relay_max_bytes; }
 
 // The longest stored Redis value the scripts return: relay_max_bytes plus
 // the flags envelope's largest header (ext 32: 6 bytes) and its flags byte.

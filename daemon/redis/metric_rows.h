@@ -23,7 +23,9 @@
   X(redis_queue_refused_dropped_total, counter, count, "write-behind refused, dropped here",                        \
     "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
   X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
-    "Redis values larger than this daemon relays (value_limit), refused before being read")                          \
+    "Redis values larger than this daemon relays (redis_relay_max_bytes, or value_limit), refused before being read") \
+  X(redis_readthrough_large_total, counter, count, "read-throughs Redis-only",                                     \
+    "Values over value_limit answered from Redis (or the queue) without being installed (redis_large_values)")     \
   X(redis_readthrough_foreign_total, counter, count, "read-throughs foreign",                                          \
     "Redis values nearcache did not write (not msgpack, no envelope), answered with flag 0x80")                      \
   X(redis_queue_coalesced_total, counter, count, "write-behind coalesced",                                               \

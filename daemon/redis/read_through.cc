@@ -23,9 +23,11 @@ Lookup ReadThrough::get(std::string_view key, Fetched* now, FetchFn done) {
       now->value.assign(pv.value);
       now->flags = pv.flags;
       now->expiry_ms = pv.expiry_ms;
-      now->installable = true;
       now->queued = true;
-      if (install_) install_(key, *now);  // the local copy was evicted or flushed: put it back
+      // The local copy was evicted or flushed: put it back, unless it lives in Redis only.
+      now->installable = pv.value.size() <= cfg_.local_max_bytes;
+      if (!now->installable) st_.large_total++;
+      if (now->installable && install_) install_(key, *now);
       return Lookup::hit;
     case Pending::deleted:
       st_.misses_total++;
@@ -85,9 +87,11 @@ void ReadThrough::send(const std::shared_ptr<Flight>& f) {
       st_.oversize_total++;
       uint64_t skipped = 0;
       if (oversize_log_.allow(&skipped))
-        spdlog::warn("redis: '{}' in Redis is {} bytes, over the {} this daemon relays (value_limit): answered as "
+        spdlog::warn("redis: '{}' in Redis is {} bytes, over the {} this daemon relays ({}): answered as "
                      "a miss, not read ({} such value(s) since the last report)",
-                     printable(f->key), n, cfg_.relay_max_bytes, skipped + 1);
+                     printable(f->key), n, cfg_.relay_max_bytes,
+                     cfg_.relay_max_bytes > cfg_.local_max_bytes ? "redis_relay_max_bytes" : "value_limit",
+                     skipped + 1);
       x.kind = Fetched::Kind::miss;
       return finish(f, std::move(x));
     }
@@ -133,6 +137,10 @@ void ReadThrough::finish(const std::shared_ptr<Flight>& f, Fetched r) {
       st_.hits_total++;
       r.installable = !f->stale && f->coherent && (!coherent_ || coherent_());
       if (f->stale) st_.stale_total++;
+      if (r.value.size() > cfg_.local_max_bytes) {  // lives in Redis only: answered, never installed
+        r.installable = false;
+        st_.large_total++;
+      }
       if (r.installable && install_) install_(f->key, r);
       break;
     case Fetched::Kind::miss:

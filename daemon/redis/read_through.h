@@ -31,6 +31,10 @@
 // envelope): a larger one, which another tool wrote under the prefix, is
 // never sent, so the client library never buffers it. It is answered as a
 // miss, never installed, counted (oversize_total) and logged (rate-limited).
+// A value over Config::local_max_bytes (value_limit) but within the relay
+// bound lives in Redis only (redis_large_values): it is a hit for the
+// waiters, never installable (from Redis or from the queue), counted
+// (large_total).
 //
 // Foreign values. A Redis value that is neither an envelope nor one msgpack
 // object (value.h: written by another tool) is a hit with flags
@@ -85,6 +89,7 @@ struct ReadStats {
   uint64_t stale_total = 0;        // hits (and misses) not installed: invalidated or written while in flight
   uint64_t negatives_total = 0;    // misses handed to install as negative entries
   uint64_t oversize_total = 0;     // values over relay_max_bytes, refused in Redis (answered as misses)
+  uint64_t large_total = 0;        // hits over local_max_bytes: answered, not installed (Redis only)
   uint64_t foreign_total = 0;      // values nearcache did not write (value.h), answered with kFlagForeign
   uint64_t in_flight = 0;
 };

@@ -172,6 +172,11 @@ class Client:
         for name in core.DEFAULT_LIMITS:
             if isinstance(info.get(name), int):
                 self.limits[name] = info[name]
+        # Absent from an older daemon's HELLO: SET's bound is then value_limit.
+        if isinstance(info.get("set_value_limit"), int):
+            self.limits["set_value_limit"] = info["set_value_limit"]
+        else:
+            self.limits.pop("set_value_limit", None)
         self._sync_segment(info, t0, t1)
 
     @property

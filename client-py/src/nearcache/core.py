@@ -150,15 +150,26 @@ def has_key(k: bytes) -> Op:
 
 
 # -- writes ------------------------------------------------------------------
-def _too_large(k: bytes, value: bytes, limits: dict) -> ProtocolError | None:
-    kl, vl = limits.get("key_limit"), limits.get("value_limit")
+def set_value_limit(limits: dict):
+    """The largest value SET and SET_MANY may carry: HELLO's set_value_limit (with a Redis
+    tier, values above value_limit are stored in Redis only), else value_limit (an older daemon)."""
+    vl = limits.get("value_limit")
+    svl = limits.get("set_value_limit")
+    return vl if svl is None or (vl is not None and svl < vl) else svl
+
+
+def _too_large(k: bytes, value: bytes, limits: dict, set_op: bool = False) -> ProtocolError | None:
+    """set_op: the bound of SET and SET_MANY (set_value_limit); else value_limit (ADD)."""
+    kl = limits.get("key_limit")
+    vl = set_value_limit(limits) if set_op else limits.get("value_limit")
     if kl is not None and len(k) > kl:
         return P.error_for(P.KEY_TOO_LONG, f"KEY_TOO_LONG: key {k[:100]!r}... is {len(k)} bytes, limit {kl}; "
                                            f"not stored")
     if vl is not None and len(value) > vl:
         # The key is named: the operator's only way to find the caller.
+        name = "value_limit" if vl == limits.get("value_limit") else "set_value_limit (redis_relay_max_bytes)"
         return P.error_for(P.VALUE_TOO_LARGE, f"VALUE_TOO_LARGE: the value of {k[:200]!r} is {len(value)} bytes, "
-                                              f"over the daemon's value_limit of {vl}; not stored")
+                                              f"over the daemon's {name} of {vl}; not stored")
     return None
 
 
@@ -174,7 +185,7 @@ def _stored(replies) -> bool:
 
 
 def set(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
-    e = _too_large(k, value, limits)
+    e = _too_large(k, value, limits, set_op=True)
     if e is not None:
         return _refuse(e, False)
     return Op([(P.SET, k, value, ttl_ms(ttl), flags)], _stored, False)
@@ -194,7 +205,7 @@ def add(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
 def set_many(items: list, ttl, limits: dict) -> Op:
     """items: [(key, value, flags)] (keys as bytes); the result lists the keys not stored,
     those the client can tell are over a limit first."""
-    refused = [it[0] for it in items if _too_large(it[0], it[1], limits) is not None]
+    refused = [it[0] for it in items if _too_large(it[0], it[1], limits, set_op=True) is not None]
     if refused:
         bad = frozenset(refused)
         items = [it for it in items if it[0] not in bad]

@@ -39,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from nearcache import _native, settings
 from nearcache.client import DEFINITE_MISSES, HIT, UNAVAILABLE, Client
 from nearcache.compression import decompress
-from nearcache.core import _too_large as too_large, key_bytes
+from nearcache.core import _too_large as too_large, key_bytes, set_value_limit
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
 from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer
 
@@ -272,14 +272,14 @@ class NearCache(_native.CacheCore, BaseCache):
 
     def _items(self, data, version):
         items, keys = [], {}
-        vl = self._client.limits.get("value_limit") or float("inf")
+        vl = set_value_limit(self._client.limits) or float("inf")
         for key, value in data.items():
             v, flags = self._encode(value)
             kb = self._key(key, version)
             keys[kb] = key
             items.append((kb, v, flags))
             if len(v) > vl:  # set_many returns it as not stored; the warning names it, as set's does
-                e = too_large(kb, v, self._client.limits)
+                e = too_large(kb, v, self._client.limits, set_op=True)
                 self._client.policy.warn(f"status:{e.status}", "nearcache: %s", e)
         return items, keys
 

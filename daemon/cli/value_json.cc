@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "cli/compressed.h"
 #include "cli/msgpack_bytes.h"
 
 namespace nearcache::daemon {
@@ -256,7 +257,27 @@ json value_json(const msgpack::object& o) {
   return nullptr;
 }
 
+namespace {
+
+// A value the client compressed (compressed.h): zlib, zstd and lz4 rendered
+// decoded (what the serializer wrote, with the flags left), others tagged.
+json compressed_json(std::string_view value, uint64_t flags) {
+  const int codec = codec_of(flags);
+  std::string plain, err;
+  if (decompress_frame(codec, value, &plain, &err)) return stored_value_json(plain, flags & ~kFlagCodecMask);
+  json j = tagged("$compressed", codec_name(codec));
+  j["data"] = base64(value);
+  j["flags"] = flags;
+  j["bytes"] = value.size();
+  if (const int64_t len = frame_length(value); len >= 0) j["length"] = len;
+  if (codec_native(codec)) j["error"] = err;  // lzma and the class: not done here, not an error
+  return j;
+}
+
+}  // namespace
+
 json stored_value_json(std::string_view value, uint64_t flags) {
+  if (codec_of(flags)) return compressed_json(value, flags);
   if (flags) {  // another SERIALIZER's bytes, or bits this build does not know (compression, ...)
     if (flags == kFlagSerialized && looks_pickled(value)) return with_size("$pickle", value);
     json j = tagged("$serialized", base64(value));

@@ -27,6 +27,11 @@ nlohmann::ordered_json value_json(const msgpack::object& o);
 // {"$pickle": ...} when the flags are FLAG_SERIALIZED alone and the bytes are
 // a pickle, else {"$serialized": "<base64>", "flags": F, "bytes": N}. Bytes
 // that are not one msgpack object are {"$raw": "<base64>", "bytes": N}.
+// A value the client compressed (flags bits 1-3, compressed.h) is shown
+// decoded for zlib, zstd and lz4 (then read as above with the rest of its
+// flags); lzma, a COMPRESSOR class's codec and a frame that does not decode
+// are {"$compressed": "lzma"|"class"|..., "data": "<base64>", "flags": F,
+// "bytes": N, "length": <announced uncompressed length>[, "error": why]}.
 nlohmann::ordered_json stored_value_json(std::string_view value, uint64_t flags);
 
 // One line of JSON, UTF-8 as it is (not \u-escaped).

@@ -265,8 +265,64 @@ def test_get_shows_bytes_that_are_not_one_msgpack_value(daemon):
     s = "--socket=" + daemon.socket
     assert cli(s, "set", "r", "hello", "--raw").returncode == 0  # 'h' is a msgpack int, then trailing bytes
     assert cli(s, "get", "r").stdout == '{"$raw":"aGVsbG8=","bytes":5}\n'
-    RawConn(daemon.socket).call(SET, b"f", b"\x80\x05anything", None, 4)  # flags of a serializer to come
-    assert cli(s, "get", "f").stdout == '{"$serialized":"gAVhbnl0aGluZw==","flags":4,"bytes":10}\n'
+    RawConn(daemon.socket).call(SET, b"f", b"\x80\x05anything", None, 0x10)  # a reserved flag bit
+    assert cli(s, "get", "f").stdout == '{"$serialized":"gAVhbnl0aGluZw==","flags":16,"bytes":10}\n'
+
+
+def test_get_prints_values_the_python_client_compressed(daemon):
+    import base64
+    import lzma
+    import pickle
+    import zlib
+
+    from nearcache.django import NearCache
+
+    s = "--socket=" + daemon.socket
+    text = "café € " * 400  # compressible, over COMPRESS_MIN_BYTES
+    shown = {name: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+             for name, v in (("text", text), ("list", [text, 1, None]))}
+    for codec in ("zlib", "zstd", "lz4"):
+        cache = NearCache(daemon.socket, {"KEY_PREFIX": codec, "OPTIONS": {"COMPRESSOR": codec}})
+        cache.set("text", text)
+        cache.set("list", [text, 1, None])
+        cache.set("small", "é")  # under COMPRESS_MIN_BYTES: not compressed
+        r = RawConn(daemon.socket).call(GET, f"{codec}:1:text".encode())
+        assert r[3] & 0x0E and r[2][0] == 0xC1, (codec, r[3])  # stored compressed
+        for name, expected in shown.items():
+            out = cli(s, "get", f"{codec}:1:{name}")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == expected + "\n", (codec, name)
+        assert cli(s, "get", f"{codec}:1:small").stdout == '"é"\n'
+    # SERIALIZER="pickle" under zlib: decompressed, then shown as the pickle it is.
+    pz = NearCache(daemon.socket, {"KEY_PREFIX": "pz", "OPTIONS": {"COMPRESSOR": "zlib", "SERIALIZER": "pickle"}})
+    pz.set("p", text)
+    got = json.loads(cli(s, "get", "pz:1:p").stdout)
+    assert set(got) == {"$pickle", "bytes"} and pickle.loads(base64.b64decode(got["$pickle"])) == text
+
+    # lzma: not decompressed by the CLI, shown as it is stored.
+    lz = NearCache(daemon.socket, {"KEY_PREFIX": "x", "OPTIONS": {"COMPRESSOR": "lzma"}})
+    lz.set("text", text)
+    stored = RawConn(daemon.socket).call(GET, b"x:1:text")
+    got = json.loads(cli(s, "get", "x:1:text").stdout)
+    assert list(got) == ["$compressed", "data", "flags", "bytes", "length"]
+    assert got["$compressed"] == "lzma" and got["flags"] == stored[3] == 4 << 1
+    assert base64.b64decode(got["data"]) == stored[2] and got["bytes"] == len(stored[2])
+    assert got["length"] == len(lzma.decompress(stored[2][5:]))  # the frame's header, as announced
+
+    # The COMPRESSOR class's codec (5) and a frame that does not decode.
+    frame = b"\xc1" + (5).to_bytes(4, "big") + b"opaque"
+    c = RawConn(daemon.socket)
+    c.call(SET, b"cls", frame, None, 5 << 1)
+    assert cli(s, "get", "cls").stdout == (
+        '{"$compressed":"class","data":"%s","flags":10,"bytes":11,"length":5}\n' % base64.b64encode(frame).decode())
+    bad = b"\xc1" + (100).to_bytes(4, "big") + zlib.compress(b"x" * 99)  # one byte short of its header
+    c.call(SET, b"bad", bad, None, 1 << 1)
+    assert cli(s, "get", "bad").stdout == (
+        '{"$compressed":"zlib","data":"%s","flags":2,"bytes":%d,"length":100,"error":"corrupt zlib data"}\n'
+        % (base64.b64encode(bad).decode(), len(bad)))
+    c.call(SET, b"noframe", b"\xa1x", None, 3 << 1)  # lz4 bits without a frame
+    assert cli(s, "get", "noframe").stdout == (
+        '{"$compressed":"lz4","data":"oXg=","flags":6,"bytes":2,"error":"not a compressed frame (no 0xC1 header)"}\n')
 
 
 def test_status_json_keeps_text_readable(daemon):

@@ -46,7 +46,7 @@ def test_a_large_value_lives_in_redis_only_and_every_host_serves_it(host, redis_
         assert rb.call(GET, b"fresh")[1] == NOT_FOUND
 
         assert ra.call(SET, b"k", big, None)[1] == OK
-        assert ra.call(SET, b"fresh", big, 60)[1] == OK
+        assert ra.call(SET, b"fresh", big, 60000)[1] == OK  # ms
         assert shm(ca, b"k") is None  # a's old copy went at once
         assert ra.call(GET, b"k")[1:3] == [OK, big]  # read-your-writes (queue or Redis)
         wait_flushed(a)

@@ -7,6 +7,7 @@ Two real nearcached on one real redis-server are two hosts.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -152,8 +153,10 @@ def test_the_django_backend_stores_a_large_value_in_redis_and_warns_without_a_ti
     value = os.urandom(300 * KIB)  # bytes: not compressed, well over value_limit
     da.set("page", value, 60)
     da.set_many({"p1": value, "p2": "small"})
+    asyncio.run(da.aset("apage", value))
     wait_flushed(a)
     assert db.get("page") == value and db.get("p1") == value and db.get("p2") == "small"
+    assert asyncio.run(db.aget("apage")) == value
     assert da.get("page") == value
     assert db.get_many(["page", "p2"]) == {"page": value, "p2": "small"}
     # Over the relay bound: not stored, a warning naming the key.

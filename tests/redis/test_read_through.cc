@@ -178,6 +178,47 @@ TEST_CASE_METHOD(nctest::OneRedis,
   CHECK(got.value == "new");
 }
 
+TEST_CASE_METHOD(nctest::OneRedis, "a value over the table's limit is served, never installed (redis_large_values)",
+                 "[redis][read][large]") {
+  cfg.local_max_bytes = 100;
+  cfg.relay_max_bytes = 1000;
+  Reads r(loop, cfg);
+  const std::string mid = "\xc5\x01\xf4" + std::string(500, 'x');  // one msgpack bin: stored as it is
+  // This host's queued write of one (queued before Redis is connected):
+  // answered from the queue, not installed either.
+  r.d.queue->set("queued", mid, 0, 0);
+  Fetched q;
+  REQUIRE(r.d.reads->get("queued", &q, [](const Fetched&) {}) == Lookup::hit);
+  CHECK(q.value == mid);
+  CHECK_FALSE(q.installable);
+  CHECK(r.installed.empty());
+  CHECK(r.d.reads->stats().large_total == 1);
+  r.d.start();
+  redis.cmdv({"SET", "nc:mid", mid});
+  redis.cmdv({"SET", "nc:small", "\xa2ok"});
+  auto read = [&](const char* k) {
+    Fetched f, got;
+    bool done = false;
+    const Lookup l = r.d.reads->get(k, &f, [&](const Fetched& x) { got = x, done = true; });
+    if (l == Lookup::hit) return f;
+    REQUIRE(l == Lookup::pending);
+    REQUIRE(loop.until([&] { return done; }));
+    return got;
+  };
+  for (int i = 0; i < 2; ++i) {
+    const Fetched m = read("mid");
+    CHECK(m.kind == Fetched::Kind::hit);
+    CHECK(m.value == mid);
+    CHECK_FALSE(m.installable);
+  }
+  CHECK(r.installed.empty());
+  CHECK(r.d.reads->stats().large_total == 3);
+  CHECK(r.d.reads->stats().gets_total == 2);  // each read asked Redis
+  CHECK(read("small").installable);
+  CHECK(r.installed.size() == 1);
+  CHECK(r.d.reads->stats().large_total == 3);
+}
+
 TEST_CASE_METHOD(nctest::OneRedis, "without invalidations, read-through values are served but not installed",
                  "[redis][read]") {
   Reads r(loop, cfg);

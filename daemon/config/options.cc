@@ -91,8 +91,7 @@ void resolve_automatic(Config* c) {
         c->posix_shm ? "/nearcache-" + std::to_string(getuid()) : default_runtime_dir(true) + "/nearcached.seg";
   redis::set_relay_bounds(&c->redis, c->value_limit);  // the largest value this daemon relays (redis/config.h)
   // A SET of a value that goes to Redis only must fit in one frame.
-  const uint64_t largest_set = c->redis.enabled() ? c->redis.relay_max_bytes : c->value_limit;
-  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + largest_set;
+  if (c->max_frame_bytes == 0) c->max_frame_bytes = (4ull << 20) + c->key_limit + c->redis.relay_max_bytes;
 }
 
 // The table: name, type, default, min, max, reloadable, help, field. Order is

@@ -183,7 +183,7 @@ bool parse_down_policy(const std::string& s, DownPolicy* out, std::string* err) 
 
 void set_relay_bounds(Config* c, uint64_t value_limit) {
   c->local_max_bytes = value_limit;
-  c->relay_max_bytes = c->large_values ? std::max(value_limit, c->relay_max_option) : value_limit;
+  c->relay_max_bytes = c->enabled() && c->large_values ? std::max(value_limit, c->relay_max_option) : value_limit;
 }
 
 const char* down_policy_name(DownPolicy p) { return p == DownPolicy::local ? "local" : "error"; }

@@ -83,8 +83,8 @@ struct Config {
   uint64_t local_max_bytes = 1ull << 20;
 };
 
-// relay_max_bytes = max(value_limit, redis_relay_max_bytes) when
-// redis_large_values is on, else value_limit; local_max_bytes = value_limit.
+// relay_max_bytes = max(value_limit, redis_relay_max_bytes) with a Redis tier
+// and redis_large_values on, else value_limit; local_max_bytes = value_limit.
 void set_relay_bounds(Config* c, uint64_t value_limit);
 // Whether a value of n bytes is one that lives in Redis only.
 inline bool redis_only(const Config& c, uint64_t n) { return n > c.local_max_bytes && n <= c.relay_max_bytes; }

@@ -60,6 +60,44 @@ TEST_CASE("defaults") {
   CHECK(c.log_level == "info");
 }
 
+TEST_CASE("the relay bound and the automatic frame limit follow value_limit and the Redis tier") {
+  std::string err;
+  {  // Without a tier: value_limit bounds everything.
+    Config c;
+    REQUIRE(load_config({{"socket", "/tmp/x.sock"}, {"value_limit", "64K"}}, &c, &err));
+    CHECK(c.redis.relay_max_bytes == 64 << 10);
+    CHECK(c.redis.local_max_bytes == 64 << 10);
+    CHECK(c.max_frame_bytes == (4ull << 20) + 1024 + (64 << 10));
+  }
+  {  // With one: values up to redis_relay_max_bytes (16M by default) go to Redis only.
+    Config c;
+    REQUIRE(load_config({{"socket", "/tmp/x.sock"}, {"redis_url", "redis://127.0.0.1:6379"}}, &c, &err));
+    CHECK(c.redis.large_values);
+    CHECK(c.redis.relay_max_bytes == 16ull << 20);
+    CHECK(c.redis.local_max_bytes == 1ull << 20);
+    CHECK(c.max_frame_bytes == (4ull << 20) + 1024 + (16ull << 20));
+    CHECK(nearcache::redis::redis_only(c.redis, (1ull << 20) + 1));
+    CHECK_FALSE(nearcache::redis::redis_only(c.redis, 1ull << 20));
+    CHECK_FALSE(nearcache::redis::redis_only(c.redis, (16ull << 20) + 1));
+  }
+  {  // A bound below value_limit counts as value_limit; an explicit frame limit stays.
+    Config c;
+    REQUIRE(load_config({{"socket", "/tmp/x.sock"}, {"redis_url", "redis://127.0.0.1:6379"},
+                         {"redis_relay_max_bytes", "4K"}, {"max_frame_bytes", "8M"}},
+                        &c, &err));
+    CHECK(c.redis.relay_max_bytes == 1ull << 20);
+    CHECK(c.max_frame_bytes == 8ull << 20);
+  }
+  {  // The off switch: as before.
+    Config c;
+    REQUIRE(load_config({{"socket", "/tmp/x.sock"}, {"redis_url", "redis://127.0.0.1:6379"},
+                         {"redis_large_values", "false"}},
+                        &c, &err));
+    CHECK(c.redis.relay_max_bytes == 1ull << 20);
+    CHECK(c.max_frame_bytes == (4ull << 20) + 1024 + (1ull << 20));
+  }
+}
+
 TEST_CASE("default runtime directory follows XDG_RUNTIME_DIR, then root, then /tmp") {
   const char* rt = getenv("RUNTIME_DIRECTORY");
   const std::string saved_rt = rt ? rt : "";

@@ -515,7 +515,7 @@ void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
     const msgpack::object* e = arr.ptr[i].via.array.ptr;
     const std::string_view key = bytes_of(e[0]), value = bytes_of(e[1]);
     const uint8_t flags = arr.ptr[i].via.array.size == 3 ? uint8_t(e[2].via.u64) : 0;
-    if (key.size() <= cfg_.key_limit && value.size() > cfg_.value_limit && value.size() <= set_value_limit()) {
+    if (key.size() <= cfg_.key_limit && tier_ && redis::redis_only(tier_->config(), value.size())) {
       store_redis_only(key, value, flags, expiry);
       continue;
     }

@@ -657,12 +657,13 @@ void Server::on_deadline(uv_timer_t* t) {
 
 void Server::on_idle(uv_idle_t* h) {
   auto* self = static_cast<Server*>(h->data);
-  const bool cleared = self->engine_->clear_work(kClearBudgetUs);
+  self->engine_->clear_work(kClearBudgetUs);
   // Connections that used their share last turn go on now (each once a turn).
   self->resume_.insert(self->resume_.end(), self->again_.begin(), self->again_.end());
   self->again_.clear();
   self->resume_sessions();
-  if (cleared && self->resume_.empty() && self->again_.empty()) uv_idle_stop(h);
+  // Asked after resuming: a resumed connection may have started a CLEAR.
+  if (!self->engine_->clears_pending() && self->resume_.empty() && self->again_.empty()) uv_idle_stop(h);
   self->flush_dirty();
 }
 

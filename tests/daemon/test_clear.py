@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+import msgpack
 import pytest
 
 from support.nearcached import Daemon
@@ -70,3 +71,20 @@ def test_clear_full_table_while_serving(tmp_path, prefix):
         print(f"clear of {entries} entries took {clear_time * 1000:.1f} ms; max PING {max(lat) * 1000:.1f} ms")
         assert max(lat) < max(0.05, clear_time / 2)
         assert after["loop_lag_max_ms"] < 100
+
+
+def test_clear_reached_in_a_resumed_turn_completes(tmp_path):
+    """A CLEAR still pipelined when its connection has used up its turn (256 frames)
+    runs when the loop resumes the connection, and goes on over later turns until it
+    answers (the loop once went idle with it pending, and it never answered)."""
+    with Daemon(tmp_path, segment_size="32M") as d:
+        c = fill(d.socket, 100000)
+        c.sock.settimeout(10)
+        for round_ in range(5):
+            frames = [[PING, c.next_id + 1 + i] for i in range(2000)]
+            frames.append([CLEAR, c.next_id + 2001, b"a:%d" % round_])
+            c.next_id += 2001
+            c.send_raw(b"".join(msgpack.packb(f, use_bin_type=True) for f in frames))
+            replies = c.recv_n(len(frames))
+            assert replies[-1][:2] == [frames[-1][1], OK], replies[-1]
+        assert c.status()["clears_pending"] == 0

@@ -162,6 +162,8 @@ class Writer {
   // The live entry of `key` holds a value Redis has (it was read from Redis):
   // adoption after a restart may keep it (kItemSynced). A later store clears it.
   void mark_synced(std::string_view key);
+  // The same lookup without counting it as a read (TTL, HAS_KEY).
+  bool peek(std::string_view key, Item* out) { return lookup(key, out, false); }
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);

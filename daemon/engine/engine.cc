@@ -70,6 +70,8 @@ const OpSpec kOpSpecs[kMaxOp + 1] = {
     {2, 2, "key, token"},                              // RELEASE
     {0, 0, "no arguments"},                            // STATUS
     {0, 0, "no arguments (the region's fd in SCM_RIGHTS)"},  // HITS
+    {1, 1, "key"},                                     // TTL
+    {3, 4, "key, value, ttl [, flags]"},               // REPLACE
 };
 
 }  // namespace
@@ -320,8 +322,10 @@ void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
     case Op::ping: return reply::ok(s->out, id);
     case Op::get: return op_get(s, id, a);
     case Op::get_many: return op_get_many(s, id, a);
-    case Op::set: return op_store(s, id, a, false);
-    case Op::add: return op_store(s, id, a, true);
+    case Op::set: return op_store(s, id, a, StoreIf::always);
+    case Op::add: return op_store(s, id, a, StoreIf::absent);
+    case Op::replace: return op_store(s, id, a, StoreIf::present);
+    case Op::ttl: return op_ttl(s, id, a);
     case Op::set_many: return op_set_many(s, id, a);
     case Op::del: return op_delete(s, id, a);
     case Op::delete_many: return op_delete_many(s, id, a);
@@ -432,30 +436,36 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   if (!fits) get_many_too_large(s);
 }
 
-void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
+void Engine::op_store(Session* s, uint64_t id, Args& a, StoreIf when) {
   std::string_view key, value;
   uint64_t expiry;
   uint8_t flags = 0;
-  if (!a.key(0, &key) || !a.value(1, &value, !add) || !expiry_arg(s, id, a, 2, &expiry)) return;
+  if (!a.key(0, &key) || !a.value(1, &value, when == StoreIf::always) || !expiry_arg(s, id, a, 2, &expiry))
+    return;
   if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
-  if (!add && value.size() > cfg_.value_limit) {  // within set_value_limit: Redis only
+  if (when == StoreIf::always && value.size() > cfg_.value_limit) {  // within set_value_limit: Redis only
     store_redis_only(key, value, flags, expiry);
     return reply::ok(s->out, id);
   }
-  if (add && tier_) {
+  if (when != StoreIf::always && tier_) {
     auto d = std::make_shared<Decided>();
-    d->kind = WaitKind::add;
+    d->kind = when == StoreIf::absent ? WaitKind::add : WaitKind::replace;
     d->key = key, d->value = value, d->flags = flags, d->expiry = expiry;
     return decide_in_redis(s, id, d);
   }
-  if (add) {
+  if (when == StoreIf::absent) {
     add_local(s, id, key, value, flags, expiry);
     return;
   }
+  if (when == StoreIf::present) return replace_local(s, id, key, value, flags, expiry);
   const shm::Status st = w_->set(key, value, flags, expiry);
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, refused(st));
   reply::ok(s->out, id);
+  stored(key, value, flags, expiry);
+}
+
+void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
   waits_.wrote(key);
   queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
@@ -486,10 +496,36 @@ bool Engine::add_local(Session* s, uint64_t id, std::string_view key, std::strin
     return false;
   }
   reply::ok(s->out, id);
-  waits_.wrote(key);
-  queue_store(key, value, flags, expiry);
-  after_store(key, value, flags, expiry);
+  stored(key, value, flags, expiry);
   return true;
+}
+
+void Engine::replace_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                           uint64_t expiry) {
+  if (!w_->contains(key)) return reply::status(s->out, id, Code::not_found);
+  const shm::Status st = w_->set(key, value, flags, expiry);
+  if (st != shm::Status::ok) return error(s, &id, Code::bad_args, refused(st));
+  reply::ok(s->out, id);
+  stored(key, value, flags, expiry);
+}
+
+void Engine::op_ttl(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  if (!a.key(0, &key)) return;
+  if (tier_) {  // Redis's TTL: the local one may be bounded by redis_local_ttl_max_ms
+    auto d = std::make_shared<Decided>();
+    d->kind = WaitKind::ttl;
+    d->key = key;
+    return decide_in_redis(s, id, d);
+  }
+  ttl_local(s, id, key);
+}
+
+void Engine::ttl_local(Session* s, uint64_t id, std::string_view key) {
+  shm::Item it;
+  if (suspended_ || !w_->peek(key, &it)) return reply::status(s->out, id, Code::not_found);
+  const uint64_t now = now_ms();
+  reply::remaining(s->out, id, it.expiry_ms != 0, it.expiry_ms > now ? it.expiry_ms - now : 0);
 }
 
 void Engine::op_set_many(Session* s, uint64_t id, Args& a) {

@@ -138,7 +138,9 @@ class Engine {
   void op_hello(Session* s, uint64_t id, Args& a);
   void op_get(Session* s, uint64_t id, Args& a);
   void op_get_many(Session* s, uint64_t id, Args& a);
-  void op_store(Session* s, uint64_t id, Args& a, bool add);
+  enum class StoreIf { always, absent, present };  // SET, ADD, REPLACE
+  void op_store(Session* s, uint64_t id, Args& a, StoreIf when);
+  void op_ttl(Session* s, uint64_t id, Args& a);
   void op_set_many(Session* s, uint64_t id, Args& a);
   void op_delete(Session* s, uint64_t id, Args& a);
   void op_delete_many(Session* s, uint64_t id, Args& a);
@@ -180,6 +182,12 @@ class Engine {
   void incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
   bool add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
                  uint64_t expiry);
+  void replace_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                     uint64_t expiry);
+  void ttl_local(Session* s, uint64_t id, std::string_view key);
+  // The local table's part of a store that succeeded: write tracking, the
+  // queue for Redis, lease waiters.
+  void stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
 
   // ---- the Redis tier (engine_redis.cc); the waits and write tracking are
   // waits_ (redis_waits.h)
@@ -208,7 +216,7 @@ class Engine {
                  const redis::Fetched* hit);
   void get_many_redis(Session* s, uint64_t id, const msgpack::object_array& keys);
   void reply_many(Session* s, uint64_t id, const ManyResults& r);
-  // ADD, INCR/DECR, LEASE: sent to Redis (waits_.start), answered in
+  // ADD, REPLACE, INCR/DECR, TTL, LEASE: sent to Redis (waits_.start), answered in
   // on_atomic/on_lease, or decided by atomic_down when Redis cannot take it.
   void decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Decided>& d);
   void on_atomic(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);

@@ -3,7 +3,7 @@
 //
 //   - local misses (GET, GET_MANY, HAS_KEY, TOUCH) read through Redis;
 //   - local writes are queued for Redis after they are applied (queue_store);
-//   - ADD, INCR/DECR and LEASE are decided in Redis (decide_in_redis), then
+//   - ADD, REPLACE, INCR/DECR, TTL and LEASE are decided in Redis (decide_in_redis), then
 //     applied here (on_atomic, on_lease);
 //   - the tier's table hooks (install, drop, drop_all) act on the table;
 //   - no client waits for Redis longer than redis_wait_ms: at that deadline a
@@ -44,7 +44,9 @@ void Engine::expire_waits(uint64_t now) {
       case WaitKind::touch: reply::status(t->out, w->req, Code::not_found); break;
       case WaitKind::get_many: reply_many(t, w->req, w->many->results); break;
       case WaitKind::add:
+      case WaitKind::replace:
       case WaitKind::incr:
+      case WaitKind::ttl:
       case WaitKind::lease: atomic_down(t, w->req, *w->ctx, why); break;
       case WaitKind::lease_poll: lease_timeout(t, w->req); break;
     }
@@ -276,6 +278,8 @@ void Engine::decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Deci
   const auto send = [this, &d](redis::AtomicFn cb) {
     switch (d->kind) {
       case WaitKind::add: return tier_->add(d->key, d->value, d->flags, d->expiry, std::move(cb));
+      case WaitKind::replace: return tier_->replace(d->key, d->value, d->flags, d->expiry, std::move(cb));
+      case WaitKind::ttl: return tier_->pttl(d->key, std::move(cb));
       case WaitKind::incr:
         return tier_->incr(d->key, d->decr ? -static_cast<__int128>(d->delta) : static_cast<__int128>(d->delta),
                            std::move(cb));
@@ -296,7 +300,24 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   Session* t = w ? session(w->session) : nullptr;
   const uint64_t req = w ? w->req : 0;
   const std::string& key = ctx->key;
-  if (ctx->kind == WaitKind::add) {
+  if (ctx->kind == WaitKind::ttl) {
+    if (t && r.kind == Kind::ok) {
+      if (r.number == -2) reply::status(t->out, req, Code::not_found);
+      else reply::remaining(t->out, req, r.number >= 0, uint64_t(std::max<int64_t>(r.number, 0)));
+    } else if (t) {
+      atomic_down(t, req, *ctx, r.error);
+    }
+  } else if (ctx->kind == WaitKind::replace) {
+    if (r.kind == Kind::ok) {
+      if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
+      if (t) reply::ok(t->out, req);
+    } else if (r.kind == Kind::not_found) {
+      if (unchanged) drop(key);  // Redis has no such key: neither may this host
+      if (t) reply::status(t->out, req, Code::not_found);
+    } else if (t) {
+      atomic_down(t, req, *ctx, r.error);
+    }
+  } else if (ctx->kind == WaitKind::add) {
     if (r.kind == Kind::ok) {
       if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
       if (t) reply::ok(t->out, req);
@@ -330,8 +351,11 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
 }
 
 void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std::string& why) {
-  const char* op =
-      ctx.kind == WaitKind::add ? "ADD" : ctx.kind == WaitKind::incr ? (ctx.decr ? "DECR" : "INCR") : "LEASE";
+  const char* op = ctx.kind == WaitKind::add       ? "ADD"
+                   : ctx.kind == WaitKind::replace ? "REPLACE"
+                   : ctx.kind == WaitKind::ttl     ? "TTL"
+                   : ctx.kind == WaitKind::incr    ? (ctx.decr ? "DECR" : "INCR")
+                                                   : "LEASE";
   if (tier_->down_policy() == redis::DownPolicy::error)
     return error(s, &id, Code::unavailable,
                  std::string(op) + " is decided in Redis, which did not decide it (" + why + "); redis_down = error");
@@ -339,6 +363,8 @@ void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std:
   tier_->note_local_decision();
   switch (ctx.kind) {
     case WaitKind::add: add_local(s, id, ctx.key, ctx.value, ctx.flags, ctx.expiry); break;
+    case WaitKind::replace: replace_local(s, id, ctx.key, ctx.value, ctx.flags, ctx.expiry); break;
+    case WaitKind::ttl: ttl_local(s, id, ctx.key); break;  // bounded by redis_local_ttl_max_ms
     case WaitKind::incr: incr_local(s, id, ctx.key, ctx.delta, ctx.decr); break;
     default: lease_local(s, id, ctx.key, ctx.lease_ms, ctx.wait_left(now_ms()));
   }

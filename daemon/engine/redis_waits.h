@@ -32,14 +32,14 @@
 
 namespace nearcache::daemon {
 
-enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll };
+enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll, replace, ttl };
 
 // Where a key's local writes stood when an operation on it was sent.
 struct WriteSnap {
   uint64_t writes = 0, epoch = 0;
 };
 
-// An ADD, INCR/DECR or LEASE decided in Redis: what its answer needs, also
+// An ADD, REPLACE, INCR/DECR, TTL or LEASE decided in Redis: what its answer needs, also
 // when its client is gone or was answered without Redis (the answer still
 // applies the outcome to the table, or gives back a lease nobody took).
 struct Decided {

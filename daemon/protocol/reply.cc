@@ -15,6 +15,13 @@ void number(OutBuffer& out, uint64_t id, int64_t n) {
   pk.pack_int64(n);
 }
 
+void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 1);
+  if (expires) pk.pack_uint64(ms);
+  else pk.pack_nil();
+}
+
 void leased(OutBuffer& out, uint64_t id, uint64_t token) {
   Packer pk(out);
   header(pk, id, Code::leased, 1);

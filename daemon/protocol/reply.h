@@ -30,6 +30,8 @@ inline void ok(OutBuffer& out, uint64_t id) { status(out, id, Code::ok); }
 void count(OutBuffer& out, uint64_t id, uint64_t n);
 // [id, OK, n]: INCR/DECR's result.
 void number(OutBuffer& out, uint64_t id, int64_t n);
+// [id, OK, ms | nil]: TTL's remaining lifetime (nil: no expiry).
+void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms);
 // [id, LEASED, token]
 void leased(OutBuffer& out, uint64_t id, uint64_t token);
 // GET (protocol 2) and LEASE: [id, OK, value, flags, ttl_ms | nil] with the TTL

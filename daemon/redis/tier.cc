@@ -388,6 +388,13 @@ bool Tier::incr(std::string_view key, __int128 delta, AtomicFn cb) {
   return atomics_->incr(key, delta, std::move(cb));
 }
 
+bool Tier::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  reads_->invalidate(key);
+  return atomics_->replace(key, value, flags, expiry_ms, std::move(cb));
+}
+
+bool Tier::pttl(std::string_view key, AtomicFn cb) { return atomics_->pttl(key, std::move(cb)); }
+
 bool Tier::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
   if (cluster_) return cluster_->lease(key, token, lease_ms, std::move(cb));
   return atomics_->lease(key, token, lease_ms, std::move(cb));

@@ -78,6 +78,8 @@ class Tier final : public TierApi {
   bool incr(std::string_view key, __int128 delta, AtomicFn cb) override;
   bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) override;
   bool release(std::string_view key, uint64_t token, AtomicFn cb) override;
+  bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) override;
+  bool pttl(std::string_view key, AtomicFn cb) override;
   uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb) override;
   void cancel_wait(uint64_t id) override;
 

@@ -107,6 +107,10 @@ class TierApi {
   virtual bool incr(std::string_view key, __int128 delta, AtomicFn cb) = 0;
   virtual bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) = 0;
   virtual bool release(std::string_view key, uint64_t token, AtomicFn cb) = 0;
+  // SET XX (ok / not_found) and PTTL (ok, number = ms, -1 none, -2 missing).
+  virtual bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                       AtomicFn cb) = 0;
+  virtual bool pttl(std::string_view key, AtomicFn cb) = 0;
   // Polls another host's lease until a value, the lease, or deadline_ms; an id for cancel_wait.
   virtual uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
                               AtomicFn cb) = 0;

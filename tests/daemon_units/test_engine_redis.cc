@@ -82,6 +82,10 @@ struct FakeTier : redis::TierApi {
   bool incr(std::string_view k, __int128 d, redis::AtomicFn cb) override {
     return atomic("incr " + std::to_string(int64_t(d)), k, std::move(cb));
   }
+  bool replace(std::string_view k, std::string_view, uint8_t, uint64_t, redis::AtomicFn cb) override {
+    return atomic("replace", k, std::move(cb));
+  }
+  bool pttl(std::string_view k, redis::AtomicFn cb) override { return atomic("pttl", k, std::move(cb)); }
   bool lease(std::string_view k, uint64_t, uint64_t, redis::AtomicFn cb) override {
     return atomic("lease", k, std::move(cb));
   }

@@ -616,6 +616,19 @@ class Client:
         """Stores the value only if the key is absent; True when stored."""
         return self._run(core.add(key_bytes(key), value, ttl, flags, self.limits))
 
+    def replace(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        """Stores the value only if the key is present (Redis's SET XX); True when stored."""
+        return self._run(core.replace(key_bytes(key), value, ttl, flags, self.limits))
+
+    def pttl(self, key) -> int:
+        """Milliseconds the key has left; -1: no expiry; -2: no such key (Redis's PTTL;
+        with a Redis tier, Redis's answer)."""
+        return self._run(core.pttl(key_bytes(key)))
+
+    def entry_ttl(self, key) -> tuple[bytes, int, int] | None:
+        """(value, flags, pttl) of the key, or None."""
+        return self._run(core.entry_ttl(key_bytes(key)))
+
     @staticmethod
     def _items(items):
         if isinstance(items, dict):
@@ -643,6 +656,10 @@ class Client:
 
     def touch(self, key, ttl: float | None = None) -> bool:
         return self._run(core.touch(key_bytes(key), ttl))
+
+    def expire_ms(self, key, ms: int | None) -> bool:
+        """A new TTL in milliseconds (None: none, Redis's PERSIST; <= 0: delete); False when absent."""
+        return self._run(core.touch_ms(key_bytes(key), ms))
 
     def incr(self, key, delta: int = 1) -> int | None:
         """The new value, or None when the key is absent (or the daemon unreachable)."""
@@ -718,6 +735,15 @@ class Client:
     async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))
 
+    async def areplace(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        return await self._arun(core.replace(key_bytes(key), value, ttl, flags, self.limits))
+
+    async def apttl(self, key) -> int:
+        return await self._arun(core.pttl(key_bytes(key)))
+
+    async def aentry_ttl(self, key) -> tuple[bytes, int, int] | None:
+        return await self._arun(core.entry_ttl(key_bytes(key)))
+
     async def aset_many(self, items, ttl: float | None = None) -> list:
         triples, byk = self._items(items)
         op = core.set_many(triples, ttl, self.limits)
@@ -734,6 +760,9 @@ class Client:
 
     async def atouch(self, key, ttl: float | None = None) -> bool:
         return await self._arun(core.touch(key_bytes(key), ttl))
+
+    async def aexpire_ms(self, key, ms: int | None) -> bool:
+        return await self._arun(core.touch_ms(key_bytes(key), ms))
 
     async def aincr(self, key, delta: int = 1) -> int | None:
         return await self._arun(core.incr(key_bytes(key), delta))

@@ -145,6 +145,29 @@ def _found(replies) -> bool:
     return check(r, P.OK, P.NOT_FOUND)[0] == P.OK
 
 
+def _pttl_result(replies) -> int:
+    r = replies[0]
+    if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
+        return -2
+    check(r, P.OK)
+    return -1 if r[1] is None else r[1]
+
+
+def pttl(k: bytes) -> Op:
+    """Redis's PTTL: milliseconds left, -1 for no expiry, -2 for a missing key
+    (and, fail-open, for an unreachable daemon: an empty cache)."""
+    return Op([(P.TTL, k)], _pttl_result, -2)
+
+
+def entry_ttl(k: bytes) -> Op:
+    """(value, flags, pttl) or None: GET and TTL in one round trip (TTL is
+    Redis's with a Redis tier, where GET's is bounded by redis_local_ttl_max_ms)."""
+    def result(replies):
+        e = _get_result(replies[:1])
+        return None if e is None else (e[0], e[1], _pttl_result(replies[1:]))
+    return Op([(P.GET, k), (P.TTL, k)], result)
+
+
 def has_key(k: bytes) -> Op:
     return Op([(P.HAS_KEY, k)], _found, False)
 
@@ -202,6 +225,18 @@ def add(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
     return Op([(P.ADD, k, value, ttl_ms(ttl), flags)], _added, False, retry=False)
 
 
+def _replaced(replies) -> bool:
+    return check(replies[0], P.OK, P.NOT_FOUND)[0] == P.OK
+
+
+def replace(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
+    """REPLACE (Redis's SET XX): stores only if the key is present; True when stored."""
+    e = _too_large(k, value, limits)
+    if e is not None:
+        return _refuse(e, False)
+    return Op([(P.REPLACE, k, value, ttl_ms(ttl), flags)], _replaced, False, retry=False)
+
+
 def set_many(items: list, ttl, limits: dict) -> Op:
     """items: [(key, value, flags)] (keys as bytes); the result lists the keys not stored,
     those the client can tell are over a limit first."""
@@ -235,6 +270,11 @@ def delete_many(ks: list[bytes], limits: dict) -> Op:
 
 def touch(k: bytes, ttl) -> Op:
     return Op([(P.TOUCH, k, ttl_ms(ttl))], _found, False)
+
+
+def touch_ms(k: bytes, ms: int | None) -> Op:
+    """TOUCH with the TTL in milliseconds (None: no expiry, PERSIST; <= 0: delete)."""
+    return Op([(P.TOUCH, k, ms)], _found, False)
 
 
 def _incr_result(replies):

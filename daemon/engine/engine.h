@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -99,7 +100,8 @@ class Engine {
   // once (one pass over the table serves them all) for at most `budget_us`,
   // and refills the first-slice budget. True when no clear is pending.
   bool clear_work(uint64_t budget_us);
-  bool clears_pending() const { return !pending_clears_.empty(); }
+  // CLEARs and SCANs share the pass (a SCAN is a visit: shm/writer.h).
+  bool clears_pending() const { return !pending_clears_.empty() || visits_running(); }
   // Work CLEARs may do at once, before the loop's next clear_work(), so that a
   // small table clears within the turn (0: none). Shared by every CLEAR
   // received until then: a write of 256 CLEARs gets it once, not 256 times.
@@ -132,6 +134,15 @@ class Engine {
   struct PendingClear {
     uint64_t session, req, clear_id;
   };
+  // A SCAN in progress (its cursor is its visit's id): the keys the visit
+  // found and no SCAN returned yet, and the request waiting for them.
+  struct Scan {
+    uint64_t session = 0;           // the connection that began it (its scans end with it)
+    uint64_t asker = 0, req = 0;    // the request waiting for keys
+    uint32_t count = 0;
+    bool waiting = false;
+    std::deque<std::string> keys;
+  };
 
   void dispatch(Session* s, const unsigned char* frame, size_t len);
   void execute(Session* s, uint32_t op, uint64_t id, Args& a);
@@ -148,6 +159,16 @@ class Engine {
   void op_incr(Session* s, uint64_t id, Args& a, bool decr);
   void op_has_key(Session* s, uint64_t id, Args& a);
   void op_clear(Session* s, uint64_t id, Args& a);
+  void op_delete_pattern(Session* s, uint64_t id, Args& a);
+  void op_scan(Session* s, uint64_t id, Args& a);
+  // A clear the table began (clear_id): answered when complete.
+  void start_clear(Session* s, uint64_t id, uint64_t clear_id);
+  // Runs the first slice (shared budget) of the clears and visits, and asks the loop for more.
+  void first_slice();
+  // Answers the scan's waiting request if it has `count` keys or is complete.
+  bool answer_scan(uint64_t cursor);
+  void finish_scans();
+  bool visits_running() const;
   void op_lease(Session* s, uint64_t id, Args& a);
   void op_release(Session* s, uint64_t id, Args& a);
   void op_status(Session* s, uint64_t id, Args& a);
@@ -234,6 +255,8 @@ class Engine {
   std::unordered_map<uint64_t, Session*> sessions_;
   Leases leases_;
   std::vector<PendingClear> pending_clears_;
+  std::map<uint64_t, Scan> scans_;           // by cursor
+  std::vector<uint64_t> orphan_visits_;      // of closed sessions' scans: taken when done
   struct Decoder;
   std::unique_ptr<Decoder> dec_;
   ServerCounters counters_;

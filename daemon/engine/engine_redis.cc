@@ -165,6 +165,7 @@ void Engine::drop_all(const char* why) {
   const uint64_t removed = w_->drop_all();
   waits_.wrote_all();
   finish_clears();  // client CLEARs pending behind it are complete too
+  finish_scans();   // and SCANs: the entries they had not seen are gone
   spdlog::info("redis: {}: dropped this host's table ({} entries, {:.3f} ms)", why, removed,
                double(mono_us() - t0) / 1000.0);
 }

@@ -32,8 +32,10 @@ enum class Op : uint32_t {
   hits = 18,  // registers the connection's hit region (the fd in SCM_RIGHTS)
   ttl = 19,
   replace = 20,
+  scan = 21,
+  delete_pattern = 22,
 };
-inline constexpr uint32_t kMaxOp = 20;
+inline constexpr uint32_t kMaxOp = 22;
 
 enum class Code : uint8_t {
   ok = 0,
@@ -60,7 +62,7 @@ inline const char* op_name(uint32_t op) {
   static const char* const names[] = {"?",     "HELLO",       "PING",  "GET",     "GET_MANY", "SET",
                                       "ADD",   "SET_MANY",    "DELETE", "DELETE_MANY", "TOUCH", "INCR",
                                       "DECR",  "HAS_KEY",     "CLEAR", "LEASE",   "RELEASE",  "STATUS",
-                                      "HITS",  "TTL",         "REPLACE"};
+                                      "HITS",  "TTL",         "REPLACE", "SCAN",   "DELETE_PATTERN"};
   return op <= kMaxOp ? names[op] : "?";
 }
 

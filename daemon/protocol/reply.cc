@@ -22,6 +22,14 @@ void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms) {
   else pk.pack_nil();
 }
 
+void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<std::string>& keys, size_t n) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 2);
+  pk.pack_uint64(next_cursor);
+  pk.pack_array(uint32_t(n));
+  for (size_t i = 0; i < n; ++i) pack_bytes(pk, keys[i]);
+}
+
 void leased(OutBuffer& out, uint64_t id, uint64_t token) {
   Packer pk(out);
   header(pk, id, Code::leased, 1);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 
@@ -32,6 +33,8 @@ void count(OutBuffer& out, uint64_t id, uint64_t n);
 void number(OutBuffer& out, uint64_t id, int64_t n);
 // [id, OK, ms | nil]: TTL's remaining lifetime (nil: no expiry).
 void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms);
+// SCAN: [id, OK, next_cursor, [key, ...]] with the first n of `keys`.
+void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<std::string>& keys, size_t n);
 // [id, LEASED, token]
 void leased(OutBuffer& out, uint64_t id, uint64_t token);
 // GET (protocol 2) and LEASE: [id, OK, value, flags, ttl_ms | nil] with the TTL

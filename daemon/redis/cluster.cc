@@ -226,6 +226,15 @@ Enqueued Cluster::clear(std::string_view prefix) {
   return Enqueued::queued;
 }
 
+Enqueued Cluster::clear_match(std::string_view pattern) {
+  for (auto& p : parts_) {
+    bool any = false;
+    for (int o : owner_) any = any || o == p->index;
+    if (any) p->tier->clear_match(pattern);
+  }
+  return Enqueued::queued;
+}
+
 // A read answered MOVED is read once more from the slot's new master (the
 // map learns the move); ASK and anything else end as they are (a miss).
 Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
@@ -270,6 +279,18 @@ bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, u
   return atomic(key, [k = std::string(key), v = std::string(value), flags, expiry_ms](Part* p, AtomicFn fn) {
     return p->tier->add(k, v, flags, expiry_ms, std::move(fn));
   }, std::move(cb));
+}
+
+bool Cluster::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                      AtomicFn cb) {
+  return atomic(key, [k = std::string(key), v = std::string(value), flags, expiry_ms](Part* p, AtomicFn fn) {
+    return p->tier->replace(k, v, flags, expiry_ms, std::move(fn));
+  }, std::move(cb));
+}
+
+bool Cluster::pttl(std::string_view key, AtomicFn cb) {
+  return atomic(key, [k = std::string(key)](Part* p, AtomicFn fn) { return p->tier->pttl(k, std::move(fn)); },
+                std::move(cb));
 }
 
 bool Cluster::incr(std::string_view key, __int128 delta, AtomicFn cb) {

@@ -66,6 +66,9 @@ class Cluster {
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   Enqueued clear(std::string_view prefix);
+  Enqueued clear_match(std::string_view pattern);
+  bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
+  bool pttl(std::string_view key, AtomicFn cb);
   Lookup get(std::string_view key, Fetched* now, FetchFn done);
   bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
   bool incr(std::string_view key, __int128 delta, AtomicFn cb);

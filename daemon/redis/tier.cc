@@ -371,6 +371,12 @@ Enqueued Tier::clear(std::string_view prefix) {
   return queue_->clear(prefix);
 }
 
+Enqueued Tier::clear_match(std::string_view pattern) {
+  if (cluster_) return cluster_->clear_match(pattern);
+  reads_->invalidate_all();
+  return queue_->clear(pattern, true);
+}
+
 Lookup Tier::get(std::string_view key, Fetched* now, FetchFn done) {
   if (cluster_) return cluster_->get(key, now, std::move(done));
   return reads_->get(key, now, std::move(done));
@@ -389,11 +395,15 @@ bool Tier::incr(std::string_view key, __int128 delta, AtomicFn cb) {
 }
 
 bool Tier::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  if (cluster_) return cluster_->replace(key, value, flags, expiry_ms, std::move(cb));
   reads_->invalidate(key);
   return atomics_->replace(key, value, flags, expiry_ms, std::move(cb));
 }
 
-bool Tier::pttl(std::string_view key, AtomicFn cb) { return atomics_->pttl(key, std::move(cb)); }
+bool Tier::pttl(std::string_view key, AtomicFn cb) {
+  if (cluster_) return cluster_->pttl(key, std::move(cb));
+  return atomics_->pttl(key, std::move(cb));
+}
 
 bool Tier::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
   if (cluster_) return cluster_->lease(key, token, lease_ms, std::move(cb));

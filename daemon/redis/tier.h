@@ -69,6 +69,7 @@ class Tier final : public TierApi {
   Enqueued del(std::string_view key) override;
   Enqueued touch(std::string_view key, uint64_t expiry_ms) override;
   Enqueued clear(std::string_view prefix) override;
+  Enqueued clear_match(std::string_view pattern) override;
 
   // ---- a local miss (GET, GET_MANY per key, LEASE before taking a lease)
   Lookup get(std::string_view key, Fetched* now, FetchFn done) override;

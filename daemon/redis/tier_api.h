@@ -98,6 +98,8 @@ class TierApi {
   virtual Enqueued del(std::string_view key) = 0;
   virtual Enqueued touch(std::string_view key, uint64_t expiry_ms) = 0;
   virtual Enqueued clear(std::string_view prefix) = 0;
+  // DELETE_PATTERN: every key matching redis_prefix + `pattern` (a glob; SCAN MATCH + UNLINK).
+  virtual Enqueued clear_match(std::string_view pattern) = 0;
 
   // ---- a local miss (GET, GET_MANY per key, HAS_KEY, TOUCH): read through
   virtual Lookup get(std::string_view key, Fetched* now, FetchFn done) = 0;

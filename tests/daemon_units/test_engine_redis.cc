@@ -58,6 +58,10 @@ struct FakeTier : redis::TierApi {
     calls.push_back("clear " + std::string(p));
     return redis::Enqueued::queued;
   }
+  redis::Enqueued clear_match(std::string_view p) override {
+    calls.push_back("clear_match " + std::string(p));
+    return redis::Enqueued::queued;
+  }
   redis::Lookup get(std::string_view k, redis::Fetched* now, redis::FetchFn done) override {
     calls.push_back("get " + std::string(k));
     if (!up) return redis::Lookup::unavailable;

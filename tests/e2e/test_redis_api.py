@@ -89,3 +89,54 @@ def test_redis_down_local_answers_from_this_host(host, redis_servers):
         assert c.call(REPLACE, b"k", mp(2), None)[1] == OK
         assert c.call(REPLACE, b"n", mp(2), None)[1] == NOT_FOUND
         assert c.call(TTL, b"k")[1:] == [OK, None]
+
+
+def test_scan_patterns_mean_what_redis_s_mean(host, redis_server):
+    """The same keys in this host's table and in Redis: SCAN and Redis's KEYS agree on every pattern."""
+    from support.rawproto import SCAN
+
+    a = host("a")
+    r = redis_server.client()
+    keys = [b"u:1", b"u:12", b"u:2x", b"u:*", b"u:?", b"u:[", b"u:]", b"u:\\", b"U:1", b"u:a-b", b"u:", b"v:1"]
+    with RawConn(a.socket) as c:
+        for k in keys:
+            assert c.call(SET, k, mp(1), None)[1] == OK
+        wait_flushed(a)
+        for pattern in [b"u:*", b"u:?", b"u:1*", b"u:[12]*", b"u:[^1]*", b"u:[a-c]-b", b"u:\\*", b"u:\\?",
+                        b"u:[\\]]", b"u:\\\\", b"[uU]:1", b"*", b"u:[*]", b"u:*x", b"u:", b"nothing"]:
+            r_keys = sorted(k[len(P):] for k in r.keys(glob_escape(P) + pattern))
+            got = c.call(SCAN, 0, pattern, 10000)
+            assert got[1] == OK and got[2] == 0
+            assert sorted(got[3]) == r_keys, pattern
+
+
+def glob_escape(b: bytes) -> bytes:
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in b)
+
+
+def test_scan_covers_this_host_and_delete_pattern_covers_redis(host, redis_server):
+    from support.rawproto import DELETE_PATTERN, SCAN
+
+    a, b = host("a"), host("b")
+    r = redis_server.client()
+    ca, cb = client(a), client(b)
+    for i in range(20):
+        ca.set(f"s:{i}", mp(i))
+    r.set(P + b"s:only-redis", mp(0))
+    wait_flushed(a)
+    assert cb.get("s:3") == mp(3)  # b has one of them
+    assert sorted(cb.iter_keys("s:*")) == [b"s:3"]               # this host's table only
+    assert len(list(ca.iter_keys("s:*"))) == 20
+    with RawConn(b.socket) as c:
+        assert c.call(DELETE_PATTERN, b"s:1*")[1:] == [OK, 0]   # b had none of them ...
+    wait_flushed(b)
+    # ... and Redis lost every match, also those only Redis had; a dropped its copies (invalidations).
+    assert sorted(k for k in r.keys(P + b"s:*")) == sorted(P + b"s:%d" % i for i in [0, *range(2, 10)]) + \
+        [P + b"s:only-redis"]
+    wait_for(lambda: ca.get("s:15") is None and ca.get("s:1") is None, 10, "a to drop the deleted keys")
+    assert ca.get("s:5") == mp(5)
+    assert cb.delete_pattern("s:*") == 1
+    wait_flushed(b)
+    assert r.keys(P + b"s:*") == []
+    with RawConn(a.socket) as c:
+        wait_for(lambda: c.call(SCAN, 0, b"s:*", 100)[3] == [], 10, "a's table to lose them")

@@ -126,3 +126,39 @@ def test_an_unreachable_daemon_is_an_empty_cache(tmp_path, make_cache):
     assert c.ttl("k") == 0 and c.pttl("k") == 0
     assert c.expire("k", 5) is False and c.persist("k") is False
     assert c.set("k", 1, xx=True) is False
+
+
+def test_keys_iter_keys_and_delete_pattern_apply_prefix_and_version(module_daemon, make_cache):
+    c = make_cache(module_daemon, params={"KEY_PREFIX": "site*1", "VERSION": 3}, STRICT=True)
+    other = make_cache(module_daemon, params={"KEY_PREFIX": "site*12"}, STRICT=True)
+    c.clear()
+    for i in range(30):
+        c.set(f"user:{i}", i)
+        c.set(f"item:{i}", i)
+    c.set("user:old", 0, version=2)
+    other.set("user:x", 1)
+    assert sorted(c.keys("user:*")) == sorted(f"user:{i}" for i in range(30))
+    assert sorted(c.keys("user:?")) == sorted(f"user:{i}" for i in range(10))
+    assert c.keys("user:old") == [] and c.keys("user:old", version=2) == ["user:old"]
+    assert sorted(c.iter_keys("item:2*", itersize=3)) == ["item:2", *(f"item:2{i}" for i in range(10))]
+    it = c.iter_keys("*", itersize=5)
+    assert len([next(it) for _ in range(7)]) == 7
+    it.close()  # abandoned early: the daemon's scan is ended
+    assert len(c.keys("*")) == 60
+    assert other.keys("*") == ["user:x"]          # "site*1"'s glob bytes match only themselves
+    assert c.delete_pattern("user:1*") == 11
+    assert c.get("user:15") is None and c.get("user:25") == 25 and c.get("item:15") == 15
+    assert c.delete_pattern("*", itersize=100) == 49
+    assert c.keys("*") == [] and other.get("user:x") == 1 and c.get("user:old", version=2) == 0
+
+
+def test_async_keys_and_delete_pattern(cache):
+    async def main():
+        for i in range(12):
+            await cache.aset(f"k{i}", i)
+        assert sorted(await cache.akeys("k1*")) == ["k1", "k10", "k11"]
+        assert sorted([k async for k in cache.aiter_keys("k?", itersize=2)]) == [f"k{i}" for i in range(10)]
+        assert await cache.adelete_pattern("k1*") == 3
+        assert len(await cache.akeys("*")) == 9
+
+    asyncio.run(main())

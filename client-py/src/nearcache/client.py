@@ -672,6 +672,25 @@ class Client:
         """Removes every entry, or those whose key starts with `prefix`; returns how many."""
         return self._run(core.clear(None if prefix is None else key_bytes(prefix)))
 
+    # -- patterns ------------------------------------------------------------
+    def iter_keys(self, pattern, count: int = core.SCAN_COUNT):
+        """The keys of this host's table matching a glob pattern (Redis's rules), as bytes,
+        `count` per round trip; each key present throughout is yielded once (SCAN)."""
+        p, cursor = key_bytes(pattern), 0
+        try:
+            while True:
+                cursor, keys = self._run(core.scan(cursor, p, count))
+                yield from keys
+                if cursor == 0:
+                    return
+        finally:
+            if cursor:  # abandoned: the daemon drops the scan's keys now
+                self._run(core.scan(cursor, p, 0))
+
+    def delete_pattern(self, pattern) -> int:
+        """Deletes the keys matching a glob pattern (and from Redis with a tier); how many this host had."""
+        return self._run(core.delete_pattern(key_bytes(pattern)))
+
     # -- leases --------------------------------------------------------------
     def lease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
         """LEASE: the value if present; else the lease (compute, then set() or release());
@@ -772,6 +791,22 @@ class Client:
 
     async def aclear(self, prefix: bytes | str | None = None) -> int:
         return await self._arun(core.clear(None if prefix is None else key_bytes(prefix)))
+
+    async def aiter_keys(self, pattern, count: int = core.SCAN_COUNT):
+        p, cursor = key_bytes(pattern), 0
+        try:
+            while True:
+                cursor, keys = await self._arun(core.scan(cursor, p, count))
+                for k in keys:
+                    yield k
+                if cursor == 0:
+                    return
+        finally:
+            if cursor:
+                await self._arun(core.scan(cursor, p, 0))
+
+    async def adelete_pattern(self, pattern) -> int:
+        return await self._arun(core.delete_pattern(key_bytes(pattern)))
 
     async def alease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
         return await self._arun(core.lease(key_bytes(key), lease_ttl, wait), refresh)

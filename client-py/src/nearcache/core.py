@@ -300,6 +300,21 @@ def clear(prefix: bytes | None) -> Op:
     return Op([(P.CLEAR, *args)], lambda replies: check(replies[0], P.OK)[1], 0, extra=CLEAR_WAIT)
 
 
+SCAN_COUNT = 1000
+
+
+def scan(cursor: int, pattern: bytes, count: int) -> Op:
+    """SCAN: (next_cursor, [key, ...]); next_cursor 0 = complete. Fail-open: (0, [])."""
+    def result(replies):
+        r = check(replies[0], P.OK)
+        return r[1], [bytes(k) for k in r[2]]
+    return Op([(P.SCAN, cursor, pattern, count)], result, (0, []), extra=CLEAR_WAIT, retry=False)
+
+
+def delete_pattern(pattern: bytes) -> Op:
+    return Op([(P.DELETE_PATTERN, pattern)], lambda replies: check(replies[0], P.OK)[1], 0, extra=CLEAR_WAIT)
+
+
 # -- leases ------------------------------------------------------------------
 def _lease_result(replies) -> Lease:
     r = replies[0]

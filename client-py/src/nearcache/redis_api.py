@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import time
+
+from nearcache.core import SCAN_COUNT, key_bytes
 
 
 def _ms(timeout, unit_ms: int) -> int | None:
@@ -48,8 +51,48 @@ def _millis(pttl: int):
     return None if pttl == -1 else pttl
 
 
+def glob_escape(s: str) -> str:
+    """django-redis's: the glob bytes of a prefix or version match themselves."""
+    return re.sub(r"([*?[])", r"[\1]", s)
+
+
 class RedisAPI:
-    """Mixin: needs `_key(key, version)`, `_client` (nearcache.Client) and `version`."""
+    """Mixin: needs `_key(key, version)`, `_client` (nearcache.Client), `key_func`,
+    `key_prefix` and `version` (BaseCache's)."""
+
+    # -- patterns: keys, iter_keys, delete_pattern -------------------------------
+    # As django-redis: KEY_FUNCTION(pattern, escaped KEY_PREFIX, escaped VERSION),
+    # and keys given back without "prefix:version:". keys/iter_keys list this
+    # host's table (SCAN); delete_pattern also deletes from Redis with a tier.
+    def make_pattern(self, pattern, version=None, prefix=None) -> bytes:
+        prefix = self.key_prefix if prefix is None else prefix
+        version = self.version if version is None else version
+        return key_bytes(self.key_func(pattern, glob_escape(prefix), glob_escape(str(version))))
+
+    @staticmethod
+    def reverse_key(kb: bytes) -> str:
+        return kb.decode("utf-8", "surrogatepass").split(":", 2)[2]
+
+    def iter_keys(self, search, itersize=None, version=None):
+        for kb in self._client.iter_keys(self.make_pattern(search, version), itersize or SCAN_COUNT):
+            yield self.reverse_key(kb)
+
+    def keys(self, search, version=None) -> list:
+        return list(self.iter_keys(search, version=version))
+
+    def delete_pattern(self, pattern, version=None, prefix=None, itersize=None) -> int:
+        """The number of keys this host deleted (itersize: accepted, unused: the daemon slices)."""
+        return self._client.delete_pattern(self.make_pattern(pattern, version, prefix))
+
+    async def aiter_keys(self, search, itersize=None, version=None):
+        async for kb in self._client.aiter_keys(self.make_pattern(search, version), itersize or SCAN_COUNT):
+            yield self.reverse_key(kb)
+
+    async def akeys(self, search, version=None) -> list:
+        return [k async for k in self.aiter_keys(search, version=version)]
+
+    async def adelete_pattern(self, pattern, version=None, prefix=None, itersize=None) -> int:
+        return await self._client.adelete_pattern(self.make_pattern(pattern, version, prefix))
 
     # -- TTL -------------------------------------------------------------------
     def ttl(self, key, version=None):

@@ -140,3 +140,17 @@ def test_scan_covers_this_host_and_delete_pattern_covers_redis(host, redis_serve
     assert r.keys(P + b"s:*") == []
     with RawConn(a.socket) as c:
         wait_for(lambda: c.call(SCAN, 0, b"s:*", 100)[3] == [], 10, "a's table to lose them")
+
+
+def test_the_cli_s_ttl_is_redis_s(host, redis_server):
+    import subprocess
+
+    from support.nearcached import NEARCACHE_CLI
+
+    a = host("a", redis_local_ttl_max_ms=2000)
+    redis_server.client().set(P + b"k", mp(1), px=60_000)
+    r = subprocess.run([str(NEARCACHE_CLI), "--socket", a.socket, "ttl", "k"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    n, unit = r.stdout.rstrip("\n").split(" ")
+    assert unit == "ms" and 58_000 < int(n) <= 60_000

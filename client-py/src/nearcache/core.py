@@ -207,11 +207,16 @@ def _stored(replies) -> bool:
     return True
 
 
-def set(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
-    e = _too_large(k, value, limits, set_op=True)
+def _store(op: int, k: bytes, value: bytes, ttl, flags: int, limits: dict, result, retry: bool = True) -> Op:
+    """SET, ADD or REPLACE: refused here when over a limit (a SET by set_value_limit); fail-open False."""
+    e = _too_large(k, value, limits, set_op=op == P.SET)
     if e is not None:
         return _refuse(e, False)
-    return Op([(P.SET, k, value, ttl_ms(ttl), flags)], _stored, False)
+    return Op([(op, k, value, ttl_ms(ttl), flags)], result, False, retry=retry)
+
+
+def set(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
+    return _store(P.SET, k, value, ttl, flags, limits, _stored)
 
 
 def _added(replies) -> bool:
@@ -219,10 +224,7 @@ def _added(replies) -> bool:
 
 
 def add(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
-    e = _too_large(k, value, limits)
-    if e is not None:
-        return _refuse(e, False)
-    return Op([(P.ADD, k, value, ttl_ms(ttl), flags)], _added, False, retry=False)
+    return _store(P.ADD, k, value, ttl, flags, limits, _added, retry=False)
 
 
 def _replaced(replies) -> bool:
@@ -231,10 +233,7 @@ def _replaced(replies) -> bool:
 
 def replace(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
     """REPLACE (Redis's SET XX): stores only if the key is present; True when stored."""
-    e = _too_large(k, value, limits)
-    if e is not None:
-        return _refuse(e, False)
-    return Op([(P.REPLACE, k, value, ttl_ms(ttl), flags)], _replaced, False, retry=False)
+    return _store(P.REPLACE, k, value, ttl, flags, limits, _replaced, retry=False)
 
 
 def set_many(items: list, ttl, limits: dict) -> Op:

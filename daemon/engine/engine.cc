@@ -74,6 +74,10 @@ const OpSpec kOpSpecs[kMaxOp + 1] = {
     {3, 4, "key, value, ttl [, flags]"},               // REPLACE
     {3, 3, "cursor, pattern, count"},                  // SCAN
     {1, 1, "pattern"},                                 // DELETE_PATTERN
+    {3, 3, "key, token, ttl"},                         // LOCK
+    {2, 2, "key, token"},                              // UNLOCK
+    {4, 4, "key, token, ms, replace"},                 // LOCK_EXTEND
+    {1, 1, "key"},                                     // LOCK_QUERY
 };
 
 // SCAN: keys per reply at most (a reply stays under count * key_limit), and
@@ -351,6 +355,10 @@ void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
     case Op::ttl: return op_ttl(s, id, a);
     case Op::scan: return op_scan(s, id, a);
     case Op::delete_pattern: return op_delete_pattern(s, id, a);
+    case Op::lock: return op_lock(s, id, a, redis::LockOp::acquire);
+    case Op::unlock: return op_lock(s, id, a, redis::LockOp::release);
+    case Op::lock_extend: return op_lock(s, id, a, redis::LockOp::extend);
+    case Op::lock_query: return op_lock(s, id, a, redis::LockOp::query);
     case Op::set_many: return op_set_many(s, id, a);
     case Op::del: return op_delete(s, id, a);
     case Op::delete_many: return op_delete_many(s, id, a);
@@ -863,6 +871,49 @@ void Engine::finish_clears() {
     }
     it = pending_clears_.erase(it);
   }
+}
+
+// ---------------------------------------------------------------- locks
+
+void Engine::op_lock(Session* s, uint64_t id, Args& a, redis::LockOp op) {
+  auto d = std::make_shared<Decided>();
+  d->kind = WaitKind::lock;
+  d->lock_op = op;
+  std::string_view key, token;
+  if (!a.key(0, &key)) return;
+  if (op != redis::LockOp::query && !a.bytes(a.v[1], &token, "token")) return;
+  uint64_t ms = cfg_.max_lock_ms;
+  if (op == redis::LockOp::acquire && a.v[2].type != msgpack::type::NIL && !a.u64(2, &ms, "ttl")) return;
+  if (op == redis::LockOp::extend) {
+    if (!a.u64(2, &ms, "ms")) return;
+    if (a.v[3].type != msgpack::type::BOOLEAN) return (void)a.bad("replace must be a boolean");
+    if (a.v[3].via.boolean) d->lock_op = redis::LockOp::extend_replace;
+  }
+  d->key = key, d->value = token, d->lease_ms = std::clamp<uint64_t>(ms, 1, cfg_.max_lock_ms);
+  // With Redis, only Redis decides (never this host, whatever redis_down says).
+  if (tier_) return decide_in_redis(s, id, d);
+  lock_local(s, id, *d);
+}
+
+void Engine::lock_local(Session* s, uint64_t id, const Decided& d) {
+  const uint64_t now = now_ms();
+  bool ok = false;
+  switch (d.lock_op) {
+    case redis::LockOp::acquire:
+      if (locks_.acquire(d.key, d.value, now + d.lease_ms, now)) return reply::ok(s->out, id);
+      return reply::status(s->out, id, Code::exists);
+    case redis::LockOp::release: ok = locks_.release(d.key, d.value, now); break;
+    case redis::LockOp::query: {
+      std::string token;
+      uint64_t expiry;
+      if (locks_.query(d.key, now, &token, &expiry)) return reply::lock_holder(s->out, id, token, expiry - now);
+      break;
+    }
+    default:
+      ok = locks_.extend(d.key, d.value, d.lease_ms, d.lock_op == redis::LockOp::extend_replace,
+                         now + cfg_.max_lock_ms, now);
+  }
+  reply::status(s->out, id, ok ? Code::ok : Code::not_found);
 }
 
 void Engine::op_lease(Session* s, uint64_t id, Args& a) {

@@ -27,6 +27,7 @@
 #include "engine/hit_window.h"
 #include "engine/key_stats.h"
 #include "engine/leases.h"
+#include "engine/locks.h"
 #include "engine/redis_waits.h"
 #include "protocol/metrics.h"
 #include "config/options.h"
@@ -170,6 +171,10 @@ class Engine {
   void finish_scans();
   bool visits_running() const;
   void op_lease(Session* s, uint64_t id, Args& a);
+  void op_lock(Session* s, uint64_t id, Args& a, redis::LockOp op);
+  void lock_local(Session* s, uint64_t id, const Decided& d);
+  // A lock Redis answered (on_atomic).
+  void lock_answered(Session* s, uint64_t id, const Decided& d, const redis::AtomicResult& r);
   void op_release(Session* s, uint64_t id, Args& a);
   void op_status(Session* s, uint64_t id, Args& a);
   void op_hits(Session* s, uint64_t id, Args& a);
@@ -254,6 +259,7 @@ class Engine {
   std::function<int(Session*)> take_fd_;
   std::unordered_map<uint64_t, Session*> sessions_;
   Leases leases_;
+  Locks locks_;  // without a Redis tier
   std::vector<PendingClear> pending_clears_;
   std::map<uint64_t, Scan> scans_;           // by cursor
   std::vector<uint64_t> orphan_visits_;      // of closed sessions' scans: taken when done

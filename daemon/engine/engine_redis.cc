@@ -47,6 +47,7 @@ void Engine::expire_waits(uint64_t now) {
       case WaitKind::replace:
       case WaitKind::incr:
       case WaitKind::ttl:
+      case WaitKind::lock:
       case WaitKind::lease: atomic_down(t, w->req, *w->ctx, why); break;
       case WaitKind::lease_poll: lease_timeout(t, w->req); break;
     }
@@ -281,6 +282,8 @@ void Engine::decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Deci
       case WaitKind::add: return tier_->add(d->key, d->value, d->flags, d->expiry, std::move(cb));
       case WaitKind::replace: return tier_->replace(d->key, d->value, d->flags, d->expiry, std::move(cb));
       case WaitKind::ttl: return tier_->pttl(d->key, std::move(cb));
+      case WaitKind::lock:
+        return tier_->lock(d->lock_op, d->key, d->value, d->lease_ms, cfg_.max_lock_ms, std::move(cb));
       case WaitKind::incr:
         return tier_->incr(d->key, d->decr ? -static_cast<__int128>(d->delta) : static_cast<__int128>(d->delta),
                            std::move(cb));
@@ -301,7 +304,9 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   Session* t = w ? session(w->session) : nullptr;
   const uint64_t req = w ? w->req : 0;
   const std::string& key = ctx->key;
-  if (ctx->kind == WaitKind::ttl) {
+  if (ctx->kind == WaitKind::lock) {
+    if (t) lock_answered(t, req, *ctx, r);
+  } else if (ctx->kind == WaitKind::ttl) {
     if (t && r.kind == Kind::ok) {
       if (r.number == -2) reply::status(t->out, req, Code::not_found);
       else reply::remaining(t->out, req, r.number >= 0, uint64_t(std::max<int64_t>(r.number, 0)));
@@ -351,7 +356,21 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   if (t) mark_dirty(t);
 }
 
+void Engine::lock_answered(Session* s, uint64_t id, const Decided& d, const redis::AtomicResult& r) {
+  switch (r.kind) {
+    case Kind::ok:
+      if (d.lock_op != redis::LockOp::query) return reply::ok(s->out, id);
+      return reply::lock_holder(s->out, id, r.value, uint64_t(std::max<int64_t>(r.number, 0)));
+    case Kind::exists: return reply::status(s->out, id, Code::exists);
+    case Kind::not_found: return reply::status(s->out, id, Code::not_found);
+    default: atomic_down(s, id, d, r.error);
+  }
+}
+
 void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std::string& why) {
+  if (ctx.kind == WaitKind::lock)  // never granted, released or extended by this host alone
+    return error(s, &id, Code::unavailable,
+                 "locks are decided in Redis, which did not decide this one (" + why + "), whatever redis_down says");
   const char* op = ctx.kind == WaitKind::add       ? "ADD"
                    : ctx.kind == WaitKind::replace ? "REPLACE"
                    : ctx.kind == WaitKind::ttl     ? "TTL"

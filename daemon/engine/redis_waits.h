@@ -32,7 +32,7 @@
 
 namespace nearcache::daemon {
 
-enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll, replace, ttl };
+enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll, replace, ttl, lock };
 
 // Where a key's local writes stood when an operation on it was sent.
 struct WriteSnap {
@@ -50,6 +50,7 @@ struct Decided {
   int64_t delta = 0;
   bool decr = false;
   uint64_t token = 0, lease_ms = 0, wait_deadline = 0;
+  redis::LockOp lock_op = redis::LockOp::acquire;  // lock: value is the holder's token, lease_ms the TTL
   WriteSnap snap;
   bool tracked = false;  // snap is registered (RedisWaits::track) until settled
   // LEASE: what is left of its wait_ms (for a local decision).

@@ -34,8 +34,12 @@ enum class Op : uint32_t {
   replace = 20,
   scan = 21,
   delete_pattern = 22,
+  lock = 23,
+  unlock = 24,
+  lock_extend = 25,
+  lock_query = 26,
 };
-inline constexpr uint32_t kMaxOp = 22;
+inline constexpr uint32_t kMaxOp = 26;
 
 enum class Code : uint8_t {
   ok = 0,
@@ -62,7 +66,8 @@ inline const char* op_name(uint32_t op) {
   static const char* const names[] = {"?",     "HELLO",       "PING",  "GET",     "GET_MANY", "SET",
                                       "ADD",   "SET_MANY",    "DELETE", "DELETE_MANY", "TOUCH", "INCR",
                                       "DECR",  "HAS_KEY",     "CLEAR", "LEASE",   "RELEASE",  "STATUS",
-                                      "HITS",  "TTL",         "REPLACE", "SCAN",   "DELETE_PATTERN"};
+                                      "HITS",  "TTL",         "REPLACE", "SCAN",   "DELETE_PATTERN",
+                                      "LOCK",  "UNLOCK",      "LOCK_EXTEND", "LOCK_QUERY"};
   return op <= kMaxOp ? names[op] : "?";
 }
 

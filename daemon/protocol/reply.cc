@@ -30,6 +30,13 @@ void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<st
   for (size_t i = 0; i < n; ++i) pack_bytes(pk, keys[i]);
 }
 
+void lock_holder(OutBuffer& out, uint64_t id, std::string_view token, uint64_t ttl_ms) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 2);
+  pack_bytes(pk, token);
+  pk.pack_uint64(ttl_ms);
+}
+
 void leased(OutBuffer& out, uint64_t id, uint64_t token) {
   Packer pk(out);
   header(pk, id, Code::leased, 1);

@@ -35,6 +35,8 @@ void number(OutBuffer& out, uint64_t id, int64_t n);
 void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms);
 // SCAN: [id, OK, next_cursor, [key, ...]] with the first n of `keys`.
 void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<std::string>& keys, size_t n);
+// LOCK_QUERY: [id, OK, token, ttl_ms]
+void lock_holder(OutBuffer& out, uint64_t id, std::string_view token, uint64_t ttl_ms);
 // [id, LEASED, token]
 void leased(OutBuffer& out, uint64_t id, uint64_t token);
 // GET (protocol 2) and LEASE: [id, OK, value, flags, ttl_ms | nil] with the TTL

@@ -3,6 +3,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -137,6 +138,66 @@ bool Atomics::store_if(const char* cond, std::string_view key, std::string_view 
     });
   };
   return run(key, std::move(send), &relay);
+}
+
+namespace {
+
+const char* kUnlock = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+// ARGV: token, ms, replace ('1'), max ms. 0: not the holder's; 1: extended.
+const char* kExtend =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "local t = redis.call('PTTL', KEYS[1]) if t < 0 then t = 0 end "
+    "local n = tonumber(ARGV[2]) if ARGV[3] ~= '1' then n = n + t end "
+    "redis.call('PEXPIRE', KEYS[1], math.min(n, tonumber(ARGV[4]))) return 1";
+const char* kQuery =
+    "local v = redis.call('GET', KEYS[1]) if not v then return {} end return {v, redis.call('PTTL', KEYS[1])}";
+
+}  // namespace
+
+bool Atomics::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                   AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  std::string lk(kLockMark);
+  lk += cfg_.prefix;
+  lk += name;
+  const std::string tok(token), ttl = std::to_string(std::clamp<uint64_t>(ms, 1, std::max<uint64_t>(max_ms, 1))),
+                    max = std::to_string(std::max<uint64_t>(max_ms, 1));
+  auto send = [this, op, lk, tok, ttl, max, done] {
+    auto on = [this, op, done](const Reply& r) {
+      AtomicResult out;
+      const redisReply* x = r.is_error() ? nullptr : r.r;
+      if (!x) {
+        st_.errors_total++;
+        return (*done)(unavailable("lock: " + r.error()));
+      }
+      using K = AtomicResult::Kind;
+      switch (op) {
+        case LockOp::acquire: out.kind = x->type == REDIS_REPLY_NIL ? K::exists : K::ok; break;
+        case LockOp::query:
+          if (x->type == REDIS_REPLY_ARRAY && x->elements == 2) {
+            out.kind = K::ok;
+            out.value.assign(str_at(x, 0));
+            out.number = int_at(x, 1);
+          } else {
+            out.kind = K::not_found;
+          }
+          break;
+        default: out.kind = x->type == REDIS_REPLY_INTEGER && x->integer == 1 ? K::ok : K::not_found;
+      }
+      (*done)(out);
+    };
+    bool sent;
+    switch (op) {
+      case LockOp::acquire: sent = link_->command({"SET", lk, tok, "NX", "PX", ttl}, on); break;
+      case LockOp::release: sent = link_->command({"EVAL", kUnlock, "1", lk, tok}, on); break;
+      case LockOp::query: sent = link_->command({"EVAL", kQuery, "1", lk}, on); break;
+      default:
+        sent = link_->command({"EVAL", kExtend, "1", lk, tok, ttl, op == LockOp::extend_replace ? "1" : "0", max}, on);
+    }
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  return run(name, std::move(send), &relay);
 }
 
 bool Atomics::pttl(std::string_view key, AtomicFn cb) {

@@ -46,6 +46,12 @@ namespace nearcache::redis {
 // NUL byte: validate() refuses prefixes containing one), so they are never
 // read as values and are not removed by CLEAR.
 inline constexpr std::string_view kLeaseMark{"\0nclease\0", 9};
+// Locks (ops LOCK, UNLOCK, LOCK_EXTEND, LOCK_QUERY) likewise: kLockMark + prefix + name.
+inline constexpr std::string_view kLockMark{"\0nclock\0", 8};
+
+// LOCK: SET NX PX; UNLOCK, LOCK_EXTEND: scripts that compare the token first;
+// LOCK_QUERY: GET + PTTL.
+enum class LockOp { acquire, release, extend, extend_replace, query };
 
 struct AtomicResult {
   enum class Kind {
@@ -89,6 +95,10 @@ class Atomics {
   bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
   // ok with number = PTTL's answer.
   bool pttl(std::string_view key, AtomicFn cb);
+  // acquire: ok / exists; release, extend: ok / not_found (not the holder's
+  // token); query: ok (value = token, number = PTTL) / not_found. `ms` is
+  // bounded by `max_ms` (extend: the TTL it leaves too).
+  bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb);
 
   // Polls lease() until the value appears (value), the lease is ours
   // (granted) or `deadline_ms` (CLOCK_MONOTONIC) passes (timeout). Never

@@ -405,6 +405,10 @@ bool Tier::pttl(std::string_view key, AtomicFn cb) {
   return atomics_->pttl(key, std::move(cb));
 }
 
+bool Tier::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb) {
+  return atomics_->lock(op, name, token, ms, max_ms, std::move(cb));
+}
+
 bool Tier::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
   if (cluster_) return cluster_->lease(key, token, lease_ms, std::move(cb));
   return atomics_->lease(key, token, lease_ms, std::move(cb));

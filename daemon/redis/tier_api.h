@@ -113,6 +113,9 @@ class TierApi {
   virtual bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
                        AtomicFn cb) = 0;
   virtual bool pttl(std::string_view key, AtomicFn cb) = 0;
+  // Locks, decided in Redis only (atomics.h: LockOp).
+  virtual bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                    AtomicFn cb) = 0;
   // Polls another host's lease until a value, the lease, or deadline_ms; an id for cancel_wait.
   virtual uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
                               AtomicFn cb) = 0;

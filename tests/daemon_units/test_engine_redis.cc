@@ -90,6 +90,9 @@ struct FakeTier : redis::TierApi {
     return atomic("replace", k, std::move(cb));
   }
   bool pttl(std::string_view k, redis::AtomicFn cb) override { return atomic("pttl", k, std::move(cb)); }
+  bool lock(redis::LockOp, std::string_view k, std::string_view, uint64_t, uint64_t, redis::AtomicFn cb) override {
+    return atomic("lock", k, std::move(cb));
+  }
   bool lease(std::string_view k, uint64_t, uint64_t, redis::AtomicFn cb) override {
     return atomic("lease", k, std::move(cb));
   }

@@ -154,3 +154,45 @@ def test_the_cli_s_ttl_is_redis_s(host, redis_server):
     assert r.returncode == 0, r.stderr
     n, unit = r.stdout.rstrip("\n").split(" ")
     assert unit == "ms" and 58_000 < int(n) <= 60_000
+
+
+def test_locks_are_decided_in_redis_across_hosts(host, redis_server):
+    from nearcache.lock import LockNotOwnedError
+
+    a, b = host("a"), host("b")
+    r = redis_server.client()
+    la = client(a).lock("job", timeout=10)
+    lb = client(b).lock("job", timeout=10)
+    assert la.acquire(blocking=False)
+    assert lb.acquire(blocking=False) is False      # the other host sees it held
+    assert lb.locked() and not lb.owned()
+    key = b"\0nclock\0" + P + b"job"
+    assert r.get(key) == la.local.token and 9_000 < r.pttl(key) <= 10_000
+    assert r.get(P + b"job") is None                # not a value
+    assert la.extend(20)
+    assert 29_000 < r.pttl(key) <= 30_000
+    la.release()
+    assert r.exists(key) == 0
+    assert lb.acquire(blocking=False)
+    r.set(key, b"someone-else", px=10_000)          # lb's lock expired and another took it
+    import pytest
+    with pytest.raises(LockNotOwnedError):
+        lb.release()
+    assert r.get(key) == b"someone-else"            # compare-and-delete: not removed
+
+
+def test_a_lock_is_never_granted_by_one_host_when_redis_does_not_decide(host, redis_servers):
+    import pytest
+
+    from nearcache.protocol import CacheUnavailable
+    from support.rawproto import LOCK, LOCK_QUERY, UNLOCK
+
+    late = redis_servers("never", start=False)
+    a = host("a", url=late.url, wait=False, redis_down="local", redis_drain_timeout_ms=100)
+    with RawConn(a.socket) as c:
+        rep = c.call(LOCK, b"job", b"t", 1000)
+        assert rep[1] == UNAVAILABLE and "whatever redis_down says" in rep[2]
+        assert c.call(UNLOCK, b"job", b"t")[1] == UNAVAILABLE
+        assert c.call(LOCK_QUERY, b"job")[1] == UNAVAILABLE
+    with pytest.raises(CacheUnavailable):
+        client(a, strict=False).lock("job").acquire(blocking=False)

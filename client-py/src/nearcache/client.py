@@ -672,6 +672,14 @@ class Client:
         """Removes every entry, or those whose key starts with `prefix`; returns how many."""
         return self._run(core.clear(None if prefix is None else key_bytes(prefix)))
 
+    # -- locks ---------------------------------------------------------------
+    def lock(self, name, timeout=None, sleep: float = 0.1, blocking: bool = True, blocking_timeout=None,
+             thread_local: bool = True):
+        """A nearcache.lock.Lock (redis-py's Lock interface) named `name`, in the locks' own key space."""
+        from nearcache.lock import Lock
+
+        return Lock(self, key_bytes(name), timeout, sleep, blocking, blocking_timeout, thread_local)
+
     # -- patterns ------------------------------------------------------------
     def iter_keys(self, pattern, count: int = core.SCAN_COUNT):
         """The keys of this host's table matching a glob pattern (Redis's rules), as bytes,

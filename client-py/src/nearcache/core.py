@@ -314,6 +314,33 @@ def delete_pattern(pattern: bytes) -> Op:
     return Op([(P.DELETE_PATTERN, pattern)], lambda replies: check(replies[0], P.OK)[1], 0, extra=CLEAR_WAIT)
 
 
+# -- locks (nearcache.lock): never fail-open: a lock granted by mistake is worse than an error
+def _lock_result(ok: int):
+    return lambda replies: check(replies[0], P.OK, ok)[0] == P.OK
+
+
+def lock(k: bytes, token: bytes, ttl) -> Op:
+    """LOCK: True when acquired, False when held by another token."""
+    return Op([(P.LOCK, k, token, ttl_ms(ttl))], _lock_result(P.EXISTS), RAISE, retry=False)
+
+
+def unlock(k: bytes, token: bytes) -> Op:
+    """UNLOCK: True when released, False when `token` does not hold the lock."""
+    return Op([(P.UNLOCK, k, token)], _lock_result(P.NOT_FOUND), RAISE, retry=False)
+
+
+def lock_extend(k: bytes, token: bytes, ms: int, replace: bool) -> Op:
+    return Op([(P.LOCK_EXTEND, k, token, ms, replace)], _lock_result(P.NOT_FOUND), RAISE, retry=False)
+
+
+def lock_query(k: bytes) -> Op:
+    """(token, ttl_ms) of the holder, or None."""
+    def result(replies):
+        r = check(replies[0], P.OK, P.NOT_FOUND)
+        return (bytes(r[1]), r[2]) if r[0] == P.OK else None
+    return Op([(P.LOCK_QUERY, k)], result, RAISE)
+
+
 # -- leases ------------------------------------------------------------------
 def _lease_result(replies) -> Lease:
     r = replies[0]

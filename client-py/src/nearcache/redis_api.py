@@ -60,6 +60,11 @@ class RedisAPI:
     """Mixin: needs `_key(key, version)`, `_client` (nearcache.Client), `key_func`,
     `key_prefix` and `version` (BaseCache's)."""
 
+    # -- lock: redis-py's Lock on the daemon's locks (nearcache.lock) -------------
+    def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None,
+             thread_local=True):
+        return self._client.lock(self._key(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
+
     # -- patterns: keys, iter_keys, delete_pattern -------------------------------
     # As django-redis: KEY_FUNCTION(pattern, escaped KEY_PREFIX, escaped VERSION),
     # and keys given back without "prefix:version:". keys/iter_keys list this

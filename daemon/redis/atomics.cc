@@ -158,9 +158,15 @@ bool Atomics::lock(LockOp op, std::string_view name, std::string_view token, uin
                    AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
-  std::string lk(kLockMark);
-  lk += cfg_.prefix;
-  lk += name;
+  // Redis Cluster: in the slot of the name (slots.h); one server: kLockMark + prefix + name.
+  std::string lk;
+  if (cfg_.shard_home_slot >= 0) {
+    lk = tagged_lock_key(cfg_.prefix + std::string(name));
+  } else {
+    lk.assign(kLockMark);
+    lk += cfg_.prefix;
+    lk += name;
+  }
   const std::string tok(token), ttl = std::to_string(std::clamp<uint64_t>(ms, 1, std::max<uint64_t>(max_ms, 1))),
                     max = std::to_string(std::max<uint64_t>(max_ms, 1));
   auto send = [this, op, lk, tok, ttl, max, done] {

@@ -293,6 +293,13 @@ bool Cluster::pttl(std::string_view key, AtomicFn cb) {
                 std::move(cb));
 }
 
+bool Cluster::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                   AtomicFn cb) {
+  return atomic(name, [op, k = std::string(name), t = std::string(token), ms, max_ms](Part* p, AtomicFn fn) {
+    return p->tier->lock(op, k, t, ms, max_ms, std::move(fn));
+  }, std::move(cb));
+}
+
 bool Cluster::incr(std::string_view key, __int128 delta, AtomicFn cb) {
   return atomic(key, [k = std::string(key), delta](Part* p, AtomicFn fn) {
     return p->tier->incr(k, delta, std::move(fn));

@@ -406,6 +406,7 @@ bool Tier::pttl(std::string_view key, AtomicFn cb) {
 }
 
 bool Tier::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb) {
+  if (cluster_) return cluster_->lock(op, name, token, ms, max_ms, std::move(cb));
   return atomics_->lock(op, name, token, ms, max_ms, std::move(cb));
 }
 

@@ -41,7 +41,12 @@ Writer::Loc Writer::free_way(uint64_t h) {
       const uint64_t way = b->way[w];
       const BucketPair other = buckets_of(hash(item_key(item_at(way_unit(way) * kItemAlign))), nbuckets_);
       const uint32_t alt = other.first == idx ? other.second : other.first;
-      fresh(alt);  // a way written into a bucket of an older epoch would be invisible
+      // Settled first (which also resets a bucket of an older epoch, where a
+      // way would be invisible): the entry comes from a settled bucket, so
+      // pending clears and visits have dealt with it already and must not
+      // apply to it again in its new bucket (a visit would see it twice, a
+      // clear would remove an entry stored after it began).
+      settle(alt);
       Bucket* a = bucket(alt);
       for (uint32_t aw = 0; aw < kWaysPerBucket; ++aw) {
         if (a->way[aw] != 0) continue;

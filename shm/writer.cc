@@ -286,6 +286,7 @@ uint64_t Writer::drop_all() {
   clears_.clear();
   clear_ids_.clear();
   clear_lengths_.clear();
+  special_ids_.clear();
   clear_completed_ = clear_latest_;
   persist_clear(false);
   return removed;

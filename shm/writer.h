@@ -162,6 +162,8 @@ class Writer {
   // The live entry of `key` holds a value Redis has (it was read from Redis):
   // adoption after a restart may keep it (kItemSynced). A later store clears it.
   void mark_synced(std::string_view key);
+  // The same lookup without counting it as a read (TTL, HAS_KEY).
+  bool peek(std::string_view key, Item* out) { return lookup(key, out, false); }
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);
@@ -193,6 +195,15 @@ class Writer {
   // with pending clears, so later writes are never lost and a cleared key is
   // never served by the writer. Returns the clear's id.
   uint64_t clear_begin(std::string_view prefix);
+  // The same for the keys matching a glob pattern (glob.h: Redis's rules).
+  uint64_t clear_begin_match(std::string_view pattern);
+  // A visit: a clear that removes nothing but calls the visitor once with
+  // each live entry matching `pattern` that is present now (wherever it
+  // moves meanwhile), before anything changes it; entries stored later are
+  // not visited. It joins the clears' pass (clear_step, clear_done,
+  // clear_take: the count visited). The visitor must not change the table.
+  uint64_t visit_begin(std::string_view pattern);
+  void set_visitor(std::function<void(uint64_t visit, const Item&)> fn) { visitor_ = std::move(fn); }
   bool clear_step(size_t max_buckets);      // true when no clear is pending
   bool clear_done(uint64_t id) const { return id <= clear_completed_; }
   // Entries a completed clear removed; its record is kept until taken once.
@@ -242,9 +253,12 @@ class Writer {
     bool found() const { return way < kWaysPerBucket; }
   };
   struct Clear {
-    uint64_t id;
-    std::string prefix;
+    uint64_t id = 0;
+    std::string prefix;  // a glob clear's or visit's: its pattern's glob_prefix
     uint64_t removed = 0;
+    std::string pattern;        // glob clears and visits
+    bool glob = false, visit = false;
+    bool special() const { return glob || visit; }
   };
   enum class Why { deleted, replaced, expired, evicted, cleared };
   struct Geometry {
@@ -316,6 +330,10 @@ class Writer {
   inline void settle_key(uint64_t h);
   void catch_up(uint32_t idx);
   void clear_bucket(uint32_t idx, Clear& c);
+  uint64_t add_clear(Clear c);
+  bool clear_matches(const Clear& c, std::string_view key) const;
+  // A visit's callback for the entry at ih (live ones only).
+  void visit_item(Clear& c, const ItemHeader* ih);
 
   WriterOptions opts_;
   std::unique_ptr<ObjectLock> lock_;
@@ -350,6 +368,9 @@ class Writer {
   };
   std::unordered_map<std::string, std::vector<uint64_t>, ViewHash, std::equal_to<>> clear_ids_;
   std::map<size_t, uint32_t> clear_lengths_;
+  // Pending glob clears and visits (ascending ids): outside the prefix index.
+  std::deque<uint64_t> special_ids_;
+  std::function<void(uint64_t, const Item&)> visitor_;
 
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0

@@ -43,7 +43,7 @@ class Call {
     const msgpack::object_array& a = reply_.get().via.array;
     const int code = a.ptr[1].type == msgpack::type::POSITIVE_INTEGER ? int(a.ptr[1].via.u64) : -1;
     if (code == 0) return std::nullopt;
-    if (code == int(Code::not_found) && (op == Op::get || op == Op::del) && !inv_.args.empty()) {
+    if (code == int(Code::not_found) && (op == Op::get || op == Op::del || op == Op::ttl) && !inv_.args.empty()) {
       fprintf(stderr, "nearcache: %s: not found\n", inv_.args[0].c_str());
       return kExitFailed;
     }
@@ -335,6 +335,60 @@ int run_top_command(const CliInvocation& inv) {
   return run_top(o);
 }
 
+// ------------------------------------------------------------------ keys, ttl
+
+void keys_flags(po::options_description& d) {
+  d.add_options()("count", po::value<uint64_t>()->default_value(1000)->value_name("N"),
+                  "keys per SCAN round trip (1-10000)");
+}
+
+// A key on one line: bytes below 0x20, 0x7f and `\` as \xHH, the rest as they are.
+std::string printable_key(std::string_view k) {
+  std::string out;
+  for (unsigned char c : k) {
+    if (c < 0x20 || c == 0x7f || c == '\\') {
+      char buf[5];
+      snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
+int run_keys(const CliInvocation& inv) {
+  const std::string& pattern = inv.args[0];
+  const uint64_t count = inv.flags["count"].as<uint64_t>();
+  if (count < 1 || count > 10000) {
+    fputs("nearcache: --count must be 1 to 10000\n", stderr);
+    return kExitUsage;
+  }
+  Call call(inv);
+  uint64_t cursor = 0;
+  do {
+    auto args = [&](auto& pk) {
+      pk.pack_uint64(cursor);
+      pack_bytes(pk, pattern);
+      pk.pack_uint64(count);
+    };
+    if (auto rc = call.ask(Op::scan, args, 3)) return *rc;
+    cursor = call.at(2).via.u64;
+    const msgpack::object& keys = call.at(3);
+    for (uint32_t i = 0; i < keys.via.array.size; ++i) printf("%s\n", printable_key(str_of(keys.via.array.ptr[i])).c_str());
+  } while (cursor != 0);
+  return kExitOk;
+}
+
+int run_ttl(const CliInvocation& inv) {
+  Call call(inv);
+  if (auto rc = call.ask_key(Op::ttl, inv.args[0])) return *rc;
+  const msgpack::object& ms = call.at(2);
+  if (ms.type == msgpack::type::NIL) printf("no expiry\n");
+  else printf("%llu ms\n", static_cast<unsigned long long>(ms.via.u64));
+  return kExitOk;
+}
+
 int run_help(const CliInvocation& inv);
 
 }  // namespace
@@ -355,6 +409,10 @@ const std::vector<CliCommand>& cli_commands() {
        hotkeys_flags, run_hotkeys},
       {"top", "", "live view, refreshed every second: rates, hit ratio, memory, Redis (q quits)", 0, 0, top_flags,
        run_top_command},
+      {"keys", "PATTERN", "list this host's keys matching a glob PATTERN (Redis's rules), one a line", 1, 1,
+       keys_flags, run_keys},
+      {"ttl", "KEY", "the time KEY has left (Redis's with a Redis tier): \"N ms\" or \"no expiry\"", 1, 1,
+       nullptr, run_ttl},
       {"help", "[COMMAND]", "print the help of nearcache or of COMMAND", 0, 1, nullptr, run_help},
   };
   return table;

@@ -183,6 +183,10 @@ const std::vector<OptionSpec>& table() {
        "Longest lease a LEASE may ask for (longer ones are clamped).", &C::max_lease_ms},
       {"max_wait_ms", OptType::count, "300000", 0, kNoMax, true,
        "Longest a LEASE waiter may wait (longer waits are clamped).", &C::max_wait_ms},
+      {"max_lock_ms", OptType::count, "3600000", 1, kNoMax, true,
+       "Longest a lock is held: the TTL of a LOCK without one (a Python lock with timeout=None), and the "
+       "bound of every lock's TTL and extension.",
+       &C::max_lock_ms},
       {"log_level", OptType::string, "info", 0, 0, true, "trace, debug, info, warn, error, critical or off.",
        &C::log_level},
       {"key_stats", OptType::boolean, "true", 0, 0, true,

@@ -39,7 +39,7 @@ struct Config {
   uint64_t max_output_bytes_total, slow_reader_timeout_ms;
   std::string allow_users, allow_groups;
   uint64_t heartbeat_interval_ms, heartbeat_grace_ms;
-  uint64_t max_lease_ms, max_wait_ms;
+  uint64_t max_lease_ms, max_wait_ms, max_lock_ms;
   std::string log_level;
   bool key_stats;
   uint64_t key_stats_prefix_depth;

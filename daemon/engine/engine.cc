@@ -70,7 +70,22 @@ const OpSpec kOpSpecs[kMaxOp + 1] = {
     {2, 2, "key, token"},                              // RELEASE
     {0, 0, "no arguments"},                            // STATUS
     {0, 0, "no arguments (the region's fd in SCM_RIGHTS)"},  // HITS
+    {1, 1, "key"},                                     // TTL
+    {3, 4, "key, value, ttl [, flags]"},               // REPLACE
+    {3, 3, "cursor, pattern, count"},                  // SCAN
+    {1, 1, "pattern"},                                 // DELETE_PATTERN
+    {3, 3, "key, token, ttl"},                         // LOCK
+    {2, 2, "key, token"},                              // UNLOCK
+    {4, 4, "key, token, ms, replace"},                 // LOCK_EXTEND
+    {1, 1, "key"},                                     // LOCK_QUERY
 };
+
+// SCAN: keys per reply at most (a reply stays under count * key_limit), and
+// scans in progress per connection.
+constexpr uint64_t kMaxScanCount = 10000;
+constexpr size_t kMaxScansPerSession = 16;
+// The work of visits per loop turn when no CLEAR shares the pass.
+constexpr uint64_t kScanSliceUs = 1000;
 
 }  // namespace
 
@@ -162,9 +177,13 @@ Engine::Engine(shm::Writer* writer, const Config& cfg, EngineHooks hooks)
     view_ = std::make_unique<shm::TableView>(*view_reader_);
   else
     spdlog::warn("key_stats: cannot read the table ({}): shared-memory hits are not attributed to keys", why);
+  w_->set_visitor([this](uint64_t visit, const shm::Item& it) {
+    auto sc = scans_.find(visit);
+    if (sc != scans_.end()) sc->second.keys.emplace_back(it.key);
+  });
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() { w_->set_visitor(nullptr); }
 
 void Engine::configure(const Config& cfg) {
   // The reloadable rows only; the rest is fixed by the segment or the socket.
@@ -187,6 +206,16 @@ void Engine::detach(Session* s) {
     w_->set_reader_processes(uint32_t(regions_.size()));
   }
   if (s->outstanding) cancel_waits(s->id);
+  for (auto it = scans_.begin(); it != scans_.end();) {
+    if (it->second.session != s->id) {
+      if (it->second.asker == s->id) it->second.waiting = false;  // nobody to answer; the scan goes on
+      ++it;
+      continue;
+    }
+    if (w_->clear_done(it->first)) w_->clear_take(it->first);
+    else orphan_visits_.push_back(it->first);
+    it = scans_.erase(it);
+  }
   std::vector<Leases::Event> ev;
   leases_.drop_conn(s->id, now_ms(), &ev);
   apply_events(ev);
@@ -320,8 +349,16 @@ void Engine::execute(Session* s, uint32_t op, uint64_t id, Args& a) {
     case Op::ping: return reply::ok(s->out, id);
     case Op::get: return op_get(s, id, a);
     case Op::get_many: return op_get_many(s, id, a);
-    case Op::set: return op_store(s, id, a, false);
-    case Op::add: return op_store(s, id, a, true);
+    case Op::set: return op_store(s, id, a, StoreIf::always);
+    case Op::add: return op_store(s, id, a, StoreIf::absent);
+    case Op::replace: return op_store(s, id, a, StoreIf::present);
+    case Op::ttl: return op_ttl(s, id, a);
+    case Op::scan: return op_scan(s, id, a);
+    case Op::delete_pattern: return op_delete_pattern(s, id, a);
+    case Op::lock: return op_lock(s, id, a, redis::LockOp::acquire);
+    case Op::unlock: return op_lock(s, id, a, redis::LockOp::release);
+    case Op::lock_extend: return op_lock(s, id, a, redis::LockOp::extend);
+    case Op::lock_query: return op_lock(s, id, a, redis::LockOp::query);
     case Op::set_many: return op_set_many(s, id, a);
     case Op::del: return op_delete(s, id, a);
     case Op::delete_many: return op_delete_many(s, id, a);
@@ -432,30 +469,36 @@ void Engine::op_get_many(Session* s, uint64_t id, Args& a) {
   if (!fits) get_many_too_large(s);
 }
 
-void Engine::op_store(Session* s, uint64_t id, Args& a, bool add) {
+void Engine::op_store(Session* s, uint64_t id, Args& a, StoreIf when) {
   std::string_view key, value;
   uint64_t expiry;
   uint8_t flags = 0;
-  if (!a.key(0, &key) || !a.value(1, &value, !add) || !expiry_arg(s, id, a, 2, &expiry)) return;
+  if (!a.key(0, &key) || !a.value(1, &value, when == StoreIf::always) || !expiry_arg(s, id, a, 2, &expiry))
+    return;
   if (a.n > 3 && !a.flags_of(a.v[3], &flags)) return;
-  if (!add && value.size() > cfg_.value_limit) {  // within set_value_limit: Redis only
+  if (when == StoreIf::always && value.size() > cfg_.value_limit) {  // within set_value_limit: Redis only
     store_redis_only(key, value, flags, expiry);
     return reply::ok(s->out, id);
   }
-  if (add && tier_) {
+  if (when != StoreIf::always && tier_) {
     auto d = std::make_shared<Decided>();
-    d->kind = WaitKind::add;
+    d->kind = when == StoreIf::absent ? WaitKind::add : WaitKind::replace;
     d->key = key, d->value = value, d->flags = flags, d->expiry = expiry;
     return decide_in_redis(s, id, d);
   }
-  if (add) {
+  if (when == StoreIf::absent) {
     add_local(s, id, key, value, flags, expiry);
     return;
   }
+  if (when == StoreIf::present) return replace_local(s, id, key, value, flags, expiry);
   const shm::Status st = w_->set(key, value, flags, expiry);
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, refused(st));
   reply::ok(s->out, id);
+  stored(key, value, flags, expiry);
+}
+
+void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
   waits_.wrote(key);
   queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
@@ -486,10 +529,36 @@ bool Engine::add_local(Session* s, uint64_t id, std::string_view key, std::strin
     return false;
   }
   reply::ok(s->out, id);
-  waits_.wrote(key);
-  queue_store(key, value, flags, expiry);
-  after_store(key, value, flags, expiry);
+  stored(key, value, flags, expiry);
   return true;
+}
+
+void Engine::replace_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                           uint64_t expiry) {
+  if (!w_->contains(key)) return reply::status(s->out, id, Code::not_found);
+  const shm::Status st = w_->set(key, value, flags, expiry);
+  if (st != shm::Status::ok) return error(s, &id, Code::bad_args, refused(st));
+  reply::ok(s->out, id);
+  stored(key, value, flags, expiry);
+}
+
+void Engine::op_ttl(Session* s, uint64_t id, Args& a) {
+  std::string_view key;
+  if (!a.key(0, &key)) return;
+  if (tier_) {  // Redis's TTL: the local one may be bounded by redis_local_ttl_max_ms
+    auto d = std::make_shared<Decided>();
+    d->kind = WaitKind::ttl;
+    d->key = key;
+    return decide_in_redis(s, id, d);
+  }
+  ttl_local(s, id, key);
+}
+
+void Engine::ttl_local(Session* s, uint64_t id, std::string_view key) {
+  shm::Item it;
+  if (suspended_ || !w_->peek(key, &it)) return reply::status(s->out, id, Code::not_found);
+  const uint64_t now = now_ms();
+  reply::remaining(s->out, id, it.expiry_ms != 0, it.expiry_ms > now ? it.expiry_ms - now : 0);
 }
 
 void Engine::op_set_many(Session* s, uint64_t id, Args& a) {
@@ -634,6 +703,7 @@ void Engine::op_clear(Session* s, uint64_t id, Args& a) {
     const uint64_t removed = w_->drop_all();
     waits_.wrote_all();
     if (tier_) tier_->clear(prefix);
+    finish_scans();  // visits in progress are complete: nothing is left to see
     spdlog::debug("conn {}: CLEAR of everything: {} entries", s->id, removed);
     return reply::count(s->out, id, removed);
   }
@@ -648,23 +718,124 @@ void Engine::op_clear(Session* s, uint64_t id, Args& a) {
   const uint64_t cid = w_->clear_begin(prefix);
   waits_.wrote_all();
   if (tier_) tier_->clear(prefix);  // SCAN + UNLINK under redis_prefix + prefix, write-behind
-  pending_clears_.push_back({s->id, id, cid});
-  s->outstanding++;
   spdlog::debug("conn {}: CLEAR started (prefix of {} bytes)", s->id, prefix.size());
-  // A small table clears within this turn, from the first-slice budget all
-  // CLEARs share until the loop's next clear_work(); a large one, or one that
-  // finds the budget spent, continues from the loop.
+  start_clear(s, id, cid);
+}
+
+void Engine::op_delete_pattern(Session* s, uint64_t id, Args& a) {
+  std::string_view pattern;
+  if (!a.bytes(a.v[0], &pattern, "pattern")) return;
+  if (pending_clears_.size() >= kMaxPendingClears)
+    return error(s, &id, Code::too_many_requests,
+                 std::to_string(kMaxPendingClears) + " CLEARs are already in progress");
+  // A CLEAR of the keys matching the pattern: the same pass, the same guarantees.
+  const uint64_t cid = w_->clear_begin_match(pattern);
+  waits_.wrote_all();
+  if (tier_) tier_->clear_match(pattern);  // SCAN MATCH redis_prefix + pattern + UNLINK, write-behind
+  spdlog::debug("conn {}: DELETE_PATTERN started (pattern of {} bytes)", s->id, pattern.size());
+  start_clear(s, id, cid);
+}
+
+void Engine::start_clear(Session* s, uint64_t id, uint64_t clear_id) {
+  pending_clears_.push_back({s->id, id, clear_id});
+  s->outstanding++;
+  first_slice();
+}
+
+void Engine::first_slice() {
+  // A small table clears (or is scanned) within this turn, from the
+  // first-slice budget all CLEARs and SCANs share until the loop's next
+  // clear_work(); a large one, or one that finds the budget spent, continues
+  // from the loop.
   if (clear_first_slice_left_us_ > 0) {
     clear_first_slice_left_us_ -= std::min(clear_first_slice_left_us_, clear_slice(clear_first_slice_left_us_));
-    if (pending_clears_.empty()) return;
+    if (!clears_pending()) return;
   }
   if (hooks_.work_pending) hooks_.work_pending();
+}
+
+void Engine::op_scan(Session* s, uint64_t id, Args& a) {
+  uint64_t cursor, count;
+  std::string_view pattern;
+  if (!a.u64(0, &cursor, "cursor") || !a.bytes(a.v[1], &pattern, "pattern") || !a.u64(2, &count, "count")) return;
+  if (pattern.size() > cfg_.key_limit)
+    return (void)a.over_limit(Code::key_too_long, "pattern", pattern.size(), cfg_.key_limit);
+  if (cursor == 0) {
+    size_t mine = 0;
+    for (const auto& [c, sc] : scans_) mine += sc.session == s->id;
+    if (mine >= kMaxScansPerSession)
+      return error(s, &id, Code::too_many_requests,
+                   std::to_string(kMaxScansPerSession) + " SCANs are in progress on this connection");
+    cursor = w_->visit_begin(pattern);  // visits every entry present now that matches
+    scans_[cursor].session = s->id;
+  } else {
+    auto it = scans_.find(cursor);
+    // Any connection may go on with a cursor (a client's pool hands out
+    // another one); the scan ends when the connection that began it closes.
+    if (it == scans_.end()) return reply::status(s->out, id, Code::not_found);
+    if (it->second.waiting)
+      return error(s, &id, Code::bad_args, "a SCAN of cursor " + std::to_string(cursor) + " is already waiting");
+    if (count == 0) {  // the client ends the scan early
+      if (w_->clear_done(cursor)) w_->clear_take(cursor);
+      else orphan_visits_.push_back(cursor);
+      scans_.erase(it);
+      return reply::scan(s->out, id, 0, {}, 0);
+    }
+  }
+  Scan& sc = scans_[cursor];
+  sc.waiting = true;
+  sc.asker = s->id;
+  sc.req = id;
+  sc.count = uint32_t(std::clamp<uint64_t>(count, 1, kMaxScanCount));
+  s->outstanding++;
+  if (answer_scan(cursor)) return;
+  first_slice();
+}
+
+bool Engine::answer_scan(uint64_t cursor) {
+  auto it = scans_.find(cursor);
+  if (it == scans_.end() || !it->second.waiting) return false;
+  Scan& sc = it->second;
+  const bool done = w_->clear_done(cursor);
+  if (!done && sc.keys.size() < sc.count) return false;
+  const size_t n = std::min<size_t>(sc.count, sc.keys.size());
+  const bool finished = done && n == sc.keys.size();
+  if (Session* t = session(sc.asker)) {
+    reply::scan(t->out, sc.req, finished ? 0 : cursor, sc.keys, n);
+    t->outstanding--;
+    mark_dirty(t);
+  }
+  sc.keys.erase(sc.keys.begin(), sc.keys.begin() + ptrdiff_t(n));
+  sc.waiting = false;
+  if (finished) {
+    w_->clear_take(cursor);
+    scans_.erase(it);
+  }
+  return true;
+}
+
+void Engine::finish_scans() {
+  for (auto it = scans_.begin(); it != scans_.end();) {
+    const uint64_t cursor = it->first;
+    ++it;  // answer_scan may erase this one
+    answer_scan(cursor);
+  }
+  std::erase_if(orphan_visits_, [this](uint64_t v) { return w_->clear_done(v) && (w_->clear_take(v), true); });
+}
+
+bool Engine::visits_running() const {
+  for (const auto& [cursor, sc] : scans_)
+    if (!w_->clear_done(cursor)) return true;
+  for (uint64_t v : orphan_visits_)
+    if (!w_->clear_done(v)) return true;
+  return false;
 }
 
 bool Engine::clear_work(uint64_t budget_us) {
   clear_first_slice_left_us_ = clear_first_slice_us_;  // a new loop turn
   if (!pending_clears_.empty()) clear_slice(budget_us);
-  return pending_clears_.empty();
+  else if (visits_running()) clear_slice(std::min(budget_us, kScanSliceUs));  // SCANs alone: about 1 ms a turn
+  return !clears_pending();
 }
 
 uint64_t Engine::clear_slice(uint64_t budget_us) {
@@ -681,6 +852,7 @@ uint64_t Engine::clear_slice(uint64_t budget_us) {
     used = slice_clock_() - t0;
   } while (!done && used < budget_us);
   finish_clears();
+  finish_scans();
   return used;
 }
 
@@ -699,6 +871,49 @@ void Engine::finish_clears() {
     }
     it = pending_clears_.erase(it);
   }
+}
+
+// ---------------------------------------------------------------- locks
+
+void Engine::op_lock(Session* s, uint64_t id, Args& a, redis::LockOp op) {
+  auto d = std::make_shared<Decided>();
+  d->kind = WaitKind::lock;
+  d->lock_op = op;
+  std::string_view key, token;
+  if (!a.key(0, &key)) return;
+  if (op != redis::LockOp::query && !a.bytes(a.v[1], &token, "token")) return;
+  uint64_t ms = cfg_.max_lock_ms;
+  if (op == redis::LockOp::acquire && a.v[2].type != msgpack::type::NIL && !a.u64(2, &ms, "ttl")) return;
+  if (op == redis::LockOp::extend) {
+    if (!a.u64(2, &ms, "ms")) return;
+    if (a.v[3].type != msgpack::type::BOOLEAN) return (void)a.bad("replace must be a boolean");
+    if (a.v[3].via.boolean) d->lock_op = redis::LockOp::extend_replace;
+  }
+  d->key = key, d->value = token, d->lease_ms = std::clamp<uint64_t>(ms, 1, cfg_.max_lock_ms);
+  // With Redis, only Redis decides (never this host, whatever redis_down says).
+  if (tier_) return decide_in_redis(s, id, d);
+  lock_local(s, id, *d);
+}
+
+void Engine::lock_local(Session* s, uint64_t id, const Decided& d) {
+  const uint64_t now = now_ms();
+  bool ok = false;
+  switch (d.lock_op) {
+    case redis::LockOp::acquire:
+      if (locks_.acquire(d.key, d.value, now + d.lease_ms, now)) return reply::ok(s->out, id);
+      return reply::status(s->out, id, Code::exists);
+    case redis::LockOp::release: ok = locks_.release(d.key, d.value, now); break;
+    case redis::LockOp::query: {
+      std::string token;
+      uint64_t expiry;
+      if (locks_.query(d.key, now, &token, &expiry)) return reply::lock_holder(s->out, id, token, expiry - now);
+      break;
+    }
+    default:
+      ok = locks_.extend(d.key, d.value, d.lease_ms, d.lock_op == redis::LockOp::extend_replace,
+                         now + cfg_.max_lock_ms, now);
+  }
+  reply::status(s->out, id, ok ? Code::ok : Code::not_found);
 }
 
 void Engine::op_lease(Session* s, uint64_t id, Args& a) {
@@ -800,6 +1015,7 @@ void Engine::begin_shutdown() {
   while (!w_->clear_step(1 << 16)) {
   }
   finish_clears();
+  finish_scans();
   cancel_waits(0);  // every Redis wait: SHUTTING_DOWN
   std::vector<Leases::Waiter> ws;
   std::vector<std::pair<std::string, uint64_t>> held;

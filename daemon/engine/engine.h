@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "engine/hit_window.h"
 #include "engine/key_stats.h"
 #include "engine/leases.h"
+#include "engine/locks.h"
 #include "engine/redis_waits.h"
 #include "protocol/metrics.h"
 #include "config/options.h"
@@ -99,7 +101,8 @@ class Engine {
   // once (one pass over the table serves them all) for at most `budget_us`,
   // and refills the first-slice budget. True when no clear is pending.
   bool clear_work(uint64_t budget_us);
-  bool clears_pending() const { return !pending_clears_.empty(); }
+  // CLEARs and SCANs share the pass (a SCAN is a visit: shm/writer.h).
+  bool clears_pending() const { return !pending_clears_.empty() || visits_running(); }
   // Work CLEARs may do at once, before the loop's next clear_work(), so that a
   // small table clears within the turn (0: none). Shared by every CLEAR
   // received until then: a write of 256 CLEARs gets it once, not 256 times.
@@ -132,13 +135,24 @@ class Engine {
   struct PendingClear {
     uint64_t session, req, clear_id;
   };
+  // A SCAN in progress (its cursor is its visit's id): the keys the visit
+  // found and no SCAN returned yet, and the request waiting for them.
+  struct Scan {
+    uint64_t session = 0;           // the connection that began it (its scans end with it)
+    uint64_t asker = 0, req = 0;    // the request waiting for keys
+    uint32_t count = 0;
+    bool waiting = false;
+    std::deque<std::string> keys;
+  };
 
   void dispatch(Session* s, const unsigned char* frame, size_t len);
   void execute(Session* s, uint32_t op, uint64_t id, Args& a);
   void op_hello(Session* s, uint64_t id, Args& a);
   void op_get(Session* s, uint64_t id, Args& a);
   void op_get_many(Session* s, uint64_t id, Args& a);
-  void op_store(Session* s, uint64_t id, Args& a, bool add);
+  enum class StoreIf { always, absent, present };  // SET, ADD, REPLACE
+  void op_store(Session* s, uint64_t id, Args& a, StoreIf when);
+  void op_ttl(Session* s, uint64_t id, Args& a);
   void op_set_many(Session* s, uint64_t id, Args& a);
   void op_delete(Session* s, uint64_t id, Args& a);
   void op_delete_many(Session* s, uint64_t id, Args& a);
@@ -146,7 +160,21 @@ class Engine {
   void op_incr(Session* s, uint64_t id, Args& a, bool decr);
   void op_has_key(Session* s, uint64_t id, Args& a);
   void op_clear(Session* s, uint64_t id, Args& a);
+  void op_delete_pattern(Session* s, uint64_t id, Args& a);
+  void op_scan(Session* s, uint64_t id, Args& a);
+  // A clear the table began (clear_id): answered when complete.
+  void start_clear(Session* s, uint64_t id, uint64_t clear_id);
+  // Runs the first slice (shared budget) of the clears and visits, and asks the loop for more.
+  void first_slice();
+  // Answers the scan's waiting request if it has `count` keys or is complete.
+  bool answer_scan(uint64_t cursor);
+  void finish_scans();
+  bool visits_running() const;
   void op_lease(Session* s, uint64_t id, Args& a);
+  void op_lock(Session* s, uint64_t id, Args& a, redis::LockOp op);
+  void lock_local(Session* s, uint64_t id, const Decided& d);
+  // A lock Redis answered (on_atomic).
+  void lock_answered(Session* s, uint64_t id, const Decided& d, const redis::AtomicResult& r);
   void op_release(Session* s, uint64_t id, Args& a);
   void op_status(Session* s, uint64_t id, Args& a);
   void op_hits(Session* s, uint64_t id, Args& a);
@@ -180,6 +208,12 @@ class Engine {
   void incr_local(Session* s, uint64_t id, std::string_view key, int64_t delta, bool decr);
   bool add_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
                  uint64_t expiry);
+  void replace_local(Session* s, uint64_t id, std::string_view key, std::string_view value, uint8_t flags,
+                     uint64_t expiry);
+  void ttl_local(Session* s, uint64_t id, std::string_view key);
+  // The local table's part of a store that succeeded: write tracking, the
+  // queue for Redis, lease waiters.
+  void stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
 
   // ---- the Redis tier (engine_redis.cc); the waits and write tracking are
   // waits_ (redis_waits.h)
@@ -208,7 +242,7 @@ class Engine {
                  const redis::Fetched* hit);
   void get_many_redis(Session* s, uint64_t id, const msgpack::object_array& keys);
   void reply_many(Session* s, uint64_t id, const ManyResults& r);
-  // ADD, INCR/DECR, LEASE: sent to Redis (waits_.start), answered in
+  // ADD, REPLACE, INCR/DECR, TTL, LEASE: sent to Redis (waits_.start), answered in
   // on_atomic/on_lease, or decided by atomic_down when Redis cannot take it.
   void decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Decided>& d);
   void on_atomic(uint64_t wid, const std::shared_ptr<Decided>& d, const redis::AtomicResult& r);
@@ -225,7 +259,10 @@ class Engine {
   std::function<int(Session*)> take_fd_;
   std::unordered_map<uint64_t, Session*> sessions_;
   Leases leases_;
+  Locks locks_;  // without a Redis tier
   std::vector<PendingClear> pending_clears_;
+  std::map<uint64_t, Scan> scans_;           // by cursor
+  std::vector<uint64_t> orphan_visits_;      // of closed sessions' scans: taken when done
   struct Decoder;
   std::unique_ptr<Decoder> dec_;
   ServerCounters counters_;

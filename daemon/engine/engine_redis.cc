@@ -3,7 +3,7 @@
 //
 //   - local misses (GET, GET_MANY, HAS_KEY, TOUCH) read through Redis;
 //   - local writes are queued for Redis after they are applied (queue_store);
-//   - ADD, INCR/DECR and LEASE are decided in Redis (decide_in_redis), then
+//   - ADD, REPLACE, INCR/DECR, TTL and LEASE are decided in Redis (decide_in_redis), then
 //     applied here (on_atomic, on_lease);
 //   - the tier's table hooks (install, drop, drop_all) act on the table;
 //   - no client waits for Redis longer than redis_wait_ms: at that deadline a
@@ -44,7 +44,10 @@ void Engine::expire_waits(uint64_t now) {
       case WaitKind::touch: reply::status(t->out, w->req, Code::not_found); break;
       case WaitKind::get_many: reply_many(t, w->req, w->many->results); break;
       case WaitKind::add:
+      case WaitKind::replace:
       case WaitKind::incr:
+      case WaitKind::ttl:
+      case WaitKind::lock:
       case WaitKind::lease: atomic_down(t, w->req, *w->ctx, why); break;
       case WaitKind::lease_poll: lease_timeout(t, w->req); break;
     }
@@ -163,6 +166,7 @@ void Engine::drop_all(const char* why) {
   const uint64_t removed = w_->drop_all();
   waits_.wrote_all();
   finish_clears();  // client CLEARs pending behind it are complete too
+  finish_scans();   // and SCANs: the entries they had not seen are gone
   spdlog::info("redis: {}: dropped this host's table ({} entries, {:.3f} ms)", why, removed,
                double(mono_us() - t0) / 1000.0);
 }
@@ -276,6 +280,10 @@ void Engine::decide_in_redis(Session* s, uint64_t id, const std::shared_ptr<Deci
   const auto send = [this, &d](redis::AtomicFn cb) {
     switch (d->kind) {
       case WaitKind::add: return tier_->add(d->key, d->value, d->flags, d->expiry, std::move(cb));
+      case WaitKind::replace: return tier_->replace(d->key, d->value, d->flags, d->expiry, std::move(cb));
+      case WaitKind::ttl: return tier_->pttl(d->key, std::move(cb));
+      case WaitKind::lock:
+        return tier_->lock(d->lock_op, d->key, d->value, d->lease_ms, cfg_.max_lock_ms, std::move(cb));
       case WaitKind::incr:
         return tier_->incr(d->key, d->decr ? -static_cast<__int128>(d->delta) : static_cast<__int128>(d->delta),
                            std::move(cb));
@@ -296,7 +304,26 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   Session* t = w ? session(w->session) : nullptr;
   const uint64_t req = w ? w->req : 0;
   const std::string& key = ctx->key;
-  if (ctx->kind == WaitKind::add) {
+  if (ctx->kind == WaitKind::lock) {
+    if (t) lock_answered(t, req, *ctx, r);
+  } else if (ctx->kind == WaitKind::ttl) {
+    if (t && r.kind == Kind::ok) {
+      if (r.number == -2) reply::status(t->out, req, Code::not_found);
+      else reply::remaining(t->out, req, r.number >= 0, uint64_t(std::max<int64_t>(r.number, 0)));
+    } else if (t) {
+      atomic_down(t, req, *ctx, r.error);
+    }
+  } else if (ctx->kind == WaitKind::replace) {
+    if (r.kind == Kind::ok) {
+      if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
+      if (t) reply::ok(t->out, req);
+    } else if (r.kind == Kind::not_found) {
+      if (unchanged) drop(key);  // Redis has no such key: neither may this host
+      if (t) reply::status(t->out, req, Code::not_found);
+    } else if (t) {
+      atomic_down(t, req, *ctx, r.error);
+    }
+  } else if (ctx->kind == WaitKind::add) {
     if (r.kind == Kind::ok) {
       if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
       if (t) reply::ok(t->out, req);
@@ -329,9 +356,26 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   if (t) mark_dirty(t);
 }
 
+void Engine::lock_answered(Session* s, uint64_t id, const Decided& d, const redis::AtomicResult& r) {
+  switch (r.kind) {
+    case Kind::ok:
+      if (d.lock_op != redis::LockOp::query) return reply::ok(s->out, id);
+      return reply::lock_holder(s->out, id, r.value, uint64_t(std::max<int64_t>(r.number, 0)));
+    case Kind::exists: return reply::status(s->out, id, Code::exists);
+    case Kind::not_found: return reply::status(s->out, id, Code::not_found);
+    default: atomic_down(s, id, d, r.error);
+  }
+}
+
 void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std::string& why) {
-  const char* op =
-      ctx.kind == WaitKind::add ? "ADD" : ctx.kind == WaitKind::incr ? (ctx.decr ? "DECR" : "INCR") : "LEASE";
+  if (ctx.kind == WaitKind::lock)  // never granted, released or extended by this host alone
+    return error(s, &id, Code::unavailable,
+                 "locks are decided in Redis, which did not decide this one (" + why + "), whatever redis_down says");
+  const char* op = ctx.kind == WaitKind::add       ? "ADD"
+                   : ctx.kind == WaitKind::replace ? "REPLACE"
+                   : ctx.kind == WaitKind::ttl     ? "TTL"
+                   : ctx.kind == WaitKind::incr    ? (ctx.decr ? "DECR" : "INCR")
+                                                   : "LEASE";
   if (tier_->down_policy() == redis::DownPolicy::error)
     return error(s, &id, Code::unavailable,
                  std::string(op) + " is decided in Redis, which did not decide it (" + why + "); redis_down = error");
@@ -339,6 +383,8 @@ void Engine::atomic_down(Session* s, uint64_t id, const Decided& ctx, const std:
   tier_->note_local_decision();
   switch (ctx.kind) {
     case WaitKind::add: add_local(s, id, ctx.key, ctx.value, ctx.flags, ctx.expiry); break;
+    case WaitKind::replace: replace_local(s, id, ctx.key, ctx.value, ctx.flags, ctx.expiry); break;
+    case WaitKind::ttl: ttl_local(s, id, ctx.key); break;  // bounded by redis_local_ttl_max_ms
     case WaitKind::incr: incr_local(s, id, ctx.key, ctx.delta, ctx.decr); break;
     default: lease_local(s, id, ctx.key, ctx.lease_ms, ctx.wait_left(now_ms()));
   }

@@ -21,7 +21,8 @@ RedisWait* RedisWaits::open(Session* s, uint64_t req, WaitKind kind, uint64_t de
   // later requests back (reads need not: a read that waits on Redis comes
   // first in the connection's order, and a later write cannot change what it
   // answers for the key it asked).
-  if (kind == WaitKind::touch || kind == WaitKind::add || kind == WaitKind::incr || kind == WaitKind::lease)
+  if (kind == WaitKind::touch || kind == WaitKind::add || kind == WaitKind::incr || kind == WaitKind::lease ||
+      kind == WaitKind::replace || kind == WaitKind::ttl || kind == WaitKind::lock)
     s->blocked = p->id;
   if (hooks_.deadlines_changed) hooks_.deadlines_changed();
   return p;

@@ -32,14 +32,14 @@
 
 namespace nearcache::daemon {
 
-enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll };
+enum class WaitKind { get, has_key, get_many, touch, add, incr, lease, lease_poll, replace, ttl, lock };
 
 // Where a key's local writes stood when an operation on it was sent.
 struct WriteSnap {
   uint64_t writes = 0, epoch = 0;
 };
 
-// An ADD, INCR/DECR or LEASE decided in Redis: what its answer needs, also
+// An ADD, REPLACE, INCR/DECR, TTL or LEASE decided in Redis: what its answer needs, also
 // when its client is gone or was answered without Redis (the answer still
 // applies the outcome to the table, or gives back a lease nobody took).
 struct Decided {
@@ -50,6 +50,7 @@ struct Decided {
   int64_t delta = 0;
   bool decr = false;
   uint64_t token = 0, lease_ms = 0, wait_deadline = 0;
+  redis::LockOp lock_op = redis::LockOp::acquire;  // lock: value is the holder's token, lease_ms the TTL
   WriteSnap snap;
   bool tracked = false;  // snap is registered (RedisWaits::track) until settled
   // LEASE: what is left of its wait_ms (for a local decision).

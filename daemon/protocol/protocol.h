@@ -30,8 +30,16 @@ enum class Op : uint32_t {
   release = 16,
   status = 17,
   hits = 18,  // registers the connection's hit region (the fd in SCM_RIGHTS)
+  ttl = 19,
+  replace = 20,
+  scan = 21,
+  delete_pattern = 22,
+  lock = 23,
+  unlock = 24,
+  lock_extend = 25,
+  lock_query = 26,
 };
-inline constexpr uint32_t kMaxOp = 18;
+inline constexpr uint32_t kMaxOp = 26;
 
 enum class Code : uint8_t {
   ok = 0,
@@ -58,7 +66,8 @@ inline const char* op_name(uint32_t op) {
   static const char* const names[] = {"?",     "HELLO",       "PING",  "GET",     "GET_MANY", "SET",
                                       "ADD",   "SET_MANY",    "DELETE", "DELETE_MANY", "TOUCH", "INCR",
                                       "DECR",  "HAS_KEY",     "CLEAR", "LEASE",   "RELEASE",  "STATUS",
-                                      "HITS"};
+                                      "HITS",  "TTL",         "REPLACE", "SCAN",   "DELETE_PATTERN",
+                                      "LOCK",  "UNLOCK",      "LOCK_EXTEND", "LOCK_QUERY"};
   return op <= kMaxOp ? names[op] : "?";
 }
 

@@ -15,6 +15,28 @@ void number(OutBuffer& out, uint64_t id, int64_t n) {
   pk.pack_int64(n);
 }
 
+void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 1);
+  if (expires) pk.pack_uint64(ms);
+  else pk.pack_nil();
+}
+
+void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<std::string>& keys, size_t n) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 2);
+  pk.pack_uint64(next_cursor);
+  pk.pack_array(uint32_t(n));
+  for (size_t i = 0; i < n; ++i) pack_bytes(pk, keys[i]);
+}
+
+void lock_holder(OutBuffer& out, uint64_t id, std::string_view token, uint64_t ttl_ms) {
+  Packer pk(out);
+  header(pk, id, Code::ok, 2);
+  pack_bytes(pk, token);
+  pk.pack_uint64(ttl_ms);
+}
+
 void leased(OutBuffer& out, uint64_t id, uint64_t token) {
   Packer pk(out);
   header(pk, id, Code::leased, 1);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,12 @@ inline void ok(OutBuffer& out, uint64_t id) { status(out, id, Code::ok); }
 void count(OutBuffer& out, uint64_t id, uint64_t n);
 // [id, OK, n]: INCR/DECR's result.
 void number(OutBuffer& out, uint64_t id, int64_t n);
+// [id, OK, ms | nil]: TTL's remaining lifetime (nil: no expiry).
+void remaining(OutBuffer& out, uint64_t id, bool expires, uint64_t ms);
+// SCAN: [id, OK, next_cursor, [key, ...]] with the first n of `keys`.
+void scan(OutBuffer& out, uint64_t id, uint64_t next_cursor, const std::deque<std::string>& keys, size_t n);
+// LOCK_QUERY: [id, OK, token, ttl_ms]
+void lock_holder(OutBuffer& out, uint64_t id, std::string_view token, uint64_t ttl_ms);
 // [id, LEASED, token]
 void leased(OutBuffer& out, uint64_t id, uint64_t token);
 // GET (protocol 2) and LEASE: [id, OK, value, flags, ttl_ms | nil] with the TTL

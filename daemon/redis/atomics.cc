@@ -3,6 +3,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -77,33 +78,54 @@ bool Atomics::run(std::string_view key, std::function<void()> send, AtomicFn* cb
 }
 
 bool Atomics::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  if (!store_if("NX", key, value, flags, expiry_ms, std::move(cb))) return false;
+  st_.adds_total++;
+  return true;
+}
+
+bool Atomics::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                      AtomicFn cb) {
+  if (!store_if("XX", key, value, flags, expiry_ms, std::move(cb))) return false;
+  st_.replaces_total++;
+  return true;
+}
+
+// NX: ok = stored, exists = present (an expired TTL: EXISTS, nothing stored).
+// XX: ok = stored, not_found = absent (an expired TTL: DEL, ok if it existed).
+bool Atomics::store_if(const char* cond, std::string_view key, std::string_view value, uint8_t flags,
+                       uint64_t expiry_ms, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const bool nx = cond[0] == 'N';
   const std::string rk = cfg_.prefix + std::string(key), v = encode_value(value, flags, cfg_.value_format);
-  auto send = [this, rk, v, expiry_ms, done] {
-    auto on = [this, done](const Reply& r) {
+  const std::string counter = slot_counter_key(cfg_.prefix, key_slot(rk));
+  auto send = [this, rk, v, counter, expiry_ms, done, nx, cond] {
+    const AtomicResult::Kind refused = nx ? AtomicResult::Kind::exists : AtomicResult::Kind::not_found;
+    auto on = [this, done, nx, refused](const Reply& r) {
       AtomicResult out;
       if (r.is_error()) {
         st_.errors_total++;
-        out = unavailable("ADD: " + r.error());
-      } else if (r.r->type == REDIS_REPLY_INTEGER) {  // EXISTS
-        out.kind = r.r->integer ? AtomicResult::Kind::exists : AtomicResult::Kind::ok;
+        out = unavailable(std::string(nx ? "ADD: " : "REPLACE: ") + r.error());
+      } else if (r.r->type == REDIS_REPLY_INTEGER) {  // EXISTS (NX), DEL (XX)
+        out.kind = (r.r->integer != 0) == nx ? refused : AtomicResult::Kind::ok;
       } else {
-        out.kind = r.r->type == REDIS_REPLY_NIL ? AtomicResult::Kind::exists : AtomicResult::Kind::ok;
+        out.kind = r.r->type == REDIS_REPLY_NIL ? refused : AtomicResult::Kind::ok;
       }
       (*done)(out);
     };
-    // SET NX and the slot counter's bump in one transaction (slots.h); the
-    // reply of interest is the SET's, the first of EXEC's.
+    // The write and the slot counter's bump in one transaction (slots.h); the
+    // reply of interest is the first of EXEC's.
     const uint64_t now = mono_ms();
-    if (expiry_ms && expiry_ms <= now) {
+    const bool expired = expiry_ms && expiry_ms <= now;
+    if (expired && nx) {
       if (!link_->command({"EXISTS", rk}, on)) (*done)(unavailable("Redis is not connected"));
       return;
     }
     if (!link_->command({"MULTI"}, [](const Reply&) {})) return (*done)(unavailable("Redis is not connected"));
-    if (expiry_ms) link_->command({"SET", rk, v, "NX", "PX", std::to_string(expiry_ms - now)}, [](const Reply&) {});
-    else link_->command({"SET", rk, v, "NX"}, [](const Reply&) {});
-    link_->command({"INCR", slot_counter_key(cfg_.prefix, key_slot(rk))}, [](const Reply&) {});
+    if (expired) link_->command({"DEL", rk}, [](const Reply&) {});
+    else if (expiry_ms) link_->command({"SET", rk, v, cond, "PX", std::to_string(expiry_ms - now)}, [](const Reply&) {});
+    else link_->command({"SET", rk, v, cond}, [](const Reply&) {});
+    link_->command({"INCR", counter}, [](const Reply&) {});
     link_->command({"EXEC"}, [on](const Reply& r) {
       if (r.is_error() || r.r->type != REDIS_REPLY_ARRAY || r.r->elements < 1) {
         Reply e = r;
@@ -115,8 +137,95 @@ bool Atomics::add(std::string_view key, std::string_view value, uint8_t flags, u
       on(first);
     });
   };
+  return run(key, std::move(send), &relay);
+}
+
+namespace {
+
+const char* kUnlock = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+// ARGV: token, ms, replace ('1'), max ms. 0: not the holder's; 1: extended.
+const char* kExtend =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "local t = redis.call('PTTL', KEYS[1]) if t < 0 then t = 0 end "
+    "local n = tonumber(ARGV[2]) if ARGV[3] ~= '1' then n = n + t end "
+    "redis.call('PEXPIRE', KEYS[1], math.min(n, tonumber(ARGV[4]))) return 1";
+const char* kQuery =
+    "local v = redis.call('GET', KEYS[1]) if not v then return {} end return {v, redis.call('PTTL', KEYS[1])}";
+
+}  // namespace
+
+bool Atomics::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                   AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  // Redis Cluster: in the slot of the name (slots.h); one server: kLockMark + prefix + name.
+  std::string lk;
+  if (cfg_.shard_home_slot >= 0) {
+    lk = tagged_lock_key(cfg_.prefix + std::string(name));
+  } else {
+    lk.assign(kLockMark);
+    lk += cfg_.prefix;
+    lk += name;
+  }
+  const std::string tok(token), ttl = std::to_string(std::clamp<uint64_t>(ms, 1, std::max<uint64_t>(max_ms, 1))),
+                    max = std::to_string(std::max<uint64_t>(max_ms, 1));
+  auto send = [this, op, lk, tok, ttl, max, done] {
+    auto on = [this, op, done](const Reply& r) {
+      AtomicResult out;
+      const redisReply* x = r.is_error() ? nullptr : r.r;
+      if (!x) {
+        st_.errors_total++;
+        return (*done)(unavailable("lock: " + r.error()));
+      }
+      using K = AtomicResult::Kind;
+      switch (op) {
+        case LockOp::acquire: out.kind = x->type == REDIS_REPLY_NIL ? K::exists : K::ok; break;
+        case LockOp::query:
+          if (x->type == REDIS_REPLY_ARRAY && x->elements == 2) {
+            out.kind = K::ok;
+            out.value.assign(str_at(x, 0));
+            out.number = int_at(x, 1);
+          } else {
+            out.kind = K::not_found;
+          }
+          break;
+        default: out.kind = x->type == REDIS_REPLY_INTEGER && x->integer == 1 ? K::ok : K::not_found;
+      }
+      (*done)(out);
+    };
+    bool sent;
+    switch (op) {
+      case LockOp::acquire: sent = link_->command({"SET", lk, tok, "NX", "PX", ttl}, on); break;
+      case LockOp::release: sent = link_->command({"EVAL", kUnlock, "1", lk, tok}, on); break;
+      case LockOp::query: sent = link_->command({"EVAL", kQuery, "1", lk}, on); break;
+      default:
+        sent = link_->command({"EVAL", kExtend, "1", lk, tok, ttl, op == LockOp::extend_replace ? "1" : "0", max}, on);
+    }
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
+  return run(name, std::move(send), &relay);
+}
+
+bool Atomics::pttl(std::string_view key, AtomicFn cb) {
+  auto done = std::make_shared<AtomicFn>(std::move(cb));
+  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
+  const std::string rk = cfg_.prefix + std::string(key);
+  auto send = [this, rk, done] {
+    const bool sent = link_->command({"PTTL", rk}, [this, done](const Reply& r) {
+      AtomicResult out;
+      if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
+        st_.errors_total++;
+        out = unavailable("PTTL: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+      } else {
+        out.kind = AtomicResult::Kind::ok;
+        out.number = r.r->integer;
+      }
+      (*done)(out);
+    });
+    if (!sent) (*done)(unavailable("Redis is not connected"));
+  };
   if (!run(key, std::move(send), &relay)) return false;
-  st_.adds_total++;
+  st_.ttls_total++;
   return true;
 }
 

@@ -15,6 +15,10 @@
 //           early on wake(key), which the tier calls for invalidations of the
 //           key (another host stored its value).
 //   RELEASE the `release` script: deletes the lease key if it holds our token.
+//   REPLACE SET prefix+key value XX PX ttl (NOT_FOUND when Redis has no such
+//           key; an expired TTL is DEL: Django's set with timeout 0).
+//   PTTL    the key's remaining TTL in Redis (number: ms, -1 none, -2 missing),
+//           not bounded by local_ttl_max_ms: what TTL answers.
 //
 // Every operation first lets the key's queued writes go ahead of it
 // (WriteBehind::after). Each call returns false — and does not call back —
@@ -42,6 +46,12 @@ namespace nearcache::redis {
 // NUL byte: validate() refuses prefixes containing one), so they are never
 // read as values and are not removed by CLEAR.
 inline constexpr std::string_view kLeaseMark{"\0nclease\0", 9};
+// Locks (ops LOCK, UNLOCK, LOCK_EXTEND, LOCK_QUERY) likewise: kLockMark + prefix + name.
+inline constexpr std::string_view kLockMark{"\0nclock\0", 8};
+
+// LOCK: SET NX PX; UNLOCK, LOCK_EXTEND: scripts that compare the token first;
+// LOCK_QUERY: GET + PTTL.
+enum class LockOp { acquire, release, extend, extend_replace, query };
 
 struct AtomicResult {
   enum class Kind {
@@ -66,7 +76,7 @@ struct AtomicResult {
 using AtomicFn = std::function<void(const AtomicResult&)>;
 
 struct AtomicStats {
-  uint64_t adds_total = 0, incrs_total = 0, leases_total = 0, releases_total = 0;
+  uint64_t adds_total = 0, replaces_total = 0, ttls_total = 0, incrs_total = 0, leases_total = 0, releases_total = 0;
   uint64_t lease_polls_total = 0, lease_waits = 0;
   uint64_t errors_total = 0;  // unavailable outcomes
 };
@@ -81,6 +91,14 @@ class Atomics {
   bool incr(std::string_view key, __int128 delta, AtomicFn cb);
   bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb);
   bool release(std::string_view key, uint64_t token, AtomicFn cb);
+  // ok or not_found (the key is absent in Redis).
+  bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
+  // ok with number = PTTL's answer.
+  bool pttl(std::string_view key, AtomicFn cb);
+  // acquire: ok / exists; release, extend: ok / not_found (not the holder's
+  // token); query: ok (value = token, number = PTTL) / not_found. `ms` is
+  // bounded by `max_ms` (extend: the TTL it leaves too).
+  bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb);
 
   // Polls lease() until the value appears (value), the lease is ours
   // (granted) or `deadline_ms` (CLOCK_MONOTONIC) passes (timeout). Never
@@ -103,6 +121,9 @@ class Atomics {
   void finish_wait(Wait* w, const AtomicResult* r);
   uint64_t expiry_of(long long pttl) const;
   bool run(std::string_view key, std::function<void()> send, AtomicFn* cb);
+  // SET NX / SET XX with the slot counter's bump (ADD, REPLACE).
+  bool store_if(const char* cond, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                AtomicFn cb);
 
   uv_loop_t* loop_;
   Link* link_;

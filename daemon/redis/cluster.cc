@@ -226,6 +226,15 @@ Enqueued Cluster::clear(std::string_view prefix) {
   return Enqueued::queued;
 }
 
+Enqueued Cluster::clear_match(std::string_view pattern) {
+  for (auto& p : parts_) {
+    bool any = false;
+    for (int o : owner_) any = any || o == p->index;
+    if (any) p->tier->clear_match(pattern);
+  }
+  return Enqueued::queued;
+}
+
 // A read answered MOVED is read once more from the slot's new master (the
 // map learns the move); ASK and anything else end as they are (a miss).
 Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
@@ -269,6 +278,25 @@ bool Cluster::atomic(std::string_view key, const std::function<bool(Part*, Atomi
 bool Cluster::add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
   return atomic(key, [k = std::string(key), v = std::string(value), flags, expiry_ms](Part* p, AtomicFn fn) {
     return p->tier->add(k, v, flags, expiry_ms, std::move(fn));
+  }, std::move(cb));
+}
+
+bool Cluster::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                      AtomicFn cb) {
+  return atomic(key, [k = std::string(key), v = std::string(value), flags, expiry_ms](Part* p, AtomicFn fn) {
+    return p->tier->replace(k, v, flags, expiry_ms, std::move(fn));
+  }, std::move(cb));
+}
+
+bool Cluster::pttl(std::string_view key, AtomicFn cb) {
+  return atomic(key, [k = std::string(key)](Part* p, AtomicFn fn) { return p->tier->pttl(k, std::move(fn)); },
+                std::move(cb));
+}
+
+bool Cluster::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                   AtomicFn cb) {
+  return atomic(name, [op, k = std::string(name), t = std::string(token), ms, max_ms](Part* p, AtomicFn fn) {
+    return p->tier->lock(op, k, t, ms, max_ms, std::move(fn));
   }, std::move(cb));
 }
 

@@ -66,6 +66,10 @@ class Cluster {
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   Enqueued clear(std::string_view prefix);
+  Enqueued clear_match(std::string_view pattern);
+  bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
+  bool pttl(std::string_view key, AtomicFn cb);
+  bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb);
   Lookup get(std::string_view key, Fetched* now, FetchFn done);
   bool add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb);
   bool incr(std::string_view key, __int128 delta, AtomicFn cb);

@@ -96,4 +96,6 @@ std::string flush_marker_key(std::string_view prefix, int home_slot) {
 
 std::string tagged_lease_key(std::string_view redis_key) { return tagged("nclease", key_slot(redis_key), redis_key); }
 
+std::string tagged_lock_key(std::string_view redis_key) { return tagged("nclock", key_slot(redis_key), redis_key); }
+
 }  // namespace nearcache::redis

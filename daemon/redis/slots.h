@@ -42,5 +42,7 @@ std::string flush_marker_key(std::string_view prefix, int home_slot = -1);
 // lease of a key in the key's slot (the lease script touches both; Redis
 // Cluster refuses keys of two slots with CROSSSLOT).
 std::string tagged_lease_key(std::string_view redis_key);
+// "\0nclock{<tag>}" + redis_key: a lock's key on a cluster, in the slot of its name.
+std::string tagged_lock_key(std::string_view redis_key);
 
 }  // namespace nearcache::redis

@@ -371,6 +371,12 @@ Enqueued Tier::clear(std::string_view prefix) {
   return queue_->clear(prefix);
 }
 
+Enqueued Tier::clear_match(std::string_view pattern) {
+  if (cluster_) return cluster_->clear_match(pattern);
+  reads_->invalidate_all();
+  return queue_->clear(pattern, true);
+}
+
 Lookup Tier::get(std::string_view key, Fetched* now, FetchFn done) {
   if (cluster_) return cluster_->get(key, now, std::move(done));
   return reads_->get(key, now, std::move(done));
@@ -386,6 +392,22 @@ bool Tier::incr(std::string_view key, __int128 delta, AtomicFn cb) {
   if (cluster_) return cluster_->incr(key, delta, std::move(cb));
   reads_->invalidate(key);
   return atomics_->incr(key, delta, std::move(cb));
+}
+
+bool Tier::replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) {
+  if (cluster_) return cluster_->replace(key, value, flags, expiry_ms, std::move(cb));
+  reads_->invalidate(key);
+  return atomics_->replace(key, value, flags, expiry_ms, std::move(cb));
+}
+
+bool Tier::pttl(std::string_view key, AtomicFn cb) {
+  if (cluster_) return cluster_->pttl(key, std::move(cb));
+  return atomics_->pttl(key, std::move(cb));
+}
+
+bool Tier::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms, AtomicFn cb) {
+  if (cluster_) return cluster_->lock(op, name, token, ms, max_ms, std::move(cb));
+  return atomics_->lock(op, name, token, ms, max_ms, std::move(cb));
 }
 
 bool Tier::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {

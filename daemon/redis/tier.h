@@ -69,6 +69,7 @@ class Tier final : public TierApi {
   Enqueued del(std::string_view key) override;
   Enqueued touch(std::string_view key, uint64_t expiry_ms) override;
   Enqueued clear(std::string_view prefix) override;
+  Enqueued clear_match(std::string_view pattern) override;
 
   // ---- a local miss (GET, GET_MANY per key, LEASE before taking a lease)
   Lookup get(std::string_view key, Fetched* now, FetchFn done) override;
@@ -78,6 +79,10 @@ class Tier final : public TierApi {
   bool incr(std::string_view key, __int128 delta, AtomicFn cb) override;
   bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) override;
   bool release(std::string_view key, uint64_t token, AtomicFn cb) override;
+  bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, AtomicFn cb) override;
+  bool pttl(std::string_view key, AtomicFn cb) override;
+  bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+            AtomicFn cb) override;
   uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms, AtomicFn cb) override;
   void cancel_wait(uint64_t id) override;
 

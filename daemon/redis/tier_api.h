@@ -98,6 +98,8 @@ class TierApi {
   virtual Enqueued del(std::string_view key) = 0;
   virtual Enqueued touch(std::string_view key, uint64_t expiry_ms) = 0;
   virtual Enqueued clear(std::string_view prefix) = 0;
+  // DELETE_PATTERN: every key matching redis_prefix + `pattern` (a glob; SCAN MATCH + UNLINK).
+  virtual Enqueued clear_match(std::string_view pattern) = 0;
 
   // ---- a local miss (GET, GET_MANY per key, HAS_KEY, TOUCH): read through
   virtual Lookup get(std::string_view key, Fetched* now, FetchFn done) = 0;
@@ -107,6 +109,13 @@ class TierApi {
   virtual bool incr(std::string_view key, __int128 delta, AtomicFn cb) = 0;
   virtual bool lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) = 0;
   virtual bool release(std::string_view key, uint64_t token, AtomicFn cb) = 0;
+  // SET XX (ok / not_found) and PTTL (ok, number = ms, -1 none, -2 missing).
+  virtual bool replace(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                       AtomicFn cb) = 0;
+  virtual bool pttl(std::string_view key, AtomicFn cb) = 0;
+  // Locks, decided in Redis only (atomics.h: LockOp).
+  virtual bool lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
+                    AtomicFn cb) = 0;
   // Polls another host's lease until a value, the lease, or deadline_ms; an id for cancel_wait.
   virtual uint64_t wait_lease(std::string_view key, uint64_t token, uint64_t lease_ms, uint64_t deadline_ms,
                               AtomicFn cb) = 0;

@@ -113,10 +113,11 @@ Enqueued WriteBehind::put(Entry e) {
   return Enqueued::queued;
 }
 
-Enqueued WriteBehind::clear(std::string_view prefix) {
+Enqueued WriteBehind::clear(std::string_view prefix, bool glob) {
   st_.enqueued_total++;
-  // Queued writes under the prefix would be removed by the CLEAR anyway.
-  for (auto kit = keys_.begin(); kit != keys_.end();) {
+  // Queued writes under the prefix would be removed by the CLEAR anyway (a
+  // pattern's go ahead of it: the CLEAR is a barrier, so they are removed too).
+  for (auto kit = keys_.begin(); !glob && kit != keys_.end();) {
     KeyState& ks = kit->second;
     if (ks.has_latest && kit->first.starts_with(prefix)) {
       if (!ks.latest->sealed) {
@@ -138,6 +139,7 @@ Enqueued WriteBehind::clear(std::string_view prefix) {
     ++kit;
   }
   Entry c{Entry::clear, std::string(prefix)};
+  c.glob = glob;
   c.bytes = prefix.size() + kEntryOverhead;
   append(std::move(c));
   pump();
@@ -331,6 +333,7 @@ void WriteBehind::adopt(HandedOp&& op) {
   e.value = std::move(op.value);
   e.expiry = op.expiry;
   e.asking = op.asking;
+  e.glob = op.glob;
   e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
   append(std::move(e));
   pump();
@@ -355,6 +358,7 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
     op.value = std::move(e.value);
     op.expiry = e.expiry;
     op.asking = e.asking;
+    op.glob = e.glob;
     to(std::move(op));
   }
   check_drain();
@@ -493,7 +497,7 @@ void WriteBehind::requeue_front(size_t keep) {
 
 void WriteBehind::clear_step(It it) {
   clear_running_ = true;
-  const std::string pattern = glob_escape(cfg_.prefix + it->key) + "*";
+  const std::string pattern = it->glob ? glob_escape(cfg_.prefix) + it->key : glob_escape(cfg_.prefix + it->key) + "*";
   const bool sent = scripts_->eval(Script::clear_step, {clear_key_}, {it->cursor, pattern, kClearCount}, [this, it](const Reply& r) {
     clear_running_ = false;
     if (r.failed()) {

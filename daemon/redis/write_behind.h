@@ -105,6 +105,7 @@ struct HandedOp {
   std::string value;  // set: the Redis value (value.h), already encoded
   uint64_t expiry = 0;
   bool asking = false;  // ASK: send ASKING first on the new master
+  bool glob = false;    // clear: key is a glob pattern (DELETE_PATTERN)
 };
 
 class WriteBehind {
@@ -120,8 +121,9 @@ class WriteBehind {
   Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
-  // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix).
-  Enqueued clear(std::string_view prefix);
+  // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix);
+  // glob: `prefix` is a glob pattern (SCAN MATCH prefix + pattern: DELETE_PATTERN).
+  Enqueued clear(std::string_view prefix, bool glob = false);
 
   // Called with the key of a SET or TOUCH that Redis refused (see Refusals).
   void set_on_refused(std::function<void(std::string_view key)> fn) { on_refused_ = std::move(fn); }
@@ -172,6 +174,7 @@ class WriteBehind {
     int retries = 0;               // clear; cluster: TRYAGAIN/CLUSTERDOWN retries
     bool asking = false;           // cluster: ASKING before it (an ASK redirection)
     uint64_t not_before = 0;       // cluster: retry time (uv_now)
+    bool glob = false;             // clear: key is a glob pattern (DELETE_PATTERN)
   };
   using It = std::list<Entry>::iterator;
   struct KeyState {

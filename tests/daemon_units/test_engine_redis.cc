@@ -58,6 +58,10 @@ struct FakeTier : redis::TierApi {
     calls.push_back("clear " + std::string(p));
     return redis::Enqueued::queued;
   }
+  redis::Enqueued clear_match(std::string_view p) override {
+    calls.push_back("clear_match " + std::string(p));
+    return redis::Enqueued::queued;
+  }
   redis::Lookup get(std::string_view k, redis::Fetched* now, redis::FetchFn done) override {
     calls.push_back("get " + std::string(k));
     if (!up) return redis::Lookup::unavailable;
@@ -81,6 +85,13 @@ struct FakeTier : redis::TierApi {
   }
   bool incr(std::string_view k, __int128 d, redis::AtomicFn cb) override {
     return atomic("incr " + std::to_string(int64_t(d)), k, std::move(cb));
+  }
+  bool replace(std::string_view k, std::string_view, uint8_t, uint64_t, redis::AtomicFn cb) override {
+    return atomic("replace", k, std::move(cb));
+  }
+  bool pttl(std::string_view k, redis::AtomicFn cb) override { return atomic("pttl", k, std::move(cb)); }
+  bool lock(redis::LockOp, std::string_view k, std::string_view, uint64_t, uint64_t, redis::AtomicFn cb) override {
+    return atomic("lock", k, std::move(cb));
   }
   bool lease(std::string_view k, uint64_t, uint64_t, redis::AtomicFn cb) override {
     return atomic("lease", k, std::move(cb));
@@ -598,4 +609,50 @@ TEST_CASE("engine+redis: a suspended table is kept but not served, drop_slots dr
   CHECK(f.local("a").empty());
   CHECK(f.local("b") == "v-b");
   CHECK(f.local("c") == "v-c");
+}
+
+TEST_CASE("engine+redis: TTL, REPLACE and locks are decided by the tier; a lock never by this host") {
+  Fixture f;  // redis_down = local
+  Session* s = f.h.connect();
+  f.h.send(s, op(Op::ttl), 1, Bin{"k"});
+  f.h.send(s, op(Op::ping), 2);  // held back until the TTL is decided
+  CHECK(f.h.replies(s).empty());
+  CHECK(f.tier.called("pttl k"));
+  redis::AtomicResult r = result(Kind::ok);
+  r.number = 123456;
+  f.tier.answer(r);
+  f.h.engine->feed(s);
+  auto rs = f.h.replies(s);
+  REQUIRE(rs.size() == 2);
+  CHECK(arg(rs[0], 2).via.u64 == 123456);
+  CHECK(id_of(rs[1]) == 2);
+
+  f.h.send(s, op(Op::replace), 3, Bin{"k"}, Bin{"v"}, nil);
+  f.tier.answer(result(Kind::not_found));
+  CHECK(code_of(f.h.one(s)) == int(Code::not_found));
+  CHECK(f.local("k").empty());
+
+  f.h.send(s, op(Op::lock), 4, Bin{"job"}, Bin{"t"}, 1000);
+  CHECK(f.tier.called("lock job"));
+  f.tier.answer(result(Kind::ok));
+  CHECK(code_of(f.h.one(s)) == int(Code::ok));
+  // Redis slow past redis_wait_ms: UNAVAILABLE, whatever redis_down says.
+  f.h.send(s, op(Op::lock), 5, Bin{"job"}, Bin{"u"}, 1000);
+  f.pass(50);
+  auto late = f.h.one(s);
+  CHECK(code_of(late) == int(Code::unavailable));
+  CHECK(message(late).find("whatever redis_down says") != std::string::npos);
+  f.tier.answer(result(Kind::ok));  // its late answer is no second reply
+  CHECK(f.h.replies(s).empty());
+  // Redis not connected: the same, and nothing decided here.
+  f.tier.up = false;
+  const uint64_t decisions = f.tier.local_decisions;
+  CHECK(code_of(f.h.call(s, op(Op::lock), Bin{"other"}, Bin{"t"}, 1000)) == int(Code::unavailable));
+  CHECK(code_of(f.h.call(s, op(Op::lock_query), Bin{"other"})) == int(Code::unavailable));
+  CHECK(f.tier.local_decisions == decisions);
+  // TTL falls back to this host's table under redis_down = local.
+  f.h.call(s, op(Op::set), Bin{"here"}, Bin{"v"}, 5000);
+  auto t = f.h.call(s, op(Op::ttl), Bin{"here"});
+  CHECK(code_of(t) == int(Code::ok));
+  CHECK(arg(t, 2).via.u64 == 5000);
 }

@@ -24,7 +24,7 @@ CALLS = [
     ("get", ("k", "dflt"), "dflt", None),
     ("get_many", (["k", "j"],), {}, None),
     ("has_key", ("k",), False, None),
-    ("set", ("k", 1), None, None),
+    ("set", ("k", 1), False, True),  # with the window closed: sent (the kernel took it), so True
     ("add", ("k", 1), False, None),
     ("touch", ("k", 10), False, None),
     ("delete", ("k",), False, None),
@@ -36,6 +36,13 @@ CALLS = [
     ("incr_version", ("k",), ("raise", ValueError), None),
     ("decr_version", ("k",), ("raise", ValueError), None),
     ("clear", (), None, None),
+    # django-redis's methods (nearcache.redis_api): an empty cache too
+    ("ttl", ("k",), 0, None),
+    ("pttl", ("k",), 0, None),
+    ("expire", ("k", 10), False, None),
+    ("persist", ("k",), False, None),
+    ("keys", ("*",), [], None),
+    ("delete_pattern", ("*",), 0, None),
     ("close", (), None, None),
 ]
 

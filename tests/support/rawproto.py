@@ -18,11 +18,12 @@ import msgpack
 # The numbers are the Python client's (tests/daemon/test_protocol_numbers.py holds
 # them, the daemon's header and doc/protocol.md to one another); the framing
 # below is this module's own, so that tests can send what no client would.
-from nearcache.protocol import (ADD, BAD_ARGS, BAD_FRAME, CLEAR, DECR, DELETE, DELETE_MANY,  # noqa: F401
+from nearcache.protocol import (ADD, BAD_ARGS, BAD_FRAME, CLEAR, DECR, DELETE, DELETE_MANY, DELETE_PATTERN, SCAN,  # noqa: F401
+                                LOCK, LOCK_EXTEND, LOCK_QUERY, UNLOCK,
                                 EXISTS, FRAME_TOO_LARGE, GET, GET_MANY, HAS_KEY, HELLO, HITS, INCR, KEY_TOO_LONG,
                                 LEASE, LEASED, NOT_ALLOWED, NOT_FOUND, NOT_INTEGER, OK, OUT_OF_RANGE, PING,
-                                RELEASE, SET, SET_MANY, SHUTTING_DOWN, STATUS, TIMEOUT, TOO_MANY_REQUESTS,
-                                TOUCH, UNAVAILABLE, UNKNOWN_OP, UNSUPPORTED_VERSION, VALUE_TOO_LARGE)
+                                RELEASE, REPLACE, SET, SET_MANY, SHUTTING_DOWN, STATUS, TIMEOUT,
+                                TOO_MANY_REQUESTS, TOUCH, TTL, UNAVAILABLE, UNKNOWN_OP, UNSUPPORTED_VERSION, VALUE_TOO_LARGE)
 
 
 def pack(*items) -> bytes:

@@ -616,6 +616,19 @@ class Client:
         """Stores the value only if the key is absent; True when stored."""
         return self._run(core.add(key_bytes(key), value, ttl, flags, self.limits))
 
+    def replace(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        """Stores the value only if the key is present (Redis's SET XX); True when stored."""
+        return self._run(core.replace(key_bytes(key), value, ttl, flags, self.limits))
+
+    def pttl(self, key) -> int:
+        """Milliseconds the key has left; -1: no expiry; -2: no such key (Redis's PTTL;
+        with a Redis tier, Redis's answer)."""
+        return self._run(core.pttl(key_bytes(key)))
+
+    def entry_ttl(self, key) -> tuple[bytes, int, int] | None:
+        """(value, flags, pttl) of the key, or None."""
+        return self._run(core.entry_ttl(key_bytes(key)))
+
     @staticmethod
     def _items(items):
         if isinstance(items, dict):
@@ -644,6 +657,10 @@ class Client:
     def touch(self, key, ttl: float | None = None) -> bool:
         return self._run(core.touch(key_bytes(key), ttl))
 
+    def expire_ms(self, key, ms: int | None) -> bool:
+        """A new TTL in milliseconds (None: none, Redis's PERSIST; <= 0: delete); False when absent."""
+        return self._run(core.touch_ms(key_bytes(key), ms))
+
     def incr(self, key, delta: int = 1) -> int | None:
         """The new value, or None when the key is absent (or the daemon unreachable)."""
         return self._run(core.incr(key_bytes(key), delta))
@@ -654,6 +671,33 @@ class Client:
     def clear(self, prefix: bytes | str | None = None) -> int:
         """Removes every entry, or those whose key starts with `prefix`; returns how many."""
         return self._run(core.clear(None if prefix is None else key_bytes(prefix)))
+
+    # -- locks ---------------------------------------------------------------
+    def lock(self, name, timeout=None, sleep: float = 0.1, blocking: bool = True, blocking_timeout=None,
+             thread_local: bool = True):
+        """A nearcache.lock.Lock (redis-py's Lock interface) named `name`, in the locks' own key space."""
+        from nearcache.lock import Lock
+
+        return Lock(self, key_bytes(name), timeout, sleep, blocking, blocking_timeout, thread_local)
+
+    # -- patterns ------------------------------------------------------------
+    def iter_keys(self, pattern, count: int = core.SCAN_COUNT):
+        """The keys of this host's table matching a glob pattern (Redis's rules), as bytes,
+        `count` per round trip; each key present throughout is yielded once (SCAN)."""
+        p, cursor = key_bytes(pattern), 0
+        try:
+            while True:
+                cursor, keys = self._run(core.scan(cursor, p, count))
+                yield from keys
+                if cursor == 0:
+                    return
+        finally:
+            if cursor:  # abandoned: the daemon drops the scan's keys now
+                self._run(core.scan(cursor, p, 0))
+
+    def delete_pattern(self, pattern) -> int:
+        """Deletes the keys matching a glob pattern (and from Redis with a tier); how many this host had."""
+        return self._run(core.delete_pattern(key_bytes(pattern)))
 
     # -- leases --------------------------------------------------------------
     def lease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
@@ -718,6 +762,15 @@ class Client:
     async def aadd(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
         return await self._arun(core.add(key_bytes(key), value, ttl, flags, self.limits))
 
+    async def areplace(self, key, value: bytes, ttl: float | None = None, flags: int = 0) -> bool:
+        return await self._arun(core.replace(key_bytes(key), value, ttl, flags, self.limits))
+
+    async def apttl(self, key) -> int:
+        return await self._arun(core.pttl(key_bytes(key)))
+
+    async def aentry_ttl(self, key) -> tuple[bytes, int, int] | None:
+        return await self._arun(core.entry_ttl(key_bytes(key)))
+
     async def aset_many(self, items, ttl: float | None = None) -> list:
         triples, byk = self._items(items)
         op = core.set_many(triples, ttl, self.limits)
@@ -735,6 +788,9 @@ class Client:
     async def atouch(self, key, ttl: float | None = None) -> bool:
         return await self._arun(core.touch(key_bytes(key), ttl))
 
+    async def aexpire_ms(self, key, ms: int | None) -> bool:
+        return await self._arun(core.touch_ms(key_bytes(key), ms))
+
     async def aincr(self, key, delta: int = 1) -> int | None:
         return await self._arun(core.incr(key_bytes(key), delta))
 
@@ -743,6 +799,22 @@ class Client:
 
     async def aclear(self, prefix: bytes | str | None = None) -> int:
         return await self._arun(core.clear(None if prefix is None else key_bytes(prefix)))
+
+    async def aiter_keys(self, pattern, count: int = core.SCAN_COUNT):
+        p, cursor = key_bytes(pattern), 0
+        try:
+            while True:
+                cursor, keys = await self._arun(core.scan(cursor, p, count))
+                for k in keys:
+                    yield k
+                if cursor == 0:
+                    return
+        finally:
+            if cursor:
+                await self._arun(core.scan(cursor, p, 0))
+
+    async def adelete_pattern(self, pattern) -> int:
+        return await self._arun(core.delete_pattern(key_bytes(pattern)))
 
     async def alease(self, key, lease_ttl: float = 30.0, wait: float = 30.0, refresh: bool = False) -> Lease:
         return await self._arun(core.lease(key_bytes(key), lease_ttl, wait), refresh)

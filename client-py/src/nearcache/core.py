@@ -145,6 +145,29 @@ def _found(replies) -> bool:
     return check(r, P.OK, P.NOT_FOUND)[0] == P.OK
 
 
+def _pttl_result(replies) -> int:
+    r = replies[0]
+    if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
+        return -2
+    check(r, P.OK)
+    return -1 if r[1] is None else r[1]
+
+
+def pttl(k: bytes) -> Op:
+    """Redis's PTTL: milliseconds left, -1 for no expiry, -2 for a missing key
+    (and, fail-open, for an unreachable daemon: an empty cache)."""
+    return Op([(P.TTL, k)], _pttl_result, -2)
+
+
+def entry_ttl(k: bytes) -> Op:
+    """(value, flags, pttl) or None: GET and TTL in one round trip (TTL is
+    Redis's with a Redis tier, where GET's is bounded by redis_local_ttl_max_ms)."""
+    def result(replies):
+        e = _get_result(replies[:1])
+        return None if e is None else (e[0], e[1], _pttl_result(replies[1:]))
+    return Op([(P.GET, k), (P.TTL, k)], result)
+
+
 def has_key(k: bytes) -> Op:
     return Op([(P.HAS_KEY, k)], _found, False)
 
@@ -184,11 +207,16 @@ def _stored(replies) -> bool:
     return True
 
 
-def set(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
-    e = _too_large(k, value, limits, set_op=True)
+def _store(op: int, k: bytes, value: bytes, ttl, flags: int, limits: dict, result, retry: bool = True) -> Op:
+    """SET, ADD or REPLACE: refused here when over a limit (a SET by set_value_limit); fail-open False."""
+    e = _too_large(k, value, limits, set_op=op == P.SET)
     if e is not None:
         return _refuse(e, False)
-    return Op([(P.SET, k, value, ttl_ms(ttl), flags)], _stored, False)
+    return Op([(op, k, value, ttl_ms(ttl), flags)], result, False, retry=retry)
+
+
+def set(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
+    return _store(P.SET, k, value, ttl, flags, limits, _stored)
 
 
 def _added(replies) -> bool:
@@ -196,10 +224,16 @@ def _added(replies) -> bool:
 
 
 def add(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
-    e = _too_large(k, value, limits)
-    if e is not None:
-        return _refuse(e, False)
-    return Op([(P.ADD, k, value, ttl_ms(ttl), flags)], _added, False, retry=False)
+    return _store(P.ADD, k, value, ttl, flags, limits, _added, retry=False)
+
+
+def _replaced(replies) -> bool:
+    return check(replies[0], P.OK, P.NOT_FOUND)[0] == P.OK
+
+
+def replace(k: bytes, value: bytes, ttl, flags: int, limits: dict) -> Op:
+    """REPLACE (Redis's SET XX): stores only if the key is present; True when stored."""
+    return _store(P.REPLACE, k, value, ttl, flags, limits, _replaced, retry=False)
 
 
 def set_many(items: list, ttl, limits: dict) -> Op:
@@ -237,6 +271,11 @@ def touch(k: bytes, ttl) -> Op:
     return Op([(P.TOUCH, k, ttl_ms(ttl))], _found, False)
 
 
+def touch_ms(k: bytes, ms: int | None) -> Op:
+    """TOUCH with the TTL in milliseconds (None: no expiry, PERSIST; <= 0: delete)."""
+    return Op([(P.TOUCH, k, ms)], _found, False)
+
+
 def _incr_result(replies):
     r = replies[0]
     if r[0] in (P.NOT_FOUND, P.KEY_TOO_LONG):
@@ -258,6 +297,48 @@ CLEAR_WAIT = 30.0
 def clear(prefix: bytes | None) -> Op:
     args = () if prefix is None else (prefix,)
     return Op([(P.CLEAR, *args)], lambda replies: check(replies[0], P.OK)[1], 0, extra=CLEAR_WAIT)
+
+
+SCAN_COUNT = 1000
+
+
+def scan(cursor: int, pattern: bytes, count: int) -> Op:
+    """SCAN: (next_cursor, [key, ...]); next_cursor 0 = complete. Fail-open: (0, [])."""
+    def result(replies):
+        r = check(replies[0], P.OK)
+        return r[1], [bytes(k) for k in r[2]]
+    return Op([(P.SCAN, cursor, pattern, count)], result, (0, []), extra=CLEAR_WAIT, retry=False)
+
+
+def delete_pattern(pattern: bytes) -> Op:
+    return Op([(P.DELETE_PATTERN, pattern)], lambda replies: check(replies[0], P.OK)[1], 0, extra=CLEAR_WAIT)
+
+
+# -- locks (nearcache.lock): never fail-open: a lock granted by mistake is worse than an error
+def _lock_result(ok: int):
+    return lambda replies: check(replies[0], P.OK, ok)[0] == P.OK
+
+
+def lock(k: bytes, token: bytes, ttl) -> Op:
+    """LOCK: True when acquired, False when held by another token."""
+    return Op([(P.LOCK, k, token, ttl_ms(ttl))], _lock_result(P.EXISTS), RAISE, retry=False)
+
+
+def unlock(k: bytes, token: bytes) -> Op:
+    """UNLOCK: True when released, False when `token` does not hold the lock."""
+    return Op([(P.UNLOCK, k, token)], _lock_result(P.NOT_FOUND), RAISE, retry=False)
+
+
+def lock_extend(k: bytes, token: bytes, ms: int, replace: bool) -> Op:
+    return Op([(P.LOCK_EXTEND, k, token, ms, replace)], _lock_result(P.NOT_FOUND), RAISE, retry=False)
+
+
+def lock_query(k: bytes) -> Op:
+    """(token, ttl_ms) of the holder, or None."""
+    def result(replies):
+        r = check(replies[0], P.OK, P.NOT_FOUND)
+        return (bytes(r[1]), r[2]) if r[0] == P.OK else None
+    return Op([(P.LOCK_QUERY, k)], result, RAISE)
 
 
 # -- leases ------------------------------------------------------------------

@@ -41,6 +41,7 @@ from nearcache.client import DEFINITE_MISSES, HIT, UNAVAILABLE, Client
 from nearcache.compression import decompress
 from nearcache.core import _too_large as too_large, key_bytes, set_value_limit
 from nearcache.protocol import NOT_INTEGER, OUT_OF_RANGE, ProtocolError
+from nearcache.redis_api import RedisAPI
 from nearcache.serializer import EXT_CODES, FLAG_FOREIGN, Serializer
 
 log = logging.getLogger("nearcache.django")
@@ -76,7 +77,7 @@ def _raise_foreign(data):
                      "configure the same SERIALIZER to read it")
 
 
-class NearCache(_native.CacheCore, BaseCache):
+class NearCache(_native.CacheCore, RedisAPI, BaseCache):
     """Django cache backend served by nearcached (see the module docstring)."""
 
     def __init__(self, location, params):
@@ -251,10 +252,20 @@ class NearCache(_native.CacheCore, BaseCache):
         return result
 
     # -- BaseCache -----------------------------------------------------------
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False, xx=False):
+        """Django's set; as django-redis's, nx stores only an absent key (add), xx only
+        a present one, and the result says whether it stored (a set without nx/xx
+        and without SYNC_WRITES: that it was sent)."""
         kb = self._key(key, version)
         data, flags = self._encode(value)
-        self._client.set(kb, data, self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout, flags)
+        ttl = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+        return self._store(nx, xx)(kb, data, ttl, flags)
+
+    def _store(self, nx, xx, prefix=""):
+        if nx and xx:
+            raise ValueError("set: nx and xx cannot both be set")
+        c = self._client
+        return getattr(c, prefix + ("add" if nx else "replace" if xx else "set"))
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         kb = self._key(key, version)
@@ -400,10 +411,10 @@ class NearCache(_native.CacheCore, BaseCache):
             self._decode_many(pending, await self._client.afetch_many([kb for _, kb in pending], refresh), result)
         return result
 
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False, xx=False):
         kb = self._key(key, version)
         data, flags = self._encode(value)
-        await self._client.aset(kb, data, self._ttl(timeout), flags)
+        return await self._store(nx, xx, "a")(kb, data, self._ttl(timeout), flags)
 
     async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         kb = self._key(key, version)

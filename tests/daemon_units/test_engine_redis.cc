@@ -611,7 +611,7 @@ TEST_CASE("engine+redis: a suspended table is kept but not served, drop_slots dr
   CHECK(f.local("c") == "v-c");
 }
 
-TEST_CASE("engine+redis: TTL, REPLACE and locks are decided by the tier; a lock never by this host") {
+TEST_CASE("engine+redis: TTL and REPLACE and locks are decided by the tier (a lock never by this host)") {
   Fixture f;  // redis_down = local
   Session* s = f.h.connect();
   f.h.send(s, op(Op::ttl), 1, Bin{"k"});

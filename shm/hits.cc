@@ -88,7 +88,7 @@ int HitSource::adopt(int fd, uint64_t now_ms, std::unique_ptr<HitSource>* out, s
   // another daemon (or before a restart), which is not this daemon's to report.
   HitRegionHeader h;
   if (pread_all(fd, &h, sizeof h, 0) && h.magic == kHitMagic && h.version == kHitRegionVersion)
-    s->hits_ = h.hits, s->misses_ = h.misses, s->busy_ = h.busy, s->head_ = h.head;
+    s->hits_ = h.hits, s->misses_ = h.misses, s->busy_ = h.busy, s->local_misses_ = h.local_misses, s->head_ = h.head;
   *out = std::move(s);
   return 0;
 }
@@ -111,12 +111,13 @@ bool HitSource::poll(uint64_t generation, uint64_t max_index, uint64_t now_ms, s
   };
   const bool ours = h.magic == kHitMagic && h.version == kHitRegionVersion;
   if (!ours) {  // garbage (or not initialised): nothing is believed, the baselines follow
-    hits_ = h.hits, misses_ = h.misses, busy_ = h.busy, head_ = h.head;
+    hits_ = h.hits, misses_ = h.misses, busy_ = h.busy, local_misses_ = h.local_misses, head_ = h.head;
     return true;
   }
   d->hits += delta(h.hits, &hits_);
   d->misses += delta(h.misses, &misses_);
   d->busy += delta(h.busy, &busy_);
+  d->local_misses += delta(h.local_misses, &local_misses_);
 
   const uint64_t head = h.head;
   uint64_t n = head >= head_ ? std::min<uint64_t>(head - head_, kHitRing) : 0;

@@ -47,10 +47,13 @@ class HitRegion {
   }
   void miss() { store_relaxed(&h_->misses, load_relaxed(&h_->misses) + 1); }
   void busy() { store_relaxed(&h_->busy, load_relaxed(&h_->busy) + 1); }
+  // A definite miss this process answered without the daemon (after miss()).
+  void local_miss() { store_relaxed(&h_->local_misses, load_relaxed(&h_->local_misses) + 1); }
 
   uint64_t hits() const { return load_relaxed(&h_->hits); }
   uint64_t misses() const { return load_relaxed(&h_->misses); }
   uint64_t busy_count() const { return load_relaxed(&h_->busy); }
+  uint64_t local_misses() const { return load_relaxed(&h_->local_misses); }
   HitRegionHeader* header() const { return h_; }  // tests
   uint32_t* ring() const { return ring_; }        // tests
 
@@ -63,7 +66,7 @@ class HitRegion {
 
 // Counter deltas a HitSource read since its previous poll.
 struct HitDeltas {
-  uint64_t hits = 0, misses = 0, busy = 0;
+  uint64_t hits = 0, misses = 0, busy = 0, local_misses = 0;
 };
 
 // The daemon's side: one registered region. Never maps the fd.
@@ -96,7 +99,7 @@ class HitSource {
  private:
   HitSource() = default;
   int fd_ = -1;
-  uint64_t head_ = 0, hits_ = 0, misses_ = 0, busy_ = 0, last_ms_ = 0;
+  uint64_t head_ = 0, hits_ = 0, misses_ = 0, busy_ = 0, local_misses_ = 0, last_ms_ = 0;
 };
 
 }  // namespace nearcache::shm

@@ -176,7 +176,11 @@ struct HitRegionHeader {
   uint64_t misses;        // lookups that found nothing or a negative entry
   uint64_t busy;          // lookups that gave up on a changing bucket
   uint64_t head;          // ring entries ever written (monotonic)
-  uint64_t reserved;
+  // Definite misses (nothing in an authoritative table, or a negative entry)
+  // the process answered itself, without asking the daemon: a subset of
+  // misses. Zero in a region of a client that predates it (it was reserved,
+  // always zero), so no version bump: an old client reads as "none local".
+  uint64_t local_misses;
 };
 static_assert(sizeof(HitRegionHeader) == 64);
 inline constexpr uint64_t kHitRegionBytes = sizeof(HitRegionHeader) + uint64_t(kHitRing) * 4;

@@ -17,7 +17,7 @@ namespace nearcache::shm {
 
 namespace {
 
-std::atomic<uint64_t> g_hits{0}, g_misses{0}, g_busy{0};
+std::atomic<uint64_t> g_hits{0}, g_misses{0}, g_busy{0}, g_local_misses{0};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -198,9 +198,14 @@ void Reader::note(ReadStatus s, uint32_t way_index) {
   }
 }
 
+void Reader::note_local_miss() {
+  g_local_misses.store(g_local_misses.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (hits_) hits_->local_miss();
+}
+
 ReaderTotals Reader::totals() {
   return {g_hits.load(std::memory_order_relaxed), g_misses.load(std::memory_order_relaxed),
-          g_busy.load(std::memory_order_relaxed)};
+          g_busy.load(std::memory_order_relaxed), g_local_misses.load(std::memory_order_relaxed)};
 }
 
 ReadResult Reader::get(const void* key, size_t key_len, void* buf, size_t cap) {

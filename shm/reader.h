@@ -49,6 +49,7 @@ struct ReaderOptions {
 // Counts this process's reader lookups (all Reader objects together).
 struct ReaderTotals {
   uint64_t hits = 0, misses = 0, busy = 0;
+  uint64_t local_misses = 0;  // of misses, the definite ones the caller answered itself (note_local_miss)
 };
 
 class Reader {
@@ -78,6 +79,10 @@ class Reader {
   // and stamps it with this segment's generation. Re-attach after open().
   void attach_hits(HitRegion* region);
   HitRegion* hits() const { return hits_; }
+  // The caller answered a definite miss of this Reader's (a negative entry,
+  // or a miss in an authoritative table) without asking the daemon: counted
+  // apart in the hit region, so that STATUS counts the miss once.
+  void note_local_miss();
 
   // Looks up `key`; on a hit copies the value into buf[0..cap).
   ReadResult get(const void* key, size_t key_len, void* buf, size_t cap);

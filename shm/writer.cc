@@ -304,10 +304,11 @@ void Writer::note_hits(const uint32_t* way_index, size_t n) {
   }
 }
 
-void Writer::note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy) {
+void Writer::note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy, uint64_t local_misses) {
   st_.reader_hits += hits;
   st_.reader_misses += misses;
   st_.reader_busy += busy;
+  st_.reader_local_misses += local_misses;
 }
 
 // ---------------------------------------------------------------- operations

@@ -130,6 +130,7 @@ struct WriterStats {
   uint64_t index_ways = 0;                     // entries the index can hold (7 per bucket)
   uint64_t index_moves = 0;                    // entries moved to their other bucket to make room
   uint64_t reader_hits = 0, reader_misses = 0, reader_busy = 0;  // reported by hit regions (note_reader_counts)
+  uint64_t reader_local_misses = 0;  // of reader_misses, the definite ones readers answered themselves
   uint32_t reader_processes = 0;                                 // hit regions registered (set_reader_processes)
   uint64_t drops = 0;                          // whole-table drops (drop_all)
   uint64_t negatives = 0;                      // negative entries among `entries`
@@ -185,7 +186,7 @@ class Writer {
   // anything out of range is ignored) whose access frequency goes up by one,
   // saturating at kMaxFreq; the frequencies are the writer's own memory.
   void note_hits(const uint32_t* way_index, size_t n);
-  void note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy);
+  void note_reader_counts(uint64_t hits, uint64_t misses, uint64_t busy, uint64_t local_misses = 0);
   void set_reader_processes(uint32_t n) { st_.reader_processes = n; }
   uint64_t way_index_limit() const { return uint64_t(nbuckets_) * 8; }
 

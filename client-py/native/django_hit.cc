@@ -272,9 +272,12 @@ PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs
     const ReadStatus s = read_value(r, kb.p, kb.n, &h);
     if (s == ReadStatus::hit) return core_decode(self, h.p, h.len, h.flags);
     code = lookup_code(r, s, kb.n);
+    // NearCache.get sends keys with writes of this process pending elsewhere.
+    if (self->local_misses && definite_miss(code)) {
+      r->note_local_miss();
+      return Py_NewRef(dflt);
+    }
   }
-  // NearCache.get sends keys with writes of this process pending elsewhere.
-  if (self->local_misses && definite_miss(code)) return Py_NewRef(dflt);
   PyObject* kbytes = PyBytes_FromStringAndSize(kb.p, Py_ssize_t(kb.n));
   if (!kbytes) return nullptr;
   PyObject* st = PyLong_FromLong(code);
@@ -326,7 +329,10 @@ PyObject* CacheCore_get_many(CacheCore* self, PyObject* const* args, Py_ssize_t 
         if (e < 0) goto fail;
       } else {
         const int code = lookup_code(r, s, kb.n);
-        if (self->local_misses && definite_miss(code)) continue;  // a miss, for sure
+        if (self->local_misses && definite_miss(code)) {  // a miss, for sure
+          r->note_local_miss();
+          continue;
+        }
         PyObject* item = Py_BuildValue("(Oy#i)", key, kb.p, Py_ssize_t(kb.n), code);
         if (!item) goto fail;
         int e = PyList_Append(pending, item);

@@ -148,8 +148,16 @@ PyObject* Segment_alive(SegmentObject* self, PyObject*) {
 
 PyObject* Segment_totals(PyObject*, PyObject*) {
   auto t = Reader::totals();
-  return Py_BuildValue("{sKsKsK}", "hits", (unsigned long long)t.hits, "misses", (unsigned long long)t.misses,
-                       "busy", (unsigned long long)t.busy);
+  return Py_BuildValue("{sKsKsKsK}", "hits", (unsigned long long)t.hits, "misses", (unsigned long long)t.misses,
+                       "busy", (unsigned long long)t.busy, "local_misses", (unsigned long long)t.local_misses);
+}
+
+// local_miss(): the caller answered a definite miss (ABSENT or NEGATIVE from
+// get) without asking the daemon; counted in the hit region, so that STATUS
+// counts the miss once (misses_total, shm_local_misses_total).
+PyObject* Segment_local_miss(SegmentObject* self, PyObject*) {
+  self->reader->note_local_miss();
+  Py_RETURN_NONE;
 }
 
 // hit_region_fd() -> int: this process's hit region, to send with HITS
@@ -184,6 +192,8 @@ PyMethodDef Segment_methods[] = {
     {"get", (PyCFunction)Segment_get, METH_O,
      "get(key) -> (status, value or None, flags); status HIT, ABSENT or NEGATIVE (definite misses), or "
      "another code (ask the daemon)"},
+    {"local_miss", (PyCFunction)Segment_local_miss, METH_NOARGS,
+     "Count a definite miss of get's that the caller answered without asking the daemon."},
     {"alive", (PyCFunction)Segment_alive, METH_NOARGS, "The writer is running and its heartbeat is fresh."},
     {"totals", (PyCFunction)Segment_totals, METH_NOARGS | METH_STATIC, "This process's reader counts."},
     {"hit_region_fd", (PyCFunction)Segment_hit_region_fd, METH_NOARGS | METH_STATIC,

@@ -93,7 +93,7 @@ class Source {
 
 // Per-second rates and the interval's ratio between two good samples.
 struct Rates {
-  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, daemon_misses, shm_misses, misses, sets, deletes,
+  double dt, requests, shm_lookups, ops, hits, shm_hits, daemon_hits, daemon_misses, local_misses, misses, sets, deletes,
       evictions,
       expirations, ratio;
 };
@@ -107,16 +107,15 @@ Rates rates(const Sample& a, const Sample& b) {
   };
   r.requests = d("requests_total");
   r.shm_hits = d("shm_hits_total");
-  r.shm_misses = d("shm_misses_total");
-  r.shm_lookups = r.shm_hits + r.shm_misses + d("shm_busy_total");
+  r.shm_lookups = r.shm_hits + d("shm_misses_total") + d("shm_busy_total");
   r.ops = r.requests + r.shm_lookups;
   r.daemon_hits = d("daemon_hits_total");
   r.hits = d("hits_total");
-  r.daemon_misses = d("misses_total");
-  // A shared-memory miss that asks the daemon is counted twice (by the reader
-  // and the daemon), a definite one (answered in the reader) by the reader
-  // alone: the larger of the two is the interval's misses.
-  r.misses = std::max(r.daemon_misses, r.shm_misses);
+  // misses_total counts each miss once: the daemon's plus those readers
+  // answered themselves (shm_local_misses_total).
+  r.misses = d("misses_total");
+  r.local_misses = std::min(r.misses, d("shm_local_misses_total"));
+  r.daemon_misses = r.misses - r.local_misses;
   r.sets = d("sets_total") + d("adds_total");
   r.deletes = d("deletes_total");
   r.evictions = d("evictions_total");
@@ -178,8 +177,8 @@ std::vector<std::string> frame(const TopOptions& o, const Sample* prev, const Sa
                     r.requests, r.shm_lookups));
     l.push_back(fmt("%-12s %10.0f/s   from shared memory %.0f/s, from the daemon %.0f/s", "hits", r.hits, r.shm_hits,
                     r.daemon_hits));
-    l.push_back(fmt("%-12s %10.0f/s   the larger of: daemon %.0f/s, shared memory %.0f/s", "misses", r.misses,
-                    r.daemon_misses, r.shm_misses));
+    l.push_back(fmt("%-12s %10.0f/s   from the daemon %.0f/s, answered in readers %.0f/s", "misses", r.misses,
+                    r.daemon_misses, r.local_misses));
     l.push_back(fmt("%-12s %12s   last interval; STATUS: %s last minute, %s since start", "hit ratio",
                     pct(r.ratio).c_str(),
                     pct(cur.get("hit_ratio_1m")).c_str(), pct(cur.get("hit_ratio")).c_str()));

@@ -1046,7 +1046,10 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::memory_used_bytes, st.item_bytes);
   set(Metric::memory_free_bytes, st.data_bytes > st.item_bytes ? st.data_bytes - st.item_bytes : 0);
   set(Metric::entries, st.entries);
-  const uint64_t hits = st.get_hits + st.reader_hits, misses = st.gets - st.get_hits;
+  // A miss counts once, where it was answered: the daemon's own, plus the
+  // definite misses readers answered without asking (their fall-throughs
+  // reach the daemon and count there).
+  const uint64_t hits = st.get_hits + st.reader_hits, misses = st.gets - st.get_hits + st.reader_local_misses;
   set(Metric::hits_total, hits);
   set(Metric::shm_hits_total, st.reader_hits);
   set(Metric::daemon_hits_total, st.get_hits);
@@ -1057,6 +1060,7 @@ void Engine::collect(MetricValue out[kMetricCount]) const {
   set(Metric::hit_ratio_1m_window_seconds, (recent.window_ms + 500) / 1000);
   set(Metric::shm_misses_total, st.reader_misses);
   set(Metric::shm_busy_total, st.reader_busy);
+  set(Metric::shm_local_misses_total, st.reader_local_misses);
   set(Metric::reader_processes, st.reader_processes);
   set(Metric::shm_authoritative, (w_->flags() & shm::kFlagAuthoritative) != 0);
   set(Metric::negative_entries, st.negatives);
@@ -1122,7 +1126,7 @@ bool Engine::poll_region(shm::HitSource* src, size_t max_samples) {
   hit_ways_.clear();
   const bool ok = src->poll(w_->generation(), w_->way_index_limit(), now_ms(), &hit_ways_, &d);
   w_->note_hits(hit_ways_.data(), hit_ways_.size());
-  w_->note_reader_counts(d.hits, d.misses, d.busy);
+  w_->note_reader_counts(d.hits, d.misses, d.busy, d.local_misses);
   sample_hits(hit_ways_, max_samples, d.hits);
   return ok;
 }

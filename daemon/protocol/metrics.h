@@ -29,13 +29,19 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(hits_total, counter, count, "hits", "Lookups that found a value: from shared memory plus from the daemon")     \
   X(shm_hits_total, counter, count, "hits from shared memory", "Values readers served from shared memory")         \
   X(daemon_hits_total, counter, count, "hits from the daemon", "GET, GET_MANY and LEASE keys the daemon found")    \
-  X(misses_total, counter, count, "misses", "GET, GET_MANY and LEASE keys the daemon did not find")                \
+  X(misses_total, counter, count, "misses",                                                                       \
+    "GET, GET_MANY and LEASE keys the daemon did not find, plus the definite misses readers answered themselves "  \
+    "(shm_local_misses_total)")                                                                                    \
   X(hit_ratio, gauge, ratio, "hit ratio", "hits_total / (hits_total + misses_total)")                              \
   X(hit_ratio_1m, gauge, ratio, "hit ratio, last minute",                                                         \
     "Hit ratio over the last minute (the time since the newest STATUS at least 60 s old, or the start)")           \
   X(hit_ratio_1m_window_seconds, gauge, seconds, "hit ratio window",                                               \
     "Length of hit_ratio_1m's window: 60 when STATUS is asked at least once a second, longer otherwise")           \
-  X(shm_misses_total, counter, count, "shared-memory misses", "Reader lookups that fell through to the daemon")    \
+  X(shm_misses_total, counter, count, "shared-memory misses",                                                      \
+    "Reader lookups that found no value: fall-throughs to the daemon and definite misses answered locally")        \
+  X(shm_local_misses_total, counter, count, "misses answered locally",                                             \
+    "Definite misses (nothing in an authoritative table, or a negative entry) readers answered without asking "    \
+    "the daemon; counted in misses_total")                                                                         \
   X(shm_busy_total, counter, count, "shared-memory busy", "Reader lookups that gave up on a bucket being rewritten")\
   X(reader_processes, gauge, count, "reader processes", "Reader processes with a hit region registered (op HITS)")  \
   X(shm_authoritative, gauge, count, "misses definite",                                                             \

@@ -130,7 +130,7 @@ def check_frame(f: list[str], daemon, interval: str) -> None:
     assert ops and int(ops.group(1)) > 0 and int(ops.group(1)) == int(ops.group(2)) + int(ops.group(3)), rows
     hits = re.fullmatch(r"\s+(\d+)/s   from shared memory (\d+)/s, from the daemon (\d+)/s", rows["hits"])
     assert hits and int(hits.group(1)) > 0, rows["hits"]
-    misses = re.fullmatch(r"\s+(\d+)/s   the larger of: daemon (\d+)/s, shared memory 0/s", rows["misses"])
+    misses = re.fullmatch(r"\s+(\d+)/s   from the daemon (\d+)/s, answered in readers 0/s", rows["misses"])
     assert misses and int(misses.group(1)) > 0 and misses.group(1) == misses.group(2), rows["misses"]
     # The load's GETs: two hits and one miss a round, so the interval's ratio is near 2/3.
     ratio = re.fullmatch(r"\s+(\d+\.\d)%   last interval; STATUS: (\d+\.\d)% last minute, (\d+\.\d)% since start",

@@ -508,6 +508,7 @@ class Client:
             if st == HIT:
                 return True, e
             if st in DEFINITE_MISSES and self.local_misses:
+                self.segment.local_miss()
                 return True, None
             return False, st == UNAVAILABLE
         return False, False
@@ -549,6 +550,7 @@ class Client:
                     out[key] = e
                     continue
                 if st in DEFINITE_MISSES and self.local_misses:
+                    self.segment.local_miss()
                     continue
             missing.append((key, k))
         return out, missing
@@ -567,6 +569,7 @@ class Client:
             if st == HIT:
                 return True
             if st in DEFINITE_MISSES and self.local_misses:
+                self.segment.local_miss()
                 return False
         return None
 

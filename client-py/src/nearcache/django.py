@@ -206,6 +206,7 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
     # -- hooks of the native get/get_many --------------------------------------
     def _nc_get_miss(self, kb: bytes, default, status: int):
         if status in DEFINITE_MISSES and self._local_misses:  # no write of this process pending: _probe
+            self._client.segment.local_miss()
             return default
         e = self._client.fetch(kb, refresh=status == UNAVAILABLE and self._use_shm)
         return default if e is None else self._decode(kb, e[0], e[1], default)
@@ -232,7 +233,9 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
             st, value = self._probe(kb)
             if st == HIT:
                 result[key] = value
-            elif not (st in DEFINITE_MISSES and self._local_misses):
+            elif st in DEFINITE_MISSES and self._local_misses:
+                self._client.segment.local_miss()
+            else:
                 pending.append((key, kb))
                 refresh |= st == UNAVAILABLE
         return result, pending, refresh and self._use_shm
@@ -401,6 +404,7 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
         if st == HIT:
             return value
         if st in DEFINITE_MISSES and self._local_misses:
+            self._client.segment.local_miss()
             return default
         e = await self._client.afetch(kb, refresh=st == UNAVAILABLE and self._use_shm)
         return default if e is None else self._decode(kb, e[0], e[1], default)

@@ -7,30 +7,35 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/interprocess/file_mapping.hpp>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
+#include <dirent.h>
+#include <sys/random.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 
 namespace nearcache::shm {
 
-namespace bip = boost::interprocess;
-
+// The mapping and what was learnt of its object (fstat of the fd mapped:
+// the object checked is the object mapped, never a name looked up twice).
 struct MappedObject::Region {
-  bip::mapped_region region;
-  uint64_t dev = 0, ino = 0;  // of the object mapped (fstat of the fd Boost mapped)
+  void* addr = nullptr;
+  size_t size = 0;
+  uint64_t dev = 0, ino = 0;
   uint32_t uid = 0, mode = 0;
+  ~Region() {
+    if (addr) munmap(addr, size);
+  }
 };
 
 MappedObject::~MappedObject() = default;
 
 void MappedObject::take(std::unique_ptr<Region> region) {
-  data_ = static_cast<unsigned char*>(region->region.get_address());
-  size_ = region->region.get_size();
+  data_ = static_cast<unsigned char*>(region->addr);
+  size_ = region->size;
   dev_ = region->dev, ino_ = region->ino;
   uid_ = region->uid, mode_ = region->mode;
   region_ = std::move(region);
@@ -43,6 +48,29 @@ std::string temp_name(const ObjectSpec& spec) { return spec.name + ".new." + std
 int fail(std::string* why, int err, const std::string& msg) {
   if (why) *why = msg;
   return err;
+}
+
+// Where a POSIX shared-memory name lives in the file system (Linux: /dev/shm).
+std::string fs_path(const std::string& name, bool posix_shm) {
+  return posix_shm ? "/dev/shm/" + name.substr(name.find_first_not_of('/')) : name;
+}
+
+int open_name(const std::string& name, bool posix_shm, int flags, mode_t mode) {
+  return posix_shm ? shm_open(name.c_str(), flags | O_CLOEXEC, mode)
+                   : ::open(name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+// An object this writer may use: a regular file of this user, not writable by others.
+bool trusted(const struct stat& st) {
+  return S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & S_IWOTH);
+}
+
+std::string distrust_reason(const std::string& shown, const struct stat& st) {
+  if (!S_ISREG(st.st_mode)) return shown + " is not a regular file";
+  if (st.st_uid != geteuid())
+    return shown + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (uid " +
+           std::to_string(geteuid()) + ")";
+  return shown + " is writable by others";
 }
 
 // Applies mode (exactly, regardless of umask) and group, then reserves the
@@ -69,26 +97,28 @@ int prepare_fd(int fd, const ObjectSpec& spec, uint64_t bytes, const std::string
   return 0;
 }
 
-template <class Mappable>
-int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std::string* why, const std::string& shown) {
-  try {
-    auto r = std::make_unique<MappedObject::Region>();
-    struct stat st;
-    if (fstat(m.get_mapping_handle().handle, &st) != 0) {
-      const int e = errno;
-      return fail(why, e, "cannot stat " + shown + ": " + std::strerror(e));
-    }
-    r->dev = uint64_t(st.st_dev), r->ino = uint64_t(st.st_ino);
-    r->uid = uint32_t(st.st_uid), r->mode = uint32_t(st.st_mode & 07777);
-    r->region = bip::mapped_region(m, bip::read_write);
-    // Huge pages where the kernel allows them for shared memory (shmem THP "advise").
-    madvise(r->region.get_address(), r->region.get_size(), MADV_HUGEPAGE);
-    *region = std::move(r);
-    return 0;
-  } catch (const bip::interprocess_exception& e) {
-    return fail(why, e.get_native_error() ? e.get_native_error() : EIO,
-                "cannot map " + shown + ": " + e.what());
+// Maps fd read-write (its whole size); only a trusted object (see trusted()).
+int map_fd(int fd, std::unique_ptr<MappedObject::Region>* region, std::string* why, const std::string& shown) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int e = errno;
+    return fail(why, e, "cannot stat " + shown + ": " + std::strerror(e));
   }
+  if (!trusted(st)) return fail(why, EPERM, distrust_reason(shown, st) + ": not mapped");
+  if (st.st_size <= 0) return fail(why, EINVAL, shown + " is empty");
+  void* m = mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    const int e = errno;
+    return fail(why, e, "cannot map " + shown + ": " + std::strerror(e));
+  }
+  // Huge pages where the kernel allows them for shared memory (shmem THP "advise").
+  madvise(m, size_t(st.st_size), MADV_HUGEPAGE);
+  auto r = std::make_unique<MappedObject::Region>();
+  r->addr = m, r->size = size_t(st.st_size);
+  r->dev = uint64_t(st.st_dev), r->ino = uint64_t(st.st_ino);
+  r->uid = uint32_t(st.st_uid), r->mode = uint32_t(st.st_mode & 07777);
+  *region = std::move(r);
+  return 0;
 }
 
 }  // namespace
@@ -96,46 +126,24 @@ int map_rw(const Mappable& m, std::unique_ptr<MappedObject::Region>* region, std
 int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<MappedObject>* out, std::string* why) {
   auto obj = std::make_unique<MappedObject>();
   std::unique_ptr<MappedObject::Region> region;
-  if (spec.posix_shm) {
-    try {
-      bip::shared_memory_object::remove(spec.name.c_str());
-      bip::shared_memory_object shm(bip::create_only, spec.name.c_str(), bip::read_write,
-                                    bip::permissions(spec.mode));
-      int rc = prepare_fd(shm.get_mapping_handle().handle, spec, bytes, "shared memory " + spec.name, why);
-      if (rc != 0) {
-        bip::shared_memory_object::remove(spec.name.c_str());
-        return rc;
-      }
-      rc = map_rw(shm, &region, why, "shared memory " + spec.name);
-      if (rc != 0) return rc;
-    } catch (const bip::interprocess_exception& e) {
-      return fail(why, e.get_native_error() ? e.get_native_error() : EIO,
-                  "cannot create shared memory " + spec.name + ": " + e.what());
-    }
-  } else {
-    // Boost.Interprocess maps files but cannot create them with a mode; the
-    // file is created here (O_EXCL, exact mode via fchmod) and mapped by Boost.
-    const std::string tmp = temp_name(spec);
-    ::unlink(tmp.c_str());
-    int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      int e = errno;
-      return fail(why, e, "cannot create " + tmp + ": " + std::strerror(e));
-    }
-    int rc = prepare_fd(fd, spec, bytes, spec.name, why);
-    ::close(fd);
-    if (rc == 0) {
-      try {
-        bip::file_mapping fm(tmp.c_str(), bip::read_write);
-        rc = map_rw(fm, &region, why, tmp);
-      } catch (const bip::interprocess_exception& e) {
-        rc = fail(why, EIO, "cannot open " + tmp + ": " + e.what());
-      }
-    }
-    if (rc != 0) {
-      ::unlink(tmp.c_str());
-      return rc;
-    }
+  // A POSIX shm name replaces the old object at once; a file is built under a
+  // temporary name (O_EXCL) and renamed into place by publish_object.
+  const std::string name = spec.posix_shm ? spec.name : temp_name(spec);
+  const std::string shown = spec.posix_shm ? "shared memory " + spec.name : name;
+  if (spec.posix_shm) shm_unlink(name.c_str());
+  else ::unlink(name.c_str());
+  const int fd = open_name(name, spec.posix_shm, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    const int e = errno;
+    return fail(why, e, "cannot create " + shown + ": " + std::strerror(e));
+  }
+  int rc = prepare_fd(fd, spec, bytes, shown, why);
+  if (rc == 0) rc = map_fd(fd, &region, why, shown);
+  ::close(fd);
+  if (rc != 0) {
+    if (spec.posix_shm) shm_unlink(name.c_str());
+    else ::unlink(name.c_str());
+    return rc;
   }
   obj->take(std::move(region));
   *out = std::move(obj);
@@ -154,35 +162,73 @@ int publish_object(const ObjectSpec& spec, std::string* why) {
 }
 
 int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, std::string* why) {
-  auto obj = std::make_unique<MappedObject>();
-  std::unique_ptr<MappedObject::Region> region;
-  int rc;
-  try {
-    if (spec.posix_shm) {
-      bip::shared_memory_object shm(bip::open_only, spec.name.c_str(), bip::read_write);
-      rc = map_rw(shm, &region, why, spec.name);
-    } else {
-      bip::file_mapping fm(spec.name.c_str(), bip::read_write);
-      rc = map_rw(fm, &region, why, spec.name);
-    }
-  } catch (const bip::interprocess_exception& e) {
-    return fail(why, e.get_native_error() ? e.get_native_error() : ENOENT,
-                "cannot open " + spec.name + ": " + e.what());
+  const int fd = open_name(spec.name, spec.posix_shm, O_RDWR, 0);
+  if (fd < 0) {
+    const int e = errno;
+    return fail(why, e, "cannot open " + spec.name + ": " + std::strerror(e));
   }
+  std::unique_ptr<MappedObject::Region> region;
+  const int rc = map_fd(fd, &region, why, spec.name);
+  ::close(fd);
   if (rc != 0) return rc;
+  auto obj = std::make_unique<MappedObject>();
   obj->take(std::move(region));
   *out = std::move(obj);
   return 0;
 }
 
+bool foreign_object(const std::string& name, bool posix_shm, std::string* why) {
+  struct stat st;
+  if (lstat(fs_path(name, posix_shm).c_str(), &st) != 0) return false;  // nothing there (or nothing we can see)
+  if (trusted(st)) return false;
+  if (why) *why = distrust_reason(name, st);
+  return true;
+}
+
+std::string fresh_object_name(const std::string& name) {
+  unsigned char b[8];
+  if (getrandom(b, sizeof b, 0) != ssize_t(sizeof b)) {
+    std::ifstream r("/dev/urandom", std::ios::binary);
+    r.read(reinterpret_cast<char*>(b), sizeof b);
+  }
+  char hex[17];
+  for (size_t i = 0; i < sizeof b; ++i) std::snprintf(hex + 2 * i, 3, "%02x", b[i]);
+  return name + "." + hex;
+}
+
+std::vector<std::string> own_fallback_names(const std::string& name, bool posix_shm) {
+  const std::string path = fs_path(name, posix_shm);
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() != base.size() + 17 || n.compare(0, base.size() + 1, base + ".") != 0) continue;
+    if (n.find_first_not_of("0123456789abcdef", base.size() + 1) != std::string::npos) continue;
+    struct stat st;
+    if (lstat((dir + n).c_str(), &st) != 0 || !trusted(st)) continue;
+    out.push_back(name + n.substr(base.size()));
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 int reserve_object(const ObjectSpec& spec, uint64_t bytes, std::string* why) {
-  const int fd = spec.posix_shm ? shm_open(spec.name.c_str(), O_RDWR | O_CLOEXEC, 0)
-                                : ::open(spec.name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  const int fd = open_name(spec.name, spec.posix_shm, O_RDWR, 0);
   if (fd < 0) {
     const int e = errno;
     return fail(why, e, "cannot open " + spec.name + ": " + std::strerror(e));
   }
   int rc = 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !trusted(st)) {
+    ::close(fd);
+    return fail(why, EPERM, "cannot reserve " + spec.name + ": not this user's object");
+  }
   if (fchmod(fd, spec.mode) != 0) rc = errno;
   else if (spec.group >= 0 && fchown(fd, uid_t(-1), gid_t(spec.group)) != 0) rc = errno;
   if (rc != 0) {
@@ -196,10 +242,8 @@ int reserve_object(const ObjectSpec& spec, uint64_t bytes, std::string* why) {
 }
 
 void remove_object(const ObjectSpec& spec) {
-  if (spec.posix_shm)
-    bip::shared_memory_object::remove(spec.name.c_str());
-  else
-    bip::file_mapping::remove(spec.name.c_str());
+  if (spec.posix_shm) shm_unlink(spec.name.c_str());
+  else ::unlink(spec.name.c_str());
 }
 
 ObjectLock::~ObjectLock() {
@@ -208,10 +252,7 @@ ObjectLock::~ObjectLock() {
 
 int ObjectLock::acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why) {
   const std::string name = spec.name + ".lock";
-  auto open_lock = [&] {
-    return spec.posix_shm ? shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)
-                          : ::open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  };
+  auto open_lock = [&] { return open_name(name, spec.posix_shm, O_RDWR | O_CREAT, 0600); };
   auto same_file = [&](int fd) {  // the name still refers to the file we locked
     struct stat a, b;
     if (fstat(fd, &a) != 0) return false;
@@ -225,7 +266,16 @@ int ObjectLock::acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out
     int fd = open_lock();
     if (fd < 0) {
       int e = errno;
+      struct stat st;  // another user's lock, which this one may not even open?
+      if (e == EACCES && lstat(fs_path(name, spec.posix_shm).c_str(), &st) == 0 && !trusted(st))
+        return fail(why, EPERM, "lock " + distrust_reason(name, st));
       return fail(why, e, "cannot open lock " + name + ": " + std::strerror(e));
+    }
+    // Never lock through another user's file: whoever owns it can hold it.
+    struct stat st;
+    if (fstat(fd, &st) == 0 && !trusted(st)) {
+      ::close(fd);
+      return fail(why, EPERM, "lock " + distrust_reason(name, st));
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
       int e = errno;

@@ -5,7 +5,8 @@
 // daemon's socket, on a tmpfs such as /run) or a POSIX shared-memory name.
 // Files are created under a temporary name and renamed into place, so a
 // reader never opens a half-built segment and readers of the previous one
-// keep their mapping. Memory is reserved with posix_fallocate at creation:
+// keep their mapping. Objects of another user are never mapped nor locked
+// through (foreign_object, fresh_object_name). Memory is reserved with posix_fallocate at creation:
 // if the tmpfs or the cgroup's memory limit cannot hold the segment, creation
 // fails with a clear message instead of a SIGBUS later.
 #pragma once
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nearcache::shm {
 
@@ -63,6 +65,8 @@ int create_object(const ObjectSpec& spec, uint64_t bytes, std::unique_ptr<Mapped
 // Makes a created object visible under its name (rename for files; no-op for shm).
 int publish_object(const ObjectSpec& spec, std::string* why);
 // Maps an existing object read-write (used to mark an old segment stopped).
+// Only this user's regular object, not writable by others: anything else is
+// EPERM and never mapped (its owner could truncate it under us: SIGBUS).
 int open_object_rw(const ObjectSpec& spec, std::unique_ptr<MappedObject>* out, std::string* why);
 // Re-applies mode and group to an existing object and reserves its memory
 // (posix_fallocate: a hole punched into it is filled, never a SIGBUS later);
@@ -71,12 +75,24 @@ int reserve_object(const ObjectSpec& spec, uint64_t bytes, std::string* why);
 // Removes the name (readers that mapped it keep their mapping).
 void remove_object(const ObjectSpec& spec);
 
+// Squatting: in a shared directory (/dev/shm, /tmp) another user can create
+// a name first. True when `name` exists and is not this user's regular
+// object, or is writable by others; the reason (naming the owner's uid) in *why.
+bool foreign_object(const std::string& name, bool posix_shm, std::string* why);
+// `name` plus "." and 16 random hex digits: a name nobody can guess first.
+std::string fresh_object_name(const std::string& name);
+// The fresh names (fresh_object_name) of `name` that exist and are this
+// user's: a previous writer's, to use again rather than leave behind.
+std::vector<std::string> own_fallback_names(const std::string& name, bool posix_shm);
+
 // Exclusive lock on "<name>.lock", held for the writer's lifetime, so that a
 // second writer on the same segment refuses instead of stealing it.
 class ObjectLock {
  public:
   ~ObjectLock();
-  // Returns 0, EWOULDBLOCK when another process holds it, or another errno.
+  // Returns 0, EWOULDBLOCK when another process holds it, EPERM when the
+  // lock file is not this user's (or is writable by others: never locked
+  // through), or another errno.
   static int acquire(const ObjectSpec& spec, std::unique_ptr<ObjectLock>* out, std::string* why);
   // Removes the lock's name while still holding it (at a clean stop). A
   // writer that locked the old file meanwhile sees it was unlinked and retries.

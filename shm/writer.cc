@@ -84,7 +84,7 @@ int Writer::init(const WriterOptions& in, std::string* why) {
                std::to_string(g.data_offset + 8 * max_item_bytes()) + " bytes");
 
   // One writer per segment: the lock is held for this Writer's lifetime.
-  int rc = ObjectLock::acquire(segment_spec(opts_), &lock_, why);
+  int rc = take_name(why);
   if (rc != 0) return rc;
 
   // The previous table, if any: adopted, or re-initialised in place when it
@@ -131,6 +131,40 @@ int Writer::init(const WriterOptions& in, std::string* why) {
   if (old && old->size() >= kHeaderBytes)
     store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));
   return 0;
+}
+
+// Locks the segment's name, or, when another user holds the name or its lock
+// (they can be created first in /dev/shm or any shared directory), a fresh
+// name nobody can guess: a previous writer's fresh name of this user whose
+// lock is free (so that a restart adopts its table and leaves nothing
+// behind), else a new one. The name in use is opts_.path (HELLO announces it).
+int Writer::take_name(std::string* why) {
+  std::string squat;
+  int rc = ObjectLock::acquire(segment_spec(opts_), &lock_, &squat);
+  if (rc == 0 && !foreign_object(opts_.path, opts_.posix_shm, &squat)) return 0;
+  if (rc != 0 && rc != EPERM) {
+    if (why) *why = squat;
+    return rc;
+  }
+  if (lock_) lock_->remove();  // ours, on a name we cannot use: leave nothing behind
+  lock_.reset();
+  const std::string wanted = opts_.path;
+  std::vector<std::string> names = own_fallback_names(wanted, opts_.posix_shm);
+  for (int i = 0; i < 4; ++i) names.push_back(fresh_object_name(wanted));
+  for (const std::string& n : names) {
+    opts_.path = n;
+    std::string ignored;
+    if (ObjectLock::acquire(segment_spec(opts_), &lock_, &ignored) != 0) continue;
+    if (!foreign_object(n, opts_.posix_shm, &ignored)) {
+      name_notice_ = squat + ": using " + n + " instead (clients learn it from HELLO); remove " + wanted +
+                     " and its lock to return to the usual name";
+      return 0;
+    }
+    lock_.reset();
+  }
+  opts_.path = wanted;
+  if (why) *why = squat + ", and no fresh name could be taken";
+  return EPERM;
 }
 
 // The writer's view of the table in segment_ (of geometry g), and its own

@@ -147,6 +147,9 @@ class Writer {
   static std::unique_ptr<Writer> create(const WriterOptions& opts, std::string* why);
   ~Writer();  // stop(); the objects stay until remove()
   const StartReport& start_report() const { return start_; }
+  // Set when the configured name was squatted (another user's object or
+  // lock): what was found and the name used instead (options().path).
+  const std::string& name_notice() const { return name_notice_; }
 
   Status set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
   Status add(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
@@ -285,6 +288,7 @@ class Writer {
 
   // writer.cc: creation and the public operations.
   int init(const WriterOptions& opts, std::string* why);
+  int take_name(std::string* why);  // locks opts_.path, or a fresh name when it is squatted
   Status store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry, bool only_if_absent,
                uint8_t bits = 0);
   Status add_to_int(std::string_view key, __int128 delta, int64_t* result);
@@ -377,6 +381,7 @@ class Writer {
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0
   WriterStats st_;
   StartReport start_;
+  std::string name_notice_;
 };
 
 // TTL in milliseconds to an absolute expiry: ttl <= 0 is already expired

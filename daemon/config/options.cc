@@ -458,13 +458,20 @@ bool ensure_runtime_dir(const std::string& dir, std::string* err) {
     *err = dir + " is not a directory (a symlink or a file is refused)";
     return false;
   }
-  // In a shared directory such as /tmp another user could have made it first.
+  // In a shared directory such as /tmp another user could have made it first
+  // (to serve clients a daemon of theirs). No other place is safe: clients
+  // look for the socket at this path and refuse such a directory too.
+  const std::string fix =
+      ". Remove it (as its owner or root) and start again, or set socket and segment to paths in a "
+      "directory this user owns (or XDG_RUNTIME_DIR)";
   if (st.st_uid != getuid() && st.st_uid != 0) {
-    *err = dir + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user";
+    *err = "runtime directory " + dir + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (uid " +
+           std::to_string(getuid()) + "): another user may have made it to intercept clients; refusing to use it" + fix;
     return false;
   }
-  if (st.st_mode & 0002) {
-    *err = dir + " is world-writable; refusing to put the socket there";
+  if (st.st_mode & 0022) {
+    *err = "runtime directory " + dir + " is writable by " + ((st.st_mode & 0002) ? "everyone" : "its group") +
+           ": others could replace the socket; refusing to use it. Run chmod go-w on it" + fix.substr(fix.find(','));
     return false;
   }
   return true;

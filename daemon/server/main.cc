@@ -204,7 +204,9 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot create the segment {}: {}", cfg.segment, err);
     return 1;
   }
-  spdlog::info("{} (segment {}, generation {})", writer->start_report().summary(), cfg.segment, writer->generation());
+  if (!writer->name_notice().empty()) spdlog::warn("segment {}", writer->name_notice());
+  spdlog::info("{} (segment {}, generation {})", writer->start_report().summary(), writer->options().path,
+               writer->generation());
   Engine engine(writer.get(), cfg);
   std::unique_ptr<nearcache::redis::Tier> tier;
   if (cfg.redis.enabled()) {

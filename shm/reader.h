@@ -42,8 +42,6 @@ struct ReadResult {
 
 struct ReaderOptions {
   bool posix_shm = false;   // `path` is a POSIX shared-memory name ("/name")
-  std::string hints_path;   // ignored (layout 1's hints file is gone; kept so old callers compile)
-  bool use_hints = true;    // ignored: hits are recorded when a HitRegion is attached (attach_hits)
 };
 
 // Counts this process's reader lookups (all Reader objects together).
@@ -100,7 +98,6 @@ class Reader {
   uint32_t heartbeat_grace_ms() const { return grace_ms_; }
   uint32_t writer_pid() const { return writer_pid_; }
   uint64_t mapped_bytes() const { return size_; }
-  bool has_hints() const { return hits_ != nullptr; }  // a hit region is attached
   // The daemon has no Redis tier: a miss in this table is a definite miss.
   bool authoritative() const { return base_ && (load_relaxed(&header_->flags) & kFlagAuthoritative); }
   // The daemon asks readers to serve nothing from the table (get answers suspended).

@@ -77,25 +77,14 @@ void Segment_dealloc(SegmentObject* self) {
 }
 
 PyObject* Segment_open(SegmentObject* self, PyObject* args, PyObject* kwds) {
-  static const char* kwlist[] = {"path", "hints", "posix_shm", "use_hints", nullptr};
+  static const char* kwlist[] = {"path", "posix_shm", nullptr};
   PyObject* path;
-  PyObject* hints = Py_None;
-  int posix_shm = 0, use_hints = 1;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|Opp", const_cast<char**>(kwlist), PyUnicode_FSConverter, &path,
-                                   &hints, &posix_shm, &use_hints))
+  int posix_shm = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$p", const_cast<char**>(kwlist), PyUnicode_FSConverter, &path,
+                                   &posix_shm))
     return nullptr;
   ReaderOptions opts;
   opts.posix_shm = posix_shm;
-  opts.use_hints = use_hints;
-  if (hints != Py_None) {
-    PyObject* hb;
-    if (!PyUnicode_FSConverter(hints, &hb)) {
-      Py_DECREF(path);
-      return nullptr;
-    }
-    opts.hints_path = PyBytes_AS_STRING(hb);
-    Py_DECREF(hb);
-  }
   std::string p = PyBytes_AS_STRING(path);
   std::string why;
   // Open into a fresh Reader, then swap: a failed open keeps the old mapping
@@ -178,7 +167,6 @@ PyObject* Segment_get_key_limit(SegmentObject* self, void*) { return PyLong_From
 PyObject* Segment_get_value_limit(SegmentObject* self, void*) {
   return PyLong_FromUnsignedLong(self->reader->value_limit());
 }
-PyObject* Segment_get_has_hints(SegmentObject* self, void*) { return PyBool_FromLong(self->reader->has_hints()); }
 PyObject* Segment_get_authoritative(SegmentObject* self, void*) {
   return PyBool_FromLong(self->reader->authoritative());
 }
@@ -186,7 +174,7 @@ PyObject* Segment_get_suspended(SegmentObject* self, void*) { return PyBool_From
 
 PyMethodDef Segment_methods[] = {
     {"open", (PyCFunction)(void (*)(void))Segment_open, METH_VARARGS | METH_KEYWORDS,
-     "open(path, hints=None, posix_shm=False, use_hints=True): map a segment read-only (replacing any "
+     "open(path, *, posix_shm=False): map a segment read-only (replacing any "
      "current mapping); raises OSError with the reader's errno (EPROTONOSUPPORT: unknown layout)."},
     {"close", (PyCFunction)Segment_close, METH_NOARGS, "Unmap the segment."},
     {"get", (PyCFunction)Segment_get, METH_O,
@@ -206,7 +194,6 @@ PyGetSetDef Segment_getset[] = {
     {"path", (getter)Segment_get_path, nullptr, nullptr, nullptr},
     {"key_limit", (getter)Segment_get_key_limit, nullptr, nullptr, nullptr},
     {"value_limit", (getter)Segment_get_value_limit, nullptr, nullptr, nullptr},
-    {"has_hints", (getter)Segment_get_has_hints, nullptr, nullptr, nullptr},
     {"authoritative", (getter)Segment_get_authoritative, nullptr,
      "the header says a miss in this table is definite (no Redis tier)", nullptr},
     {"suspended", (getter)Segment_get_suspended, nullptr, "the daemon asks readers to serve nothing now", nullptr},

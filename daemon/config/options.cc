@@ -44,13 +44,12 @@ bool key_stats_separators_set(Config* c, std::string* err) {
 }
 
 bool safe_modes(Config* c, std::string* err) {
-  for (auto [name, mode] : {std::pair{"socket_mode", c->socket_mode}, std::pair{"segment_mode", c->segment_mode},
-                            std::pair{"hints_mode", c->hints_mode}})
+  for (auto [name, mode] : {std::pair{"socket_mode", c->socket_mode}, std::pair{"segment_mode", c->segment_mode}})
     if (mode & 0002) {
       *err = std::string("option ") + name + ": must not be world-writable";
       return false;
     }
-  if (c->socket_mode & 0111 || c->segment_mode & 0111 || c->hints_mode & 0111) {
+  if (c->socket_mode & 0111 || c->segment_mode & 0111) {
     *err = "modes must not carry execute bits";
     return false;
   }
@@ -119,8 +118,8 @@ const std::vector<OptionSpec>& table() {
       {"segment_mode", OptType::mode, "0640", 0, 0, false,
        "Permissions of the segment (readers need read access).", &C::segment_mode},
       {"hints_mode", OptType::mode, "0660", 0, 0, false,
-       "Ignored: layout 2 has no hints file (readers report hits in their own hit regions); accepted so that "
-       "older configuration files still load.", &C::hints_mode},
+       "Deprecated and ignored: layout 2 has no hints file (readers report hits in their own hit regions); "
+       "accepted so that older configuration files still load. Remove it from yours.", &C::hints_mode},
       {"segment_group", OptType::string, "", 0, 0, false, "Group (name or gid) of the segment.",
        &C::segment_group},
       {"segment_size", OptType::size, "64M", 0, kNoMax, false, "Size of the segment (K, M, G suffixes).",

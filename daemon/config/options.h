@@ -29,7 +29,7 @@ struct Config {
   std::string segment, segment_group;
   bool posix_shm;
   bool warm_restart;
-  unsigned segment_mode, hints_mode;
+  unsigned segment_mode, hints_mode;  // hints_mode: deprecated, ignored (layout 1)
   uint64_t segment_size;
   uint64_t key_limit, value_limit, expected_item_size;
   bool authoritative;  // without a tier: the segment header says a miss is definite

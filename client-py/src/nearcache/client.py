@@ -231,7 +231,7 @@ class Client:
             if verify:
                 self._mapped_id = mapping.map_checked(seg, info)
             else:
-                seg.open(info["segment"], hints=info.get("hints") or None, posix_shm=bool(info.get("posix_shm")))
+                seg.open(info["segment"], posix_shm=bool(info.get("posix_shm")))
             self.segment_path = info["segment"]
             self.shm_disabled_reason = None
             self._failed_generation = None

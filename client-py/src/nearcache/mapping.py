@@ -45,13 +45,10 @@ def identity(info: dict) -> tuple[int, int] | None:
     return None
 
 
-def fs_paths(info: dict) -> tuple[str, str | None]:
-    """(segment path, hints path) in the file system (a POSIX shm name lives in /dev/shm)."""
-    path, hints = info["segment"], info.get("hints") or None
-    if info.get("posix_shm"):
-        path = "/dev/shm/" + path.lstrip("/")
-        hints = "/dev/shm/" + hints.lstrip("/") if hints else None
-    return path, hints
+def fs_path(info: dict) -> str:
+    """The segment's path in the file system (a POSIX shm name lives in /dev/shm)."""
+    path = info["segment"]
+    return "/dev/shm/" + path.lstrip("/") if info.get("posix_shm") else path
 
 
 def map_checked(seg, info: dict) -> tuple[int, int]:
@@ -60,7 +57,7 @@ def map_checked(seg, info: dict) -> tuple[int, int]:
     want = identity(info)
     if want is None:
         raise Refused("the daemon does not report the segment's identity (segment_dev, segment_ino) in HELLO")
-    path, hints = fs_paths(info)
+    path = fs_path(info)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
@@ -73,12 +70,12 @@ def map_checked(seg, info: dict) -> tuple[int, int]:
             raise Refused(_other(path, st, want))
         proc = f"/proc/self/fd/{fd}"
         if os.path.exists(proc):
-            seg.open(proc, hints=hints or path + ".hints", posix_shm=False)
+            seg.open(proc)
             return want
     finally:
         os.close(fd)
     # No /proc: map the path, then check that it still names the object checked above.
-    seg.open(path, hints=hints or path + ".hints", posix_shm=False)
+    seg.open(path)
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:

@@ -15,7 +15,7 @@ import time
 from support.nearcached import Daemon
 from support.rawproto import OK, SET, RawConn, mp
 
-from test_hints import MAX_PER_MS, MAGIC, memfd, register
+from test_hints import MAX_PER_MS, MAGIC, memfd, register, wait_for
 
 # A worker: H hits and N definite misses with the client, then H2 hits and
 # N2 definite misses (get and get_many) with the Django backend; reports the
@@ -47,15 +47,6 @@ def status(d: Daemon) -> dict:
         return c.status()
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
 def test_a_workers_local_misses_show_in_misses_total_and_the_hit_ratio(tmp_path):
     h, n = 30, 40
     with Daemon(tmp_path) as d:  # no Redis tier: the table is authoritative
@@ -70,13 +61,15 @@ def test_a_workers_local_misses_show_in_misses_total_and_the_hit_ratio(tmp_path)
         local = 2 * n + 2
         assert totals["local_misses"] == local, totals
         # The worker closed its connections: its region was read a last time.
-        assert wait_for(lambda: status(d)["reader_processes"] == 0)
+        assert wait_for(lambda: status(d)["reader_processes"] == 0, 10)
         s = status(d)
         assert s["shm_local_misses_total"] == local, s
         assert s["misses_total"] == local, s  # the daemon itself saw no miss
         assert s["shm_misses_total"] >= local, s
+        # Hits: from shared memory (counted in the region) or the daemon; a get
+        # answered from this process's own unacknowledged write counts nowhere.
         hits = s["hits_total"]
-        assert hits >= 2 * h + 1, s
+        assert totals["hits"] > 0 and hits >= totals["hits"], (s, totals)
         assert abs(s["hit_ratio"] - hits / (hits + local)) < 1e-3, s
         assert 0 < s["hit_ratio_1m"] < 1, s
 
@@ -90,10 +83,10 @@ def test_a_lie_about_local_misses_is_clamped(tmp_path):
         fake = (MAGIC.to_bytes(8, "little") + (2).to_bytes(4, "little") + (4096).to_bytes(4, "little") +
                 b"".join(v.to_bytes(8, "little") for v in (0, 0, 0, 0, 0, 2**63)))  # local_misses = 2**63
         os.pwrite(fd, fake, 0)
-        assert wait_for(lambda: c.status()["shm_local_misses_total"] > 0)
+        assert wait_for(lambda: c.status()["shm_local_misses_total"] > 0, 10)
         time.sleep(0.1)
         reg.close()
-        assert wait_for(lambda: c.status()["reader_processes"] == 0)
+        assert wait_for(lambda: c.status()["reader_processes"] == 0, 10)
         elapsed_ms = (time.monotonic() - t0) * 1000 + 100
         s = c.status()
         assert s["shm_local_misses_total"] <= elapsed_ms * MAX_PER_MS, s

@@ -1244,6 +1244,12 @@ void Engine::op_status(Session* s, uint64_t id, Args&) {
   pk.pack_map(uint32_t(opts.size()));
   for (const auto& o : opts) {
     pack_str(pk, o.name);
+    // The segment in use: not the configured name when that was squatted
+    // (Writer::name_notice), so that `nearcache memory` maps the right one.
+    if (std::string_view(o.name) == "segment") {
+      pack_str(pk, w_->options().path);
+      continue;
+    }
     switch (o.type) {
       case OptType::boolean: option_bool(cfg_, o) ? pk.pack_true() : pk.pack_false(); break;
       case OptType::size:

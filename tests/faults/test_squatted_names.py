@@ -20,7 +20,7 @@ import time
 import pytest
 
 from nearcache import Client
-from support.nearcached import Daemon
+from support.nearcached import NEARCACHE_CLI, Daemon
 
 SQUATTER = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create objects as another user")
@@ -81,6 +81,10 @@ def test_a_squatted_segment_name_gets_a_fresh_one_announced_in_hello(tmp_path, s
         assert st.st_uid == 0 and not st.st_mode & 0o002
         assert re.search(rf"\[warn(ing)?\].*belongs to uid {SQUATTER}.*using {re.escape(name)}", d.log()), d.log()
         assert_untouched("/dev/shm/" + shm_name, before)
+        # STATUS names the segment in use: the CLI reads that one, not the squatter's.
+        out = subprocess.run([str(NEARCACHE_CLI), "--socket", d.socket, "memory"], capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0 and "entries: 1 " in out.stdout, out
         # The next start finds its own fresh name again (and adopts the table): nothing is left behind.
         d.restart()
         assert served_name(d) == name

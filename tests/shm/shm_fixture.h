@@ -79,7 +79,7 @@ struct Hits {
     if (!source->poll(w.generation(), w.way_index_limit(), clock_ms, &ways, &d))
       throw std::runtime_error("HitSource::poll failed");
     w.note_hits(ways.data(), ways.size());
-    w.note_reader_counts(d.hits, d.misses, d.busy);
+    w.note_reader_counts(d.hits, d.misses, d.busy, d.local_misses);
   }
 };
 

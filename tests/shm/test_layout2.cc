@@ -99,8 +99,10 @@ TEST_CASE("a region's hits reach the writer's frequencies and counters, and inde
   REQUIRE(t.w->set("k", "v", 0, 0) == Status::ok);
   for (int i = 0; i < 7; ++i) REQUIRE(t.get("k") == ReadStatus::hit);
   CHECK(t.get("absent") == ReadStatus::miss);
+  t.r.note_local_miss();  // the caller answered that miss itself (a definite one)
   CHECK(hits.region->hits() == 7);
   CHECK(hits.region->misses() == 1);
+  CHECK(hits.region->local_misses() == 1);
   // A hostile owner: way indexes past the table, in the empty 8th slot, garbage.
   uint32_t* ring = hits.region->ring();
   HitRegionHeader* h = hits.region->header();
@@ -113,6 +115,7 @@ TEST_CASE("a region's hits reach the writer's frequencies and counters, and inde
   auto s = t.w->stats();
   CHECK(s.reader_hits == 7);
   CHECK(s.reader_misses == 1);
+  CHECK(s.reader_local_misses == 1);
 }
 
 TEST_CASE("a region's counters are believed only as far as they plausibly grew") {
@@ -122,9 +125,11 @@ TEST_CASE("a region's counters are believed only as far as they plausibly grew")
   HitDeltas d;
   h->hits = uint64_t(1) << 63;
   h->misses = UINT64_MAX;
+  h->local_misses = UINT64_MAX - 1;
   REQUIRE(src->poll(1, 1 << 20, 1010, &ways, &d));  // 10 ms later
   CHECK(d.hits == 10 * HitSource::kMaxLookupsPerMs);
   CHECK(d.misses == 10 * HitSource::kMaxLookupsPerMs);
+  CHECK(d.local_misses == 10 * HitSource::kMaxLookupsPerMs);
   // A decrease restarts the baseline: nothing is counted, later growth is.
   d = {};
   h->hits = 5;

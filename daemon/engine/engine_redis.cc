@@ -85,6 +85,7 @@ redis::TableHooks Engine::table_hooks() {
   };
   h.install_negative = [this](std::string_view key, uint64_t expiry) { install_negative(key, expiry); };
   h.synced = [this](std::string_view key) { w_->mark_synced(key); };
+  h.acked = [this](std::string_view key, uint64_t item_id) { w_->mark_synced(key, item_id); };
   h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
   h.suspend = [this](bool on) { suspend(on); };
   return h;
@@ -179,7 +180,8 @@ void Engine::queue_store(std::string_view key, std::string_view value, uint8_t f
   }
   // A write the queue had no room for never reaches Redis: this host must not
   // go on serving it either (the queue logged and counted the drop).
-  if (tier_->set(key, value, flags, expiry) == redis::Enqueued::dropped) w_->del(key);
+  // The item's id comes back with Redis's acknowledgement (TableHooks::acked).
+  if (tier_->set(key, value, flags, expiry, w_->item_id(key)) == redis::Enqueued::dropped) w_->del(key);
 }
 
 void Engine::wake_pollers(std::string_view key) {

@@ -58,6 +58,9 @@ struct WriterOptions {
   // until the repair against it (doc/redis.md); else they are dropped too.
   bool redis_tier = false;
   uint64_t redis_snapshot_generation = 0;  // the table generation the daemon's snapshot belongs to; 0 = none
+  // Readers keep serving the adopted entries until the repair (the daemon
+  // bounds how long: daemon/redis/repair.h, seed); false: start suspended.
+  bool redis_serve_adopted = false;
 };
 
 // Why adoption dropped an entry (StartReport::dropped).

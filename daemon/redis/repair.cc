@@ -184,11 +184,12 @@ void Repair::healthy(Snapshot s) {
   uv_timer_start(&refresh_, on_refresh, 10 * cfg_.heartbeat_ms, 0);
 }
 
-void Repair::seed(Snapshot before) {
+void Repair::seed(Snapshot before, uint64_t serve_ms) {
   base_ = std::move(before);
   marker_ = base_->marker;
   gap_ = true;
-  st_.suspended = true;
+  st_.suspended = serve_ms == 0;
+  if (serve_ms) uv_timer_start(&grace_, on_grace, serve_ms, 0);
 }
 
 void Repair::on_refresh(uv_timer_t* t) {

@@ -94,8 +94,12 @@ class Repair {
 
   // Warm restart (the daemon, before the tier starts): `before` is the last
   // snapshot the previous daemon took while the adopted table was coherent;
-  // the table starts suspended and the first repair compares with it.
-  void seed(Snapshot before);
+  // the first repair compares with it. The restart is a gap that began no
+  // later than that snapshot: with serve_ms > 0 (what is left of
+  // redis_stale_grace_ms since it was taken) the table is served meanwhile
+  // and suspended when serve_ms pass before the repair; with 0 it starts
+  // suspended.
+  void seed(Snapshot before, uint64_t serve_ms);
   // Called with every snapshot taken while healthy (the daemon persists it).
   void set_on_snapshot(std::function<void(const Snapshot&)> fn) { on_snapshot_ = std::move(fn); }
 

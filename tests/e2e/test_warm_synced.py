@@ -50,7 +50,8 @@ def test_acknowledged_local_writes_survive_kill9_queued_ones_are_dropped(host, r
     assert st["dropped"]["unsynced"] == 11, st  # queued0..9 and acked0's newer write
     with Probe() as p:
         p.open(a.segment)
-        assert p.get("acked5") == "suspended"  # adopted, held until the repair
+        assert p.get("acked5") == "hit"  # adopted and served, within the grace, until the repair
+        assert p.get("queued5") == "miss"
         redis_server.resume()
         wait_coherent(a)
         wait_for(lambda: status(a)["redis_suspended"] == 0, 15, "the repair")

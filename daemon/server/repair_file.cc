@@ -77,7 +77,8 @@ bool save_repair_file(const std::string& path, const SavedSnapshot& s, std::stri
   put_str(b, s.snap.marker);
   put(b, uint32_t(s.snap.slots.size()));
   for (int64_t c : s.snap.slots) put(b, c);
-  put(b, s.saved_mono_ms);  // last: a file without it still loads (0)
+  put(b, s.saved_mono_ms);  // last: a file without them still loads (0, no proof)
+  put_str(b, s.snap.proof);
   put(b, fnv(b));
   const std::string tmp = path + ".new." + std::to_string(getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -121,6 +122,7 @@ bool load_repair_file(const std::string& path, SavedSnapshot* out, std::string* 
   for (int64_t& v : s.snap.slots)
     if (!c.get(&v)) return *why = path + " is truncated", false;
   if (!c.get(&s.saved_mono_ms)) s.saved_mono_ms = 0;
+  else if (!c.get_str(&s.snap.proof)) s.snap.proof.clear();
   // The file's age by the wall clock too: the monotonic one restarts at boot.
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);

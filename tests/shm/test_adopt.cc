@@ -420,7 +420,7 @@ TEST_CASE("adopt: with a Redis tier nothing adopted is kept, unsynced entries co
   CHECK(read(r, "k:1", &v) == ReadStatus::miss);
 }
 
-TEST_CASE("adopt: an item marked synced by its id is kept; one replaced after its id was taken is not") {
+TEST_CASE("adopt: an item marked synced by its id is kept, one replaced after its id was taken is not") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
   o.redis_tier = true;

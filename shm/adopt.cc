@@ -273,8 +273,9 @@ void Writer::adopt(const Geometry& g) {
   store_relaxed(&state_->adopted_count, start_.kept);
   store_relaxed(&header_->writer_pid, uint32_t(getpid()));
   store_relaxed(&header_->heartbeat_grace_ms, opts_.heartbeat_grace_ms);
-  // Entries from Redis are served only after the repair against the snapshot.
-  set_flag(kFlagSuspended, opts_.redis_tier && start_.kept > 0);
+  // Entries from Redis are served only after the repair against the snapshot,
+  // unless the daemon vouches for the gap's bound meanwhile (serve_adopted).
+  set_flag(kFlagSuspended, opts_.redis_tier && start_.kept > 0 && !opts_.redis_serve_adopted);
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
 }

@@ -24,7 +24,7 @@ void Writer::write_item(uint64_t off, std::string_view key, std::string_view val
 // Places n bytes at the head if they fit without freeing anything; wraps the
 // head (padding the end of the log) when only the start has room.
 bool Writer::place(Ring& r, uint64_t n, uint64_t* off) {
-  if (r.used == 0) r.head = r.tail = r.begin;
+  if (r.used == 0) rewind(r), r.tail = r.begin;
   if (r.used == r.size()) return false;
   if (r.head >= r.tail && r.end - r.head < n) {
     if (r.tail - r.begin < n) return false;
@@ -34,7 +34,7 @@ bool Writer::place(Ring& r, uint64_t n, uint64_t* off) {
       store_relaxed(&ih->meta, make_meta(0, 0, 0, ItemState::wrap));
     }
     r.used += gap;
-    r.head = r.begin;
+    rewind(r);
     st_.wraps++;
   }
   const uint64_t room = r.head < r.tail ? r.tail - r.head : r.end - r.head;
@@ -43,10 +43,17 @@ bool Writer::place(Ring& r, uint64_t n, uint64_t* off) {
   r.head += n;
   r.used += n;
   if (r.head == r.end) {
-    r.head = r.begin;
+    rewind(r);
     st_.wraps++;
   }
   return true;
+}
+
+// The head goes back to the start of its log: a new lap, so that an offset
+// names one item per lap (item_id).
+void Writer::rewind(Ring& r) {
+  if (r.head != r.begin) r.laps++;
+  r.head = r.begin;
 }
 
 uint64_t Writer::alloc(Ring& r, uint64_t n) {
@@ -65,7 +72,7 @@ void Writer::free_tail(Ring& r, int* reinserts) {
   if (gap < kItemHeaderBytes || meta_state(item_at(r.tail)->meta) == ItemState::wrap) {
     r.used -= gap;
     r.tail = r.begin;
-    if (r.used == 0) r.head = r.begin;
+    if (r.used == 0) rewind(r);
     return;
   }
   const uint64_t off = r.tail;

@@ -510,15 +510,49 @@ bool Writer::negative(std::string_view key) {
   return meta_negative(ih->meta) && !expired(ih, now_());
 }
 
-void Writer::mark_synced(std::string_view key) {
-  if (key.size() > opts_.key_limit) return;
+Writer::Loc Writer::find_live(std::string_view key, uint64_t* off) {
+  if (key.size() > opts_.key_limit) return {0, kWaysPerBucket};
   const uint64_t h = hash(key);
   settle_key(h);
   const Loc loc = find(key, h);
+  if (loc.found()) *off = way_unit(bucket(loc.bucket)->way[loc.way]) * kItemAlign;
+  return loc;
+}
+
+void Writer::mark_synced(std::string_view key) {
+  uint64_t off;
+  const Loc loc = find_live(key, &off);
   if (!loc.found()) return;
   ItemHeader* ih = item_of(loc);
   // A bit readers ignore: no seqlock needed, only an atomic store.
   store_relaxed(&ih->meta, ih->meta | (uint64_t(kItemSynced) << 56));
+}
+
+// An item id: a set top bit (never 0), 18 bits of its log's lap, its unit.
+// An offset holds one item per lap (the head only moves forward within one),
+// so (lap, offset) names one write; 2^18 laps while a write is queued do not happen.
+namespace {
+constexpr uint64_t kLapBits = 18, kUnitBits = 45, kLapMask = (uint64_t{1} << kLapBits) - 1;
+}
+
+uint64_t Writer::id_of(uint64_t off, uint64_t lap) const {
+  return (uint64_t{1} << 63) | ((lap & kLapMask) << kUnitBits) | (off / kItemAlign);
+}
+
+uint64_t Writer::item_id(std::string_view key) {
+  uint64_t off;
+  const Loc loc = find_live(key, &off);
+  if (!loc.found()) return 0;
+  const Ring& r = off < small_.end ? small_ : main_;
+  // An item written before its log's head last went back to begin sits at or
+  // after the head; one written since, before it.
+  return id_of(off, off < r.head ? r.laps : r.laps - 1);
+}
+
+bool Writer::mark_synced(std::string_view key, uint64_t id) {
+  if (id == 0 || item_id(key) != id) return false;  // gone, or a newer write replaced it
+  mark_synced(key);
+  return true;
 }
 
 bool Writer::contains(std::string_view key) {

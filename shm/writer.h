@@ -58,6 +58,9 @@ struct WriterOptions {
   // until the repair against it (doc/redis.md); else they are dropped too.
   bool redis_tier = false;
   uint64_t redis_snapshot_generation = 0;  // the table generation the daemon's snapshot belongs to; 0 = none
+  // Readers keep serving the adopted entries until the repair (the daemon
+  // bounds how long: daemon/redis/repair.h, seed); false: start suspended.
+  bool redis_serve_adopted = false;
 };
 
 // Why adoption dropped an entry (StartReport::dropped).
@@ -168,6 +171,14 @@ class Writer {
   void mark_synced(std::string_view key);
   // The same lookup without counting it as a read (TTL, HAS_KEY).
   bool peek(std::string_view key, Item* out) { return lookup(key, out, false); }
+  // What names the item `key` holds now (its offset and its log's lap), 0
+  // when it has none: a write-behind SET carries it, and its acknowledgement
+  // marks the item synced only if the key still holds that same write, not a
+  // newer local write that replaced it. A moved item (S3-FIFO reinsertion,
+  // small to main) gets a new id: its mark is then skipped (kept unsynced).
+  uint64_t item_id(std::string_view key);
+  // mark_synced when `key` still holds the item `id` names; false otherwise.
+  bool mark_synced(std::string_view key, uint64_t id);
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);
@@ -249,6 +260,7 @@ class Writer {
   struct Ring {
     uint64_t begin = 0, end = 0;  // data-area offsets
     uint64_t head = 0, tail = 0, used = 0;
+    uint64_t laps = 0;  // times the head went back to begin (writer memory only: item_id)
     uint64_t size() const { return end - begin; }
   };
   struct Loc {
@@ -320,6 +332,9 @@ class Writer {
   bool place(Ring& r, uint64_t n, uint64_t* off);
   void free_tail(Ring& r, int* reinserts);
   static inline void advance_tail(Ring& r, uint64_t n);
+  static void rewind(Ring& r);
+  uint64_t id_of(uint64_t off, uint64_t lap) const;
+  Loc find_live(std::string_view key, uint64_t* off);
   void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
                   uint8_t bits);
 

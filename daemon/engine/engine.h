@@ -220,7 +220,9 @@ class Engine {
   void expire_waits(uint64_t now);
   void cancel_waits(uint64_t session);
   // Hooks for the tier.
-  void install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  bool install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  // install, and marked synced: the value is one Redis decided (ADD, INCR, LEASE).
+  void install_decided(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
   void install_negative(std::string_view key, uint64_t expiry);
   // With a tier: the key has a negative entry (Redis has no such key), so a
   // local miss is definite; counted as a negative hit.

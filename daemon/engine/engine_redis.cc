@@ -85,6 +85,7 @@ redis::TableHooks Engine::table_hooks() {
   };
   h.install_negative = [this](std::string_view key, uint64_t expiry) { install_negative(key, expiry); };
   h.synced = [this](std::string_view key) { w_->mark_synced(key); };
+  h.acked = [this](std::string_view key, uint64_t item_id) { w_->mark_synced(key, item_id); };
   h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
   h.suspend = [this](bool on) { suspend(on); };
   return h;
@@ -120,7 +121,7 @@ void Engine::suspend(bool on) {
   spdlog::info("redis: this host's table is {}", on ? "suspended (kept, not served)" : "served again");
 }
 
-void Engine::install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+bool Engine::install(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
   if (cfg_.max_ttl_ms) {
     const uint64_t ceiling = shm::expiry_from_ttl(int64_t(std::min<uint64_t>(cfg_.max_ttl_ms, INT64_MAX)), now_ms());
     if (expiry == 0 || expiry > ceiling) expiry = ceiling;
@@ -129,10 +130,17 @@ void Engine::install(std::string_view key, std::string_view value, uint8_t flags
     // Over this host's limits (a value that lives in Redis only): not kept
     // here, and neither is what the table held for the key (a negative entry).
     w_->del(key);
-    return;
+    return false;
   }
   waits_.wrote(key);
   after_store(key, value, flags, expiry);
+  return true;
+}
+
+void Engine::install_decided(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+  // Decided in Redis (ADD's SET NX, INCR's result, a LEASE's value): Redis
+  // has this value, so a warm restart may keep it (shm kItemSynced).
+  if (install(key, value, flags, expiry)) w_->mark_synced(key);
 }
 
 void Engine::install_negative(std::string_view key, uint64_t expiry) {
@@ -179,7 +187,8 @@ void Engine::queue_store(std::string_view key, std::string_view value, uint8_t f
   }
   // A write the queue had no room for never reaches Redis: this host must not
   // go on serving it either (the queue logged and counted the drop).
-  if (tier_->set(key, value, flags, expiry) == redis::Enqueued::dropped) w_->del(key);
+  // The item's id comes back with Redis's acknowledgement (TableHooks::acked).
+  if (tier_->set(key, value, flags, expiry, w_->item_id(key)) == redis::Enqueued::dropped) w_->del(key);
 }
 
 void Engine::wake_pollers(std::string_view key) {
@@ -325,7 +334,7 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
     }
   } else if (ctx->kind == WaitKind::add) {
     if (r.kind == Kind::ok) {
-      if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
+      if (unchanged) install_decided(key, ctx->value, ctx->flags, ctx->expiry);
       if (t) reply::ok(t->out, req);
     } else if (r.kind == Kind::exists) {
       if (unchanged && w_->negative(key)) drop(key);  // Redis has it: a negative entry here is stale
@@ -336,7 +345,7 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
   } else {
     switch (r.kind) {
       case Kind::ok:
-        if (unchanged) install(key, r.value, r.flags, r.expiry_ms);
+        if (unchanged) install_decided(key, r.value, r.flags, r.expiry_ms);
         if (t) reply::number(t->out, req, r.number);
         break;
       case Kind::not_found:
@@ -424,7 +433,7 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<Decided>& ctx, const r
   const uint64_t req = w ? w->req : 0;
   switch (r.kind) {
     case Kind::value:
-      if (unchanged) install(key, r.value, r.flags, r.expiry_ms);
+      if (unchanged) install_decided(key, r.value, r.flags, r.expiry_ms);
       if (t) reply_value(t, req, r.value, r.flags, r.expiry_ms, true);
       break;
     case Kind::granted:

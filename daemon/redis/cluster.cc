@@ -60,6 +60,8 @@ Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
   h.drop = hooks_.drop;
   h.install = hooks_.install;
   h.install_negative = hooks_.install_negative;
+  h.synced = hooks_.synced;  // per key: a warm restart may keep what came from (or reached) Redis
+  h.acked = hooks_.acked;
   // Whole-table actions of one master's part act on its slots only.
   h.drop_all = [this, raw](const char* why) { drop_owned(raw, why); };
   h.drop_slots = [this, raw](const std::vector<bool>& slots) {
@@ -202,9 +204,10 @@ void Cluster::adopt(HandedOp&& op) {
 
 // ---------------------------------------------------------------- TierApi, routed
 
-Enqueued Cluster::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
+Enqueued Cluster::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                      uint64_t item_id) {
   Part* p = route(key);
-  return p ? p->tier->set(key, value, flags, expiry_ms) : Enqueued::dropped;
+  return p ? p->tier->set(key, value, flags, expiry_ms, item_id) : Enqueued::dropped;
 }
 
 Enqueued Cluster::del(std::string_view key) {

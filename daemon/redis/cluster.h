@@ -62,7 +62,7 @@ class Cluster {
   // The masters known (for the control link's seeds).
   std::vector<HostPort> masters() const;
 
-  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, uint64_t item_id);
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   Enqueued clear(std::string_view prefix);

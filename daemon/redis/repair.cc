@@ -59,7 +59,8 @@ Verdict compare(const Snapshot* before, const Snapshot& after, std::vector<bool>
   const bool same = !b.replid.empty() && a.replid == b.replid && a.offset >= b.offset;
   // A promoted replica: its history of the old id runs up to second_repl_offset - 1.
   const bool promoted = !b.replid.empty() && a.replid2 == b.replid && a.offset2 > b.offset;
-  if (!same && !promoted)
+  const bool proven = !before->proof.empty() && after.proof_checked == before->proof && after.holds;
+  if (!same && !promoted && !proven)
     return *why = "Redis cannot be shown to hold the snapshot (restarted, or a failover that lost writes)",
            Verdict::all;
   if (before->marker.empty() || after.marker != before->marker)
@@ -178,17 +179,21 @@ void Repair::healthy(Snapshot s) {
       h_.suspend(false);
     }
   }
+  const std::string old_proof = base_ ? base_->proof : std::string();
   base_ = std::move(s);
   marker_ = base_->marker;
   if (on_snapshot_) on_snapshot_(*base_);
+  // The saved snapshot names the new proof now: the old one can go.
+  if (!old_proof.empty() && old_proof != base_->proof) data_->command({"DEL", old_proof}, [](const Reply&) {});
   uv_timer_start(&refresh_, on_refresh, 10 * cfg_.heartbeat_ms, 0);
 }
 
-void Repair::seed(Snapshot before) {
+void Repair::seed(Snapshot before, uint64_t serve_ms) {
   base_ = std::move(before);
   marker_ = base_->marker;
   gap_ = true;
-  st_.suspended = true;
+  st_.suspended = serve_ms == 0;
+  if (serve_ms) uv_timer_start(&grace_, on_grace, serve_ms, 0);
 }
 
 void Repair::on_refresh(uv_timer_t* t) {
@@ -237,10 +242,11 @@ void Repair::read(uint64_t gen, SnapFn done) {
     });
   };
   auto fn = std::make_shared<decltype(finish)>(std::move(finish));
-  auto send = [&](const std::vector<std::string_view>& argv, std::function<void(const Reply&)> on) {
+  // soft: an error answer (OOM refusing the proof's SET) fails nothing; it only proves nothing.
+  auto send = [&](const std::vector<std::string_view>& argv, std::function<void(const Reply&)> on, bool soft = false) {
     st->left++;
-    const bool sent = data_->command(argv, [st, fn, on = std::move(on)](const Reply& r) {
-      if (r.is_error()) st->failed = true;
+    const bool sent = data_->command(argv, [st, fn, soft, on = std::move(on)](const Reply& r) {
+      if (r.is_error()) st->failed = st->failed || !soft || r.failed();
       else on(r);
       (*fn)();
     });
@@ -275,6 +281,17 @@ void Repair::read(uint64_t gen, SnapFn done) {
     if (r.r->type == REDIS_REPLY_STRING || r.r->type == REDIS_REPLY_STATUS)
       parse_replication(std::string_view(r.r->str, r.r->len), &st->s.repl);
   });
+  // The previous proof, then this one's, after every read above (one
+  // connection: in order). A day's expiry: a daemon gone longer drops all.
+  if (base_ && !base_->proof.empty()) {
+    st->s.proof_checked = base_->proof;
+    send({"EXISTS", base_->proof}, [st](const Reply& r) { st->s.holds = r.r->type == REDIS_REPLY_INTEGER && r.r->integer == 1; },
+         true);
+  }
+  const std::string proof = marker_key_ + ":proof:" + new_epoch();
+  send({"SET", proof, "1", "PX", "86400000"}, [st, proof](const Reply& r) {
+    if (r.r->type == REDIS_REPLY_STATUS) st->s.proof = proof;
+  }, true);
   (*fn)();
 }
 

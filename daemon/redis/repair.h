@@ -14,9 +14,10 @@
 //
 // Comparison after a gap (compare()): possible only when the Redis answering
 // now provably holds the snapshot's history — the same replication id at an
-// offset not behind it, or a promoted replica whose master_replid2 is the
-// snapshot's id and whose second_repl_offset is past the snapshot's offset —
-// and the flush marker and clear counter are unchanged. Then every slot whose
+// offset not behind it, a promoted replica whose master_replid2 is the
+// snapshot's id and whose second_repl_offset is past the snapshot's offset,
+// or (a restart from its AOF or RDB, a failover) the snapshot's proof key
+// still there — and the flush marker and clear counter are unchanged. Then every slot whose
 // counter differs, or is missing on either side (allkeys-* eviction, never
 // written), is dropped; otherwise everything is.
 //
@@ -53,6 +54,14 @@ struct Snapshot {
   std::vector<int64_t> slots;  // kSlots counters, -1 = missing
   int64_t clears = -1;         // clear counter, -1 = missing (never cleared)
   std::string marker;          // the flush marker's epoch, "" = none
+  // Proof of history: a key of this host's own (a random name) written after
+  // the counters were read. A Redis that holds it holds every write before it
+  // (an AOF or RDB after a restart, a replica's stream after a failover keep
+  // a prefix of the history), so the counters compare when the replication
+  // id cannot. `holds` is what the read found of the previous snapshot's.
+  std::string proof;           // the key written, "" = none
+  std::string proof_checked;   // the previous snapshot's proof, looked up
+  bool holds = false;          // ... and present
 };
 
 enum class Verdict { nothing, slots, all };
@@ -94,8 +103,12 @@ class Repair {
 
   // Warm restart (the daemon, before the tier starts): `before` is the last
   // snapshot the previous daemon took while the adopted table was coherent;
-  // the table starts suspended and the first repair compares with it.
-  void seed(Snapshot before);
+  // the first repair compares with it. The restart is a gap that began no
+  // later than that snapshot: with serve_ms > 0 (what is left of
+  // redis_stale_grace_ms since it was taken) the table is served meanwhile
+  // and suspended when serve_ms pass before the repair; with 0 it starts
+  // suspended.
+  void seed(Snapshot before, uint64_t serve_ms);
   // Called with every snapshot taken while healthy (the daemon persists it).
   void set_on_snapshot(std::function<void(const Snapshot&)> fn) { on_snapshot_ = std::move(fn); }
 

@@ -262,6 +262,9 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
     reads_->invalidate(key);
     if (hooks_.drop) hooks_.drop(key);
   });
+  queue_->set_on_acked([this](std::string_view key, uint64_t item_id) {
+    if (hooks_.acked) hooks_.acked(key, item_id);
+  });
   reads_->set_coherent([this] { return inval_->coherent(); });
   reads_->set_install([this](std::string_view key, const Fetched& f) {
     if (f.kind != Fetched::Kind::hit) {
@@ -347,10 +350,11 @@ void Tier::shutdown_until(uint64_t deadline_ms, std::function<void(uint64_t)> do
   queue_->drain(deadline_ms, std::move(finish));
 }
 
-Enqueued Tier::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
-  if (cluster_) return cluster_->set(key, value, flags, expiry_ms);
+Enqueued Tier::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                   uint64_t item_id) {
+  if (cluster_) return cluster_->set(key, value, flags, expiry_ms, item_id);
   reads_->invalidate(key);
-  return queue_->set(key, value, flags, expiry_ms);
+  return queue_->set(key, value, flags, expiry_ms, item_id);
 }
 
 Enqueued Tier::del(std::string_view key) {

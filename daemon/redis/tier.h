@@ -65,7 +65,8 @@ class Tier final : public TierApi {
   void shutdown_until(uint64_t deadline_ms, std::function<void(uint64_t left)> done);
 
   // ---- after the local table applied a write (the reply may go out at once)
-  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) override;
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+               uint64_t item_id) override;
   Enqueued del(std::string_view key) override;
   Enqueued touch(std::string_view key, uint64_t expiry_ms) override;
   Enqueued clear(std::string_view prefix) override;

@@ -51,6 +51,10 @@ struct TableHooks {
   // The value just installed was read from Redis (not from this host's
   // queue): a restarted daemon may adopt it (shm kItemSynced).
   std::function<void(std::string_view key)> synced;
+  // Redis acknowledged the SET this host queued for `key` with `item_id`
+  // (TierApi::set): if the key still holds that item, a restarted daemon may
+  // adopt it (shm Writer::mark_synced(key, id)).
+  std::function<void(std::string_view key, uint64_t item_id)> acked;
   // Remove every local entry whose Redis key (prefix + key) is in a slot
   // marked true (slots.h: kSlots entries), then serve again (repair.h).
   std::function<void(const std::vector<bool>& slots)> drop_slots;
@@ -94,7 +98,9 @@ class TierApi {
   virtual ~TierApi() = default;
 
   // ---- after the local table applied a write (the reply may go out at once)
-  virtual Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) = 0;
+  // item_id names the local item the SET wrote (0: none); TableHooks::acked gets it back.
+  virtual Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                       uint64_t item_id) = 0;
   virtual Enqueued del(std::string_view key) = 0;
   virtual Enqueued touch(std::string_view key, uint64_t expiry_ms) = 0;
   virtual Enqueued clear(std::string_view prefix) = 0;

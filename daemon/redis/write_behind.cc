@@ -63,10 +63,12 @@ void WriteBehind::close(std::function<void()> closed) {
 
 // ------------------------------------------------------------ queueing
 
-Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms) {
+Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                          uint64_t item_id) {
   Entry e{Entry::set, std::string(key)};
   e.value = encode_value(value, flags, cfg_.value_format);
   e.expiry = expiry_ms;
+  e.item = item_id;
   return put(std::move(e));
 }
 
@@ -85,7 +87,7 @@ Enqueued WriteBehind::put(Entry e) {
     It old = kit->second.latest;
     if (e.kind == Entry::touch) {
       if (old->kind == Entry::del) return st_.coalesced_total++, Enqueued::coalesced;  // nothing to touch
-      if (old->kind == Entry::set) e.kind = Entry::set, e.value = std::move(old->value);
+      if (old->kind == Entry::set) e.kind = Entry::set, e.value = std::move(old->value), e.item = old->item;
     }
     e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
     Enqueued r = Enqueued::coalesced;
@@ -332,6 +334,7 @@ void WriteBehind::adopt(HandedOp&& op) {
   Entry e{op.kind == HandedOp::clear ? Entry::clear : Entry::Kind(op.kind), std::move(op.key)};
   e.value = std::move(op.value);
   e.expiry = op.expiry;
+  e.item = op.item;
   e.asking = op.asking;
   e.glob = op.glob;
   e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
@@ -357,6 +360,7 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
     op.key = std::move(e.key);
     op.value = std::move(e.value);
     op.expiry = e.expiry;
+    op.item = e.item;
     op.asking = e.asking;
     op.glob = e.glob;
     to(std::move(op));
@@ -380,6 +384,7 @@ bool WriteBehind::cluster_redirect(It it, const std::string& err) {
     op.key = it->key;
     op.value = std::move(it->value);
     op.expiry = it->expiry;
+    op.item = it->item;
     op.asking = rd.kind == Redirect::ask;
     landed(it->key);
     depth_--;
@@ -455,6 +460,8 @@ void WriteBehind::send_op(It it) {
       refused(*it, err);
     } else {
       st_.flushed_total++;
+      // Redis has the value (or, sent expired as UNLINK, the local copy has expired too).
+      if (it->kind == Entry::set && it->item && on_acked_) on_acked_(it->key, it->item);
     }
     depth_--;
     bytes_ -= it->bytes;

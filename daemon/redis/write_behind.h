@@ -35,6 +35,8 @@
 // Counters. Each SET, DELETE and TOUCH goes as MULTI, the write, INCR of its
 // key's slot counter, EXEC; each CLEAR step bumps the clear counter in its
 // script (slots.h): the repair after a gap in invalidations compares them.
+// A SET's EXEC answered without error calls on_acked(key, item_id): the
+// caller marks its local item as one Redis has (a warm restart keeps it).
 //
 // Read-your-writes. pending(key) says what this host last wrote to a key and
 // Redis may not have yet; after(key, fn) runs fn once every queued write to
@@ -104,6 +106,7 @@ struct HandedOp {
   std::string key;    // local key; the prefix for clear
   std::string value;  // set: the Redis value (value.h), already encoded
   uint64_t expiry = 0;
+  uint64_t item = 0;    // set: the caller's item id (on_acked)
   bool asking = false;  // ASK: send ASKING first on the new master
   bool glob = false;    // clear: key is a glob pattern (DELETE_PATTERN)
 };
@@ -118,7 +121,10 @@ class WriteBehind {
   WriteBehind& operator=(const WriteBehind&) = delete;
 
   // Expiries are absolute CLOCK_MONOTONIC ms; 0 = no expiry.
-  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms);
+  // item_id: what the caller's table names the written item by (0: none),
+  // handed back to on_acked when Redis acknowledges this SET.
+  Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+               uint64_t item_id = 0);
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix);
@@ -127,6 +133,9 @@ class WriteBehind {
 
   // Called with the key of a SET or TOUCH that Redis refused (see Refusals).
   void set_on_refused(std::function<void(std::string_view key)> fn) { on_refused_ = std::move(fn); }
+  // Called when Redis acknowledged a SET (its MULTI/EXEC with the slot
+  // counter) that carried an item_id: the value reached Redis.
+  void set_on_acked(std::function<void(std::string_view key, uint64_t item_id)> fn) { on_acked_ = std::move(fn); }
 
   // Redis Cluster (see the top): redirected operations, and the queue's side of routing.
   void set_on_redirect(std::function<void(HandedOp&&, const Redirect&)> fn) { on_redirect_ = std::move(fn); }
@@ -166,6 +175,7 @@ class WriteBehind {
     std::string key;     // local key; the prefix for clear
     std::string value;   // set: the Redis value (value.h)
     uint64_t expiry = 0;
+    uint64_t item = 0;   // set: the caller's item id (on_acked)
     size_t bytes = 0;
     bool sealed = false;  // a call entry for this key follows: never coalesce into it
     std::function<void(bool)> fn;  // call
@@ -229,6 +239,7 @@ class WriteBehind {
   bool cluster_ = false;                             // a Redis Cluster master's part
   std::unordered_map<std::string, uint32_t> flying_;  // cluster: keys with an operation in flight
   uint64_t next_retry_ = 0;                           // cluster: earliest delayed retry (uv_now), 0 = none
+  std::function<void(std::string_view, uint64_t)> on_acked_;
   uint64_t refusals_logged_ = 0;  // st_.failed_total at the last refusal log line
   Throttle drop_log_, fail_log_;
 };

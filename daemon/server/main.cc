@@ -76,11 +76,14 @@ void warn_exposed_password(const Config& cfg, const Invocation& inv) {
 // The daemon's last act on the table (after the heartbeat's last beat, which
 // runs through the Redis drain). With warm_restart it stays for the next
 // daemon: readers serve it until the heartbeat is older than
-// heartbeat_grace_ms. With a Redis tier it is suspended first: invalidations
-// stop with this process. Without warm_restart it is stopped and removed.
-void release_table(shm::Writer* w, const Config& cfg) {
+// heartbeat_grace_ms. With a Redis tier invalidations stop with this
+// process: readers go on serving only if that stays within the staleness
+// bound (`serve_on`: invalidations flowed when the drain began, and the
+// drain plus heartbeat_grace_ms fit in redis_stale_grace_ms); else it is
+// suspended first. Without warm_restart it is stopped and removed.
+void release_table(shm::Writer* w, const Config& cfg, bool serve_on = false) {
   if (cfg.warm_restart) {
-    if (cfg.redis.enabled()) w->set_suspended(true);
+    if (cfg.redis.enabled() && !serve_on) w->set_suspended(true);
     w->stop();
     w->remove_lock();
   } else {
@@ -93,18 +96,28 @@ void release_table(shm::Writer* w, const Config& cfg) {
 // Warm restart with a Redis tier: the first repair compares with the last
 // snapshot the previous daemon took for the adopted table (repair_file.h),
 // and every later snapshot is saved for the next daemon.
-void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg, const SavedSnapshot* saved) {
+void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg, const SavedSnapshot* saved,
+                 uint64_t serve_ms) {
   const std::string path = repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket);
   const shm::StartReport& start = w->start_report();
   if (saved && start.warm && start.kept > 0) {
-    tier->repair().seed(saved->snap);
-    spdlog::info("redis: {} adopted entries are suspended until the repair against the snapshot of the previous "
-                 "daemon", start.kept);
+    // The restart is a gap in invalidations that began no later than the
+    // snapshot: within what is left of the grace (serve_ms, computed before
+    // the adoption, which then left the table served), keep serving as
+    // readers did all along, as through any gap; the repair drops what changed.
+    tier->repair().seed(saved->snap, serve_ms);
+    if (serve_ms) {
+      spdlog::info("redis: {} adopted entries are served for up to {} ms more (redis_stale_grace_ms since the "
+                   "previous daemon's last snapshot) until the repair against it", start.kept, serve_ms);
+    } else {
+      spdlog::info("redis: {} adopted entries are suspended until the repair against the snapshot of the previous "
+                   "daemon", start.kept);
+    }
   }
   auto save = [path, gen = w->generation(), prefix = cfg.redis.prefix,
                warned = false](const nearcache::redis::Snapshot& s) mutable {
         std::string why;
-        if (!save_repair_file(path, {gen, prefix, s}, &why) && !warned) {
+        if (!save_repair_file(path, {gen, prefix, s, shm::monotonic_ms()}, &why) && !warned) {
           warned = true;  // once: a restart then drops what it adopts from Redis
           spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
         }
@@ -184,11 +197,16 @@ int main(int argc, char** argv) {
   resolve_group(cfg.segment_group, &wo.group, &err);
   SavedSnapshot saved;
   bool have_snapshot = false;
+  uint64_t serve_ms = 0;  // how long adopted entries may be served before the repair
   if (cfg.redis.enabled() && cfg.warm_restart) {
     std::string why;
     have_snapshot = load_repair_file(repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket), &saved, &why) &&
                     saved.prefix == cfg.redis.prefix;
-    if (have_snapshot) wo.redis_snapshot_generation = saved.generation;
+    if (have_snapshot) {
+      wo.redis_snapshot_generation = saved.generation;
+      serve_ms = adopted_serve_ms(saved, shm::monotonic_ms(), cfg.redis.stale_grace_ms);
+      wo.redis_serve_adopted = serve_ms > 0;
+    }
     else spdlog::debug("redis: {}", why.empty() ? "the saved snapshot is for another prefix" : why);
   }
 
@@ -217,15 +235,19 @@ int main(int argc, char** argv) {
       return 2;
     }
     engine.set_tier(tier.get());
-    hook_repair(tier.get(), writer.get(), cfg, have_snapshot ? &saved : nullptr);
+    hook_repair(tier.get(), writer.get(), cfg, have_snapshot ? &saved : nullptr, serve_ms);
   }
+  bool serve_on = false;  // release_table: readers may serve through the restart
   Server server(&loop, &engine, cfg, inv.flags);
   server.print_banner = inv.print_socket_banner;
   if (tier) {
     // The queue drains while the connections finish; clients still connected
     // are not cut before it is done.
     server.set_stop_grace_ms(cfg.redis.drain_timeout_ms + 1000);
-    server.on_shutdown = [&tier] {
+    server.on_shutdown = [&tier, &serve_on, &cfg] {
+      const nearcache::redis::TierStatus ts = tier->status();
+      serve_on = ts.coherent && !ts.repair.suspended &&
+                 cfg.redis.stale_grace_ms >= cfg.redis.drain_timeout_ms + cfg.heartbeat_grace_ms;
       tier->shutdown([](uint64_t left) {
         if (left == 0) spdlog::info("redis: write-behind queue flushed");
         // else the queue logged what it lost
@@ -261,7 +283,7 @@ int main(int argc, char** argv) {
   server.run();
   tier.reset();
 
-  release_table(writer.get(), cfg);
+  release_table(writer.get(), cfg, serve_on);
   uv_loop_close(&loop);
   spdlog::info("stopped");
   return 0;

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 
 #include "redis/slots.h"
@@ -57,6 +59,12 @@ std::string repair_file_path(const std::string& segment, bool posix_shm, const s
   return (posix_shm ? socket : segment) + ".repair";
 }
 
+uint64_t adopted_serve_ms(const SavedSnapshot& s, uint64_t now_mono_ms, uint64_t stale_grace_ms) {
+  if (s.saved_mono_ms == 0 || s.saved_mono_ms > now_mono_ms) return 0;  // unknown, or another boot
+  const uint64_t age = std::max(now_mono_ms - s.saved_mono_ms, s.file_age_ms);
+  return age < stale_grace_ms ? stale_grace_ms - age : 0;
+}
+
 bool save_repair_file(const std::string& path, const SavedSnapshot& s, std::string* why) {
   std::string b(kMagic, sizeof kMagic);
   put(b, s.generation);
@@ -69,6 +77,8 @@ bool save_repair_file(const std::string& path, const SavedSnapshot& s, std::stri
   put_str(b, s.snap.marker);
   put(b, uint32_t(s.snap.slots.size()));
   for (int64_t c : s.snap.slots) put(b, c);
+  put(b, s.saved_mono_ms);  // last: a file without them still loads (0, no proof)
+  put_str(b, s.snap.proof);
   put(b, fnv(b));
   const std::string tmp = path + ".new." + std::to_string(getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -111,6 +121,13 @@ bool load_repair_file(const std::string& path, SavedSnapshot* out, std::string* 
   s.snap.slots.resize(nslots);
   for (int64_t& v : s.snap.slots)
     if (!c.get(&v)) return *why = path + " is truncated", false;
+  if (!c.get(&s.saved_mono_ms)) s.saved_mono_ms = 0;
+  else if (!c.get_str(&s.snap.proof)) s.snap.proof.clear();
+  // The file's age by the wall clock too: the monotonic one restarts at boot.
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t age = (int64_t(now.tv_sec) - st.st_mtim.tv_sec) * 1000 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+  s.file_age_ms = age > 0 ? uint64_t(age) : 0;
   *out = std::move(s);
   return true;
 }

@@ -17,7 +17,16 @@ struct SavedSnapshot {
   uint64_t generation = 0;  // the table the snapshot was taken for
   std::string prefix;       // the Redis key prefix its counters count
   redis::Snapshot snap;
+  // CLOCK_MONOTONIC ms when it was saved (invalidations flowed then); 0 =
+  // unknown (a file of an older build): a restart then starts suspended.
+  uint64_t saved_mono_ms = 0;
+  uint64_t file_age_ms = 0;  // load: how old the file is by the wall clock (its mtime)
 };
+
+// How long a restarted daemon may still serve the table it adopts before the
+// repair (redis_stale_grace_ms less the snapshot's age, by both clocks); 0:
+// start suspended.
+uint64_t adopted_serve_ms(const SavedSnapshot& s, uint64_t now_mono_ms, uint64_t stale_grace_ms);
 
 // "<segment>.repair" for a segment file, "<socket>.repair" for a POSIX shm name.
 std::string repair_file_path(const std::string& segment, bool posix_shm, const std::string& socket);

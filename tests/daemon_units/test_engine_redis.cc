@@ -42,7 +42,7 @@ struct FakeTier : redis::TierApi {
 
   FakeTier() { cfg.wait_ms = 50; }
 
-  redis::Enqueued set(std::string_view k, std::string_view v, uint8_t, uint64_t) override {
+  redis::Enqueued set(std::string_view k, std::string_view v, uint8_t, uint64_t, uint64_t) override {
     calls.push_back("set " + std::string(k) + "=" + std::string(v));
     return redis::Enqueued::queued;
   }

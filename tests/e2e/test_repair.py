@@ -2,7 +2,8 @@
 invalidations"): two daemons as two hosts on one real redis-server, host A's
 link through a loopback proxy that cuts and heals it. A keeps serving through
 a gap shorter than redis_stale_grace_ms, suspends (keeps, does not serve) past
-it, and on reconnect drops exactly the slots written meanwhile; a Redis that
+it, and on reconnect drops exactly the slots written meanwhile, also after a
+Redis restart from its AOF (the snapshot's proof key came back); a Redis that
 comes back empty, a flush of this database or missing counters drop what they
 may have touched; a FLUSHDB of another database drops nothing.
 """
@@ -140,6 +141,23 @@ def test_redis_restarted_empty_drops_everything_from_redis(host, redis_servers):
     assert "cannot be shown to hold the snapshot" in a.log() or "flush marker changed" in a.log()
     wait_coherent(a, b)
     assert ca.get(key(1)) is None  # Redis lost it; so did the near tier
+
+
+def test_redis_restarted_from_its_aof_repairs_by_slot(host, redis_server, tmp_path):
+    """A new replication id, but the snapshot's proof key came back with the AOF:
+    Redis holds the snapshot's history, so only the slots written since are dropped."""
+    with HoldingProxy(tmp_path, redis_server.socket) as proxy:
+        a, b, ca, cb = partitioned(host, proxy, 20000)
+        redis_server.restart()
+        wait_coherent(b)
+        written = set(range(0, 20))
+        for i in written:
+            cb.set(key(i), mp(1000 + i))
+        wait_flushed(b)
+        st = heal_and_repair(proxy, a)
+        assert st["redis_repairs_full_total"] == 0
+        assert 0 < st["redis_repair_slots_dropped_total"] < 16384
+        check_repaired(ca, written)
 
 
 def test_flushdb_of_another_database_drops_nothing_of_this_one(host, redis_server):

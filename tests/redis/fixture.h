@@ -115,7 +115,7 @@ struct Host {
   // What the daemon does on SET: the table, then the tier.
   nearcache::redis::Enqueued set(const std::string& k, const std::string& v, uint64_t expiry = 0, uint8_t flags = 0) {
     table[k] = {v, flags, expiry};
-    return tier->set(k, v, flags, expiry);
+    return tier->set(k, v, flags, expiry, 0);
   }
   nearcache::redis::Enqueued del(const std::string& k) {
     table.erase(k);

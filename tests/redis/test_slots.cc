@@ -107,6 +107,20 @@ TEST_CASE("the repair drops only slots whose counters moved, when Redis provably
     after.repl.offset2 = 100;  // lost the snapshot's last write
     CHECK(compare(&before, after, &drop, &n, &why) == Verdict::all);
   }
+  SECTION("a restarted or failed-over Redis that still holds the snapshot's proof key compares by slot") {
+    Snapshot b2 = before;
+    b2.proof = "proof:1";
+    Snapshot after = snap("B", 0);  // a new replication id: nothing provable by it
+    after.slots[10] = 8;
+    CHECK(compare(&b2, after, &drop, &n, &why) == Verdict::all);  // the proof not looked up
+    after.proof_checked = "proof:1";
+    CHECK(compare(&b2, after, &drop, &n, &why) == Verdict::all);  // looked up, absent (lost, evicted)
+    after.holds = true;
+    REQUIRE(compare(&b2, after, &drop, &n, &why) == Verdict::slots);
+    CHECK((n == 1 && drop[10]));
+    after.proof_checked = "proof:0";  // another snapshot's proof proves nothing of this one
+    CHECK(compare(&b2, after, &drop, &n, &why) == Verdict::all);
+  }
   SECTION("a flushed database or a CLEAR drops everything") {
     Snapshot after = snap("A", 150);
     after.marker = "other";

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 
 #include "layout.h"
 #include "shm_fixture.h"
@@ -417,4 +418,59 @@ TEST_CASE("adopt: with a Redis tier nothing adopted is kept, unsynced entries co
   auto r = nctest::open_reader(o.path);
   std::string v;
   CHECK(read(r, "k:1", &v) == ReadStatus::miss);
+}
+
+TEST_CASE("adopt: an item marked synced by its id is kept, one replaced after its id was taken is not") {
+  nctest::TempDir d;
+  auto o = nctest::small_options(d);
+  o.redis_tier = true;
+  uint64_t generation = 0;
+  {
+    auto w1 = nctest::make_writer(o);
+    generation = w1->generation();
+    REQUIRE(w1->set("acked", "v1", 0, 0) == Status::ok);
+    const uint64_t acked = w1->item_id("acked");
+    REQUIRE(w1->set("replaced", "old", 0, 0) == Status::ok);
+    const uint64_t old_id = w1->item_id("replaced");
+    REQUIRE(w1->set("replaced", "new", 0, 0) == Status::ok);  // a newer local write, not acknowledged yet
+    REQUIRE(w1->set("queued", "q", 0, 0) == Status::ok);      // never acknowledged
+    CHECK(acked != 0);
+    CHECK(w1->item_id("absent") == 0);
+    CHECK(w1->mark_synced("acked", acked));
+    CHECK_FALSE(w1->mark_synced("replaced", old_id));  // the old write's acknowledgement
+    CHECK_FALSE(w1->mark_synced("queued", 0));
+  }
+  o.redis_snapshot_generation = generation;  // the daemon's counter snapshot belongs to this table
+  auto w2 = nctest::make_writer(o);
+  const StartReport& rep = w2->start_report();
+  INFO(rep.summary());
+  CHECK(rep.warm);
+  CHECK(rep.kept == 1);
+  CHECK(rep.dropped[size_t(Drop::unsynced)] == 2);
+  Item it;
+  CHECK(w2->get("acked", &it));
+  CHECK(it.value == "v1");
+  CHECK_FALSE(w2->contains("replaced"));
+  CHECK_FALSE(w2->contains("queued"));
+}
+
+TEST_CASE("item_id: every write of a key gets its own id, also when a later lap puts it at the same offset") {
+  nctest::TempDir d;
+  auto w = nctest::make_writer(nctest::small_options(d, 1 << 20));
+  std::set<uint64_t> seen;
+  uint64_t prev = 0;
+  const uint64_t wraps0 = w->stats().wraps;
+  for (int i = 0; i < 20000; ++i) {
+    REQUIRE(w->set("k", std::string(200, char('a' + i % 26)), 0, 0) == Status::ok);
+    const uint64_t id = w->item_id("k");
+    REQUIRE(id != 0);
+    REQUIRE(seen.insert(id).second);  // never the id of an earlier write
+    if (prev) REQUIRE_FALSE(w->mark_synced("k", prev));
+    prev = id;
+    // Other keys in between, so that the logs evict, move and wrap.
+    REQUIRE(w->set("o" + std::to_string(i % 3000), std::string(150, 'x'), 0, 0) == Status::ok);
+    REQUIRE(w->item_id("k") == id);  // stable while the item stays where it is
+  }
+  CHECK(w->stats().wraps - wraps0 >= 20);  // the offsets really were reused
+  CHECK(w->mark_synced("k", prev));
 }

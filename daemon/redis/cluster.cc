@@ -1,6 +1,8 @@
 // daemon/redis/cluster.cc — see cluster.h.
 #include "redis/cluster.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "redis/slots.h"
@@ -108,9 +110,7 @@ void Cluster::apply(const SlotMap& map) {
   // A master left with no slot (failed over, resharded away): its queued
   // operations go to the slots' masters now.
   for (auto& p : parts_) {
-    bool any = false;
-    for (int o : owner_) any = any || o == p->index;
-    if (!any && p->tier->queue().stats().depth > p->tier->queue().stats().in_flight)
+    if (!serves_slots(*p) && p->tier->queue().stats().depth > p->tier->queue().stats().in_flight)
       p->tier->queue().hand_over([this](HandedOp&& op) { adopt(std::move(op)); });
   }
   st_.masters = map.masters.size();
@@ -188,13 +188,15 @@ Cluster::Part* Cluster::route(std::string_view key) {
   return o >= 0 ? parts_[size_t(o)].get() : nullptr;
 }
 
+bool Cluster::serves_slots(const Part& p) const {
+  return std::find(owner_.begin(), owner_.end(), p.index) != owner_.end();
+}
+
 void Cluster::adopt(HandedOp&& op) {
   if (op.kind == HandedOp::clear) {
     // A CLEAR covers every slot: every master that serves some runs it.
     for (auto& p : parts_) {
-      bool any = false;
-      for (int o : owner_) any = any || o == p->index;
-      if (any) p->tier->queue().adopt(HandedOp(op));
+      if (serves_slots(*p)) p->tier->queue().adopt(HandedOp(op));
     }
     return;
   }
@@ -222,18 +224,14 @@ Enqueued Cluster::touch(std::string_view key, uint64_t expiry_ms) {
 
 Enqueued Cluster::clear(std::string_view prefix) {
   for (auto& p : parts_) {
-    bool any = false;
-    for (int o : owner_) any = any || o == p->index;
-    if (any) p->tier->clear(prefix);
+    if (serves_slots(*p)) p->tier->clear(prefix);
   }
   return Enqueued::queued;
 }
 
 Enqueued Cluster::clear_match(std::string_view pattern) {
   for (auto& p : parts_) {
-    bool any = false;
-    for (int o : owner_) any = any || o == p->index;
-    if (any) p->tier->clear_match(pattern);
+    if (serves_slots(*p)) p->tier->clear_match(pattern);
   }
   return Enqueued::queued;
 }
@@ -398,9 +396,7 @@ void Cluster::add_status(TierStatus* s) const {
   s->coherent = !parts_.empty();
   std::string masters;
   for (const auto& p : parts_) {
-    bool serves = false;
-    for (int o : owner_) serves = serves || o == p->index;
-    if (!serves) continue;  // a former master: not part of the cluster's health
+    if (!serves_slots(*p)) continue;  // a former master: not part of the cluster's health
     const TierStatus t = p->tier->status();
     const std::string where = p->addr.where();
     add_link(&s->data, t.data, where, first);

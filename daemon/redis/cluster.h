@@ -98,6 +98,7 @@ class Cluster {
   void moved_slot(uint32_t slot, Part* to);
   bool atomic(std::string_view key, const std::function<bool(Part*, AtomicFn)>& op, AtomicFn cb);
   void schedule_refresh(uint64_t in_ms);
+  bool serves_slots(const Part& p) const;  // some slot of the map is this part's
   static void on_refresh(uv_timer_t* t);
 
   uv_loop_t* loop_;

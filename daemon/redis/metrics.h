@@ -1,5 +1,5 @@
 // daemon/redis/metrics.h — the values of the Redis tier's metric rows
-// (redis/metric_rows.h), which the daemon's metric table lists as a second
+// (in protocol/metrics.h, beside the daemon's own), which the daemon's metric table lists as a second
 // table shown only when Redis is configured (daemon/metrics.h). Text fields
 // (link state, since, last error, URL) are not metrics: STATUS shows them
 // from TierStatus directly (see README.md).
@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "redis/metric_rows.h"
+#include "protocol/metrics.h"
 #include "redis/tier.h"
 
 namespace nearcache::redis {

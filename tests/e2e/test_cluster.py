@@ -1,7 +1,8 @@
 """Redis Cluster: two daemons (two hosts) on a real three-master cluster made
 with `redis-cli --cluster create` (shared by the module's tests; the tests
 that break it restore it). Keys land on every master; coherence, read-through,
-atomics and CLEAR across masters; a slot migrated by hand under live writes
+atomics and CLEAR across masters; the django-redis API's ops (TTL, REPLACE,
+locks routed to the key's master, DELETE_PATTERN on every master); a slot migrated by hand under live writes
 (ASK and MOVED seen and handled); one master down. The failover case (masters
 with replicas) runs with NEARCACHE_LONG_TESTS=1.
 """
@@ -13,7 +14,8 @@ import time
 
 import pytest
 
-from support.rawproto import ADD, EXISTS, INCR, LEASE, LEASED, OK, TIMEOUT, RawConn, mp
+from support.rawproto import (ADD, EXISTS, INCR, LEASE, LEASED, LOCK, LOCK_QUERY, NOT_FOUND, OK, REPLACE, TIMEOUT, TTL,
+                              UNLOCK, RawConn, mp)
 from support.redis_cluster import RedisCluster
 from support.tier import client, shm, status, wait_coherent, wait_flushed, wait_for
 
@@ -194,3 +196,30 @@ def test_a_master_killed_and_its_replica_promoted(host, tmp_path):
         assert status(a)["redis_cluster_slots_moved_total"] > 0
     finally:
         c.kill()
+
+
+def test_ttl_replace_locks_and_delete_pattern_on_every_master(hosts, cluster):
+    a, b = hosts
+    ca, cb = client(a), client(b)
+    for i in range(30):
+        ca.set(f"k{i}", mp(i), ttl=60 + i)
+    wait_flushed(a)
+    assert len(cluster.keys(P + b"k*")) == 3  # on every master
+    with RawConn(b.socket) as c:
+        for i in range(30):
+            r = c.call(TTL, b"k%d" % i)
+            assert r[1] == OK and (59 + i) * 1000 < r[2] <= (60 + i) * 1000
+            assert c.call(REPLACE, b"k%d" % i, mp(-i), None)[1] == OK
+            assert c.call(LOCK, b"job%d" % i, b"t", 10_000)[1] == OK
+        assert c.call(REPLACE, b"absent", mp(0), None)[1] == NOT_FOUND
+    with RawConn(a.socket) as c:
+        for i in range(30):
+            assert c.call(TTL, b"k%d" % i)[1:] == [OK, None]
+            assert c.call(LOCK, b"job%d" % i, b"u", 10_000)[1] == EXISTS    # held, decided on its master
+            assert c.call(LOCK_QUERY, b"job%d" % i)[2] == b"t"
+            assert c.call(UNLOCK, b"job%d" % i, b"t")[1] == OK
+    assert cluster.get(P + b"k7") == mp(-7)
+    assert cb.delete_pattern("k1*") >= 0
+    wait_flushed(b)
+    left = sorted(k for keys in cluster.keys(P + b"k*").values() for k in keys)
+    assert left == sorted(P + b"k%d" % i for i in [0, *range(2, 10), *range(20, 30)])

@@ -19,6 +19,8 @@ def module_daemon(tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("nc"))
     yield d
     d.stop()
+
+
 @pytest.fixture
 def make_cache():
     """make_cache(daemon, **OPTIONS) -> a NearCache for that daemon (params like CACHES entries)."""
@@ -30,3 +32,11 @@ def make_cache():
         return NearCache(d.socket if hasattr(d, "socket") else d, p)
 
     return make
+
+
+@pytest.fixture
+def cache(module_daemon, make_cache):
+    """A STRICT NearCache on the module's daemon, emptied (a test file may define its own)."""
+    c = make_cache(module_daemon, STRICT=True)
+    c.clear()
+    return c

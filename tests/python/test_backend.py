@@ -15,13 +15,6 @@ from nearcache import _native, get_cached_data
 from nc_values import VALUES, same
 
 
-@pytest.fixture
-def cache(module_daemon, make_cache):
-    c = make_cache(module_daemon, STRICT=True)
-    c.clear()
-    return c
-
-
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{type(v).__name__}:{repr(v)[:30]}")
 def test_every_value_type_round_trips_through_the_daemon(cache, value):
     cache.set("v", value)

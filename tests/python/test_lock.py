@@ -13,11 +13,6 @@ from nearcache.lock import Lock, LockError, LockNotOwnedError
 from support.nearcached import Daemon
 
 
-@pytest.fixture
-def cache(module_daemon, make_cache):
-    return make_cache(module_daemon, STRICT=True)
-
-
 def test_acquire_release_and_the_context_manager(cache):
     lock = cache.lock("job", timeout=10)
     assert isinstance(lock, Lock)
@@ -149,3 +144,36 @@ def test_an_unreachable_daemon_raises(tmp_path, make_cache):
     c = make_cache(str(tmp_path / "none.sock"), SOCKET_TIMEOUT=0.2)   # fail-open for the cache ...
     with pytest.raises(CacheUnavailable):
         c.lock("k").acquire()                                          # ... never for a lock
+
+
+def test_async_lock_waits_off_the_event_loop(cache):
+    """alock: the same lock for coroutines; a waiting acquire leaves the loop free."""
+    import asyncio
+
+    from nearcache.lock import AsyncLock
+
+    async def main():
+        lock = cache.alock("ajob", timeout=10)
+        assert isinstance(lock, AsyncLock)
+        async with lock:
+            assert await lock.locked() and await lock.owned()
+            other = cache.alock("ajob", timeout=10)
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            assert await other.acquire(blocking_timeout=0.3) is False
+            ticker.cancel()
+            assert ticks >= 10  # the loop kept turning while acquire waited
+            assert cache.lock("ajob").acquire(blocking=False) is False  # the sync API sees it held
+            assert await lock.extend(5)
+        assert await lock.locked() is False
+        with pytest.raises(LockError, match="unlocked"):
+            await lock.release()
+
+    asyncio.run(main())

@@ -30,13 +30,6 @@ def run_children(target, n, *args, timeout=30):
     return codes
 
 
-@pytest.fixture
-def cache(module_daemon, make_cache):
-    c = make_cache(module_daemon, STRICT=True)
-    c.clear()
-    return c
-
-
 def test_fork_after_client_creation(cache):
     cache.set("parent", "p")
     assert cache.get("parent") == "p"           # mapping and connection exist before fork

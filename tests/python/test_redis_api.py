@@ -10,13 +10,6 @@ import time
 import pytest
 
 
-@pytest.fixture
-def cache(module_daemon, make_cache):
-    c = make_cache(module_daemon, STRICT=True)
-    c.clear()
-    return c
-
-
 def test_ttl_seconds_none_for_no_expiry_zero_for_missing(cache):
     cache.set("timed", 1, timeout=60)
     cache.set("forever", 2, timeout=None)

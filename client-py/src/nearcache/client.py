@@ -683,6 +683,12 @@ class Client:
 
         return Lock(self, key_bytes(name), timeout, sleep, blocking, blocking_timeout, thread_local)
 
+    def alock(self, name, timeout=None, sleep: float = 0.1, blocking: bool = True, blocking_timeout=None):
+        """lock() for coroutines: a nearcache.lock.AsyncLock (redis.asyncio's Lock interface)."""
+        from nearcache.lock import AsyncLock, Lock
+
+        return AsyncLock(Lock(self, key_bytes(name), timeout, sleep, blocking, blocking_timeout, False))
+
     # -- patterns ------------------------------------------------------------
     def iter_keys(self, pattern, count: int = core.SCAN_COUNT):
         """The keys of this host's table matching a glob pattern (Redis's rules), as bytes,

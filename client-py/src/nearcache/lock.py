@@ -128,3 +128,51 @@ class Lock:
         if not self.client._run(core.lock_extend(self.name, token, ms, replace)):
             raise LockNotOwnedError(f"Cannot {what} a lock that's no longer owned")
         return True
+
+
+class AsyncLock:
+    """The same lock for coroutines (the interface of redis.asyncio's Lock: awaitable
+    acquire, release, locked, owned, extend, reacquire, `async with`). Each call runs
+    the blocking Lock in a worker thread, as Django's default async cache methods run
+    their sync ones, so that a waiting acquire never stalls the event loop. The token
+    lives in the object (a coroutine has no thread of its own: thread_local does not
+    apply)."""
+
+    def __init__(self, lock: Lock):
+        self._lock = lock
+
+    @property
+    def name(self) -> bytes:
+        return self._lock.name
+
+    async def _call(self, fn, *args, **kwargs):
+        import asyncio
+        import functools
+
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def __aenter__(self):
+        if await self.acquire():
+            return self
+        raise LockError("Unable to acquire lock within the time specified")
+
+    async def __aexit__(self, *exc) -> None:
+        await self.release()
+
+    async def acquire(self, sleep=None, blocking=None, blocking_timeout=None, token=None) -> bool:
+        return await self._call(self._lock.acquire, sleep, blocking, blocking_timeout, token)
+
+    async def locked(self) -> bool:
+        return await self._call(self._lock.locked)
+
+    async def owned(self) -> bool:
+        return await self._call(self._lock.owned)
+
+    async def release(self) -> None:
+        await self._call(self._lock.release)
+
+    async def extend(self, additional_time, replace_ttl: bool = False) -> bool:
+        return await self._call(self._lock.extend, additional_time, replace_ttl)
+
+    async def reacquire(self) -> bool:
+        return await self._call(self._lock.reacquire)

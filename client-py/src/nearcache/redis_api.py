@@ -65,6 +65,10 @@ class RedisAPI:
              thread_local=True):
         return self._client.lock(self._key(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
 
+    def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None):
+        """lock() for coroutines: `async with cache.alock("name"):` (redis.asyncio's Lock interface)."""
+        return self._client.alock(self._key(key, version), timeout, sleep, blocking, blocking_timeout)
+
     # -- patterns: keys, iter_keys, delete_pattern -------------------------------
     # As django-redis: KEY_FUNCTION(pattern, escaped KEY_PREFIX, escaped VERSION),
     # and keys given back without "prefix:version:". keys/iter_keys list this

@@ -276,6 +276,7 @@ void Writer::adopt(const Geometry& g) {
   // Entries from Redis are served only after the repair against the snapshot,
   // unless the daemon vouches for the gap's bound meanwhile (serve_adopted).
   set_flag(kFlagSuspended, opts_.redis_tier && start_.kept > 0 && !opts_.redis_serve_adopted);
+  store_relaxed(&header_->table_id, uint32_t(header_->generation));  // a table written before table_id existed
   store_relaxed(&header_->heartbeat_ms, now_());
   store_release(&header_->state, uint32_t(SegmentState::running));
 }

@@ -88,7 +88,8 @@ struct Header {
   uint32_t flags;               // kFlagAuthoritative | kFlagSuspended
   uint64_t heartbeat_ms;        // CLOCK_MONOTONIC milliseconds
   uint32_t epoch;               // buckets of another epoch are empty (whole-table drop)
-  uint32_t reserved1;
+  uint32_t table_id;            // generation's low 32 bits, moved on by a table re-created in place:
+                                // the per-lookup check stays within this line
 };
 static_assert(sizeof(Header) <= kWriterStateOffset);
 

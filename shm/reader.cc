@@ -171,7 +171,7 @@ bool Reader::alive(uint64_t now) const {
   if (load_relaxed(&header_->state) != uint32_t(SegmentState::running)) return false;
   // A table re-created in place of this one (a cold start that reuses the
   // object) has another generation and geometry: stop at once, re-open.
-  if (load_relaxed(&header_->generation) != generation_) return false;
+  if (load_relaxed(&header_->table_id) != uint32_t(generation_)) return false;
   uint64_t hb = load_relaxed(&header_->heartbeat_ms);
   return hb + grace_ms_ >= now;
 }

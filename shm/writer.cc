@@ -200,6 +200,7 @@ int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets,
   header_->header_bytes = kHeaderBytes;
   header_->segment_bytes = g.segment_bytes;
   store_relaxed(&header_->generation, generation);
+  store_relaxed(&header_->table_id, uint32_t(generation));
   header_->hash_key[0] = key[0];
   header_->hash_key[1] = key[1];
   header_->buckets_offset = g.buckets_offset;
@@ -237,7 +238,7 @@ int Writer::format(const Geometry& g, uint64_t generation, uint32_t old_buckets,
 
 // A cold start over an old object of the same size: never truncated (readers
 // map it), its bucket versions never reset. Old readers stop at once: the
-// state says stopped, the generation they compare on every lookup moves on,
+// state says stopped, the generation and its table_id (compared on every lookup) move on,
 // and every old bucket's version turns odd, so a lookup in flight retries
 // and gives up (busy) instead of trusting what is rewritten under it.
 int Writer::reuse_in_place(const Geometry& g, std::string* why) {
@@ -253,6 +254,7 @@ int Writer::reuse_in_place(const Geometry& g, std::string* why) {
   const uint64_t generation = std::max(old_generation + 1, unix_ms());
   store_release(&h->state, uint32_t(SegmentState::stopped));
   store_relaxed(&h->generation, generation);
+  store_relaxed(&h->table_id, uint32_t(generation));
   auto* ob = reinterpret_cast<Bucket*>(segment_->data() + kHeaderBytes);
   for (uint32_t i = 0; i < old_buckets; ++i) {
     const uint32_t v = load_relaxed(&ob[i].version);

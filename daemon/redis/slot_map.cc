@@ -61,7 +61,8 @@ int SlotMap::add(const HostPort& m) {
 
 bool cluster_enabled(std::string_view info) { return info.find("cluster_enabled:1") != std::string_view::npos; }
 
-bool parse_cluster_shards(const redisReply* r, const std::string& asked, SlotMap* out, std::string* err) {
+bool parse_cluster_shards(const redisReply* r, const std::string& asked, bool tls, SlotMap* out,
+                          std::string* err) {
   *out = SlotMap{};
   out->owner.assign(kSlots, -1);
   if (!r || r->type != REDIS_REPLY_ARRAY) return *err = "CLUSTER SHARDS: not an array", false;
@@ -95,8 +96,9 @@ bool parse_cluster_shards(const redisReply* r, const std::string& asked, SlotMap
         else if (k == "tls-port" && v->type == REDIS_REPLY_INTEGER) tls_port = v->integer;
       }
       if (role != "master") continue;
-      // A TLS-only cluster announces tls-port (port is then 0).
-      const long long p = port > 0 ? port : tls_port;
+      // The port this client can speak to: a TLS-only node reports port 0, a
+      // node with both serves TLS on tls-port only.
+      const long long p = tls ? (tls_port > 0 ? tls_port : port) : (port > 0 ? port : tls_port);
       hp.host = std::string(!endpoint.empty() && endpoint != "?" ? endpoint : ip);
       if (hp.host.empty() || hp.host == "?") hp.host = asked;
       if (p <= 0 || p > 65535) continue;

@@ -37,8 +37,11 @@ bool cluster_enabled(std::string_view info);
 // preferred over others; endpoint, else ip) with its slot ranges. false + *err
 // when the reply has another shape (an older server answers an error first).
 // A node that does not know its address (empty, "?") is `asked`, the host
-// the reply came from (what Redis asks clients to do).
-bool parse_cluster_shards(const redisReply* r, const std::string& asked, SlotMap* out, std::string* err);
+// the reply came from (what Redis asks clients to do). A node's address is its
+// `tls-port` for a client on TLS (`tls`), else its `port`: a node with both
+// (tls-cluster) serves each on its own port, and a TLS-only node reports port 0.
+bool parse_cluster_shards(const redisReply* r, const std::string& asked, bool tls, SlotMap* out,
+                          std::string* err);
 // A CLUSTER SLOTS reply: [start, end, [master ip, port, ...], replicas...].
 bool parse_cluster_slots(const redisReply* r, const std::string& asked, SlotMap* out, std::string* err);
 

@@ -140,7 +140,7 @@ void Tier::read_map(Link& l, Link::Done done) {
   const bool sent = l.command({"CLUSTER", "SHARDS"}, [this, &l, done, use](const Reply& r) {
     SlotMap map;
     std::string err;
-    if (!r.is_error() && parse_cluster_shards(r.r, l.endpoint().host, &map, &err) && map.covered()) return use(map);
+    if (!r.is_error() && parse_cluster_shards(r.r, l.endpoint().host, l.endpoint().tls, &map, &err) && map.covered()) return use(map);
     if (r.failed()) return done(false, r.error());
     const bool sent2 = l.command({"CLUSTER", "SLOTS"}, [&l, done, use](const Reply& r2) {
       SlotMap m2;

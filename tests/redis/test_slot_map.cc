@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "harness.h"
+#include "redis/replies.h"
 #include "redis/slot_map.h"
 #include "redis/slots.h"
 
@@ -21,7 +22,7 @@ TEST_CASE("CLUSTER SHARDS and CLUSTER SLOTS of a real cluster node give the same
   std::string err;
   // The node learns its slots at once; its own address may take a moment (cluster cron).
   for (int i = 0; i < 200; ++i) {
-    REQUIRE(parse_cluster_shards(r.cmdv({"CLUSTER", "SHARDS"}).get(), "127.0.0.1", &shards, &err));
+    REQUIRE(parse_cluster_shards(r.cmdv({"CLUSTER", "SHARDS"}).get(), "127.0.0.1", false, &shards, &err));
     if (shards.covered() == 10000) break;
     usleep(10000);
   }
@@ -34,7 +35,42 @@ TEST_CASE("CLUSTER SHARDS and CLUSTER SLOTS of a real cluster node give the same
     CHECK(m->owner[9999] == 0);
     CHECK(m->owner[10000] == -1);
   }
-  CHECK(!parse_cluster_shards(r.cmdv({"PING"}).get(), "127.0.0.1", &shards, &err));
+  CHECK(!parse_cluster_shards(r.cmdv({"PING"}).get(), "127.0.0.1", false, &shards, &err));
+}
+
+// A node with tls-cluster reports both ports; a TLS client must use tls-port
+// (the plain port would hang its handshake), a plain client the port.
+TEST_CASE("CLUSTER SHARDS names the TLS port to a TLS client and the plain port otherwise", "[redis][cluster]") {
+  auto shards = [](const std::string& port, const std::string& tls_port) {
+    const std::string node = "*10\r\n$2\r\nid\r\n$1\r\nx\r\n$4\r\nport\r\n:" + port +
+                             "\r\n$8\r\ntls-port\r\n:" + tls_port +
+                             "\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nrole\r\n$6\r\nmaster\r\n"
+                             "$6\r\nhealth\r\n$6\r\nonline\r\n";
+    return "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n" + node;
+  };
+  struct Case {
+    std::string port, tls_port;
+    bool tls;
+    uint16_t want;
+  };
+  for (const Case& c : {Case{"7000", "7100", true, 7100}, Case{"7000", "7100", false, 7000},
+                        Case{"0", "7100", true, 7100}, Case{"0", "7100", false, 7100},
+                        Case{"7000", "0", true, 7000}}) {
+    ReplyParser p(1 << 20);
+    std::string err;
+    const std::string text = shards(c.port, c.tls_port);
+    REQUIRE(p.feed(text.data(), text.size(), &err));
+    redisReply* r = nullptr;
+    REQUIRE(p.next(&r, &err));
+    REQUIRE(r);
+    SlotMap m;
+    INFO(c.port << " " << c.tls_port << " tls " << c.tls);
+    CHECK(parse_cluster_shards(r, "127.0.0.1", c.tls, &m, &err));
+    freeReplyObject(r);
+    REQUIRE(m.masters.size() == 1);
+    CHECK(m.masters[0] == HostPort{"127.0.0.1", c.want});
+    CHECK(m.covered() == 16384);
+  }
 }
 
 TEST_CASE("redirection errors are parsed", "[redis][cluster]") {

@@ -9,31 +9,42 @@
     c.kill()
 
 Node i lives in tmp_path/node<i> (nodes.conf kept there, so a node restarted
-with start() rejoins with its identity).
+with start() rejoins with its identity). tls=<a support.certs.make_pki
+directory>: every node also listens on a TLS port and announces it (tls-cluster:
+the bus and CLUSTER SLOTS use TLS), and c.url is the first node's rediss:// URL.
 """
 from __future__ import annotations
 
 import subprocess
 import time
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, free_port
 from .wait import wait_for
 
 
 class RedisCluster:
-    def __init__(self, directory, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000):
+    def __init__(self, directory, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000,
+                 tls=None):
         self.nodes: list[RedisServer] = []
+        self.tls = tls
         try:
             for i in range(masters * (1 + replicas)):
+                # An explicit bus port: the default (port + 10000) refuses ports above 55535.
+                extra = dict(cluster_port=free_port())
+                if tls:
+                    extra.update(tls_port=free_port(), tls_cluster="yes", tls_replication="yes",
+                                 tls_cert_file=tls / "server.crt", tls_key_file=tls / "server.key",
+                                 tls_ca_cert_file=tls / "ca.crt", tls_auth_clients="no")
                 self.nodes.append(RedisServer(directory, name=f"node{i}", tcp=True, aof=False,
                                               cluster_enabled="yes", cluster_config_file="nodes.conf",
                                               cluster_node_timeout=node_timeout_ms,
                                               cluster_require_full_coverage="no",
-                                              cluster_replica_validity_factor=0))
-            addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", str(replicas),
-                            "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                           timeout=60)
+                                              cluster_replica_validity_factor=0, **extra))
+            addrs = [f"127.0.0.1:{self.port_of(n)}" for n in self.nodes]
+            tls_args = ["--tls", "--cacert", str(tls / "ca.crt")] if tls else []
+            subprocess.run(["redis-cli", *tls_args, "--cluster", "create", *addrs, "--cluster-replicas",
+                            str(replicas), "--cluster-yes"], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT, timeout=60)
             wait_for(self.ok, 30, "the cluster to be ok on every node")
             if replicas:
                 wait_for(self.synced, 30, "every replica to be in sync with its master")
@@ -41,8 +52,14 @@ class RedisCluster:
             self.kill()
             raise
 
+    def port_of(self, n: RedisServer) -> int:
+        """The port the node announces: its TLS port with tls=."""
+        return int(n.config["tls_port"]) if self.tls else n.port
+
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port_of(self.nodes[0])}"
         return self.nodes[0].tcp_url()
 
     def alive(self) -> list[RedisServer]:
@@ -67,7 +84,7 @@ class RedisCluster:
         for start, end, master, *_ in self.alive()[0].client().execute_command("CLUSTER", "SLOTS"):
             if start <= slot <= end:
                 port = int(master[1])
-                return next(n for n in self.nodes if n.port == port)
+                return next(n for n in self.nodes if port in (n.port, self.port_of(n)))  # plain or TLS view
         raise KeyError(slot)
 
     def node_of(self, key: bytes) -> RedisServer:
@@ -97,12 +114,13 @@ class RedisCluster:
             keys = src.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
             if not keys:
                 break
-            src.client().execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "REPLACE", "KEYS", *keys)
+            src.client().execute_command("MIGRATE", "127.0.0.1", self.port_of(to),  # TLS with tls-cluster
+                                         "", 0, 5000, "REPLACE", "KEYS", *keys)
             if during:
                 during()
         for n in self.masters():
             n.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
-        wait_for(lambda: self.owner(slot).port == to.port, 10, "every node to see the slot moved")
+        wait_for(lambda: self.owner(slot) is to, 10, "every node to see the slot moved")
 
     def kill(self) -> None:
         for n in self.nodes:

@@ -122,11 +122,22 @@ bool Atomics::store_if(const char* cond, std::string_view key, std::string_view 
       return;
     }
     if (!link_->command({"MULTI"}, [](const Reply&) {})) return (*done)(unavailable("Redis is not connected"));
-    if (expired) link_->command({"DEL", rk}, [](const Reply&) {});
-    else if (expiry_ms) link_->command({"SET", rk, v, cond, "PX", std::to_string(expiry_ms - now)}, [](const Reply&) {});
-    else link_->command({"SET", rk, v, cond}, [](const Reply&) {});
-    link_->command({"INCR", counter}, [](const Reply&) {});
-    link_->command({"EXEC"}, [on](const Reply& r) {
+    // A command refused while queued (MOVED on a cluster, OOM) makes EXEC
+    // answer EXECABORT: the refusal is what the caller must see (cluster.cc
+    // sends an ADD answered MOVED to the new master).
+    auto queued_err = std::make_shared<std::string>();
+    auto note = [queued_err](const Reply& r) {
+      if (!r.failed() && r.is_error() && queued_err->empty()) *queued_err = r.error();
+    };
+    if (expired) link_->command({"DEL", rk}, note);
+    else if (expiry_ms) link_->command({"SET", rk, v, cond, "PX", std::to_string(expiry_ms - now)}, note);
+    else link_->command({"SET", rk, v, cond}, note);
+    link_->command({"INCR", counter}, note);
+    link_->command({"EXEC"}, [this, on, done, nx, queued_err](const Reply& r) {
+      if (!r.failed() && r.is_error() && !queued_err->empty()) {
+        if (queued_err->rfind("MOVED ", 0) != 0) st_.errors_total++;  // a MOVED is sent again, not an error
+        return (*done)(unavailable(std::string(nx ? "ADD: " : "REPLACE: ") + *queued_err));
+      }
       if (r.is_error() || r.r->type != REDIS_REPLY_ARRAY || r.r->elements < 1) {
         Reply e = r;
         if (!r.is_error()) e.fail = Reply::Fail::disconnected, e.why = "the transaction was not executed";

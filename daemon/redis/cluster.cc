@@ -256,7 +256,7 @@ Lookup Cluster::get(std::string_view key, Fetched* now, FetchFn done) {
   return p->tier->get(key, now, std::move(again));
 }
 
-// An ADD/INCR/LEASE/RELEASE answered MOVED was not executed: it is sent
+// An ADD/REPLACE/INCR/LEASE/RELEASE answered MOVED was not executed: it is sent
 // once more to the slot's new master (the map learns the move). `op(part,
 // cb)` starts it on a part; false = that part's link is down.
 bool Cluster::atomic(std::string_view key, const std::function<bool(Part*, AtomicFn)>& op, AtomicFn cb) {

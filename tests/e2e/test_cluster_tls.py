@@ -4,7 +4,8 @@ cluster whose nodes speak only TLS to clients that use the announced ports
 The seed URL is rediss://; every master's data and invalidation links are
 verified against the test CA; writes land on every master, the other host
 reads them through and is invalidated; ADD is decided on the key's master; a
-slot moved to another master is followed there (MOVED names its TLS port).
+slot moved to another master is followed there (MOVED names its TLS port),
+by a queued write and by an ADD (whose MOVED comes inside its transaction).
 """
 from __future__ import annotations
 
@@ -73,5 +74,19 @@ def test_cluster_over_tls_follows_a_moved_slot_to_the_new_masters_tls_port(host,
     ca.set("m1", mp(2))  # sent to the old master first: MOVED, then to dst over TLS
     wait_flushed(a)
     assert dst.client().get(P + b"m1") == mp(2)
+    assert status(a)["redis_cluster_moved_total"] >= 1
+    # An ADD answered MOVED (as EXECABORT of its MULTI) is sent to the new master.
+    k = next(f"x{i}".encode() for i in range(100) if cluster.slot(P + f"x{i}".encode()) != slot)
+    slot2 = cluster.slot(P + k)
+    src2 = cluster.owner(slot2)
+    dst2 = next(n for n in cluster.masters() if n is not src2)
+    cluster.move_slot(slot2, dst2)
+    redirects = status(a)["redis_cluster_redirect_replies_total"]
+    with RawConn(a.socket) as ra:
+        assert ra.call(ADD, k, mp(7), None)[1] == OK
+    assert dst2.client().get(P + k) == mp(7)
     st = status(a)
-    assert st["redis_cluster_moved_total"] >= 1 and st["redis_tls_verify_failures_total"] == 0, st["redis"]
+    assert st["redis_cluster_redirect_replies_total"] > redirects, st["redis"]
+    assert st["redis_cluster_slots_moved_total"] == 2 and st["redis_atomic_errors_total"] == 0, st["redis"]
+    assert st["redis_local_decisions_total"] == 0  # decided on the new master, not on this host
+    assert st["redis_tls_verify_failures_total"] == 0

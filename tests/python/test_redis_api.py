@@ -145,6 +145,28 @@ def test_keys_iter_keys_and_delete_pattern_apply_prefix_and_version(module_daemo
     assert c.keys("*") == [] and other.get("user:x") == 1 and c.get("user:old", version=2) == 0
 
 
+def _key_func(key, prefix, version):
+    return f"{version}|{prefix}|{key}"
+
+
+def test_keys_are_reversed_by_reverse_key_function(module_daemon, make_cache):
+    # django-redis's pair: a custom KEY_FUNCTION and its REVERSE_KEY_FUNCTION
+    # (a callable here, a dotted path below).
+    params = {"KEY_PREFIX": "rk", "KEY_FUNCTION": _key_func}
+    c = make_cache(module_daemon, params=params, STRICT=True, REVERSE_KEY_FUNCTION=lambda k: k.split("|", 2)[2])
+    for i in range(3):
+        c.set(f"r:{i}", i)
+    assert sorted(c.keys("r:*")) == ["r:0", "r:1", "r:2"]
+    d = make_cache(module_daemon, params=params, STRICT=True,
+                   REVERSE_KEY_FUNCTION="test_redis_api._reverse_key_func")
+    assert sorted(d.iter_keys("r:?")) == ["r:0", "r:1", "r:2"]
+    assert c.delete_pattern("r:*") == 3
+
+
+def _reverse_key_func(key: str) -> str:
+    return key.split("|", 2)[2]
+
+
 def test_async_keys_and_delete_pattern(cache):
     async def main():
         for i in range(12):

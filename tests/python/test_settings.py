@@ -67,6 +67,8 @@ def test_bad_values_are_errors():
     assert "pickle protocol" in errors(PICKLE_VERSION=99)[0]
     assert "SERIALIZER" in errors(SERIALIZER="no.such.module.Serializer")[0]
     assert "'yaml'" in errors(SERIALIZER="yaml")[0]
+    assert "REVERSE_KEY_FUNCTION" in errors(REVERSE_KEY_FUNCTION="no.such.module.reverse")[0]
+    assert "not a callable" in errors(REVERSE_KEY_FUNCTION=42)[0]
 
 
 def test_django_redis_names_map(module_daemon, make_cache):

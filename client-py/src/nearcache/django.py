@@ -98,6 +98,7 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
         self._clear_prefix_only = o["CLEAR_PREFIX_ONLY"]
         self._lease_ttl = o["LEASE_TIMEOUT"]
         self._lease_wait = o["LEASE_WAIT"]
+        self._reverse_key_func = o["REVERSE_KEY_FUNCTION"]
         self._bad_values: dict[bytes, float] = {}
         cls = type(self)
         native_keys = (cls.make_key is NearCache.make_key and cls.validate_key is NearCache.validate_key

@@ -71,16 +71,19 @@ class RedisAPI:
 
     # -- patterns: keys, iter_keys, delete_pattern -------------------------------
     # As django-redis: KEY_FUNCTION(pattern, escaped KEY_PREFIX, escaped VERSION),
-    # and keys given back without "prefix:version:". keys/iter_keys list this
-    # host's table (SCAN); delete_pattern also deletes from Redis with a tier.
+    # and keys given back by REVERSE_KEY_FUNCTION (default: without
+    # "prefix:version:"). keys/iter_keys list this host's table (SCAN);
+    # delete_pattern also deletes from Redis with a tier.
     def make_pattern(self, pattern, version=None, prefix=None) -> bytes:
         prefix = self.key_prefix if prefix is None else prefix
         version = self.version if version is None else version
         return key_bytes(self.key_func(pattern, glob_escape(prefix), glob_escape(str(version))))
 
-    @staticmethod
-    def reverse_key(kb: bytes) -> str:
-        return kb.decode("utf-8", "surrogatepass").split(":", 2)[2]
+    _reverse_key_func = None  # REVERSE_KEY_FUNCTION (NearCache sets it)
+
+    def reverse_key(self, kb: bytes) -> str:
+        k = kb.decode("utf-8", "surrogatepass")
+        return self._reverse_key_func(k) if self._reverse_key_func else k.split(":", 2)[2]
 
     def iter_keys(self, search, itersize=None, version=None):
         for kb in self._client.iter_keys(self.make_pattern(search, version), itersize or SCAN_COUNT):

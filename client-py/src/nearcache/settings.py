@@ -108,6 +108,7 @@ OPTIONS: dict[str, tuple] = {
     "COMPRESSOR": (_any, None),
     "COMPRESS_MIN_BYTES": (_count, 1024),
     "COMPRESS_LEVEL": (_count, 0),                  # 0: the codec's default
+    "REVERSE_KEY_FUNCTION": (_any, None),           # keys()/iter_keys(): stored key -> key (django-redis's)
 }
 
 #: django-redis's names with a meaning here: name -> (nearcache option, how the value maps, why)
@@ -145,7 +146,6 @@ REJECTED: dict[str, str] = {
     "CLOSE_CONNECTION": "connections to the daemon are kept for the process's life (close() is a no-op)",
     "CACHE_HERD_TIMEOUT": "HerdClient's herd protection is built in: get_or_set computes a key once per host "
                           "(LEASE_TIMEOUT, LEASE_WAIT)",
-    "REVERSE_KEY_FUNCTION": "nearcache does not reverse keys",
 }
 
 
@@ -249,6 +249,7 @@ def parse(location, params: dict) -> Settings:
         except (TypeError, ValueError, OverflowError) as e:
             s.errors.append(f"OPTIONS[{name!r}] = {value!r}: {e}")
     opts["STRICT"] = bool(opts["STRICT"])
+    _reverse_key(s)
     _serializer(s)
     _compressor(s)
     return s
@@ -272,6 +273,22 @@ def construct(name, options: dict | None, choices: str):
     except (TypeError, ValueError):
         params = {}
     return cls(options=dict(options or {})) if "options" in params else cls()
+
+
+def _reverse_key(s: Settings) -> None:
+    """REVERSE_KEY_FUNCTION: a callable or its dotted path (django-redis's), or None
+    for the reverse of Django's default key function."""
+    v = s.options["REVERSE_KEY_FUNCTION"]
+    try:
+        if isinstance(v, str):
+            from django.utils.module_loading import import_string
+            v = import_string(v)
+        if v is not None and not callable(v):
+            raise ValueError("not a callable nor its dotted path")
+        s.options["REVERSE_KEY_FUNCTION"] = v
+    except Exception as e:
+        s.errors.append(f"OPTIONS['REVERSE_KEY_FUNCTION'] = {s.raw.get('REVERSE_KEY_FUNCTION')!r}: "
+                        f"{type(e).__name__}: {e}")
 
 
 def _serializer(s: Settings) -> None:

@@ -20,6 +20,8 @@ constexpr uint64_t kRefreshHealthyMs = 10000;
 struct Cluster::Part {
   HostPort addr;
   int index = 0;
+  int home = 0;          // the home slot its marker, clear counter and proof key live in
+  bool waiting = false;  // warm restart: seeded, the suspended table waits for its repair
   std::unique_ptr<Tier> tier;
 };
 
@@ -27,8 +29,10 @@ Cluster::Cluster(uv_loop_t* loop, const Config& cfg, TableHooks hooks, MakePart 
                  std::function<void()> refresh)
     : loop_(loop), cfg_(cfg), hooks_(std::move(hooks)), make_part_(std::move(make_part)), refresh_(std::move(refresh)) {
   owner_.assign(kSlots, -1);
-  uv_timer_init(loop_, &refresh_timer_);
-  refresh_timer_.data = this;
+  for (uv_timer_t* t : {&refresh_timer_, &restart_timer_}) {
+    uv_timer_init(loop_, t);
+    t->data = this;
+  }
   st_.enabled = true;
 }
 
@@ -57,6 +61,7 @@ Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
   auto p = std::make_unique<Part>();
   p->addr = m;
   p->index = int(parts_.size());
+  p->home = home_slot < 0 ? 0 : home_slot;  // as Tier::make_part
   Part* raw = p.get();
   TableHooks h;
   h.drop = hooks_.drop;
@@ -75,10 +80,12 @@ Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
   // grace drops that master's slots instead.
   h.suspend = [this, raw](bool on) {
     if (on) drop_owned(raw, "invalidations from it down longer than redis_stale_grace_ms");
+    else repaired(raw);  // a seeded part's first repair is done
   };
   parts_.push_back(std::move(p));
   raw->tier = make_part_(m, home_slot, std::move(h));
   raw->tier->queue().set_on_redirect([this](HandedOp&& op, const Redirect& rd) { redirected(std::move(op), rd); });
+  raw->tier->repair().set_on_snapshot([this, raw](const Snapshot& s) { snapshot_taken(raw, s); });
   spdlog::info("redis cluster: master {} (home slot {})", m.where(), home_slot);
   raw->tier->start();
   return raw;
@@ -107,11 +114,15 @@ void Cluster::apply(const SlotMap& map) {
     spdlog::info("redis cluster: {} slot(s) changed master: their local entries are dropped", n_moved);
     if (hooks_.drop_slots) hooks_.drop_slots(moved);
   }
+  seed_parts();
   // A master left with no slot (failed over, resharded away): its queued
-  // operations go to the slots' masters now.
+  // operations go to the slots' masters now (and a warm restart no longer
+  // waits for its repair: its slots were dropped as they moved).
   for (auto& p : parts_) {
-    if (!serves_slots(*p) && p->tier->queue().stats().depth > p->tier->queue().stats().in_flight)
+    if (serves_slots(*p)) continue;
+    if (p->tier->queue().stats().depth > p->tier->queue().stats().in_flight)
       p->tier->queue().hand_over([this](HandedOp&& op) { adopt(std::move(op)); });
+    repaired(p.get());
   }
   st_.masters = map.masters.size();
   st_.slots_covered = map.covered();
@@ -119,6 +130,97 @@ void Cluster::apply(const SlotMap& map) {
   for (auto& p : parts_)
     if (healthy && map.find(p->addr) >= 0 && !p->tier->data().ready()) healthy = false;
   schedule_refresh(healthy ? kRefreshHealthyMs : kRefreshDegradedMs);
+}
+
+// ---------------------------------------------------------------- warm restart
+
+void Cluster::set_restart(ClusterRestart r) {
+  restart_ = std::move(r);
+  seeding_ = !restart_.saved.empty();
+}
+
+// The first map: each part compares with the saved snapshot of its home slot.
+void Cluster::seed_parts() {
+  if (!seeding_) return;
+  seeding_ = false;
+  const std::vector<MasterSnapshot> saved = std::move(restart_.saved);
+  restart_.saved.clear();
+  const uint64_t now = mono_ms();
+  const uint64_t serve_ms = restart_.serve_until_ms > now ? restart_.serve_until_ms - now : 0;
+  std::vector<bool> drop(kSlots, false);
+  size_t unserved = 0, unmatched = 0;
+  for (uint32_t s = 0; s < kSlots; ++s)
+    if (owner_[s] < 0) drop[s] = true, unserved++;  // no master to compare with
+  for (auto& p : parts_) {
+    if (!serves_slots(*p)) continue;
+    const std::vector<bool> mine = owned(p.get());
+    const MasterSnapshot* e = nullptr;
+    for (const MasterSnapshot& m : saved)
+      if (m.home_slot == p->home && m.owned.size() == kSlots && m.owned[size_t(p->home)]) e = &m;
+    if (!e) {
+      unmatched++;
+      for (uint32_t s = 0; s < kSlots; ++s) drop[s] = drop[s] || mine[s];
+      continue;
+    }
+    // Its own slots the saved master did not count are unknown (dropped by
+    // the compare); the others count 0, as the part's snapshot counts them.
+    Snapshot before = e->snap;
+    before.slots.resize(kSlots, 0);
+    for (uint32_t s = 0; s < kSlots; ++s) before.slots[s] = !mine[s] ? 0 : e->owned[s] ? before.slots[s] : -1;
+    p->tier->repair().seed(std::move(before), serve_ms);
+    if (serve_ms == 0) p->waiting = true, waiting_++;
+  }
+  if (unserved || unmatched) {
+    spdlog::info("redis cluster: warm restart: dropping the adopted entries of {} unserved slot(s) and of {} "
+                 "master(s) without a saved snapshot", unserved, unmatched);
+    if (hooks_.drop_slots) hooks_.drop_slots(drop);
+  }
+  if (waiting_) {
+    spdlog::info("redis cluster: warm restart: the adopted table stays suspended until the repair of {} master(s) "
+                 "against their saved snapshots (at most redis_stale_grace_ms, {} ms)", waiting_, cfg_.stale_grace_ms);
+    if (hooks_.suspend) hooks_.suspend(true);
+    uv_timer_start(&restart_timer_, on_restart_timeout, cfg_.stale_grace_ms, 0);
+  } else if (serve_ms == 0) {
+    if (hooks_.suspend) hooks_.suspend(false);  // nothing left to repair
+  } else {
+    spdlog::info("redis cluster: warm restart: the adopted table is served for up to {} ms more until each "
+                 "master's repair against its saved snapshot", serve_ms);
+  }
+}
+
+void Cluster::repaired(Part* p) {
+  if (!p->waiting) return;
+  p->waiting = false;
+  if (--waiting_) return;
+  uv_timer_stop(&restart_timer_);
+  spdlog::info("redis cluster: warm restart: every master's slots are repaired or dropped");
+  if (hooks_.suspend) hooks_.suspend(false);
+}
+
+void Cluster::on_restart_timeout(uv_timer_t* t) {
+  auto* self = static_cast<Cluster*>(t->data);
+  if (self->closing_ || !self->waiting_) return;
+  for (auto& p : self->parts_) {
+    if (!p->waiting) continue;
+    self->drop_owned(p.get(), "no repair against its saved snapshot within redis_stale_grace_ms of the restart");
+    p->waiting = false;
+  }
+  self->waiting_ = 0;
+  if (self->hooks_.suspend) self->hooks_.suspend(false);
+}
+
+// A slot belongs to the latest snapshot of the master that served it; a
+// snapshot left without its home slot cannot be matched, and goes.
+void Cluster::snapshot_taken(Part* p, const Snapshot& s) {
+  if (!restart_.on_snapshots) return;
+  MasterSnapshot m{p->home, owned(p), s, mono_ms()};
+  if (!m.owned[size_t(m.home_slot)]) return;  // lost its home slot meanwhile: not matchable
+  for (MasterSnapshot& e : snaps_)
+    for (uint32_t i = 0; i < kSlots; ++i)
+      if (m.owned[i]) e.owned[i] = false;
+  std::erase_if(snaps_, [](const MasterSnapshot& e) { return !e.owned[size_t(e.home_slot)]; });
+  snaps_.push_back(std::move(m));
+  restart_.on_snapshots(snaps_);
 }
 
 std::vector<HostPort> Cluster::masters() const {
@@ -425,6 +527,7 @@ void Cluster::add_status(TierStatus* s) const {
     masters += (masters.empty() ? "" : ",") + where;
   }
   s->inval.coherent = s->coherent;
+  s->repair.suspended = waiting_ > 0;  // the table's (a part drops its slots instead of suspending)
   s->master = masters;
 }
 
@@ -442,22 +545,20 @@ ClusterStatus Cluster::status() const {
 void Cluster::shutdown(uint64_t deadline_ms, std::function<void(uint64_t)> done) {
   closing_ = true;
   uv_timer_stop(&refresh_timer_);
+  uv_timer_stop(&restart_timer_);
   struct State {
     size_t left;
     uint64_t lost = 0;
     std::function<void(uint64_t)> done;
   };
-  auto st = std::make_shared<State>(State{parts_.size() + 1, 0, std::move(done)});
+  auto st = std::make_shared<State>(State{parts_.size() + 2, 0, std::move(done)});
   auto one = [st](uint64_t lost) {
     st->lost += lost;
     if (--st->left == 0) st->done(st->lost);
   };
   timer_closed_ = [one] { one(0); };
-  uv_close(reinterpret_cast<uv_handle_t*>(&refresh_timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<Cluster*>(h->data);
-    auto fn = std::move(self->timer_closed_);
-    fn();
-  });
+  for (uv_timer_t* t : {&refresh_timer_, &restart_timer_})
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { static_cast<Cluster*>(h->data)->timer_closed_(); });
   for (auto& p : parts_) p->tier->shutdown_until(deadline_ms, one);
 }
 

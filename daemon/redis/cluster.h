@@ -26,6 +26,18 @@
 // them). A master that no longer serves any slot hands its queued operations
 // to the masters that do (a failover: the old master's queue goes to the
 // promoted replica). CLEAR runs on every master (SCAN + UNLINK per node).
+//
+// Warm restart (set_restart, before the first map): every part's snapshots
+// are collected into one set (a slot belongs to the latest snapshot of the
+// master that served it) for the daemon to save. At the first map each part
+// is seeded with the saved snapshot of the same home slot (where its marker,
+// clear counter and proof key live: matched by slots, not by node, which a
+// failover changes), its slots the saved one did not count marked unknown;
+// a part without one, and slots no master serves, are dropped at once. A
+// table that starts suspended stays so until every seeded part repaired
+// (its own compare(): a master that cannot prove it holds the snapshot drops
+// its slots, no more); parts not repaired within redis_stale_grace_ms have
+// their slots dropped and the rest is served.
 #pragma once
 
 #include <uv.h>
@@ -36,12 +48,31 @@
 #include <unordered_map>
 #include <vector>
 
+#include "redis/repair.h"
 #include "redis/slot_map.h"
 #include "redis/tier_api.h"
 
 namespace nearcache::redis {
 
 class Tier;
+
+// One master's last snapshot (repair.h) as a warm restart keeps it: the slots
+// that master served when it was taken (only their counters count) and the
+// home slot its marker, clear counter and proof key live in.
+struct MasterSnapshot {
+  int home_slot = 0;
+  std::vector<bool> owned;  // kSlots flags
+  Snapshot snap;
+  uint64_t mono_ms = 0;     // CLOCK_MONOTONIC ms when it was taken
+};
+
+// A warm restart on a cluster (the daemon, through Tier::set_cluster_restart).
+struct ClusterRestart {
+  std::vector<MasterSnapshot> saved;  // the previous daemon's, for the adopted table; {} = none
+  uint64_t serve_until_ms = 0;        // CLOCK_MONOTONIC: adopted entries served until then; 0 = suspended
+  // Every new snapshot of a part: the whole set, to save for the next daemon.
+  std::function<void(const std::vector<MasterSnapshot>&)> on_snapshots;
+};
 
 class Cluster {
  public:
@@ -53,7 +84,9 @@ class Cluster {
 
   // An error reply a part's data link got (MOVED / ASK outside the queue: counted, map refreshed).
   void error_reply(std::string_view error);
-  // A slot map (the first one makes the parts).
+  // Warm restart: before the first apply().
+  void set_restart(ClusterRestart r);
+  // A slot map (the first one makes the parts, and seeds them: set_restart).
   void apply(const SlotMap& map);
   // An operation queued before the cluster existed (the Tier's own queue).
   void adopt(HandedOp&& op);
@@ -100,6 +133,11 @@ class Cluster {
   void schedule_refresh(uint64_t in_ms);
   bool serves_slots(const Part& p) const;  // some slot of the map is this part's
   static void on_refresh(uv_timer_t* t);
+  // Warm restart: seed the parts (first map), a part's first repair, its snapshots.
+  void seed_parts();
+  void repaired(Part* p);
+  void snapshot_taken(Part* p, const Snapshot& s);
+  static void on_restart_timeout(uv_timer_t* t);
 
   uv_loop_t* loop_;
   Config cfg_;
@@ -108,8 +146,12 @@ class Cluster {
   std::function<void()> refresh_;
   std::vector<std::unique_ptr<Part>> parts_;
   std::vector<int> owner_;  // kSlots: index into parts_, -1 = never served
-  uv_timer_t refresh_timer_;
+  uv_timer_t refresh_timer_, restart_timer_;
   uint64_t last_refresh_ = 0;
+  ClusterRestart restart_;
+  bool seeding_ = false;               // set_restart with a saved set: the first apply seeds
+  size_t waiting_ = 0;                 // seeded parts whose repair the suspended table waits for
+  std::vector<MasterSnapshot> snaps_;  // the set saved for the next daemon
   bool closing_ = false;
   std::function<void()> timer_closed_;
   uint64_t next_wait_ = 1;

@@ -196,6 +196,12 @@ void Repair::seed(Snapshot before, uint64_t serve_ms) {
   if (serve_ms) uv_timer_start(&grace_, on_grace, serve_ms, 0);
 }
 
+void Repair::unseed() {
+  uv_timer_stop(&grace_);
+  base_.reset();
+  st_.suspended = false;
+}
+
 void Repair::on_refresh(uv_timer_t* t) {
   auto* self = static_cast<Repair*>(t->data);
   if (self->gap_ || self->closing_ || !self->inval_->coherent()) return;

@@ -109,6 +109,9 @@ class Repair {
   // and suspended when serve_ms pass before the repair; with 0 it starts
   // suspended.
   void seed(Snapshot before, uint64_t serve_ms);
+  // The tier turned out to be a Redis Cluster, whose parts repair: the seed
+  // and its grace timer go (cluster.h takes the table's suspension over).
+  void unseed();
   // Called with every snapshot taken while healthy (the daemon persists it).
   void set_on_snapshot(std::function<void(const Snapshot&)> fn) { on_snapshot_ = std::move(fn); }
 

@@ -169,12 +169,19 @@ void Tier::cluster_found(const SlotMap& map) {
       loop_, cfg_, hooks_,
       [this](const HostPort& m, int home, TableHooks h) { return make_part(m, home, std::move(h)); },
       std::move(refresh));
-  // A table adopted at a warm restart starts suspended (main.cc) for this
-  // tier's repair against one server's snapshot, which proves nothing about a
-  // cluster's masters: it is dropped and served again; each master's part
-  // then trusts its slots from its own first coherence on.
-  drop_all("on a Redis Cluster, entries from before the slot map are not trusted");
-  if (hooks_.suspend) hooks_.suspend(false);
+  // A table adopted at a warm restart was seeded (main.cc) for this tier's
+  // own repair, which never runs on a cluster: the parts repair against the
+  // previous daemon's per-master snapshots instead (Cluster::set_restart).
+  // Without them (or with redis_stale_grace_ms 0) it is dropped and served
+  // again; each part then trusts its slots from its own first coherence on.
+  if (repair_->stats().suspended) cluster_restart_.serve_until_ms = 0;
+  repair_->unseed();
+  if (cluster_restart_.saved.empty() || cfg_.stale_grace_ms == 0) {
+    cluster_restart_.saved.clear();
+    drop_all("on a Redis Cluster, entries from before the slot map are not trusted without a saved snapshot");
+    if (hooks_.suspend) hooks_.suspend(false);
+  }
+  cluster_->set_restart(std::move(cluster_restart_));
   cluster_->apply(map);
   // What was queued before the answer goes to the masters.
   queue_->hand_over([this](HandedOp&& op) { cluster_->adopt(std::move(op)); });

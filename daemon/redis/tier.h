@@ -102,6 +102,10 @@ class Tier final : public TierApi {
   // The TLS context the redis_tls_* options describe.
   static std::shared_ptr<const TlsClient> tls_client(const Config& cfg, std::string* err);
 
+  // Warm restart on a Redis Cluster (the daemon, before start()): handed to
+  // the cluster when the seed says cluster (cluster.h, Cluster::set_restart).
+  void set_cluster_restart(ClusterRestart r) { cluster_restart_ = std::move(r); }
+
   // ---- the rest of TierApi (tier_api.h)
   void wake_lease_waiters(std::string_view key) override;
   void note_local_decision() override { local_decisions_++; }
@@ -154,6 +158,7 @@ class Tier final : public TierApi {
   std::function<void()> control_wait_;                    // shutdown waiting for that close
   std::shared_ptr<const TlsClient> tls_;
   std::unique_ptr<Cluster> cluster_;
+  ClusterRestart cluster_restart_;
   uint64_t local_flushes_ = 0, local_decisions_ = 0;
   bool started_ = false, closing_ = false;
 };

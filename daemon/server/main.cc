@@ -94,18 +94,25 @@ void release_table(shm::Writer* w, const Config& cfg, bool serve_on = false) {
 }
 
 // Warm restart with a Redis tier: the first repair compares with the last
-// snapshot the previous daemon took for the adopted table (repair_file.h),
-// and every later snapshot is saved for the next daemon.
+// snapshot the previous daemon took for the adopted table (repair_file.h;
+// on a Redis Cluster each master's part with its master's), and every later
+// snapshot is saved for the next daemon.
 void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg, const SavedSnapshot* saved,
                  uint64_t serve_ms) {
   const std::string path = repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket);
   const shm::StartReport& start = w->start_report();
+  nearcache::redis::ClusterRestart cr;
   if (saved && start.warm && start.kept > 0) {
     // The restart is a gap in invalidations that began no later than the
     // snapshot: within what is left of the grace (serve_ms, computed before
     // the adoption, which then left the table served), keep serving as
     // readers did all along, as through any gap; the repair drops what changed.
-    tier->repair().seed(saved->snap, serve_ms);
+    // A cluster's set seeds the cluster's parts; this tier's own repair then
+    // bounds the grace until the seed answers (and, should it be one server
+    // now, compares with an empty snapshot: everything is dropped).
+    tier->repair().seed(saved->masters.empty() ? saved->snap : nearcache::redis::Snapshot{}, serve_ms);
+    cr.saved = saved->masters;
+    cr.serve_until_ms = serve_ms ? shm::monotonic_ms() + serve_ms : 0;
     if (serve_ms) {
       spdlog::info("redis: {} adopted entries are served for up to {} ms more (redis_stale_grace_ms since the "
                    "previous daemon's last snapshot) until the repair against it", start.kept, serve_ms);
@@ -114,15 +121,27 @@ void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg
                    "daemon", start.kept);
     }
   }
-  auto save = [path, gen = w->generation(), prefix = cfg.redis.prefix,
-               warned = false](const nearcache::redis::Snapshot& s) mutable {
-        std::string why;
-        if (!save_repair_file(path, {gen, prefix, s, shm::monotonic_ms()}, &why) && !warned) {
-          warned = true;  // once: a restart then drops what it adopts from Redis
-          spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
-        }
-      };
+  // Once: a restart then drops what it adopts from Redis.
+  auto write = [path, warned = std::make_shared<bool>(false)](const SavedSnapshot& s) {
+    std::string why;
+    if (!save_repair_file(path, s, &why) && !*warned) {
+      *warned = true;
+      spdlog::warn("redis: {}; a restarted daemon will drop the entries it adopts", why);
+    }
+  };
+  const uint64_t gen = w->generation();
+  const std::string prefix = cfg.redis.prefix;
+  auto save = [write, gen, prefix](const nearcache::redis::Snapshot& s) {
+    write({gen, prefix, s, {}, shm::monotonic_ms()});
+  };
+  auto save_set = [write, gen, prefix](const std::vector<nearcache::redis::MasterSnapshot>& set) {
+    SavedSnapshot s{gen, prefix, {}, set, UINT64_MAX};
+    for (const auto& m : set) s.saved_mono_ms = std::min(s.saved_mono_ms, m.mono_ms);
+    write(s);
+  };
   tier->repair().set_on_snapshot(std::move(save));
+  cr.on_snapshots = std::move(save_set);
+  tier->set_cluster_restart(std::move(cr));
 }
 }  // namespace
 

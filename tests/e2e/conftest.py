@@ -7,6 +7,8 @@ daemons on one machine = two hosts).
     def test_y(host, redis_servers):      # a Redis of its own (password, TCP, started late)
         r = redis_servers("pw", password="pw")
         a = host("a", url=r.url, fast=False)
+    def test_z(host, cluster):            # a three-master Redis Cluster, one per test module
+        a = host("a", url=cluster.url)
 
 Everything started through them is stopped (a daemon's exit status checked)
 or killed after the test.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import pytest
 
 from support.nearcached import Daemon
+from support.redis_cluster import RedisCluster
 from support.redis_server import RedisServer
 from support.sanitizers import no_sanitizer_reports  # noqa: F401 (autouse)
 from support.tier import FAST, wait_coherent
@@ -38,6 +41,14 @@ def redis_servers(tmp_path):
 @pytest.fixture
 def redis_server(redis_servers):
     return redis_servers()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A real three-master Redis Cluster shared by a module's tests (the tests that break it restore it)."""
+    c = RedisCluster(tmp_path_factory.mktemp("cluster"), masters=3)
+    yield c
+    c.kill()
 
 
 @pytest.fixture

@@ -22,13 +22,6 @@ from support.tier import client, shm, status, wait_coherent, wait_flushed, wait_
 P = b"nearcache:"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster"), masters=3)
-    yield c
-    c.kill()
-
-
 @pytest.fixture
 def hosts(host, cluster):
     for n in cluster.masters():

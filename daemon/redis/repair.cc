@@ -147,6 +147,11 @@ void Repair::coherent() {
     // the table holds may have missed invalidations. At once, as coherence starts.
     h_.drop_all(was_coherent ? "invalidations (re)started" : "invalidations started");
     gap_ = false;
+    uv_timer_stop(&grace_);
+    if (st_.suspended) {  // a warm restart seeded with redis_stale_grace_ms 0: nothing is left to repair
+      st_.suspended = false;
+      h_.suspend(false);
+    }
   }
   snapshot([this, gen](std::optional<Snapshot> s) {
     if (!s || gen != gen_ || closing_) return;  // lost again: the next coherent() tries again

@@ -207,6 +207,21 @@ def test_grace_zero_flushes_at_once_as_before(host, redis_server, tmp_path):
         assert ca.get(key(1)) == mp(1)
 
 
+def test_grace_zero_after_a_warm_restart_drops_the_adopted_table_and_serves_again(host, redis_server):
+    a = host("a", redis_stale_grace_ms=0)
+    b = host("b")
+    ca, cb = client(a), client(b)
+    warm(ca, cb, b)
+    fresh_snapshot(a)
+    a.stop()
+    a.start()
+    assert status(a)["start"]["kept"] == N  # adopted, suspended: grace 0 has nothing to serve them by
+    wait_coherent(a)
+    wait_for(lambda: status(a)["redis_suspended"] == 0, 10, "the table to be served again")
+    assert status(a)["entries"] == 0  # dropped at the first coherence, as any gap with grace 0
+    assert ca.get(key(1)) == mp(1) and shm(ca, key(1)) == mp(1)
+
+
 def test_a_failover_to_a_replica_that_holds_the_snapshot_repairs_by_slot(host, redis_servers, tmp_path):
     """REPLICAOF NO ONE on an in-sync replica: its master_replid2 and
     second_repl_offset prove it holds A's snapshot, so only the slots B wrote

@@ -187,10 +187,18 @@ TEST_CASE_METHOD(nctest::TwoHosts, "tier: read-through between hosts, status, an
   a.set("k", "v1", mono_ms() + 60000);
   REQUIRE(loop.until([&] { return a.tier->status().queue.depth == 0; }));
   Fetched f, got;
-  bool done = false;
-  REQUIRE(b.tier->get("k", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
-  REQUIRE(loop.until([&] { return done; }));
-  CHECK(got.value == "v1");
+  // A read-through keeps its value only while invalidations flow; on a loaded
+  // machine a missed heartbeat can stop them for a moment (the value is then
+  // answered, not kept): read again once they flow.
+  uint64_t reads = 0;
+  while (!b.table.count("k") && reads < 20) {
+    REQUIRE(loop.until([&] { return b.tier->invalidation().coherent(); }));
+    bool done = false;
+    REQUIRE(b.tier->get("k", &f, [&](const Fetched& x) { got = x, done = true; }) == Lookup::pending);
+    REQUIRE(loop.until([&] { return done; }));
+    reads++;
+    CHECK(got.value == "v1");
+  }
   CHECK(b.table.at("k").value == "v1");
   CHECK(b.table.at("k").expiry > mono_ms() + 50000);
 
@@ -199,12 +207,12 @@ TEST_CASE_METHOD(nctest::TwoHosts, "tier: read-through between hosts, status, an
   CHECK(st.invalidation.state == LinkState::ready);
   CHECK(st.coherent);
   CHECK_FALSE(st.degraded);
-  CHECK(st.reads.hits_total == 1);
-  CHECK(st.reads.gets_total == 1);
+  CHECK(st.reads.hits_total == reads);
+  CHECK(st.reads.gets_total == reads);
   CHECK(st.url == redis.unix_url());
   CHECK(redis_metric_value(st, RedisMetric::redis_connected) == 1);
   CHECK(redis_metric_value(st, RedisMetric::redis_coherent) == 1);
-  CHECK(redis_metric_value(st, RedisMetric::redis_readthrough_hits_total) == 1);
+  CHECK(redis_metric_value(st, RedisMetric::redis_readthrough_hits_total) == reads);
   CHECK(redis_metric_value(st, RedisMetric::redis_degraded) == 0);
 
   // SIGTERM with a full queue: everything reaches Redis before the tier closes.

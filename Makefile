@@ -64,7 +64,7 @@ fuzz:
 	scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
 
 fuzz-ci:
-	$(MAKE) fuzz FUZZ_SECONDS=30
+	$(MAKE) fuzz FUZZ_SECONDS=20
 
 bench: deps build venv
 	@scripts/install-deps.sh bench

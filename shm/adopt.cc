@@ -33,6 +33,8 @@ const char* drop_name(Drop d) {
     case Drop::cleared: return "cleared";
     case Drop::unsynced: return "unsynced";
     case Drop::unreconciled: return "unreconciled";
+    case Drop::too_large: return "too_large";
+    case Drop::no_room: return "no_room";
     case Drop::kCount: break;
   }
   return "?";
@@ -45,15 +47,17 @@ uint64_t StartReport::dropped_total() const {
 }
 
 std::string StartReport::summary() const {
-  if (!warm)
-    return "cold start: " + reason + (reused_in_place ? "; new table written in place of the old one" : "; new table");
-  std::string s = "warm start: adopted the table left by a writer that " +
-                  std::string(clean_shutdown ? "stopped cleanly" : "did not stop cleanly (killed or crashed)") +
-                  ": " + std::to_string(kept) + " entries kept, " + std::to_string(dropped_total()) + " dropped";
   std::string why;
   for (size_t i = 0; i < size_t(Drop::kCount); ++i)
     if (dropped[i]) why += (why.empty() ? "" : ", ") + std::string(drop_name(Drop(i))) + " " + std::to_string(dropped[i]);
-  if (!why.empty()) s += " (" + why + ")";
+  const std::string counts =
+      std::to_string(kept) + " entries kept, " + std::to_string(dropped_total()) + " dropped" + (why.empty() ? "" : " (" + why + ")");
+  if (!warm)
+    return "cold start: " + reason + (reused_in_place ? "; new table written in place of the old one" : "; new table") +
+           (copied ? "; the old table's entries copied into it: " + counts : "");
+  std::string s = "warm start: adopted the table left by a writer that " +
+                  std::string(clean_shutdown ? "stopped cleanly" : "did not stop cleanly (killed or crashed)") + ": " +
+                  counts;
   if (odd_buckets) s += "; " + std::to_string(odd_buckets) + " bucket(s) found mid-write";
   if (ring_rebuilt) s += "; log state rebuilt from the items";
   return s;

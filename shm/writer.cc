@@ -113,6 +113,10 @@ int Writer::init(const WriterOptions& in, std::string* why) {
     auto* oh = reinterpret_cast<Header*>(old->data());
     if (load_relaxed(&oh->magic) == kMagic) old_generation = load_relaxed(&oh->generation);
   }
+  // A table of another size: its entries are copied into the new one when
+  // both fit at once (copy.cc); a start never fails for want of that room.
+  const bool copy = old && ours && opts_.warm_restart;
+  if (old && ours && !opts_.warm_restart) start_.reason += "; warm_restart is off";
   rc = create_object(segment_spec(opts_), seg, &segment_, why);
   if ((rc == ENOSPC || rc == ENOMEM) && old && ours) {
     // No room for both: the old object's name goes first (its readers keep
@@ -122,11 +126,14 @@ int Writer::init(const WriterOptions& in, std::string* why) {
     old.reset();
     remove_object(segment_spec(opts_));
     start_.reason += "; the old segment was removed first to make room";
+    if (copy) start_.reason += " (no room for both: its entries were not copied)";
     rc = create_object(segment_spec(opts_), seg, &segment_, why);
   }
   if (rc != 0) return rc;
   rc = format(g, std::max(old_generation + 1, unix_ms()), 0, 0, why);
   if (rc != 0) return rc;
+  std::string not_copied;
+  if (copy && old && !copy_from(*old, &not_copied)) start_.reason += "; its entries were not copied: " + not_copied;
   if ((rc = publish_object(segment_spec(opts_), why)) != 0) return rc;
   if (old && old->size() >= kHeaderBytes)
     store_release(&reinterpret_cast<Header*>(old->data())->state, uint32_t(SegmentState::stopped));

@@ -74,6 +74,8 @@ enum class Drop : uint8_t {
   cleared,        // a CLEAR in progress when the writer stopped
   unsynced,       // Redis tier: its write had not reached Redis
   unreconciled,   // Redis tier: it may have missed invalidations while no daemon ran
+  too_large,      // copy: its key or value is longer than the new table's limits
+  no_room,        // copy: the new table had no room left for it
   kCount
 };
 const char* drop_name(Drop d);
@@ -83,6 +85,8 @@ struct StartReport {
   bool warm = false;
   std::string reason;            // cold: why adoption was impossible or off; warm: "adopted"
   bool reused_in_place = false;  // cold: the old object was re-initialised in place (room for one segment)
+  bool copied = false;           // cold, new object: the old table's entries were copied into it (copy.cc);
+                                 // kept and dropped count them
   bool clean_shutdown = false;   // warm: the previous writer stopped cleanly (else it was killed)
   bool ring_rebuilt = false;     // warm: a log's persisted fields were unusable, rebuilt from the items
   uint64_t kept = 0;
@@ -145,6 +149,8 @@ class Writer {
   // opts.warm_restart is on (adopt.cc: validated, same generation, readers
   // keep serving); else creates a new table (a new generation), in place when
   // an object of the same size exists (a restart needs room for one segment).
+  // When the size changed and there is room for both objects, the old
+  // table's entries are copied into the new one (copy.cc; warm_restart on).
   // Refuses when another writer holds the segment's lock, when the sizes are
   // inconsistent, or when the memory cannot be reserved: nullptr, *why set.
   static std::unique_ptr<Writer> create(const WriterOptions& opts, std::string* why);
@@ -289,6 +295,11 @@ class Writer {
   void map_table(const Geometry& g);
   int format(const Geometry& g, uint64_t generation, uint32_t old_buckets, uint32_t epoch, std::string* why);
   int reuse_in_place(const Geometry& g, std::string* why);
+
+  // copy.cc: a table of another size (segment_size changed) copied into this
+  // new, unpublished one: the entries that validate, hottest first when not
+  // all fit. False (nothing copied) when the old table cannot be read, *why set.
+  bool copy_from(const MappedObject& old, std::string* why);
 
   // adopt.cc: adopting the table a previous writer left.
   bool adoptable(const Geometry& g, std::string* why) const;

@@ -1203,11 +1203,12 @@ size_t Engine::poll_hits(size_t max_regions) {
   return n;
 }
 
-// STATUS "start": how this daemon got its table (adopted or new) and why.
+// STATUS "start": how this daemon got its table (adopted, new, or new with the old one's entries copied) and why.
 static void pack_start(Packer& pk, const shm::StartReport& r) {
   pack_str(pk, "start");
-  pk.pack_map(7);
+  pk.pack_map(8);
   pack_str(pk, "warm"), r.warm ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "copied"), r.copied ? pk.pack_true() : pk.pack_false();
   pack_str(pk, "reason"), pack_str(pk, r.reason);
   pack_str(pk, "reused_in_place"), r.reused_in_place ? pk.pack_true() : pk.pack_false();
   pack_str(pk, "clean_shutdown"), r.clean_shutdown ? pk.pack_true() : pk.pack_false();

@@ -102,7 +102,7 @@ void hook_repair(nearcache::redis::Tier* tier, shm::Writer* w, const Config& cfg
   const std::string path = repair_file_path(cfg.segment, cfg.posix_shm, cfg.socket);
   const shm::StartReport& start = w->start_report();
   nearcache::redis::ClusterRestart cr;
-  if (saved && start.warm && start.kept > 0) {
+  if (saved && (start.warm || start.copied) && start.kept > 0) {  // adopted, or copied into a new table
     // The restart is a gap in invalidations that began no later than the
     // snapshot: within what is left of the grace (serve_ms, computed before
     // the adoption, which then left the table served), keep serving as

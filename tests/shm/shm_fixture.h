@@ -2,6 +2,8 @@
 // removed with everything in it when the fixture goes out of scope.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -98,6 +100,32 @@ struct Table {
   explicit Table(uint64_t bytes = 4 << 20) {
     w = make_writer(small_options(dir, bytes));
     r = open_reader(w->path());
+  }
+};
+
+// A read-write mapping of a segment file while no writer runs, to play a
+// crash's or a corruption's part (a bucket cut mid-write, a CLEAR record).
+struct RawSegment {
+  unsigned char* p = nullptr;
+  size_t n = 0;
+  explicit RawSegment(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDWR);
+    if (fd < 0) throw std::runtime_error("open " + path);
+    n = size_t(lseek(fd, 0, SEEK_END));
+    void* m = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (m == MAP_FAILED) throw std::runtime_error("mmap " + path);
+    p = static_cast<unsigned char*>(m);
+  }
+  ~RawSegment() { munmap(p, n); }
+  RawSegment(const RawSegment&) = delete;
+  RawSegment& operator=(const RawSegment&) = delete;
+  nearcache::shm::Header* h() const { return reinterpret_cast<nearcache::shm::Header*>(p); }
+  nearcache::shm::WriterState* ws() const {
+    return reinterpret_cast<nearcache::shm::WriterState*>(p + nearcache::shm::kWriterStateOffset);
+  }
+  nearcache::shm::Bucket* bucket(uint32_t i) const {
+    return reinterpret_cast<nearcache::shm::Bucket*>(p + h()->buckets_offset) + i;
   }
 };
 

@@ -2,8 +2,6 @@
 // into the new one (shm/copy.cc): values, flags, TTLs and the Redis state bits
 // carry over, what adoption would drop is dropped with its reason, the hottest
 // are kept when not all fit, and the old table's readers stop (they re-open).
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,25 +17,6 @@ using namespace nearcache::shm;
 using nctest::read;
 
 namespace {
-
-// A read-write mapping of a segment file while no writer runs (to cut a
-// bucket mid-write or leave a CLEAR record, as a crash would).
-struct Raw {
-  unsigned char* p = nullptr;
-  size_t n = 0;
-  explicit Raw(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    n = size_t(lseek(fd, 0, SEEK_END));
-    p = static_cast<unsigned char*>(mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
-    REQUIRE(p != MAP_FAILED);
-  }
-  ~Raw() { munmap(p, n); }
-  Header* h() const { return reinterpret_cast<Header*>(p); }
-  WriterState* ws() const { return reinterpret_cast<WriterState*>(p + kWriterStateOffset); }
-  Bucket* bucket(uint32_t i) const { return reinterpret_cast<Bucket*>(p + h()->buckets_offset) + i; }
-};
 
 ino_t inode(const std::string& path) {
   struct stat st;
@@ -164,7 +143,7 @@ TEST_CASE("copy: what adoption would drop is dropped with its reason; the new li
   }
   uint64_t cut_entries = 0;
   {
-    Raw raw(o.path);
+    nctest::RawSegment raw(o.path);
     // A bucket cut mid-write (odd version): its entries cannot be trusted.
     for (uint32_t b = 0; b < raw.h()->bucket_count && !cut_entries; ++b) {
       for (uint32_t w = 0; w < kWaysPerBucket; ++w) cut_entries += raw.bucket(b)->way[w] != 0;

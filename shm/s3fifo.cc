@@ -56,6 +56,11 @@ void Writer::evict_or_keep(Ring& r, const Loc& at, uint64_t h, uint64_t size, in
   const uint64_t off = r.tail;
   Loc loc = at;
   const uint8_t f = *freq(loc);
+  // A move gives the item a new id: with a Redis tier an unsynced item's
+  // move is remembered, so that its write-behind acknowledgement (which
+  // carries the old id) still marks it synced (mark_synced).
+  const uint64_t old_id =
+      opts_.redis_tier && !(meta_bits(item_at(off)->meta) & kItemSynced) ? id_at(off) : 0;
   auto relocate = [&](uint64_t to, const std::vector<unsigned char>& copy) {
     // Copied out first: `to` may overlap the old bytes, so the copy back is
     // written inside the bucket's odd version, like the way itself.
@@ -64,6 +69,7 @@ void Writer::evict_or_keep(Ring& r, const Loc& at, uint64_t h, uint64_t size, in
     copy_to_shared(data_, to, copy.data(), size);
     store_relaxed(&b->way[loc.way], make_way(way_tag(b->way[loc.way]), to / kItemAlign));
     end_write(b);
+    if (old_id) note_move(old_id, id_at(to));
   };
 
   if (&r == &small_) {

@@ -548,18 +548,37 @@ uint64_t Writer::id_of(uint64_t off, uint64_t lap) const {
   return (uint64_t{1} << 63) | ((lap & kLapMask) << kUnitBits) | (off / kItemAlign);
 }
 
-uint64_t Writer::item_id(std::string_view key) {
-  uint64_t off;
-  const Loc loc = find_live(key, &off);
-  if (!loc.found()) return 0;
+uint64_t Writer::id_at(uint64_t off) const {
   const Ring& r = off < small_.end ? small_ : main_;
   // An item written before its log's head last went back to begin sits at or
   // after the head; one written since, before it.
   return id_of(off, off < r.head ? r.laps : r.laps - 1);
 }
 
+uint64_t Writer::item_id(std::string_view key) {
+  uint64_t off;
+  const Loc loc = find_live(key, &off);
+  return loc.found() ? id_at(off) : 0;
+}
+
+void Writer::note_move(uint64_t from, uint64_t to) {
+  if (moves_.insert_or_assign(from, to).second) move_order_.push_back(from);
+  while (move_order_.size() > kMaxMoves) {
+    moves_.erase(move_order_.front());
+    move_order_.pop_front();
+  }
+}
+
 bool Writer::mark_synced(std::string_view key, uint64_t id) {
-  if (id == 0 || item_id(key) != id) return false;  // gone, or a newer write replaced it
+  const uint64_t now = item_id(key);
+  if (id == 0 || now == 0) return false;
+  // The write `id` named, wherever the eviction policy moved it since (each
+  // move is one step; a chain longer than the bound cannot be remembered).
+  for (size_t steps = 0; id != now; ++steps) {
+    const auto it = moves_.find(id);
+    if (it == moves_.end() || steps == kMaxMoves) return false;  // replaced by a newer write, or forgotten
+    id = it->second;
+  }
   mark_synced(key);
   return true;
 }

@@ -181,10 +181,16 @@ class Writer {
   // when it has none: a write-behind SET carries it, and its acknowledgement
   // marks the item synced only if the key still holds that same write, not a
   // newer local write that replaced it. A moved item (S3-FIFO reinsertion,
-  // small to main) gets a new id: its mark is then skipped (kept unsynced).
+  // small to main) gets a new id; with a Redis tier the writer remembers the
+  // moves of unsynced items (old id -> new id, the newest kMaxMoves), so an
+  // acknowledgement carrying the old id still finds the write it names.
   uint64_t item_id(std::string_view key);
-  // mark_synced when `key` still holds the item `id` names; false otherwise.
+  // mark_synced when `key` still holds the item `id` names, or the item it
+  // was moved to (following remembered moves); false otherwise: gone,
+  // replaced, or moved so long ago that the move was forgotten (the item
+  // then stays unsynced, the safe side: adoption drops it).
   bool mark_synced(std::string_view key, uint64_t id);
+  static constexpr size_t kMaxMoves = 16384;
   // Caches "no such key" until expiry_ms (0 = never): readers answer
   // ReadStatus::negative. Replaced by any store, removed by del and clears.
   Status set_negative(std::string_view key, uint64_t expiry_ms);
@@ -345,6 +351,9 @@ class Writer {
   static inline void advance_tail(Ring& r, uint64_t n);
   static void rewind(Ring& r);
   uint64_t id_of(uint64_t off, uint64_t lap) const;
+  uint64_t id_at(uint64_t off) const;  // the id of the item now at off
+  // s3fifo.cc moved the unsynced item `from` to `to` (ids): remembered for mark_synced.
+  void note_move(uint64_t from, uint64_t to);
   Loc find_live(std::string_view key, uint64_t* off);
   void write_item(uint64_t off, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
                   uint8_t bits);
@@ -402,6 +411,11 @@ class Writer {
   // Pending glob clears and visits (ascending ids): outside the prefix index.
   std::deque<uint64_t> special_ids_;
   std::function<void(uint64_t, const Item&)> visitor_;
+
+  // Moves of unsynced items, old id -> new id, and the old ids oldest first
+  // (at most kMaxMoves: beyond, the oldest are forgotten). Redis tier only.
+  std::unordered_map<uint64_t, uint64_t> moves_;
+  std::deque<uint64_t> move_order_;
 
   uint64_t expire_cursor_ = 0;
   uint64_t with_expiry_ = 0;  // live entries that have an expiry; the sweep skips work when 0

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "layout.h"
 #include "shm_fixture.h"
 
 using namespace nearcache::shm;
@@ -26,10 +27,11 @@ struct Policy {
   uint64_t small_bytes = 0;  // the small queue's share of the data area
   int next = 0;              // scan keys handed out so far
 
-  explicit Policy(uint32_t small_percent = 10, uint32_t value_limit = 64 << 10) {
+  explicit Policy(uint32_t small_percent = 10, uint32_t value_limit = 64 << 10, bool redis_tier = false) {
     auto o = nctest::small_options(dir);
     o.small_queue_percent = small_percent;
     o.value_limit = value_limit;
+    o.redis_tier = redis_tier;
     w = nctest::make_writer(o);
     r = nctest::open_reader(w->path());
     r.attach_hits(hits.region.get());
@@ -198,6 +200,89 @@ TEST_CASE("s3fifo: a main item that was read is re-inserted with one access less
   drive_until([&] { return !p.has("hot"); });
   CHECK(p.w->stats().reinserted == 1);
   CHECK(p.w->stats().evictions > 0);
+}
+
+TEST_CASE("s3fifo: a moved item keeps its write-behind acknowledgement (the old id follows the moves)") {
+  Policy p(10, 64 << 10, /*redis_tier=*/true);
+  p.fill();
+  p.scan(p.small_items());
+  // Three writes waiting for their acknowledgement, each with the id it had then.
+  p.set("moved");
+  p.set("twice");
+  p.set("replaced");
+  const uint64_t moved_id = p.w->item_id("moved"), twice_id = p.w->item_id("twice");
+  const uint64_t replaced_id = p.w->item_id("replaced");
+  for (const char* k : {"moved", "twice", "replaced"}) p.access(k);
+  // Small's tail reaches them: read, they move to main (new ids).
+  const uint64_t moved0 = p.w->stats().moved_to_main;
+  p.scan(2 * p.small_items());
+  REQUIRE(p.w->stats().moved_to_main >= moved0 + 3);
+  REQUIRE(p.w->item_id("moved") != moved_id);
+  REQUIRE(p.has("twice"));
+  // "twice" is read again in main: main's tail re-inserts it (a second move);
+  // "replaced" too, so that it is still there for the newer write below.
+  p.access("twice");
+  p.access("replaced");
+  const uint64_t in_main_id = p.w->item_id("twice");
+  const uint64_t reinserted0 = p.w->stats().reinserted;
+  int driven = 0;
+  while (p.w->item_id("twice") == in_main_id) {
+    auto k = p.scan(1);
+    p.access(k[0]);  // read keys move to main: main's tail turns over
+    REQUIRE(++driven < 200000);
+  }
+  REQUIRE(p.w->stats().reinserted > reinserted0);
+  REQUIRE(p.has("moved") == false);  // unread in main since its move: evicted meanwhile
+  // A newer local write replaces "replaced" after its moves: the old write's
+  // acknowledgement must not mark the new one.
+  REQUIRE(p.has("replaced"));
+  REQUIRE(p.w->set("replaced", "newer", 0, 0) == Status::ok);
+
+  CHECK(p.w->mark_synced("twice", twice_id));  // small -> main -> main: followed twice
+  CHECK_FALSE(p.w->mark_synced("replaced", replaced_id));
+  CHECK_FALSE(p.w->mark_synced("moved", moved_id));  // gone
+  CHECK_FALSE(p.w->mark_synced("twice", 0));
+  // Marked synced: a restart with a snapshot of this table adopts it.
+  auto o = p.w->options();
+  o.redis_snapshot_generation = p.w->generation();
+  p.r.close();
+  p.w.reset();
+  auto w2 = nctest::make_writer(o);
+  INFO(w2->start_report().summary());
+  CHECK(w2->contains("twice"));
+  CHECK_FALSE(w2->contains("replaced"));  // the newer write was never acknowledged
+}
+
+TEST_CASE("s3fifo: moves are remembered up to a bound; an item moved before it stays unsynced") {
+  Policy p(10, 64 << 10, /*redis_tier=*/true);
+  p.set("first");
+  const uint64_t first_id = p.w->item_id("first");
+  p.access("first");
+  // Read keys, each moved from small to main: more moves than the bound after "first"'s.
+  int driven = 0;
+  while (p.w->item_id("first") == first_id) {
+    p.access(p.scan(1)[0]);
+    REQUIRE(++driven < 100000);
+  }
+  // Read now and then, it stays (re-inserted: more moves, but its first is
+  // the oldest of them all).
+  const uint64_t moves0 = p.w->stats().moved_to_main + p.w->stats().reinserted;
+  while (p.w->stats().moved_to_main + p.w->stats().reinserted - moves0 <= Writer::kMaxMoves) {
+    p.access(p.scan(1)[0]);
+    if (++driven % 1000 == 0) p.access("first");
+    REQUIRE(driven < 200000);
+  }
+  REQUIRE(p.has("first"));
+  CHECK_FALSE(p.w->mark_synced("first", first_id));  // forgotten: the safe side
+  // A recent move is still followed.
+  p.set("recent");
+  const uint64_t recent_id = p.w->item_id("recent");
+  p.access("recent");
+  while (p.w->item_id("recent") == recent_id) {
+    p.access(p.scan(1)[0]);
+    REQUIRE(++driven < 300000);
+  }
+  CHECK(p.w->mark_synced("recent", recent_id));
 }
 
 TEST_CASE("s3fifo: a full table keeps taking every size, the large ones straight into main") {

@@ -269,3 +269,29 @@ TEST_CASE("copy: warm_restart off starts empty, as before") {
   CHECK(w2->start_report().reason.find("warm_restart is off") != std::string::npos);
   CHECK(w2->stats().entries == 0);
 }
+
+TEST_CASE("copy: a POSIX shared-memory segment is copied too (the name is replaced at creation)") {
+  nctest::TempDir d;
+  auto o = nctest::small_options(d);
+  o.posix_shm = true;
+  o.path = "/nctest-copy-" + std::to_string(getpid());
+  {
+    auto w1 = nctest::make_writer(o);
+    for (int i = 0; i < 500; ++i) REQUIRE(w1->set("k:" + std::to_string(i), value_of(i), 0, 0) == Status::ok);
+  }
+  o.segment_bytes = 8 << 20;
+  auto w2 = nctest::make_writer(o);
+  INFO(w2->start_report().summary());
+  CHECK(w2->start_report().copied);
+  CHECK(w2->start_report().kept == 500);
+  Reader r;
+  std::string why;
+  ReaderOptions ro;
+  ro.posix_shm = true;
+  REQUIRE(r.open(o.path, &why, ro) == 0);
+  CHECK(r.mapped_bytes() == 8u << 20);
+  std::string v;
+  CHECK(read(r, "k:42", &v) == ReadStatus::hit);
+  CHECK(v == value_of(42));
+  w2->remove();
+}

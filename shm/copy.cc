@@ -161,33 +161,36 @@ bool Writer::copy_from(const MappedObject& old, std::string* why) {
   std::sort(found.begin(), found.end(), [](const Entry& a, const Entry& b) {
     return a.hash != b.hash ? a.hash < b.hash : a.off < b.off;
   });
-  std::vector<Entry> unique;
-  unique.reserve(found.size());
-  for (const Entry& e : found) {
+  size_t n = 0;  // compacted in place: a big table's list is big
+  for (size_t i = 0; i < found.size(); ++i) {
     bool dup = false;
-    for (size_t j = unique.size(); j-- > 0 && unique[j].hash == e.hash && !dup;)
-      dup = unique[j].off == e.off || src.key(src.item(unique[j].off)) == src.key(src.item(e.off));
+    for (size_t j = n; j-- > 0 && found[j].hash == found[i].hash && !dup;)
+      dup = found[j].off == found[i].off || src.key(src.item(found[j].off)) == src.key(src.item(found[i].off));
     if (dup) drop(Drop::duplicate);
-    else unique.push_back(e);
+    else found[n++] = found[i];
   }
-  std::sort(unique.begin(), unique.end(), [](const Entry& a, const Entry& b) { return a.off < b.off; });
-  std::vector<bool> overlaps(unique.size(), false);
-  for (size_t i = 1; i < unique.size(); ++i)
-    if (unique[i].off < unique[i - 1].off + unique[i - 1].size) overlaps[i] = overlaps[i - 1] = true;
-  std::vector<Entry> valid;
-  valid.reserve(unique.size());
-  for (size_t i = 0; i < unique.size(); ++i)
+  found.resize(n);
+  std::sort(found.begin(), found.end(), [](const Entry& a, const Entry& b) { return a.off < b.off; });
+  std::vector<bool> overlaps(found.size(), false);
+  uint64_t reach = 0;  // the furthest end so far, and the item that has it
+  for (size_t i = 0, holder = 0; i < found.size(); ++i) {
+    if (found[i].off < reach) overlaps[i] = overlaps[holder] = true;
+    if (found[i].off + found[i].size > reach) reach = found[i].off + found[i].size, holder = i;
+  }
+  n = 0;
+  for (size_t i = 0; i < found.size(); ++i)
     if (overlaps[i]) drop(Drop::bad_item);
-    else valid.push_back(unique[i]);
+    else found[n++] = found[i];
+  found.resize(n);
 
   // The hottest first: main before small, newest first within each. An item
   // goes to the log it was in (to main when too large for small, as admit()
   // does); one of small for which small has no room left takes main's spare.
-  std::sort(valid.begin(), valid.end(),
+  std::sort(found.begin(), found.end(),
             [](const Entry& a, const Entry& b) { return a.main != b.main ? a.main : a.age > b.age; });
   std::vector<const Entry*> to_small, to_main;
   uint64_t small_left = small_.size(), main_left = main_.size();
-  for (const Entry& e : valid) {
+  for (const Entry& e : found) {
     const bool main = e.main || e.size > small_.size() / 4;
     if (!main && e.size <= small_left) small_left -= e.size, to_small.push_back(&e);
     else if (e.size <= main_left) main_left -= e.size, to_main.push_back(&e);
@@ -217,7 +220,7 @@ bool Writer::copy_from(const MappedObject& old, std::string* why) {
     }
   persist_rings();
   start_.kept = st_.entries;
-  start_.dropped[size_t(Drop::no_room)] += valid.size() - st_.entries;
+  start_.dropped[size_t(Drop::no_room)] += found.size() - st_.entries;
   st_.evictions = st_.index_evictions = 0;  // what the copy could not place is no_room, not an eviction
 
   // With a Redis tier the copied entries may have missed invalidations like

@@ -126,8 +126,9 @@ const std::vector<OptionSpec>& table() {
        &C::segment_size},
       {"warm_restart", OptType::boolean, "true", 0, 0, false,
        "Adopt the table a previous daemon left in the segment (after a stop or a crash) when its layout, "
-       "segment_size, expected_item_size and limits match, instead of starting empty; the segment stays in "
-       "place when the daemon stops (see doc/operations.md). false: every start is cold and a stop removes it.",
+       "segment_size, expected_item_size and limits match, instead of starting empty; after a segment_size "
+       "change, copy the entries that fit into the new table when the filesystem holds both; the segment stays "
+       "in place when the daemon stops (see doc/operations.md). false: every start is cold and a stop removes it.",
        &C::warm_restart},
       {"key_limit", OptType::size, "1024", 1, 65535, false, "Longest key in bytes (at most 65535).",
        &C::key_limit},

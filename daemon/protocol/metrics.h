@@ -82,9 +82,10 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(loop_lag_max_ms, gauge, millis, "loop lag max", "Largest event-loop lag seen (heartbeat timer lateness)")     \
   X(start_warm, gauge, count, "warm start",                                                                          \
     "1: this daemon adopted the table a previous one left (warm_restart); 0: it started cold (STATUS start.reason)") \
-  X(start_kept_entries, gauge, count, "entries adopted", "Entries kept when the table was adopted at start")         \
+  X(start_kept_entries, gauge, count, "entries adopted",                                                            \
+    "Entries kept when the table was adopted at start, or copied into a new one (STATUS start.copied)")              \
   X(start_dropped_entries, gauge, count, "entries dropped at adoption",                                              \
-    "Entries adoption dropped (STATUS start.dropped says why)")
+    "Entries adoption (or the copy) dropped (STATUS start.dropped says why)")
 
 // The Redis tier's rows, in STATUS only when Redis is configured; their values
 // come from Tier::status() through redis_metric_value() (redis/metrics.h).

@@ -6,10 +6,40 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 
 from support.nearcached import NEARCACHE_CLI
 from support.probe import PROBE, Probe  # noqa: F401 (used by the tests)
+
+
+# A process that floods SETs of keys w0..w<keys-1> until the daemon goes away,
+# then prints what was acknowledged and what was in flight (JSON): argv is the
+# tests directory, the socket, a value base and the key count.
+FLOOD_WRITER = textwrap.dedent("""
+    import json, socket, sys
+    sys.path.insert(0, sys.argv[1])
+    from support.rawproto import RawConn, SET, OK, mp, Closed
+    sock, base, keys = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    acked, inflight = {}, None
+    try:
+        c = RawConn(sock)
+        print("ready", flush=True)
+        i = 0
+        while True:
+            k = "w%d" % (i % keys)
+            v = "%s:%d:%s" % (k, base + i, "y" * ((base + i) % 700))
+            inflight = (k, v)
+            r = c.call(SET, k.encode(), mp(v), None)
+            if r[1] != OK:
+                break
+            acked[k] = v
+            inflight = None
+            i += 1
+    except Exception:
+        pass
+    print(json.dumps({"acked": acked, "inflight": inflight}), flush=True)
+""")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 10) -> subprocess.CompletedProcess:

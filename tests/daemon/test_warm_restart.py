@@ -13,12 +13,11 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from helpers import Probe, small_tmpfs
+from helpers import FLOOD_WRITER as WRITER, Probe, small_tmpfs
 from support.nearcached import ROOT, Daemon
 from support.rawproto import DELETE, GET, OK, SET, RawConn, mp
 from support.wait import wait_for
@@ -68,30 +67,6 @@ def test_restart_keeps_entries(tmp_path, how):
     d.stop()
 
 
-WRITER = textwrap.dedent("""
-    import json, socket, sys
-    sys.path.insert(0, sys.argv[1])
-    from support.rawproto import RawConn, SET, OK, mp, Closed
-    sock, base, keys = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    acked, inflight = {}, None
-    try:
-        c = RawConn(sock)
-        print("ready", flush=True)
-        i = 0
-        while True:
-            k = "w%d" % (i % keys)
-            v = "%s:%d:%s" % (k, base + i, "y" * ((base + i) % 700))
-            inflight = (k, v)
-            r = c.call(SET, k.encode(), mp(v), None)
-            if r[1] != OK:
-                break
-            acked[k] = v
-            inflight = None
-            i += 1
-    except Exception:
-        pass
-    print(json.dumps({"acked": acked, "inflight": inflight}), flush=True)
-""")
 
 
 def test_kill9_under_write_load_adopts_only_acknowledged_values(tmp_path):

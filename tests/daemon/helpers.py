@@ -42,6 +42,45 @@ FLOOD_WRITER = textwrap.dedent("""
 """)
 
 
+def kill_under_flood(d, model: dict, base: int, rng, keys: int = 20000) -> None:
+    """kill -9 of the daemon at a random moment (0.05 to 0.6 s) while FLOOD_WRITER
+    floods it from another process; records in `model` (key -> the values it may
+    hold) what was acknowledged, and the write in flight at the kill."""
+    import json
+    import sys
+    import time
+
+    from support.nearcached import ROOT
+
+    w = subprocess.Popen([sys.executable, "-c", FLOOD_WRITER, str(ROOT / "tests"), d.socket, str(base), str(keys)],
+                         stdout=subprocess.PIPE, text=True)
+    assert w.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0.05, 0.6))
+    d.kill()
+    out = json.loads(w.stdout.readline())
+    w.wait(10)
+    for k, v in out["acked"].items():
+        model[k] = {v}
+    if out["inflight"]:
+        k, v = out["inflight"]
+        model.setdefault(k, set()).add(v)
+
+
+def served_from_model(d, model: dict) -> int:
+    """GETs every key of `model` (key -> allowed values); each one served must hold
+    one of its allowed values. Returns how many were served."""
+    from support.rawproto import GET, OK, RawConn, mp
+
+    served = 0
+    with RawConn(d.socket) as c:
+        for k, allowed in model.items():
+            r = c.call(GET, k.encode())
+            if r[1] == OK:
+                assert r[2] in {mp(v) for v in allowed}, (k, r[2][:60])
+                served += 1
+    return served
+
+
 def cli(*args: str, env: dict | None = None, timeout: float = 10) -> subprocess.CompletedProcess:
     return subprocess.run([str(NEARCACHE_CLI), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})

@@ -7,16 +7,13 @@ too small for two tables starts cold, and still starts.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
-import sys
 import time
 
-from helpers import FLOOD_WRITER, Probe, small_tmpfs
-from support.nearcached import ROOT, Daemon
-from support.rawproto import GET, OK, SET, RawConn, mp
+from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs
+from support.nearcached import Daemon
+from support.rawproto import OK, SET, RawConn, mp
 from support.wait import wait_for
 
 
@@ -123,30 +120,12 @@ def test_a_table_left_by_kill9_is_copied_with_the_checks_of_adoption(tmp_path):
     rng = random.Random(os.getpid())
     model: dict[str, set] = {}  # key -> values it may hold
     for rnd, size in enumerate(["6M", "4M", "5M"]):
-        w = subprocess.Popen([sys.executable, "-c", FLOOD_WRITER, str(ROOT / "tests"), d.socket, str(rnd * 10**7),
-                              "20000"], stdout=subprocess.PIPE, text=True)
-        assert w.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.4))
-        d.kill()
-        out = json.loads(w.stdout.readline())
-        w.wait(10)
-        for k, v in out["acked"].items():
-            model[k] = {v}
-        if out["inflight"]:
-            k, v = out["inflight"]
-            model.setdefault(k, set()).add(v)
+        kill_under_flood(d, model, rnd * 10**7, rng)
         d.options["segment_size"] = size
         d.start()
         start = status(d)["start"]
         assert start["copied"] is True and start["kept"] > 0, start
-        with RawConn(d.socket) as c:
-            served = 0
-            for k, allowed in model.items():
-                r = c.call(GET, k.encode())
-                if r[1] == OK:
-                    assert r[2] in {mp(v) for v in allowed}, (k, r[2][:60])
-                    served += 1
-        assert served == status(d)["entries"] == start["kept"]
+        assert served_from_model(d, model) == status(d)["entries"] == start["kept"]
     d.stop()
 
 

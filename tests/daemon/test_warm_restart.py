@@ -8,17 +8,14 @@ under write load for many rounds.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
-import sys
 import time
 
 import pytest
 
-from helpers import FLOOD_WRITER as WRITER, Probe, small_tmpfs
-from support.nearcached import ROOT, Daemon
+from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs
+from support.nearcached import Daemon
 from support.rawproto import DELETE, GET, OK, SET, RawConn, mp
 from support.wait import wait_for
 
@@ -79,29 +76,12 @@ def test_kill9_under_write_load_adopts_only_acknowledged_values(tmp_path):
     rounds = 25 if LONG else 3
     kept_total = 0
     for rnd in range(rounds):
-        w = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT / "tests"), d.socket, str(rnd * 10**7), "20000"],
-                             stdout=subprocess.PIPE, text=True)
-        assert w.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.6))
-        d.kill()
-        out = json.loads(w.stdout.readline())
-        w.wait(10)
-        for k, v in out["acked"].items():
-            model[k] = {v}
-        if out["inflight"]:
-            k, v = out["inflight"]
-            model.setdefault(k, set()).add(v)
+        kill_under_flood(d, model, rnd * 10**7, rng)
         d.start()
         st = status(d)["start"]
         assert st["warm"] is True and st["clean_shutdown"] is False, st
         kept_total += st["kept"]
-        with RawConn(d.socket) as c:
-            for k, allowed in model.items():
-                r = c.call(GET, k.encode())
-                if r[1] == OK:
-                    assert r[2] in {mp(v) for v in allowed}, (k, r[2][:60])
-                else:
-                    assert r[1] != OK
+        served_from_model(d, model)
     assert kept_total > 0
     d.stop()
 

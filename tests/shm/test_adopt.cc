@@ -66,13 +66,16 @@ std::string value_for(std::mt19937_64& rng, int i) {
   return v + std::to_string(i);
 }
 
-// Runs `fn` in a child that then dies of SIGKILL: no destructor, no stop().
+// A writer on `o` that fn(writer) uses, in a child that then dies of SIGKILL
+// holding it: no destructor, no stop().
 template <class Fn>
-void in_killed_child(Fn fn) {
+void crash_writer(const WriterOptions& o, Fn fn) {
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    fn();
+    auto w = nctest::make_writer(o);
+    fn(*w);
+    w.release();  // no destructor: it would stop() the table
     kill(getpid(), SIGKILL);
     _exit(0);
   }
@@ -172,12 +175,10 @@ TEST_CASE("adopt: a clean stop leaves a table the next writer adopts, readers ke
 TEST_CASE("adopt: after a crash (SIGKILL, no stop) every kept entry is the last value written") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
-  in_killed_child([&] {
-    auto w = nctest::make_writer(o);
-    fill(*w, 3000);
+  crash_writer(o, [](Writer& w) {
+    fill(w, 3000);
     std::map<std::string, std::string> m;
-    churn(w.get(), nullptr, m, 30000, 3);  // wraps the logs before the crash
-    w.release();                           // no destructor: it would stop() the table
+    churn(&w, nullptr, m, 30000, 3);  // wraps the logs before the crash
   });
   std::mt19937_64 rng(1);
   std::map<std::string, std::string> model;
@@ -305,13 +306,11 @@ TEST_CASE("adopt: ring fields behind the truth, or unreadable, are rebuilt from 
 TEST_CASE("adopt: a CLEAR in progress at the crash is finished") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
-  in_killed_child([&] {
-    auto w = nctest::make_writer(o);
-    fill(*w, 2000);
-    for (int i = 0; i < 500; ++i) w->set("p:" + std::to_string(i), "x", 0, 0);
-    w->clear_begin("p:");
-    w->clear_step(5);  // a few buckets only
-    w.release();
+  crash_writer(o, [](Writer& w) {
+    fill(w, 2000);
+    for (int i = 0; i < 500; ++i) w.set("p:" + std::to_string(i), "x", 0, 0);
+    w.clear_begin("p:");
+    w.clear_step(5);  // a few buckets only
   });
   auto w = nctest::make_writer(o);
   const StartReport& rep = w->start_report();

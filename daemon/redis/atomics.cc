@@ -22,6 +22,11 @@ AtomicResult unavailable(const std::string& why) {
   return r;
 }
 
+// What Redis answered when it is an error or not the operation's shape: "OP: why".
+std::string bad_reply(const char* op, const Reply& r) {
+  return std::string(op) + ": " + (r.is_error() ? r.error() : std::string("unexpected reply"));
+}
+
 }  // namespace
 
 struct Atomics::Wait {
@@ -225,7 +230,7 @@ bool Atomics::pttl(std::string_view key, AtomicFn cb) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
         st_.errors_total++;
-        out = unavailable("PTTL: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = unavailable(bad_reply("PTTL", r));
       } else {
         out.kind = AtomicResult::Kind::ok;
         out.number = r.r->integer;
@@ -262,7 +267,7 @@ bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
         out.kind = AtomicResult::Kind::out_of_range;
       } else {
         st_.errors_total++;
-        out = unavailable("INCR: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = unavailable(bad_reply("INCR", r));
       }
       (*done)(out);
     });
@@ -294,7 +299,7 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
         out.retry_ms = left > 0 ? uint64_t(left) : 1;
       } else {
         st_.errors_total++;
-        out = unavailable("LEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = unavailable(bad_reply("LEASE", r));
       }
       (*done)(out);
     });
@@ -313,7 +318,7 @@ bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
         st_.errors_total++;
-        out = unavailable("RELEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = unavailable(bad_reply("RELEASE", r));
       } else {
         out.kind = r.r->integer ? AtomicResult::Kind::ok : AtomicResult::Kind::not_found;
       }

@@ -22,12 +22,14 @@ AtomicResult unavailable(const std::string& why) {
   return r;
 }
 
-// What Redis answered when it is an error or not the operation's shape: "OP: why".
-std::string bad_reply(const char* op, const Reply& r) {
-  return std::string(op) + ": " + (r.is_error() ? r.error() : std::string("unexpected reply"));
-}
-
 }  // namespace
+
+// The outcome of a reply that is an error or not the operation's shape
+// ("OP: why"), counted in errors_total.
+AtomicResult Atomics::failed(const char* op, const Reply& r) {
+  st_.errors_total++;
+  return unavailable(std::string(op) + ": " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+}
 
 struct Atomics::Wait {
   Atomics* a;
@@ -110,8 +112,7 @@ bool Atomics::store_if(const char* cond, std::string_view key, std::string_view 
     auto on = [this, done, nx, refused](const Reply& r) {
       AtomicResult out;
       if (r.is_error()) {
-        st_.errors_total++;
-        out = unavailable(std::string(nx ? "ADD: " : "REPLACE: ") + r.error());
+        out = failed(nx ? "ADD" : "REPLACE", r);
       } else if (r.r->type == REDIS_REPLY_INTEGER) {  // EXISTS (NX), DEL (XX)
         out.kind = (r.r->integer != 0) == nx ? refused : AtomicResult::Kind::ok;
       } else {
@@ -229,8 +230,7 @@ bool Atomics::pttl(std::string_view key, AtomicFn cb) {
     const bool sent = link_->command({"PTTL", rk}, [this, done](const Reply& r) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
-        st_.errors_total++;
-        out = unavailable(bad_reply("PTTL", r));
+        out = failed("PTTL", r);
       } else {
         out.kind = AtomicResult::Kind::ok;
         out.number = r.r->integer;
@@ -266,8 +266,7 @@ bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
       } else if (s == "range") {
         out.kind = AtomicResult::Kind::out_of_range;
       } else {
-        st_.errors_total++;
-        out = unavailable(bad_reply("INCR", r));
+        out = failed("INCR", r);
       }
       (*done)(out);
     });
@@ -298,8 +297,7 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
         const long long left = int_at(r.r, 1);
         out.retry_ms = left > 0 ? uint64_t(left) : 1;
       } else {
-        st_.errors_total++;
-        out = unavailable(bad_reply("LEASE", r));
+        out = failed("LEASE", r);
       }
       (*done)(out);
     });
@@ -317,8 +315,7 @@ bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
     const bool sent = scripts_->eval(Script::release, {lk}, {tok}, [this, done](const Reply& r) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
-        st_.errors_total++;
-        out = unavailable(bad_reply("RELEASE", r));
+        out = failed("RELEASE", r);
       } else {
         out.kind = r.r->integer ? AtomicResult::Kind::ok : AtomicResult::Kind::not_found;
       }

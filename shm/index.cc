@@ -83,20 +83,13 @@ void Writer::reset_bucket(uint32_t idx) {
 void Writer::remove_at(const Loc& loc, Why why) {
   Bucket* b = bucket(loc.bucket);
   const uint64_t way = b->way[loc.way];
-  ItemHeader* ih = item_at(way_unit(way) * kItemAlign);
-  const uint64_t meta = ih->meta;
   begin_write(b);
   store_relaxed(&b->way[loc.way], uint64_t{0});
   end_write(b);
   // The item's bytes now belong to its log only; readers that still hold the
-  // way will fail their version check. Marking it dead lets the log skip it.
-  store_relaxed(&ih->meta, make_meta(meta_value_len(meta), meta_key_len(meta), meta_flags(meta), ItemState::dead));
+  // way will fail their version check.
+  retire(item_at(way_unit(way) * kItemAlign));
   *freq(loc) = 0;
-  st_.entries--;
-  st_.negatives -= meta_negative(meta);
-  st_.live_bytes -= meta_key_len(meta) + uint64_t(meta_value_len(meta));
-  st_.item_bytes -= item_bytes(meta_key_len(meta), meta_value_len(meta));
-  if (ih->expiry_ms != 0) with_expiry_--;
   switch (why) {
     case Why::expired: st_.expirations++; break;
     case Why::evicted: st_.evictions++; break;

@@ -385,16 +385,7 @@ Status Writer::store(std::string_view key, std::string_view value, uint8_t flags
   begin_write(b);
   store_relaxed(&b->way[loc.way], make_way(tag_of(h), off / kItemAlign));
   end_write(b);
-  if (old != 0) {
-    ItemHeader* oh = item_at(way_unit(old) * kItemAlign);
-    const uint64_t m = oh->meta;
-    store_relaxed(&oh->meta, make_meta(meta_value_len(m), meta_key_len(m), meta_flags(m), ItemState::dead));
-    st_.entries--;
-    st_.negatives -= meta_negative(m);
-    st_.live_bytes -= meta_key_len(m) + uint64_t(meta_value_len(m));
-    st_.item_bytes -= item_bytes(meta_key_len(m), meta_value_len(m));
-    if (oh->expiry_ms != 0) with_expiry_--;
-  }
+  if (old != 0) retire(item_at(way_unit(old) * kItemAlign));
   st_.entries++;
   st_.negatives += (bits & kItemNegative) != 0;
   st_.live_bytes += key.size() + value.size();

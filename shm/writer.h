@@ -340,6 +340,7 @@ class Writer {
   inline void begin_write(Bucket* b);
   inline void end_write(Bucket* b);
   void remove_at(const Loc& loc, Why why);
+  inline void retire(ItemHeader* ih);
   // The way's access frequency (the writer's private array, 8 per bucket).
   uint8_t* freq(const Loc& l) { return freq_.data() + l.bucket * 8 + l.way; }
 

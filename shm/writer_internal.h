@@ -1,7 +1,8 @@
 // shm/writer_internal.h — the Writer's small helpers that every writer*.cc
 // file uses on its hot paths (hashing, the two-choice lookup, the bucket
-// seqlock, the clear catch-up check), defined inline here so that splitting
-// the writer into files of one concern costs no calls. Private to shm/.
+// seqlock, retiring an item, the clear catch-up check), defined inline here
+// so that splitting the writer into files of one concern costs no calls.
+// Private to shm/.
 #pragma once
 
 #include "siphash.h"
@@ -26,6 +27,18 @@ inline std::string_view Writer::item_key(const ItemHeader* ih) const {
 
 inline bool Writer::expired(const ItemHeader* ih, uint64_t now) const {
   return ih->expiry_ms != 0 && ih->expiry_ms <= now;
+}
+
+// An item no way points to any more: marked dead, so that its log skips it,
+// and taken out of the counts.
+inline void Writer::retire(ItemHeader* ih) {
+  const uint64_t m = ih->meta;
+  store_relaxed(&ih->meta, make_meta(meta_value_len(m), meta_key_len(m), meta_flags(m), ItemState::dead));
+  st_.entries--;
+  st_.negatives -= meta_negative(m);
+  st_.live_bytes -= meta_key_len(m) + uint64_t(meta_value_len(m));
+  st_.item_bytes -= item_bytes(meta_key_len(m), meta_value_len(m));
+  if (ih->expiry_ms != 0) with_expiry_--;
 }
 
 inline ItemHeader* Writer::item_of(const Loc& l) const {

@@ -3,26 +3,19 @@
 // that a hit decompresses without a Python call. lzma and a configured
 // class's codec are the Python side's (nearcache/compression.py).
 //
-// Flags bits 1..3 ((flags & 0x0E) >> 1) hold the codec; 0 = not compressed.
-// The value is then a frame: 0xC1 (a byte msgpack never uses, so a reader
-// that ignores the flags fails to decode it instead of misreading it), the
-// uncompressed length as 4 bytes big-endian, and the codec's output. Keep in
-// sync with nearcache/compression.py, doc/protocol.md and client-py/README.md.
+// The flags bits, the frame and its native decoding are compressed_frame.h's
+// (the repository's shm/, shared with the CLI's `nearcache get`); this file
+// makes Python bytes and exceptions of them.
 #pragma once
 
+#include "compressed_frame.h"  // native/shm
 #include "state.h"
 
 namespace nearcache::py {
 
-enum Codec : int { CODEC_NONE = 0, CODEC_ZLIB = 1, CODEC_ZSTD = 2, CODEC_LZ4 = 3, CODEC_LZMA = 4, CODEC_CLASS = 5 };
-constexpr int kCodecShift = 1;
-constexpr int kCodecMask = 0x0E;
-constexpr uint8_t kFrameMarker = 0xC1;
-constexpr size_t kFrameHeader = 5;
-constexpr size_t kMaxUncompressed = size_t(1) << 30;  // a larger header is corrupt, not allocated
-
-inline int codec_of(uint8_t flags) { return (flags & kCodecMask) >> kCodecShift; }
-inline bool codec_native(int codec) { return codec == CODEC_ZLIB || codec == CODEC_ZSTD || codec == CODEC_LZ4; }
+// CODEC_*, kCodecMask, kCodecShift, kFrameMarker, kFrameHeader,
+// kMaxUncompressed, codec_of, codec_native.
+using namespace nearcache::compressed;
 
 // New bytes: the frame's uncompressed payload, checked against the frame's
 // length. nullptr with ValueError set for a corrupt frame or a codec this

@@ -1,29 +1,27 @@
 // daemon/cli/compressed.h — the Python client's compressed values, read by
 // `nearcache get`: the codec number in entry flags bits 1..3 and the frame
-// (0xC1, the uncompressed length as 4 bytes big-endian, the codec's output).
-// zlib, zstd and lz4 are decompressed here with the libraries the client's
-// native module uses; lzma and a COMPRESSOR class's codec are not (the CLI
-// shows them as they are). Keep in sync with client-py/native/compression.h
-// and client-py/README.md ("Entry flags").
+// (0xC1, the uncompressed length as 4 bytes big-endian, the codec's output),
+// both defined in shm/compressed_frame.h, which the client's native module
+// decodes with too. zlib, zstd and lz4 are decompressed here; lzma and a
+// COMPRESSOR class's codec are not (the CLI shows them as they are).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "compressed_frame.h"  // shm/
+
 namespace nearcache::daemon {
 
-constexpr uint64_t kFlagCodecMask = 0x0E;
-
-// The codec in an entry's flags: 0 none, 1 zlib, 2 zstd, 3 lz4, 4 lzma, 5 the
-// COMPRESSOR class, 6-7 reserved.
-inline int codec_of(uint64_t flags) { return int((flags & kFlagCodecMask) >> 1); }
+// The codec in an entry's flags (0 none, 1 zlib, 2 zstd, 3 lz4, 4 lzma, 5 the
+// COMPRESSOR class, 6-7 reserved) and whether this CLI decompresses it.
+using compressed::codec_of;
+using compressed::codec_native;
+constexpr uint64_t kFlagCodecMask = compressed::kCodecMask;
 
 // "zlib", "zstd", "lz4", "lzma", "class", or "codec N" for a reserved one.
 std::string codec_name(int codec);
-
-// Whether this CLI decompresses the codec (zlib, zstd, lz4).
-inline bool codec_native(int codec) { return codec >= 1 && codec <= 3; }
 
 // The uncompressed length a frame announces, or -1 when `frame` is not one
 // (no 0xC1 header, or a length over 1 GiB).

@@ -1163,22 +1163,13 @@ void Engine::key_stats_status(msgpack::packer<OutBuffer>& pk) {
   pack_str(pk, "separators"), pack_str(pk, key_stats_.separators());
   pack_str(pk, "span_ms"), pk.pack_uint64(key_stats_.enabled() ? key_stats_.span_ms(now) : 0);
   pack_str(pk, "hot_keys");
-  const auto keys = key_stats_.hot_keys(KeyStats::kReportKeys, now);
-  pk.pack_array(uint32_t(keys.size()));
-  for (const auto& k : keys) {
-    pk.pack_array(2);
-    pack_bytes(pk, k.key);
-    pk.pack_uint64(k.hits);
-  }
+  pack_rows(pk, key_stats_.hot_keys(KeyStats::kReportKeys, now), [](Packer& p, const auto& k) {
+    p.pack_array(2), pack_bytes(p, k.key), p.pack_uint64(k.hits);
+  });
   pack_str(pk, "prefixes");
-  const auto prefixes = key_stats_.prefixes(KeyStats::kReportPrefixes, now);
-  pk.pack_array(uint32_t(prefixes.size()));
-  for (const auto& p : prefixes) {
-    pk.pack_array(3);
-    pack_bytes(pk, p.prefix);
-    pk.pack_uint64(p.hits);
-    pk.pack_uint64(p.misses);
-  }
+  pack_rows(pk, key_stats_.prefixes(KeyStats::kReportPrefixes, now), [](Packer& p, const auto& x) {
+    p.pack_array(3), pack_bytes(p, x.prefix), p.pack_uint64(x.hits), p.pack_uint64(x.misses);
+  });
 }
 
 size_t Engine::poll_hits(size_t max_regions) {

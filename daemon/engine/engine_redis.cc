@@ -322,23 +322,18 @@ void Engine::on_atomic(uint64_t wid, const std::shared_ptr<Decided>& ctx, const 
     } else if (t) {
       atomic_down(t, req, *ctx, r.error);
     }
-  } else if (ctx->kind == WaitKind::replace) {
+  } else if (ctx->kind == WaitKind::replace || ctx->kind == WaitKind::add) {
+    // One answer refuses each: ADD when Redis has the key, REPLACE when it has none.
+    const bool add = ctx->kind == WaitKind::add;
     if (r.kind == Kind::ok) {
-      if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
+      if (unchanged && add) install_decided(key, ctx->value, ctx->flags, ctx->expiry);
+      else if (unchanged) install(key, ctx->value, ctx->flags, ctx->expiry);
       if (t) reply::ok(t->out, req);
-    } else if (r.kind == Kind::not_found) {
-      if (unchanged) drop(key);  // Redis has no such key: neither may this host
-      if (t) reply::status(t->out, req, Code::not_found);
-    } else if (t) {
-      atomic_down(t, req, *ctx, r.error);
-    }
-  } else if (ctx->kind == WaitKind::add) {
-    if (r.kind == Kind::ok) {
-      if (unchanged) install_decided(key, ctx->value, ctx->flags, ctx->expiry);
-      if (t) reply::ok(t->out, req);
-    } else if (r.kind == Kind::exists) {
-      if (unchanged && w_->negative(key)) drop(key);  // Redis has it: a negative entry here is stale
-      if (t) reply::status(t->out, req, Code::exists);
+    } else if (r.kind == (add ? Kind::exists : Kind::not_found)) {
+      // REPLACE: Redis has no such key, neither may this host; ADD: Redis has
+      // it, so a negative entry here is stale.
+      if (unchanged && (!add || w_->negative(key))) drop(key);
+      if (t) reply::status(t->out, req, add ? Code::exists : Code::not_found);
     } else if (t) {
       atomic_down(t, req, *ctx, r.error);
     }

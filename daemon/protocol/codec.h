@@ -35,6 +35,14 @@ inline void pack_str(Packer& pk, std::string_view s) {
   pk.pack_str_body(s.data(), uint32_t(s.size()));
 }
 
+// An array of rows, each packed by row(pk, element): the shape of STATUS's
+// lists (hot_keys, prefixes).
+template <class Rows, class Row>
+void pack_rows(Packer& pk, const Rows& rows, Row row) {
+  pk.pack_array(uint32_t(rows.size()));
+  for (const auto& r : rows) row(pk, r);
+}
+
 // CLOCK_MONOTONIC microseconds: request deadlines and wait times.
 inline constexpr auto& mono_us = shm::monotonic_us;
 

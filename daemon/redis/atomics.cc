@@ -24,6 +24,13 @@ AtomicResult unavailable(const std::string& why) {
 
 }  // namespace
 
+// The outcome of a reply that is an error or not the operation's shape
+// ("OP: why"), counted in errors_total.
+AtomicResult Atomics::failed(const char* op, const Reply& r) {
+  st_.errors_total++;
+  return unavailable(std::string(op) + ": " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+}
+
 struct Atomics::Wait {
   Atomics* a;
   uint64_t id;
@@ -64,16 +71,18 @@ uint64_t Atomics::expiry_of(long long pttl) const {
 }
 
 // Runs `send` once the key's queued writes are ahead of it; reports a lost
-// link to *cb instead.
-bool Atomics::run(std::string_view key, std::function<void()> send, AtomicFn* cb) {
+// link to *done instead. An operation started counts in *started.
+bool Atomics::run(std::string_view key, std::function<void()> send, std::shared_ptr<AtomicFn> done,
+                  uint64_t* started) {
   if (!link_->ready()) return false;
-  queue_->after(key, [this, send = std::move(send), cb = std::move(*cb)](bool ordered) {
+  queue_->after(key, [this, send = std::move(send), done = std::move(done)](bool ordered) {
     if (!ordered) {
       st_.errors_total++;
-      return cb(unavailable("Redis connection lost before the operation could be sent"));
+      return (*done)(unavailable("Redis connection lost before the operation could be sent"));
     }
     send();
   });
+  if (started) (*started)++;
   return true;
 }
 
@@ -95,7 +104,6 @@ bool Atomics::replace(std::string_view key, std::string_view value, uint8_t flag
 bool Atomics::store_if(const char* cond, std::string_view key, std::string_view value, uint8_t flags,
                        uint64_t expiry_ms, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const bool nx = cond[0] == 'N';
   const std::string rk = cfg_.prefix + std::string(key), v = encode_value(value, flags, cfg_.value_format);
   const std::string counter = slot_counter_key(cfg_.prefix, key_slot(rk));
@@ -104,8 +112,7 @@ bool Atomics::store_if(const char* cond, std::string_view key, std::string_view 
     auto on = [this, done, nx, refused](const Reply& r) {
       AtomicResult out;
       if (r.is_error()) {
-        st_.errors_total++;
-        out = unavailable(std::string(nx ? "ADD: " : "REPLACE: ") + r.error());
+        out = failed(nx ? "ADD" : "REPLACE", r);
       } else if (r.r->type == REDIS_REPLY_INTEGER) {  // EXISTS (NX), DEL (XX)
         out.kind = (r.r->integer != 0) == nx ? refused : AtomicResult::Kind::ok;
       } else {
@@ -148,7 +155,7 @@ bool Atomics::store_if(const char* cond, std::string_view key, std::string_view 
       on(first);
     });
   };
-  return run(key, std::move(send), &relay);
+  return run(key, std::move(send), done);
 }
 
 namespace {
@@ -168,7 +175,6 @@ const char* kQuery =
 bool Atomics::lock(LockOp op, std::string_view name, std::string_view token, uint64_t ms, uint64_t max_ms,
                    AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   // Redis Cluster: in the slot of the name (slots.h); one server: kLockMark + prefix + name.
   std::string lk;
   if (cfg_.shard_home_slot >= 0) {
@@ -214,19 +220,17 @@ bool Atomics::lock(LockOp op, std::string_view name, std::string_view token, uin
     }
     if (!sent) (*done)(unavailable("Redis is not connected"));
   };
-  return run(name, std::move(send), &relay);
+  return run(name, std::move(send), done);
 }
 
 bool Atomics::pttl(std::string_view key, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string rk = cfg_.prefix + std::string(key);
   auto send = [this, rk, done] {
     const bool sent = link_->command({"PTTL", rk}, [this, done](const Reply& r) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
-        st_.errors_total++;
-        out = unavailable("PTTL: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = failed("PTTL", r);
       } else {
         out.kind = AtomicResult::Kind::ok;
         out.number = r.r->integer;
@@ -235,14 +239,11 @@ bool Atomics::pttl(std::string_view key, AtomicFn cb) {
     });
     if (!sent) (*done)(unavailable("Redis is not connected"));
   };
-  if (!run(key, std::move(send), &relay)) return false;
-  st_.ttls_total++;
-  return true;
+  return run(key, std::move(send), done, &st_.ttls_total);
 }
 
 bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string rk = cfg_.prefix + std::string(key);
   // delta = hi * 2^32 + lo with 0 <= lo < 2^32: each half is exact in a Lua number.
   const std::string hi = std::to_string(int64_t(delta >> 32)), lo = std::to_string(uint64_t(delta & 0xffffffffu));
@@ -265,21 +266,17 @@ bool Atomics::incr(std::string_view key, __int128 delta, AtomicFn cb) {
       } else if (s == "range") {
         out.kind = AtomicResult::Kind::out_of_range;
       } else {
-        st_.errors_total++;
-        out = unavailable("INCR: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = failed("INCR", r);
       }
       (*done)(out);
     });
     if (!sent) (*done)(unavailable("Redis is not connected"));
   };
-  if (!run(key, std::move(send), &relay)) return false;
-  st_.incrs_total++;
-  return true;
+  return run(key, std::move(send), done, &st_.incrs_total);
 }
 
 bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string rk = cfg_.prefix + std::string(key), lk = lease_key(key), tok = token_string(token),
                     ms = std::to_string(std::max<uint64_t>(lease_ms, 1)),
                     max = std::to_string(relay_max_stored(cfg_));
@@ -300,21 +297,17 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
         const long long left = int_at(r.r, 1);
         out.retry_ms = left > 0 ? uint64_t(left) : 1;
       } else {
-        st_.errors_total++;
-        out = unavailable("LEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = failed("LEASE", r);
       }
       (*done)(out);
     });
     if (!sent) (*done)(unavailable("Redis is not connected"));
   };
-  if (!run(key, std::move(send), &relay)) return false;
-  st_.leases_total++;
-  return true;
+  return run(key, std::move(send), done, &st_.leases_total);
 }
 
 bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
   auto done = std::make_shared<AtomicFn>(std::move(cb));
-  AtomicFn relay = [done](const AtomicResult& r) { (*done)(r); };
   const std::string lk = lease_key(key), tok = token_string(token);
   // After the key's queued writes: a holder's SET must reach Redis before its
   // lease ends, or a waiter elsewhere would take the lease and compute again.
@@ -322,8 +315,7 @@ bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
     const bool sent = scripts_->eval(Script::release, {lk}, {tok}, [this, done](const Reply& r) {
       AtomicResult out;
       if (r.is_error() || r.r->type != REDIS_REPLY_INTEGER) {
-        st_.errors_total++;
-        out = unavailable("RELEASE: " + (r.is_error() ? r.error() : std::string("unexpected reply")));
+        out = failed("RELEASE", r);
       } else {
         out.kind = r.r->integer ? AtomicResult::Kind::ok : AtomicResult::Kind::not_found;
       }
@@ -331,9 +323,7 @@ bool Atomics::release(std::string_view key, uint64_t token, AtomicFn cb) {
     });
     if (!sent) (*done)(unavailable("Redis is not connected"));
   };
-  if (!run(key, std::move(send), &relay)) return false;
-  st_.releases_total++;
-  return true;
+  return run(key, std::move(send), done, &st_.releases_total);
 }
 
 // ------------------------------------------------------------ lease waits

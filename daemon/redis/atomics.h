@@ -120,7 +120,9 @@ class Atomics {
   void poll(Wait* w);
   void finish_wait(Wait* w, const AtomicResult* r);
   uint64_t expiry_of(long long pttl) const;
-  bool run(std::string_view key, std::function<void()> send, AtomicFn* cb);
+  AtomicResult failed(const char* op, const Reply& r);
+  bool run(std::string_view key, std::function<void()> send, std::shared_ptr<AtomicFn> done,
+           uint64_t* started = nullptr);
   // SET NX / SET XX with the slot counter's bump (ADD, REPLACE).
   bool store_if(const char* cond, std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
                 AtomicFn cb);

@@ -70,12 +70,9 @@ Sentinels::~Sentinels() {
 }
 
 Endpoint Sentinels::endpoint_of(const HostPort& s) const {
-  Endpoint e;
+  Endpoint e = opts_.auth;
   e.host = s.host;
   e.port = s.port;
-  e.tls = opts_.tls;
-  e.password = opts_.password;
-  e.has_password = opts_.has_password;
   return e;
 }
 

@@ -37,9 +37,8 @@ namespace nearcache::redis {
 struct SentinelOptions {
   std::vector<HostPort> sentinels;  // in the order to ask
   std::string master;               // the name they monitor it under
-  bool tls = false;                 // rediss://: TLS to the Sentinels too (LinkOptions::tls)
-  std::string password;             // redis_sentinel_password_file's
-  bool has_password = false;
+  Endpoint auth;                    // every Sentinel's but host and port: tls (rediss://: TLS to
+                                    // the Sentinels too), the redis_sentinel_password_file's AUTH
   uint64_t timeout_ms = 250;        // one Sentinel's connect + AUTH + answer
   LinkOptions link;                 // reconnect backoff and TLS for the subscriber link
 };
@@ -73,7 +72,7 @@ class Sentinels {
   // Heard when the master's address changes (not on the first answer).
   void on_master(MasterFn fn) { on_master_ = std::move(fn); }
   // From the next connection to a Sentinel (SIGHUP).
-  void set_password(const std::string& pw) { opts_.password = pw, opts_.has_password = true; }
+  void set_password(const std::string& pw) { opts_.auth.password = pw, opts_.auth.has_password = true; }
   void set_tls(std::shared_ptr<const TlsClient> tls);
 
   SentinelStatus status() const;

@@ -25,12 +25,12 @@ std::unique_ptr<Tier> Tier::create(uv_loop_t* loop, const Config& cfg, TableHook
     SentinelOptions so;
     so.sentinels = sentinels;
     so.master = cfg.sentinel_master;
-    so.tls = ep.tls;
+    so.auth.tls = ep.tls;
     so.timeout_ms = cfg.sentinel_timeout_ms;
     if (!cfg.sentinel_password_file.empty()) {
-      if (!read_password_file(cfg.sentinel_password_file, &so.password, err, "redis_sentinel_password_file"))
+      if (!read_password_file(cfg.sentinel_password_file, &so.auth.password, err, "redis_sentinel_password_file"))
         return nullptr;
-      so.has_password = true;
+      so.auth.has_password = true;
     }
     so.link.reconnect_min_ms = cfg.reconnect_min_ms;
     so.link.reconnect_max_ms = cfg.reconnect_max_ms;

@@ -25,6 +25,7 @@ def test_sdist_is_self_contained(dist):
     names = tarfile.open(dist["sdist"]).getnames()
     root = names[0].split("/")[0]
     for f in ("native/module.cc", "native/shm/reader.cc", "native/shm/reader.h", "native/shm/layout.h",
+              "native/shm/compressed_frame.h",
               "CMakeLists.txt", "pyproject.toml", "src/nearcache/django.py"):
         assert f"{root}/{f}" in names, f
     assert not any("/native/shm/writer" in n for n in names), "the writer is the daemon's"

@@ -74,6 +74,39 @@ struct DataPath {
   }
 };
 
+// A DataPath whose ReadThrough installs into `installed` and is coherent
+// while `coherent` holds: what the read-through tests start from.
+struct ReadPath : DataPath {
+  std::vector<std::pair<std::string, nearcache::redis::Fetched>> installed;
+  bool coherent = true;
+  ReadPath(Loop& l, const nearcache::redis::Config& c) : DataPath(l, c) {
+    reads->set_coherent([this] { return coherent; });
+    reads->set_install([this](std::string_view k, const nearcache::redis::Fetched& f) {
+      installed.emplace_back(std::string(k), f);
+    });
+  }
+};
+
+// One read-through that Redis answers: the constructor asks (REQUIRE that it
+// went to Redis), wait() runs the loop until the answer came.
+struct Flight {
+  Loop& loop;
+  nearcache::redis::Fetched got;
+  bool done = false;
+  Flight(DataPath& d, std::string_view key) : loop(d.loop) {
+    nearcache::redis::Fetched now;
+    REQUIRE(d.reads->get(key, &now, [this](const nearcache::redis::Fetched& x) { got = x, done = true; }) ==
+            nearcache::redis::Lookup::pending);
+  }
+  const nearcache::redis::Fetched& wait() {
+    REQUIRE(loop.until([&] { return done; }));
+    return got;
+  }
+};
+
+// A read Redis answers, waited for.
+inline nearcache::redis::Fetched fetch(DataPath& d, std::string_view key) { return Flight(d, key).wait(); }
+
 // A whole tier with a table stand-in (a map) for its hooks: one "host".
 struct Host {
   struct Entry {

@@ -79,6 +79,16 @@ RedisServer::Options tls_server(int port, const std::string& cert, const char* a
   return o;
 }
 
+// What each test of a link starts from: a TLS redis-server on a free port
+// presenting `cert` (tls_server), and a loop.
+struct TlsRedis {
+  const int port = free_port();
+  RedisServer redis;
+  Loop loop;
+  explicit TlsRedis(const std::string& cert, const char* auth_clients = "no")
+      : redis(tls_server(port, cert, auth_clients)) {}
+};
+
 std::shared_ptr<const TlsClient> client(TlsOptions o) {
   std::string err;
   auto c = TlsClient::create(o, &err);
@@ -136,15 +146,13 @@ void refused(Loop& loop, RedisServer& redis, Link& l, const std::string& says) {
 }  // namespace
 
 TEST_CASE("rediss:// with a host name and with an IP address: verified, commands in order", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server"));
-  redis.cmd("SET k v");
-  Loop loop;
+  TlsRedis t("server");
+  t.redis.cmd("SET k v");
   for (const char* host : {"localhost", "127.0.0.1"}) {
     INFO(host);
-    Link l(loop, endpoint(url(host, port)), opts(client({.ca_file = pki().f("ca.crt")})));
-    connect(loop, l);
-    CHECK(get(loop, l, "k") == "v");
+    Link l(t.loop, endpoint(url(host, t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
+    connect(t.loop, l);
+    CHECK(get(t.loop, l, "k") == "v");
     // Many pipelined commands, with a value larger than one TLS record.
     const std::string big(100000, 'x');
     int answered = 0;
@@ -153,36 +161,34 @@ TEST_CASE("rediss:// with a host name and with an IP address: verified, commands
         CHECK_FALSE(r.is_error());
         answered++;
       }));
-    REQUIRE(loop.until([&] { return answered == 200; }));
-    CHECK(get(loop, l, "k7") == big);
-    CHECK(get(loop, l, "k199") == "199");
+    REQUIRE(t.loop.until([&] { return answered == 200; }));
+    CHECK(get(t.loop, l, "k7") == big);
+    CHECK(get(t.loop, l, "k199") == "199");
     const LinkStatus st = l.status();
     CHECK(st.tls);
     CHECK(st.tls_verify);
     CHECK(st.tls_verify_error.empty());
-    close_link(loop, l);
+    close_link(t.loop, l);
   }
 }
 
 TEST_CASE("mutual TLS: without a client certificate Redis refuses, with one the link works", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server", "yes"));
-  Loop loop;
+  TlsRedis t("server", "yes");
   {
-    Link l(loop, endpoint(url("localhost", port)), opts(client({.ca_file = pki().f("ca.crt")})));
+    Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
     l.start();
-    REQUIRE(loop.until([&] { return l.status().failures_total >= 2; }));
+    REQUIRE(t.loop.until([&] { return l.status().failures_total >= 2; }));
     INFO(l.status().last_error);
     CHECK_FALSE(l.ready());
-    CHECK(redis.calls("auth") == 0);
-    close_link(loop, l);
+    CHECK(t.redis.calls("auth") == 0);
+    close_link(t.loop, l);
   }
-  Link l(loop, endpoint(url("localhost", port)),
+  Link l(t.loop, endpoint(url("localhost", t.port)),
          opts(client({.ca_file = pki().f("ca.crt"), .cert_file = pki().f("client.crt"),
                       .key_file = pki().f("client.key")})));
-  connect(loop, l);
-  CHECK(get(loop, l, "nothing") == "(nil)");
-  close_link(loop, l);
+  connect(t.loop, l);
+  CHECK(get(t.loop, l, "nothing") == "(nil)");
+  close_link(t.loop, l);
 }
 
 TEST_CASE("a client key file others may read is refused like the password file", "[redis][tls]") {
@@ -201,107 +207,91 @@ TEST_CASE("a client key file others may read is refused like the password file",
 }
 
 TEST_CASE("a certificate from another CA is refused: unknown CA, nothing sent", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server2"));
-  Loop loop;
-  Link l(loop, endpoint(url("localhost", port)), opts(client({.ca_file = pki().f("ca.crt")})));
-  refused(loop, redis, l, "unknown CA");
+  TlsRedis t("server2");
+  Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
+  refused(t.loop, t.redis, l, "unknown CA");
   CHECK(l.status().last_error.find("unable to get local issuer certificate") != std::string::npos);
 }
 
 TEST_CASE("the system's CA store does not trust a private CA", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server"));
-  Loop loop;
-  Link l(loop, endpoint(url("localhost", port)), opts(nullptr));  // rediss:// defaults: system store, verify
-  refused(loop, redis, l, "unknown CA");
+  TlsRedis t("server");
+  Link l(t.loop, endpoint(url("localhost", t.port)), opts(nullptr));  // rediss:// defaults: system store, verify
+  refused(t.loop, t.redis, l, "unknown CA");
 }
 
 TEST_CASE("a certificate for another name is refused (name mismatch), redis_tls_server_name fixes it", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "wrongname"));
-  Loop loop;
+  TlsRedis t("wrongname");
   {
-    Link l(loop, endpoint(url("localhost", port)), opts(client({.ca_file = pki().f("ca.crt")})));
-    refused(loop, redis, l, "name mismatch");
+    Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
+    refused(t.loop, t.redis, l, "name mismatch");
   }
   {
-    Link l(loop, endpoint(url("127.0.0.1", port)), opts(client({.ca_file = pki().f("ca.crt")})));
-    refused(loop, redis, l, "name mismatch");
+    Link l(t.loop, endpoint(url("127.0.0.1", t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
+    refused(t.loop, t.redis, l, "name mismatch");
     CHECK(l.status().last_error.find("IP address mismatch") != std::string::npos);
   }
-  Link l(loop, endpoint(url("127.0.0.1", port)),
+  Link l(t.loop, endpoint(url("127.0.0.1", t.port)),
          opts(client({.ca_file = pki().f("ca.crt"), .server_name = "other.example"})));
-  connect(loop, l);
-  close_link(loop, l);
+  connect(t.loop, l);
+  close_link(t.loop, l);
 }
 
 TEST_CASE("an expired certificate is refused: expired", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "expired"));
-  Loop loop;
-  Link l(loop, endpoint(url("localhost", port)), opts(client({.ca_file = pki().f("ca.crt")})));
-  refused(loop, redis, l, "expired");
+  TlsRedis t("expired");
+  Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.ca_file = pki().f("ca.crt")})));
+  refused(t.loop, t.redis, l, "expired");
 }
 
 TEST_CASE("verify off connects to a server no CA vouches for, and says so", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server2"));
-  Loop loop;
-  Link l(loop, endpoint(url("localhost", port)), opts(client({.verify = false})));
-  connect(loop, l);
-  CHECK(get(loop, l, "x") == "(nil)");
+  TlsRedis t("server2");
+  Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.verify = false})));
+  connect(t.loop, l);
+  CHECK(get(t.loop, l, "x") == "(nil)");
   CHECK(l.status().tls);
   CHECK_FALSE(l.status().tls_verify);
-  close_link(loop, l);
+  close_link(t.loop, l);
 }
 
 TEST_CASE("new certificates (SIGHUP) are used from the next connection", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server"));
-  Loop loop;
-  Link l(loop, endpoint(url("localhost", port)), opts(client({.ca_file = pki().f("ca2.crt")})));
+  TlsRedis t("server");
+  Link l(t.loop, endpoint(url("localhost", t.port)), opts(client({.ca_file = pki().f("ca2.crt")})));
   l.start();
-  REQUIRE(loop.until([&] { return l.status().tls_verify_failures_total >= 1; }));
+  REQUIRE(t.loop.until([&] { return l.status().tls_verify_failures_total >= 1; }));
   CHECK_FALSE(l.ready());
   l.set_tls(client({.ca_file = pki().f("ca.crt")}));
-  REQUIRE(loop.until([&] { return l.ready(); }));
-  close_link(loop, l);
+  REQUIRE(t.loop.until([&] { return l.ready(); }));
+  close_link(t.loop, l);
 }
 
 TEST_CASE("a reply above max_reply_bytes closes the connection before it is buffered", "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server"));
-  redis.cmd("SET small abc");
-  redis.cmdv({"SET", "big", std::string(1 << 20, 'b')});
-  Loop loop;
+  TlsRedis t("server");
+  t.redis.cmd("SET small abc");
+  t.redis.cmdv({"SET", "big", std::string(1 << 20, 'b')});
   LinkOptions o = opts(client({.ca_file = pki().f("ca.crt")}));
   o.max_reply_bytes = 4096;
-  Link l(loop, endpoint(url("localhost", port)), o);
-  connect(loop, l);
-  CHECK(get(loop, l, "small") == "abc");
+  Link l(t.loop, endpoint(url("localhost", t.port)), o);
+  connect(t.loop, l);
+  CHECK(get(t.loop, l, "small") == "abc");
   std::string why;
   REQUIRE(l.command({"GET", "big"}, [&](const nearcache::redis::Reply& r) { why = r.is_error() ? r.error() : "ok"; }));
-  REQUIRE(loop.until([&] { return !why.empty(); }));
+  REQUIRE(t.loop.until([&] { return !why.empty(); }));
   CHECK(why.find("max_reply_bytes") != std::string::npos);
-  REQUIRE(loop.until([&] { return l.ready(); }));  // reconnected
-  close_link(loop, l);
+  REQUIRE(t.loop.until([&] { return l.ready(); }));  // reconnected
+  close_link(t.loop, l);
 }
 
 TEST_CASE("two hosts over TLS: write-behind, read-through and invalidations", "[redis][tls][tier]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server", "yes"));
-  Loop loop;
-  Config cfg = test_config(url("localhost", port));
+  TlsRedis t("server", "yes");
+  Config cfg = test_config(url("localhost", t.port));
   cfg.tls_ca_file = pki().f("ca.crt");
   cfg.tls_cert_file = pki().f("client.crt");
   cfg.tls_key_file = pki().f("client.key");
-  Host a(loop, cfg), b(loop, cfg);
+  Host a(t.loop, cfg), b(t.loop, cfg);
   a.start();
   b.start();
   // Write-behind from a reaches Redis.
   a.set("k", "v1");
-  REQUIRE(loop.until([&] { return redis.cmd("EXISTS nc:k").integer() == 1; }));
+  REQUIRE(t.loop.until([&] { return t.redis.cmd("EXISTS nc:k").integer() == 1; }));
   // b reads it through.
   Fetched now, got;
   bool done = false;
@@ -309,16 +299,16 @@ TEST_CASE("two hosts over TLS: write-behind, read-through and invalidations", "[
     got = f;
     done = true;
   });
-  if (lk == Lookup::pending) REQUIRE(loop.until([&] { return done; }));
+  if (lk == Lookup::pending) REQUIRE(t.loop.until([&] { return done; }));
   else got = now;
   CHECK(got.kind == Fetched::Kind::hit);
   CHECK(got.value == "v1");
   // a's write invalidates b's own copy of a key.
   b.set("j", "mine");
-  REQUIRE(loop.until([&] { return redis.cmd("EXISTS nc:j").integer() == 1; }));
+  REQUIRE(t.loop.until([&] { return t.redis.cmd("EXISTS nc:j").integer() == 1; }));
   a.set("j", "theirs");
-  REQUIRE(loop.until([&] { return b.table.count("j") == 0; }));
-  REQUIRE(loop.until([&] { return redis.cmd("GET nc:j").str().find("theirs") != std::string::npos; }));
+  REQUIRE(t.loop.until([&] { return b.table.count("j") == 0; }));
+  REQUIRE(t.loop.until([&] { return t.redis.cmd("GET nc:j").str().find("theirs") != std::string::npos; }));
   const TierStatus st = a.tier->status();
   CHECK(st.data.tls);
   CHECK(st.data.tls_verify);
@@ -351,28 +341,26 @@ TEST_CASE("the reply parser refuses oversized headers before hiredis allocates f
 
 TEST_CASE("a TLS handshake that never completes is bounded by connect_timeout_ms while the loop keeps turning",
           "[redis][tls]") {
-  const int port = free_port();
-  RedisServer redis(tls_server(port, "server"));
-  redis.pause();  // the kernel still accepts the TCP connection; nobody answers the ClientHello
-  Loop loop;
+  TlsRedis t("server");
+  t.redis.pause();  // the kernel still accepts the TCP connection; nobody answers the ClientHello
   LinkOptions o = opts(client({.ca_file = pki().f("ca.crt")}));
   o.connect_timeout_ms = 150;
-  Link l(loop, endpoint(url("localhost", port)), o);
+  Link l(t.loop, endpoint(url("localhost", t.port)), o);
   uint64_t ticks = 0;
   uv_timer_t tick;
-  uv_timer_init(loop, &tick);
+  uv_timer_init(t.loop, &tick);
   tick.data = &ticks;
   uv_timer_start(&tick, [](uv_timer_t* t) { ++*static_cast<uint64_t*>(t->data); }, 10, 10);
   const uint64_t t0 = now_ms();
   l.start();
-  REQUIRE(loop.until([&] { return l.status().failures_total >= 1; }, 3000));
+  REQUIRE(t.loop.until([&] { return l.status().failures_total >= 1; }, 3000));
   const uint64_t took = now_ms() - t0;
   INFO(l.status().last_error);
   CHECK(l.status().last_error.find("(TLS): timed out after 150 ms") != std::string::npos);
   CHECK(took < 1000);
   CHECK(ticks >= 5);  // the loop ran its timers meanwhile
-  redis.resume();
-  REQUIRE(loop.until([&] { return l.ready(); }, 5000));
+  t.redis.resume();
+  REQUIRE(t.loop.until([&] { return l.ready(); }, 5000));
   uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  close_link(loop, l);
+  close_link(t.loop, l);
 }

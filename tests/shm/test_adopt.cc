@@ -66,13 +66,16 @@ std::string value_for(std::mt19937_64& rng, int i) {
   return v + std::to_string(i);
 }
 
-// Runs `fn` in a child that then dies of SIGKILL: no destructor, no stop().
+// A writer on `o` that fn(writer) uses, in a child that then dies of SIGKILL
+// holding it: no destructor, no stop().
 template <class Fn>
-void in_killed_child(Fn fn) {
+void crash_writer(const WriterOptions& o, Fn fn) {
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    fn();
+    auto w = nctest::make_writer(o);
+    fn(*w);
+    w.release();  // no destructor: it would stop() the table
     kill(getpid(), SIGKILL);
     _exit(0);
   }
@@ -131,11 +134,16 @@ std::map<std::string, std::string> fill(Writer& w, int n, uint64_t seed = 1) {
   return model;
 }
 
+// A small table's directory and options: what each adopt test starts from
+// (TEST_CASE_METHOD gives the body `d` and `o`).
+struct SmallTable {
+  nctest::TempDir d;
+  WriterOptions o = nctest::small_options(d);
+};
+
 }  // namespace
 
-TEST_CASE("adopt: a clean stop leaves a table the next writer adopts, readers keep hitting") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: a clean stop leaves a table the next writer adopts, readers keep hitting") {
   auto w1 = nctest::make_writer(o);
   CHECK_FALSE(w1->start_report().warm);
   auto model = fill(*w1, 2000);
@@ -169,15 +177,11 @@ TEST_CASE("adopt: a clean stop leaves a table the next writer adopts, readers ke
   churn(w2.get(), &r, model, 60000, 2);
 }
 
-TEST_CASE("adopt: after a crash (SIGKILL, no stop) every kept entry is the last value written") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
-  in_killed_child([&] {
-    auto w = nctest::make_writer(o);
-    fill(*w, 3000);
+TEST_CASE_METHOD(SmallTable, "adopt: after a crash (SIGKILL, no stop) every kept entry is the last value written") {
+  crash_writer(o, [](Writer& w) {
+    fill(w, 3000);
     std::map<std::string, std::string> m;
-    churn(w.get(), nullptr, m, 30000, 3);  // wraps the logs before the crash
-    w.release();                           // no destructor: it would stop() the table
+    churn(&w, nullptr, m, 30000, 3);  // wraps the logs before the crash
   });
   std::mt19937_64 rng(1);
   std::map<std::string, std::string> model;
@@ -203,9 +207,7 @@ TEST_CASE("adopt: after a crash (SIGKILL, no stop) every kept entry is the last 
   churn(w.get(), &r, model, 60000, 4);
 }
 
-TEST_CASE("adopt: a bucket cut mid-write loses its entries and its version moves on to even") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: a bucket cut mid-write loses its entries and its version moves on to even") {
   auto model = fill(*nctest::make_writer(o), 1500);
   uint32_t b = 0, w = 0, v0 = 0;
   size_t in_bucket = 0;
@@ -230,9 +232,7 @@ TEST_CASE("adopt: a bucket cut mid-write loses its entries and its version moves
   CHECK(check_model(r, model, true) == model.size() - in_bucket);
 }
 
-TEST_CASE("adopt: a corrupt way or item header is dropped, the rest kept, the logs stay walkable") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: a corrupt way or item header is dropped, the rest kept, the logs stay walkable") {
   auto model = fill(*nctest::make_writer(o), 1500);
   {
     Raw raw(o.path);
@@ -260,9 +260,7 @@ TEST_CASE("adopt: a corrupt way or item header is dropped, the rest kept, the lo
   churn(w2.get(), &r, model, 60000, 5);
 }
 
-TEST_CASE("adopt: ring fields behind the truth, or unreadable, are rebuilt from the items") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: ring fields behind the truth, or unreadable, are rebuilt from the items") {
   std::map<std::string, std::string> model;
   {
     auto w = nctest::make_writer(o);
@@ -302,16 +300,12 @@ TEST_CASE("adopt: ring fields behind the truth, or unreadable, are rebuilt from 
   CHECK(st.main_used <= st.data_bytes);
 }
 
-TEST_CASE("adopt: a CLEAR in progress at the crash is finished") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
-  in_killed_child([&] {
-    auto w = nctest::make_writer(o);
-    fill(*w, 2000);
-    for (int i = 0; i < 500; ++i) w->set("p:" + std::to_string(i), "x", 0, 0);
-    w->clear_begin("p:");
-    w->clear_step(5);  // a few buckets only
-    w.release();
+TEST_CASE_METHOD(SmallTable, "adopt: a CLEAR in progress at the crash is finished") {
+  crash_writer(o, [](Writer& w) {
+    fill(w, 2000);
+    for (int i = 0; i < 500; ++i) w.set("p:" + std::to_string(i), "x", 0, 0);
+    w.clear_begin("p:");
+    w.clear_step(5);  // a few buckets only
   });
   auto w = nctest::make_writer(o);
   const StartReport& rep = w->start_report();
@@ -324,9 +318,7 @@ TEST_CASE("adopt: a CLEAR in progress at the crash is finished") {
   CHECK(left == 0);
 }
 
-TEST_CASE("adopt: a changed geometry starts cold in place, old readers stop, versions only grow") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: a changed geometry starts cold in place, old readers stop, versions only grow") {
   auto w1 = nctest::make_writer(o);
   fill(*w1, 500);
   auto r1 = nctest::open_reader(o.path);
@@ -384,9 +376,7 @@ TEST_CASE("adopt: a changed geometry starts cold in place, old readers stop, ver
   CHECK(v == "new");
 }
 
-TEST_CASE("adopt: a changed segment_size makes a new object, the old one stopped") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: a changed segment_size makes a new object, the old one stopped") {
   auto w1 = nctest::make_writer(o);
   fill(*w1, 100);
   auto r1 = nctest::open_reader(o.path);
@@ -400,9 +390,7 @@ TEST_CASE("adopt: a changed segment_size makes a new object, the old one stopped
   CHECK_FALSE(r1.alive(monotonic_ms()));
 }
 
-TEST_CASE("adopt: with a Redis tier nothing adopted is kept, unsynced entries counted apart") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable, "adopt: with a Redis tier nothing adopted is kept, unsynced entries counted apart") {
   o.redis_tier = true;
   {
     auto w1 = nctest::make_writer(o);
@@ -420,9 +408,8 @@ TEST_CASE("adopt: with a Redis tier nothing adopted is kept, unsynced entries co
   CHECK(read(r, "k:1", &v) == ReadStatus::miss);
 }
 
-TEST_CASE("adopt: an item marked synced by its id is kept, one replaced after its id was taken is not") {
-  nctest::TempDir d;
-  auto o = nctest::small_options(d);
+TEST_CASE_METHOD(SmallTable,
+                 "adopt: an item marked synced by its id is kept, one replaced after its id was taken is not") {
   o.redis_tier = true;
   uint64_t generation = 0;
   {

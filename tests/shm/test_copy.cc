@@ -28,7 +28,7 @@ std::string value_of(int i) { return "value " + std::to_string(i) + ":" + std::s
 
 }  // namespace
 
-TEST_CASE("copy: a bigger segment_size keeps every live entry, its flags and TTL; old readers stop") {
+TEST_CASE("copy: a bigger segment_size keeps every live entry, its flags and TTL, and old readers stop") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
   auto w1 = nctest::make_writer(o);
@@ -128,7 +128,7 @@ TEST_CASE("copy: into a smaller table the main queue's newest entries are kept f
   CHECK(got == v);
 }
 
-TEST_CASE("copy: what adoption would drop is dropped with its reason; the new limits drop what exceeds them") {
+TEST_CASE("copy: what adoption would drop is dropped with its reason, and the new limits drop what exceeds them") {
   nctest::TempDir d;
   auto o = nctest::small_options(d);
   std::map<std::string, std::string> model;

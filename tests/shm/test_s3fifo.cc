@@ -253,7 +253,7 @@ TEST_CASE("s3fifo: a moved item keeps its write-behind acknowledgement (the old 
   CHECK_FALSE(w2->contains("replaced"));  // the newer write was never acknowledged
 }
 
-TEST_CASE("s3fifo: moves are remembered up to a bound; an item moved before it stays unsynced") {
+TEST_CASE("s3fifo: moves are remembered up to a bound, and an item moved before it stays unsynced") {
   Policy p(10, 64 << 10, /*redis_tier=*/true);
   p.set("first");
   const uint64_t first_id = p.w->item_id("first");

@@ -145,7 +145,7 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(redis_sentinel_query_failures_total, counter, count, "Sentinel queries failed",                              \
     "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")                    \
   X(redis_suspended, gauge, count, "near tier suspended",                                                                \
-    "1 while invalidations have been down longer than redis_stale_grace_ms: the table is kept, not served")             \
+    "1 while invalidations have been down longer than redis_stale_grace_ms (with 0: from the loss, the table dropped too) until the repair: the table is kept, not served")             \
   X(redis_repair_snapshots_total, counter, count, "slot snapshots",                                                     \
     "Snapshots of the per-slot write counters taken while invalidations flowed")                                        \
   X(redis_repair_snapshot_us, gauge, count, "slot snapshot time (us)",                                                  \

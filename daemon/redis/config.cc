@@ -86,7 +86,8 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "When the invalidation link is lost, keep serving this host's table for this long; after it, entries "
        "that may be stale are no longer served (the daemon answers from Redis) until the repair on reconnect "
        "drops only the slots written meanwhile. A value served may thus be stale by up to 3 x "
-       "redis_heartbeat_ms plus this. 0: flush the whole table as soon as the link is lost.",
+       "redis_heartbeat_ms plus this. 0: drop the whole table as soon as the link is lost and keep it suspended "
+       "(what this host stores meanwhile is not served either) until invalidations resume.",
        &C::stale_grace_ms},
       {"redis_lease_poll_min_ms", OptType::count, "10", 1, 60000, false,
        "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ...",

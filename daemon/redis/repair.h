@@ -2,6 +2,8 @@
 // start again: serve for a grace, then suspend (serve nothing that may be
 // stale, delete nothing), and on reconnect drop only the slots whose write
 // counters (slots.h) moved since the last snapshot taken while healthy.
+// With a grace of 0 the table is dropped at the loss and suspended until
+// invalidations flow again (what the host stores meanwhile is not served).
 //
 // Snapshot: tracking on (Invalidation says coherent), then a fence (a message
 // through the invalidation link: invalidations sent before it are handled),
@@ -121,6 +123,8 @@ class Repair {
   void read(uint64_t gen, SnapFn done);
   void healthy(Snapshot s);
   void check_marker();
+  void suspend_table(const char* why);  // once per gap: readers and the daemon stop serving the table
+  void resume_table();
   std::string new_epoch() const;
   static void on_grace(uv_timer_t* t);
   static void on_refresh(uv_timer_t* t);

@@ -495,12 +495,16 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, StoreIf when) {
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, refused(st));
   reply::ok(s->out, id);
-  stored(key, value, flags, expiry);
+  // The holder's SET of a leased key is its fill: conditional in Redis.
+  int64_t fill = 0;
+  const bool is_fill = tier_ && leases_.fill_of(key, s->id, &fill);
+  stored(key, value, flags, expiry, is_fill ? &fill : nullptr);
 }
 
-void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+                    const int64_t* fill) {
   waits_.wrote(key);
-  queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
+  queue_store(key, value, flags, expiry, fill);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
 }
 

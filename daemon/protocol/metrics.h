@@ -106,6 +106,10 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(redis_queue_failed_total, counter, count, "write-behind failed", "Queued operations Redis answered with an error")    \
   X(redis_queue_refused_dropped_total, counter, count, "write-behind refused, dropped here",                        \
     "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
+  X(redis_fills_total, counter, count, "lease fills sent",                                                             \
+    "SETs ending a lease this host held, sent as conditional fills (redis_conditional_fills)")                        \
+  X(redis_fills_refused_total, counter, count, "lease fills refused",                                                  \
+    "Lease fills not stored: their slot was written since the lease (or no counter was known); the local copy was dropped") \
   X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
     "Redis values larger than this daemon relays (redis_relay_max_bytes, or value_limit), refused before being read") \
   X(redis_readthrough_large_total, counter, count, "read-throughs Redis-only",                                     \

@@ -111,6 +111,13 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "time, and no host installs it in its table. false: such a SET is refused (VALUE_TOO_LARGE) as "
        "without a Redis tier, and read-through relays values up to value_limit only.",
        &C::large_values},
+      {"redis_conditional_fills", OptType::boolean, "true", 0, 0, false,
+       "The SET that ends a lease this host holds (a value read from the database) reaches Redis only if no "
+       "write of its key's slot (16384 slots, the repair's counters) reached Redis since the lease was granted "
+       "(by Redis; a lease decided on this host while Redis was unreachable: since the last counter snapshot); "
+       "otherwise it is refused and this host drops its copy, so that an older value never replaces another "
+       "host's write. false: such a SET is queued as any other (a plain SET). See doc/redis.md, Lease fills.",
+       &C::conditional_fills},
       {"redis_relay_max_bytes", OptType::size, "16M", 1, 1ull << 31, false,
        "Largest value relayed to and from Redis with redis_large_values (below value_limit, value_limit "
        "counts). A larger value in Redis is refused before it is read (a miss, counted); a larger SET is "

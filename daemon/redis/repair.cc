@@ -8,6 +8,7 @@
 
 #include "redis/slots.h"
 #include "redis/util.h"
+#include "redis/write_behind.h"
 
 namespace nearcache::redis {
 
@@ -347,5 +348,12 @@ void Repair::flush() {
 }
 
 RepairStats Repair::stats() const { return st_; }
+
+int64_t Repair::base_counter(uint32_t slot) const {
+  if (!base_ || slot >= base_->slots.size()) return kFillRefuse;
+  const int64_t v = base_->slots[slot];
+  // 0: not read (another master's slot); a counter INCR made is at least 1.
+  return v < 0 ? kFillMissing : v == 0 ? kFillRefuse : v;
+}
 
 }  // namespace nearcache::redis

@@ -102,6 +102,11 @@ class Repair {
   void close(std::function<void()> closed);
 
   RepairStats stats() const;
+  // The counter of `slot` in the last snapshot taken while invalidations
+  // flowed (what a lease decided on this host is conditional on,
+  // write_behind.h): a value, kFillMissing, or kFillRefuse (no snapshot, or
+  // a slot this cluster part did not read).
+  int64_t base_counter(uint32_t slot) const;
 
   // Warm restart (the daemon, before the tier starts): `before` is the last
   // snapshot the previous daemon took while the adopted table was coherent;

@@ -142,40 +142,36 @@ def test_conditional_fills_off_is_a_plain_set(host, redis_server):
     assert r.get(P + b"k") == mp("v1")  # today's race: the older value overwrites
 
 
-def test_fills_on_a_cluster_run_on_the_keys_master_also_after_its_slot_moved(host, tmp_path):
-    from support.redis_cluster import RedisCluster
-
-    (tmp_path / "cluster").mkdir()
-    c = RedisCluster(tmp_path / "cluster", masters=3)
-    try:
-        a, b = host("a", url=c.url), host("b", url=c.url)
-        cb = client(b)
-        with RawConn(a.socket) as ra:
-            for i in range(12):  # keys on every master: the counter is in the key's slot
-                k = f"f{i}".encode()
-                lease(ra, k)
-                assert ra.call(SET, k, mp(i), None)[1] == OK
-            wait_flushed(a)
-            assert all(c.get(P + f"f{i}".encode()) == mp(i) for i in range(12))
-            # Leases granted on the slots' masters; the slots move before the fills are sent (a
-            # fill answered MOVED runs on the new master, where the slot's counter moved too).
-            lease(ra, b"{mv}race")
-            lease(ra, b"{mw}alone")  # another slot: B's write does not refuse it
-            cb.set("{mv}race", mp("v2"))
-            wait_flushed(b)
-            slot = c.slot(P + b"{mv}race")
-            dst = next(n for n in c.masters() if n.port != c.owner(slot).port)
-            c.move_slot(slot, dst)
-            slot2 = c.slot(P + b"{mw}alone")
-            dst2 = next(n for n in c.masters() if n.port != c.owner(slot2).port)
-            c.move_slot(slot2, dst2)
-            assert ra.call(SET, b"{mv}race", mp("v1"), None)[1] == OK
-            assert ra.call(SET, b"{mw}alone", mp("v1"), None)[1] == OK
-        st = wait_flushed(a, timeout=20)
-        assert st["redis_queue_failed_total"] == 0, st["redis"]
-        assert st["redis_fills_refused_total"] == 1 and st["redis_fills_total"] >= 14
-        assert st["redis_cluster_moved_total"] >= 1  # the fills went to the old masters first
-        assert dst.client().get(P + b"{mv}race") == mp("v2")
-        assert dst2.client().get(P + b"{mw}alone") == mp("v1")
-    finally:
-        c.kill()
+def test_fills_on_a_cluster_run_on_the_keys_master_also_after_its_slot_moved(host, cluster):
+    c = cluster
+    for n in c.masters():
+        n.client().flushall()
+    a, b = host("a", url=c.url), host("b", url=c.url)
+    cb = client(b)
+    with RawConn(a.socket) as ra:
+        for i in range(12):  # keys on every master: the counter is in the key's slot
+            k = f"f{i}".encode()
+            lease(ra, k)
+            assert ra.call(SET, k, mp(i), None)[1] == OK
+        wait_flushed(a)
+        assert all(c.get(P + f"f{i}".encode()) == mp(i) for i in range(12))
+        # Leases granted on the slots' masters; the slots move before the fills are sent (a
+        # fill answered MOVED runs on the new master, where the slot's counter moved too).
+        lease(ra, b"{mv}race")
+        lease(ra, b"{mw}alone")  # another slot: B's write does not refuse it
+        cb.set("{mv}race", mp("v2"))
+        wait_flushed(b)
+        slot = c.slot(P + b"{mv}race")
+        dst = next(n for n in c.masters() if n.port != c.owner(slot).port)
+        c.move_slot(slot, dst)
+        slot2 = c.slot(P + b"{mw}alone")
+        dst2 = next(n for n in c.masters() if n.port != c.owner(slot2).port)
+        c.move_slot(slot2, dst2)
+        assert ra.call(SET, b"{mv}race", mp("v1"), None)[1] == OK
+        assert ra.call(SET, b"{mw}alone", mp("v1"), None)[1] == OK
+    st = wait_flushed(a, timeout=20)
+    assert st["redis_queue_failed_total"] == 0, st["redis"]
+    assert st["redis_fills_refused_total"] == 1 and st["redis_fills_total"] >= 14
+    assert st["redis_cluster_moved_total"] >= 1  # the fills went to the old masters first
+    assert dst.client().get(P + b"{mv}race") == mp("v2")
+    assert dst2.client().get(P + b"{mw}alone") == mp("v1")

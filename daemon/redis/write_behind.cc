@@ -99,8 +99,10 @@ Enqueued WriteBehind::touch(std::string_view key, uint64_t expiry_ms) {
 Enqueued WriteBehind::put(Entry e) {
   st_.enqueued_total++;
   auto kit = keys_.find(e.key);
-  // A fill goes behind the key's queued write, never in its place (Lease fills).
-  if (kit != keys_.end() && kit->second.has_latest && !kit->second.latest->sealed && !e.fill) {
+  // A fill goes behind the key's queued write, never in its place; it may
+  // replace a queued fill (Lease fills: accepted whenever the older one would be).
+  if (kit != keys_.end() && kit->second.has_latest && !kit->second.latest->sealed &&
+      (!e.fill || kit->second.latest->fill)) {
     It old = kit->second.latest;
     if (e.kind == Entry::touch) {
       if (old->kind == Entry::del) return st_.coalesced_total++, Enqueued::coalesced;  // nothing to touch
@@ -233,6 +235,9 @@ Pending WriteBehind::pending(std::string_view key, PendingValue* out) const {
     const Entry& e = *kit->second.latest;
     switch (e.kind) {
       case Entry::set:
+        // A fill is a copy of the database, not a write: a read asks Redis,
+        // behind it (after()), rather than serve what may be refused.
+        if (e.fill) break;
         if (e.expiry && e.expiry <= mono_ms()) return Pending::deleted;
         if (out) {
           // Queued by this host: "foreign" is a flags-0 value redis_value_format = 1 left bare.

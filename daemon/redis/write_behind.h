@@ -49,7 +49,11 @@
 // item_id) (the caller drops its copy if the key still holds that write)
 // and is counted. A fill keeps its place in the key's order: it never
 // replaces a queued write of its key (a refused fill must not take an earlier
-// write with it), a later write replaces it (a TOUCH keeps it conditional).
+// write with it) but may replace a queued fill (a later lease's base is not
+// older), a later write replaces it (a TOUCH keeps it conditional). pending()
+// does not answer a queued fill: a read of the key goes to Redis behind it
+// (after()), so that a suspended table's host never serves a fill Redis may
+// refuse (the staleness bound).
 // redis_conditional_fills = false: plain SETs, as before.
 //
 // Read-your-writes. pending(key) says what this host last wrote to a key and

@@ -103,8 +103,15 @@ TEST_CASE_METHOD(nctest::OneRedis, "a fill goes behind the key's queued write an
   redis.cmd("SET %b 9", c.data(), c.size());
   CHECK(d.queue->fill("c", "filled", 0, 0, 4, 8) == Enqueued::queued);
   CHECK(d.queue->touch("c", mono_ms() + 60000) == Enqueued::coalesced);
+  // d: a fill replaces a queued fill (the later lease's base is not older).
+  CHECK(d.queue->fill("d", "first", 0, 0, 5, kFillMissing) == Enqueued::queued);
+  CHECK(d.queue->fill("d", "second", 0, 0, 6, kFillMissing) == Enqueued::coalesced);
+  // A queued fill is not read-your-writes: a read asks Redis, behind it.
+  CHECK(d.queue->pending("d") == Pending::none);
+  CHECK(d.queue->pending("b") == Pending::value);
   d.start();
   REQUIRE(loop.until([&] { return empty(d); }));
+  CHECK(value_of(redis, "nc:d") == "second");
   CHECK(redis.cmd("EXISTS nc:a").integer() == 0);
   CHECK(value_of(redis, "nc:b") == "set");
   CHECK(redis.cmd("EXISTS nc:c").integer() == 0);  // still conditional: refused, not a plain SET

@@ -495,9 +495,16 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, StoreIf when) {
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, refused(st));
   reply::ok(s->out, id);
-  // The holder's SET of a leased key is its fill: conditional in Redis.
+  // The holder's SET of a leased key is its fill: conditional in Redis. The
+  // holder is its process (a client may write on another connection than it
+  // asked on: the Python client's write channel), not another process's write.
   int64_t fill = 0;
-  const bool is_fill = tier_ && leases_.fill_of(key, s->id, &fill);
+  uint64_t holder = 0;
+  bool is_fill = tier_ && leases_.fill_of(key, &holder, &fill);
+  if (is_fill && holder != s->id) {
+    const Session* h = session(holder);
+    is_fill = h && h->pid != 0 && h->pid == s->pid;
+  }
   stored(key, value, flags, expiry, is_fill ? &fill : nullptr);
 }
 

@@ -99,9 +99,10 @@ bool Leases::hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t 
   return true;
 }
 
-bool Leases::fill_of(std::string_view key, uint64_t conn, int64_t* fill) const {
+bool Leases::fill_of(std::string_view key, uint64_t* holder, int64_t* fill) const {
   auto it = leases_.find(std::string(key));
-  if (it == leases_.end() || it->second.holder != conn) return false;
+  if (it == leases_.end()) return false;
+  *holder = it->second.holder;
   *fill = it->second.fill;
   return true;
 }

@@ -58,8 +58,8 @@ class Leases {
   bool hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now, int64_t fill = 0);
   // What a lease granted here records as its fill (0 without a source).
   void set_fill_source(std::function<int64_t(std::string_view key)> fn) { fill_source_ = std::move(fn); }
-  // True when `conn` holds the lease on `key`: *fill = its fill.
-  bool fill_of(std::string_view key, uint64_t conn, int64_t* fill) const;
+  // True when `key` has a lease: *holder = its holder's connection, *fill = its fill.
+  bool fill_of(std::string_view key, uint64_t* holder, int64_t* fill) const;
   // A fresh token to ask Redis for a lease with.
   uint64_t next_token() { return next_id_++; }
   // The key has a lease decided on this host (not one held in Redis).

@@ -8,6 +8,10 @@ with the other host's write (or without the key) and A drops its own copy.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from support.rawproto import DELETE, LEASE, LEASED, OK, SET, RawConn, mp
@@ -66,6 +70,31 @@ def test_a_write_made_after_the_lease_wins_over_the_fill(host, redis_server, oth
     assert shm(ca, b"k") is None
     assert ca.get("k") == (mp("v2") if other == "set" else None)
     assert cb.get("k") == (mp("v2") if other == "set" else None)
+
+
+def test_the_python_clients_lease_then_set_is_a_fill(host, redis_server):
+    """The client asks LEASE on one connection and sends SET on its write channel: one process, one holder."""
+    a, b = host("a"), host("b")
+    r = redis_server.client()
+    ca, cb = client(a), client(b)
+    assert ca.lease(b"k", 30, 0).token
+    cb.set("k", mp("v2"))
+    wait_flushed(b)
+    assert ca.set(b"k", mp("v1"))
+    refused_at_least(a, 1)
+    assert r.get(P + b"k") == mp("v2")
+    assert ca.get("k") == mp("v2")
+    # Another process's SET of a key this process leased is a write, not a fill: it reaches Redis.
+    with RawConn(a.socket) as ra:
+        lease(ra, b"w")
+        cb.set("w", mp("v2"))
+        wait_flushed(b)
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from support.rawproto import RawConn, SET, OK, mp; "
+                "c = RawConn(sys.argv[2]); assert c.call(SET, b'w', mp('v3'), None)[1] == OK")
+        subprocess.run([sys.executable, "-c", code, str(Path(__file__).parents[1]), str(a.socket)], check=True)
+    wait_flushed(a)
+    assert r.get(P + b"w") == mp("v3")
+    assert status(a)["redis_fills_refused_total"] == 1
 
 
 def test_a_queued_write_is_not_lost_with_a_refused_fill(host, redis_server, tmp_path):

@@ -168,6 +168,7 @@ def test_conditional_fills_off_is_a_plain_set(host, redis_server):
         assert ra.call(SET, b"k", mp("v1"), None)[1] == OK
     st = wait_flushed(a)
     assert st["redis_fills_total"] == 0
+    assert st["config"]["redis_conditional_fills"] is False and status(b)["config"]["redis_conditional_fills"] is True
     assert r.get(P + b"k") == mp("v1")  # today's race: the older value overwrites
 
 

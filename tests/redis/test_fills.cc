@@ -70,7 +70,7 @@ TEST_CASE_METHOD(nctest::OneRedis, "a fill is stored and counted only while its 
   CHECK(refused.seen.size() == 2);
 }
 
-TEST_CASE_METHOD(nctest::OneRedis, "a fill with nothing to compare with is refused at once; plain fills are SETs",
+TEST_CASE_METHOD(nctest::OneRedis, "a fill with nothing to compare with is refused at once, a plain fill is a SET",
                  "[redis][fills]") {
   DataPath d(loop, cfg);
   d.start();

@@ -495,12 +495,23 @@ void Engine::op_store(Session* s, uint64_t id, Args& a, StoreIf when) {
   if (st != shm::Status::ok)  // limits were checked above; the table agrees
     return error(s, &id, Code::bad_args, refused(st));
   reply::ok(s->out, id);
-  stored(key, value, flags, expiry);
+  // The holder's SET of a leased key is its fill: conditional in Redis. The
+  // holder is its process (a client may write on another connection than it
+  // asked on: the Python client's write channel), not another process's write.
+  int64_t fill = 0;
+  uint64_t holder = 0;
+  bool is_fill = tier_ && leases_.fill_of(key, &holder, &fill);
+  if (is_fill && holder != s->id) {
+    const Session* h = session(holder);
+    is_fill = h && h->pid != 0 && h->pid == s->pid;
+  }
+  stored(key, value, flags, expiry, is_fill ? &fill : nullptr);
 }
 
-void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+void Engine::stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+                    const int64_t* fill) {
   waits_.wrote(key);
-  queue_store(key, value, flags, expiry);  // before after_store: a lease's RELEASE must follow the SET
+  queue_store(key, value, flags, expiry, fill);  // before after_store: a lease's RELEASE must follow the SET
   after_store(key, value, flags, expiry);
 }
 

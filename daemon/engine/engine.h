@@ -212,8 +212,10 @@ class Engine {
                      uint64_t expiry);
   void ttl_local(Session* s, uint64_t id, std::string_view key);
   // The local table's part of a store that succeeded: write tracking, the
-  // queue for Redis, lease waiters.
-  void stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  // queue for Redis, lease waiters. fill: the SET ends the caller's lease
+  // (what it is conditional on in Redis, redis/write_behind.h: Lease fills).
+  void stored(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+              const int64_t* fill = nullptr);
 
   // ---- the Redis tier (engine_redis.cc); the waits and write tracking are
   // waits_ (redis_waits.h)
@@ -232,8 +234,12 @@ class Engine {
   void drop_slots(const std::vector<bool>& slots);
   // Invalidations down past redis_stale_grace_ms: the table is kept, not served.
   void suspend(bool on);
-  // After a local write: queue it for Redis (a dropped SET also drops the local entry).
-  void queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry);
+  // After a local write: queue it for Redis (a dropped SET also drops the local
+  // entry; fill: a lease fill, and a refused one does too).
+  void queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+                   const int64_t* fill = nullptr);
+  // Redis refused a lease fill: drop the key if it still holds that item.
+  void fill_refused(std::string_view key, uint64_t item_id);
   // The largest value SET and SET_MANY accept: value_limit, or the relay
   // bound with a Redis tier (redis/config.h); ADD keeps value_limit.
   uint64_t set_value_limit() const;

@@ -72,6 +72,9 @@ void Engine::cancel_waits(uint64_t sid) {
 void Engine::set_tier(redis::TierApi* tier) {
   tier_ = tier;
   waits_.set_tier(tier);
+  // A lease decided here is conditional on the last counter snapshot (Lease fills).
+  if (tier) leases_.set_fill_source([this](std::string_view key) { return tier_->fill_base(key); });
+  else leases_.set_fill_source(nullptr);
   // An adopted table starts suspended until its repair (shm/adopt.cc).
   suspended_ = tier && (w_->flags() & shm::kFlagSuspended) != 0;
 }
@@ -86,6 +89,7 @@ redis::TableHooks Engine::table_hooks() {
   h.install_negative = [this](std::string_view key, uint64_t expiry) { install_negative(key, expiry); };
   h.synced = [this](std::string_view key) { w_->mark_synced(key); };
   h.acked = [this](std::string_view key, uint64_t item_id) { w_->mark_synced(key, item_id); };
+  h.fill_refused = [this](std::string_view key, uint64_t item_id) { fill_refused(key, item_id); };
   h.drop_slots = [this](const std::vector<bool>& slots) { drop_slots(slots); };
   h.suspend = [this](bool on) { suspend(on); };
   return h;
@@ -179,7 +183,17 @@ void Engine::drop_all(const char* why) {
                double(mono_us() - t0) / 1000.0);
 }
 
-void Engine::queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry) {
+void Engine::fill_refused(std::string_view key, uint64_t item_id) {
+  // Another host wrote the key's slot since the lease: the value this host
+  // read from the database may be older than that write. Not served here
+  // either (a newer local write of the key stays); the next read reads through.
+  if (item_id == 0 || w_->item_id(key) != item_id) return;
+  w_->del(key);
+  waits_.wrote(key);
+}
+
+void Engine::queue_store(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry,
+                         const int64_t* fill) {
   if (!tier_) return;
   if (expiry != 0 && expiry <= now_ms()) {  // ttl <= 0: the key is gone
     tier_->del(key);
@@ -188,7 +202,10 @@ void Engine::queue_store(std::string_view key, std::string_view value, uint8_t f
   // A write the queue had no room for never reaches Redis: this host must not
   // go on serving it either (the queue logged and counted the drop).
   // The item's id comes back with Redis's acknowledgement (TableHooks::acked).
-  if (tier_->set(key, value, flags, expiry, w_->item_id(key)) == redis::Enqueued::dropped) w_->del(key);
+  const uint64_t item = w_->item_id(key);
+  const redis::Enqueued r =
+      fill ? tier_->fill(key, value, flags, expiry, item, *fill) : tier_->set(key, value, flags, expiry, item);
+  if (r == redis::Enqueued::dropped || r == redis::Enqueued::refused) w_->del(key);
 }
 
 void Engine::wake_pollers(std::string_view key) {
@@ -432,7 +449,7 @@ void Engine::on_lease(uint64_t wid, const std::shared_ptr<Decided>& ctx, const r
       if (t) reply_value(t, req, r.value, r.flags, r.expiry_ms, true);
       break;
     case Kind::granted:
-      if (t && leases_.hold(key, t->id, ctx->token, ctx->lease_ms, now_ms())) {
+      if (t && leases_.hold(key, t->id, ctx->token, ctx->lease_ms, now_ms(), r.fill_base)) {
         reply::leased(t->out, req, ctx->token);
         if (hooks_.deadlines_changed) hooks_.deadlines_changed();
         break;

@@ -20,11 +20,13 @@ Leases::Leases() {
 }
 
 void Leases::grant(Map::iterator it, uint64_t conn, uint64_t lease_ms, uint64_t now) {
-  record(it, next_id_++, conn, lease_ms, now);
+  record(it, next_id_++, conn, lease_ms, now, fill_source_ ? fill_source_(it->first) : 0);
 }
 
-void Leases::record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now) {
+void Leases::record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now,
+                    int64_t fill) {
   Lease& l = it->second;
+  l.fill = fill;
   l.token = token;
   l.holder = conn;
   l.expires = add_sat(now, std::max<uint64_t>(lease_ms, 1));
@@ -88,11 +90,20 @@ bool Leases::take_waiters(std::string_view key, std::vector<Waiter>* out, uint64
   return true;
 }
 
-bool Leases::hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now) {
+bool Leases::hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now,
+                  int64_t fill) {
   auto [it, fresh] = leases_.try_emplace(std::string(key));
   if (!fresh) return false;
   it->second.redis = true;
-  record(it, token, conn, lease_ms, now);
+  record(it, token, conn, lease_ms, now, fill);
+  return true;
+}
+
+bool Leases::fill_of(std::string_view key, uint64_t* holder, int64_t* fill) const {
+  auto it = leases_.find(std::string(key));
+  if (it == leases_.end()) return false;
+  *holder = it->second.holder;
+  *fill = it->second.fill;
   return true;
 }
 

@@ -12,10 +12,16 @@
 // holder's connection, lease_ms); an `ended` Event (or take_waiters'
 // *redis_token) tells the caller to release it in Redis. Leases decided here
 // while Redis is unreachable (acquire) work as without Redis.
+//
+// Fills: each lease records what its holder's SET is conditional on in
+// Redis (redis/write_behind.h, Lease fills), an opaque number: hold()'s
+// `fill` for a lease Redis granted, the fill source's answer for the key at
+// the moment a lease is granted here (acquire, or handed to a waiter).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -49,7 +55,11 @@ class Leases {
   bool take_waiters(std::string_view key, std::vector<Waiter>* out, uint64_t* redis_token = nullptr);
   // Redis granted `conn` the lease on `key` with `token` (from next_token()).
   // False when the key got a lease here meanwhile (decided locally).
-  bool hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now);
+  bool hold(std::string_view key, uint64_t conn, uint64_t token, uint64_t lease_ms, uint64_t now, int64_t fill = 0);
+  // What a lease granted here records as its fill (0 without a source).
+  void set_fill_source(std::function<int64_t(std::string_view key)> fn) { fill_source_ = std::move(fn); }
+  // True when `key` has a lease: *holder = its holder's connection, *fill = its fill.
+  bool fill_of(std::string_view key, uint64_t* holder, int64_t* fill) const;
   // A fresh token to ask Redis for a lease with.
   uint64_t next_token() { return next_id_++; }
   // The key has a lease decided on this host (not one held in Redis).
@@ -75,13 +85,14 @@ class Leases {
   struct Lease {
     uint64_t token = 0, holder = 0, expires = 0;
     bool redis = false;  // the token is held in Redis
+    int64_t fill = 0;    // what the holder's SET is conditional on (see Fills)
     std::deque<Waiter> waiters;
   };
   using Map = std::unordered_map<std::string, Lease>;
 
   void grant(Map::iterator it, uint64_t conn, uint64_t lease_ms, uint64_t now);
   // Makes `conn` the holder of `it` with `token`, expiring lease_ms from now.
-  void record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now);
+  void record(Map::iterator it, uint64_t token, uint64_t conn, uint64_t lease_ms, uint64_t now, int64_t fill);
   // The lease of `it` ended without a value: the longest waiter gets it, or the entry goes.
   void hand_over(Map::iterator it, uint64_t now, std::vector<Event>* ev);
   void remove_waiter_deadline(const Waiter& w);
@@ -94,6 +105,7 @@ class Leases {
   // conn -> keys it holds or waits on (with counts), so drop_conn touches only those.
   std::unordered_map<uint64_t, std::unordered_map<std::string, uint32_t>> by_conn_;
   uint64_t next_id_;
+  std::function<int64_t(std::string_view)> fill_source_;
   size_t waiting_ = 0;
   uint64_t granted_total_ = 0, timeouts_total_ = 0;
 };

@@ -106,6 +106,10 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(redis_queue_failed_total, counter, count, "write-behind failed", "Queued operations Redis answered with an error")    \
   X(redis_queue_refused_dropped_total, counter, count, "write-behind refused, dropped here",                        \
     "SETs/TOUCHes Redis refused (maxmemory, read-only...) whose local copy this host dropped")                         \
+  X(redis_fills_total, counter, count, "lease fills sent",                                                             \
+    "SETs ending a lease this host held, sent as conditional fills (redis_conditional_fills)")                        \
+  X(redis_fills_refused_total, counter, count, "lease fills refused",                                                  \
+    "Lease fills not stored: their slot was written since the lease (or no counter was known); the local copy was dropped") \
   X(redis_readthrough_oversize_total, counter, count, "read-throughs oversize",                                        \
     "Redis values larger than this daemon relays (redis_relay_max_bytes, or value_limit), refused before being read") \
   X(redis_readthrough_large_total, counter, count, "read-throughs Redis-only",                                     \
@@ -145,7 +149,7 @@ enum class MetricUnit { count, bytes, seconds, millis, ratio };
   X(redis_sentinel_query_failures_total, counter, count, "Sentinel queries failed",                              \
     "Queries no Sentinel answered (every Sentinel down, refusing, or not knowing the master)")                    \
   X(redis_suspended, gauge, count, "near tier suspended",                                                                \
-    "1 while invalidations have been down longer than redis_stale_grace_ms: the table is kept, not served")             \
+    "1 while invalidations have been down longer than redis_stale_grace_ms (with 0: from the loss, the table dropped too) until the repair: the table is kept, not served")             \
   X(redis_repair_snapshots_total, counter, count, "slot snapshots",                                                     \
     "Snapshots of the per-slot write counters taken while invalidations flowed")                                        \
   X(redis_repair_snapshot_us, gauge, count, "slot snapshot time (us)",                                                  \

@@ -279,9 +279,10 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
   auto done = std::make_shared<AtomicFn>(std::move(cb));
   const std::string rk = cfg_.prefix + std::string(key), lk = lease_key(key), tok = token_string(token),
                     ms = std::to_string(std::max<uint64_t>(lease_ms, 1)),
-                    max = std::to_string(relay_max_stored(cfg_));
-  auto send = [this, rk, lk, tok, ms, max, done] {
-    const bool sent = scripts_->eval(Script::lease, {rk, lk}, {tok, ms, max}, [this, done](const Reply& r) {
+                    max = std::to_string(relay_max_stored(cfg_)),
+                    counter = slot_counter_key(cfg_.prefix, key_slot(rk));
+  auto send = [this, rk, lk, counter, tok, ms, max, done] {
+    const bool sent = scripts_->eval(Script::lease, {rk, lk, counter}, {tok, ms, max}, [this, done](const Reply& r) {
       AtomicResult out;
       const std::string_view s = r.is_error() ? std::string_view() : str_at(r.r, 0);
       if (s == "value") {
@@ -292,6 +293,12 @@ bool Atomics::lease(std::string_view key, uint64_t token, uint64_t lease_ms, Ato
         out.expiry_ms = expiry_of(int_at(r.r, 2));
       } else if (s == "granted") {
         out.kind = AtomicResult::Kind::granted;
+        const std::string_view c = str_at(r.r, 1);
+        int64_t v = 0;
+        for (char ch : c) v = ch >= '0' && ch <= '9' && v >= 0 ? v * 10 + (ch - '0') : -1;
+        // A large value Redis keeps: the holder's SET replaces it, plainly. A
+        // counter that is not a number compares with nothing: refused.
+        out.fill_base = int_at(r.r, 2) == 1 ? kFillPlain : c.empty() ? kFillMissing : v > 0 ? v : kFillRefuse;
       } else if (s == "held") {
         out.kind = AtomicResult::Kind::held;
         const long long left = int_at(r.r, 1);

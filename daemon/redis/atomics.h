@@ -10,7 +10,8 @@
 //           OUT_OF_RANGE and changes nothing; the TTL and flags are kept.
 //   LEASE   the `lease` script: the value if Redis has it; else a lease key
 //           (kLeaseMark + prefix + key) holding this host's token with PX
-//           lease_ms, taken with SET NX; else "held" with the time it has left.
+//           lease_ms, taken with SET NX (answering the key's slot counter, which
+//           the holder's fill is conditional on); else "held" with the time it has left.
 //           wait_lease() polls with backoff (bounded by that time) and wakes
 //           early on wake(key), which the tier calls for invalidations of the
 //           key (another host stored its value).
@@ -71,6 +72,9 @@ struct AtomicResult {
   uint8_t flags = 0;
   uint64_t expiry_ms = 0;  // absolute CLOCK_MONOTONIC, bounded by local_ttl_max_ms; 0 = none
   uint64_t retry_ms = 0;
+  // LEASE granted: what the holder's SET is conditional on (write_behind.h,
+  // Lease fills): the key's slot counter at the grant, or kFillMissing/kFillPlain.
+  int64_t fill_base = kFillPlain;
   std::string error;
 };
 using AtomicFn = std::function<void(const AtomicResult&)>;

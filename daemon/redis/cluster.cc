@@ -69,6 +69,7 @@ Cluster::Part* Cluster::part_for(const HostPort& m, int home_slot) {
   h.install_negative = hooks_.install_negative;
   h.synced = hooks_.synced;  // per key: a warm restart may keep what came from (or reached) Redis
   h.acked = hooks_.acked;
+  h.fill_refused = hooks_.fill_refused;
   // Whole-table actions of one master's part act on its slots only.
   h.drop_all = [this, raw](const char* why) { drop_owned(raw, why); };
   h.drop_slots = [this, raw](const std::vector<bool>& slots) {
@@ -314,6 +315,19 @@ Enqueued Cluster::set(std::string_view key, std::string_view value, uint8_t flag
   return p ? p->tier->set(key, value, flags, expiry_ms, item_id) : Enqueued::dropped;
 }
 
+// A fill is routed as a SET; redirected (MOVED/ASK), the fill script runs on
+// the key's new master, where its slot counter is too (write_behind.cc).
+Enqueued Cluster::fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                       uint64_t item_id, int64_t expected) {
+  Part* p = route(key);
+  return p ? p->tier->fill(key, value, flags, expiry_ms, item_id, expected) : Enqueued::dropped;
+}
+
+int64_t Cluster::fill_base(std::string_view key) {
+  const int o = owner_[key_slot(cfg_.prefix + std::string(key))];
+  return o >= 0 ? parts_[size_t(o)]->tier->fill_base(key) : kFillRefuse;
+}
+
 Enqueued Cluster::del(std::string_view key) {
   Part* p = route(key);
   return p ? p->tier->del(key) : Enqueued::dropped;
@@ -490,6 +504,7 @@ void add_queue(QueueStats* to, const QueueStats& a) {
   if (a.last_refusal_unix_ms > to->last_refusal_unix_ms)
     to->last_refusal = a.last_refusal, to->last_refusal_unix_ms = a.last_refusal_unix_ms;
   to->moved_total += a.moved_total, to->ask_total += a.ask_total, to->retried_total += a.retried_total;
+  to->fills_total += a.fills_total, to->fills_refused_total += a.fills_refused_total;
 }
 }  // namespace
 

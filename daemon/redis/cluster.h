@@ -96,6 +96,10 @@ class Cluster {
   std::vector<HostPort> masters() const;
 
   Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, uint64_t item_id);
+  Enqueued fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, uint64_t item_id,
+                int64_t expected);
+  // The counter in the snapshot of the part serving the key's slot (kFillRefuse: none).
+  int64_t fill_base(std::string_view key);
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   Enqueued clear(std::string_view prefix);

@@ -86,7 +86,8 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "When the invalidation link is lost, keep serving this host's table for this long; after it, entries "
        "that may be stale are no longer served (the daemon answers from Redis) until the repair on reconnect "
        "drops only the slots written meanwhile. A value served may thus be stale by up to 3 x "
-       "redis_heartbeat_ms plus this. 0: flush the whole table as soon as the link is lost.",
+       "redis_heartbeat_ms plus this. 0: drop the whole table as soon as the link is lost and keep it suspended "
+       "(what this host stores meanwhile is not served either) until invalidations resume.",
        &C::stale_grace_ms},
       {"redis_lease_poll_min_ms", OptType::count, "10", 1, 60000, false,
        "A LEASE waiting for another host's lease re-checks Redis after this delay, doubling ...",
@@ -110,6 +111,13 @@ const std::vector<daemon::OptionSpec>& redis_options() {
        "time, and no host installs it in its table. false: such a SET is refused (VALUE_TOO_LARGE) as "
        "without a Redis tier, and read-through relays values up to value_limit only.",
        &C::large_values},
+      {"redis_conditional_fills", OptType::boolean, "true", 0, 0, false,
+       "The SET that ends a lease this host holds (a value read from the database) reaches Redis only if no "
+       "write of its key's slot (16384 slots, the repair's counters) reached Redis since the lease was granted "
+       "(by Redis; a lease decided on this host while Redis was unreachable: since the last counter snapshot); "
+       "otherwise it is refused and this host drops its copy, so that an older value never replaces another "
+       "host's write. false: such a SET is queued as any other (a plain SET). See doc/redis.md, Lease fills.",
+       &C::conditional_fills},
       {"redis_relay_max_bytes", OptType::size, "16M", 1, 1ull << 31, false,
        "Largest value relayed to and from Redis with redis_large_values (below value_limit, value_limit "
        "counts). A larger value in Redis is refused before it is read (a miss, counted); a larger SET is "

@@ -47,6 +47,7 @@ struct Config {
   uint64_t value_format = 2;      // redis_value_format: the envelope version written (value.h)
   uint64_t wait_ms;               // longest a client request waits for Redis (the daemon's bound)
   bool large_values;              // redis_large_values: values over value_limit go to Redis only
+  bool conditional_fills;         // redis_conditional_fills: a lease's SET is stored only if its slot is unwritten
   uint64_t relay_max_option;      // redis_relay_max_bytes: their bound (see relay_max_bytes)
   std::string password_file;      // redis_password_file; "" = the password is in the URL, if any
   std::string password;           // read from password_file by the daemon (not an option)

@@ -33,6 +33,8 @@ inline uint64_t redis_metric_value(const TierStatus& s, RedisMetric m) {
     case RedisMetric::redis_queue_dropped_total: return s.queue.dropped_total;
     case RedisMetric::redis_queue_failed_total: return s.queue.failed_total;
     case RedisMetric::redis_queue_refused_dropped_total: return s.queue.refused_dropped_total;
+    case RedisMetric::redis_fills_total: return s.queue.fills_total;
+    case RedisMetric::redis_fills_refused_total: return s.queue.fills_refused_total;
     case RedisMetric::redis_readthrough_oversize_total: return s.reads.oversize_total;
     case RedisMetric::redis_readthrough_large_total: return s.reads.large_total;
     case RedisMetric::redis_readthrough_foreign_total: return s.reads.foreign_total;

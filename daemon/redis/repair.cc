@@ -8,6 +8,7 @@
 
 #include "redis/slots.h"
 #include "redis/util.h"
+#include "redis/write_behind.h"
 
 namespace nearcache::redis {
 
@@ -116,8 +117,13 @@ void Repair::lost() {
   if (h_.invalidate_reads) h_.invalidate_reads();
   uv_timer_stop(&refresh_);
   if (cfg_.stale_grace_ms == 0) {
+    // No grace: drop, and serve nothing stored meanwhile (a fill read from
+    // the database may be overtaken by a write this host will not hear of)
+    // until invalidations flow again.
     gap_ = true;
-    return h_.drop_all("invalidations stopped");
+    h_.drop_all("invalidations stopped");
+    return suspend_table("redis_stale_grace_ms = 0: this host's table is dropped and suspended until "
+                         "invalidations resume");
   }
   if (!gap_) {
     gap_ = true;
@@ -127,14 +133,25 @@ void Repair::lost() {
   }
 }
 
+void Repair::suspend_table(const char* why) {
+  if (st_.suspended || closing_) return;
+  st_.suspended = true;
+  st_.suspensions_total++;
+  spdlog::warn("redis: {}", why);
+  h_.suspend(true);
+}
+
+void Repair::resume_table() {
+  if (!st_.suspended) return;
+  st_.suspended = false;
+  h_.suspend(false);
+}
+
 void Repair::on_grace(uv_timer_t* t) {
   auto* self = static_cast<Repair*>(t->data);
-  if (!self->gap_ || self->st_.suspended || self->closing_) return;
-  self->st_.suspended = true;
-  self->st_.suspensions_total++;
-  spdlog::warn("redis: invalidations down longer than redis_stale_grace_ms: this host's table is suspended "
-               "(kept, not served) until the repair");
-  self->h_.suspend(true);
+  if (!self->gap_) return;
+  self->suspend_table("invalidations down longer than redis_stale_grace_ms: this host's table is suspended "
+                      "(kept, not served) until the repair");
 }
 
 void Repair::coherent() {
@@ -148,10 +165,9 @@ void Repair::coherent() {
     h_.drop_all(was_coherent ? "invalidations (re)started" : "invalidations started");
     gap_ = false;
     uv_timer_stop(&grace_);
-    if (st_.suspended) {  // a warm restart seeded with redis_stale_grace_ms 0: nothing is left to repair
-      st_.suspended = false;
-      h_.suspend(false);
-    }
+    // Nothing is left that may have missed an invalidation (also a warm
+    // restart seeded with redis_stale_grace_ms 0).
+    resume_table();
   }
   snapshot([this, gen](std::optional<Snapshot> s) {
     if (!s || gen != gen_ || closing_) return;  // lost again: the next coherent() tries again
@@ -179,10 +195,7 @@ void Repair::healthy(Snapshot s) {
     }
     gap_ = false;
     uv_timer_stop(&grace_);
-    if (st_.suspended) {
-      st_.suspended = false;
-      h_.suspend(false);
-    }
+    resume_table();
   }
   const std::string old_proof = base_ ? base_->proof : std::string();
   base_ = std::move(s);
@@ -335,5 +348,12 @@ void Repair::flush() {
 }
 
 RepairStats Repair::stats() const { return st_; }
+
+int64_t Repair::base_counter(uint32_t slot) const {
+  if (!base_ || slot >= base_->slots.size()) return kFillRefuse;
+  const int64_t v = base_->slots[slot];
+  // 0: not read (another master's slot); a counter INCR made is at least 1.
+  return v < 0 ? kFillMissing : v == 0 ? kFillRefuse : v;
+}
 
 }  // namespace nearcache::redis

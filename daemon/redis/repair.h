@@ -2,6 +2,8 @@
 // start again: serve for a grace, then suspend (serve nothing that may be
 // stale, delete nothing), and on reconnect drop only the slots whose write
 // counters (slots.h) moved since the last snapshot taken while healthy.
+// With a grace of 0 the table is dropped at the loss and suspended until
+// invalidations flow again (what the host stores meanwhile is not served).
 //
 // Snapshot: tracking on (Invalidation says coherent), then a fence (a message
 // through the invalidation link: invalidations sent before it are handled),
@@ -100,6 +102,11 @@ class Repair {
   void close(std::function<void()> closed);
 
   RepairStats stats() const;
+  // The counter of `slot` in the last snapshot taken while invalidations
+  // flowed (what a lease decided on this host is conditional on,
+  // write_behind.h): a value, kFillMissing, or kFillRefuse (no snapshot, or
+  // a slot this cluster part did not read).
+  int64_t base_counter(uint32_t slot) const;
 
   // Warm restart (the daemon, before the tier starts): `before` is the last
   // snapshot the previous daemon took while the adopted table was coherent;
@@ -121,6 +128,8 @@ class Repair {
   void read(uint64_t gen, SnapFn done);
   void healthy(Snapshot s);
   void check_marker();
+  void suspend_table(const char* why);  // once per gap: readers and the daemon stop serving the table
+  void resume_table();
   std::string new_epoch() const;
   static void on_grace(uv_timer_t* t);
   static void on_refresh(uv_timer_t* t);

@@ -77,14 +77,34 @@ return {'ok', out, redis.call('PTTL', KEYS[1]), flags}
 // A lease decided in Redis: the value if there is one, else the lease if
 // nobody holds it (SET NX PX), else who-holds-it's remaining time. A value
 // longer than ARGV[3] (relay_max_stored) counts as none: it is never sent,
-// and the lease holder's SET replaces it.
+// and the lease holder's SET replaces it. A grant answers the key's slot
+// counter (KEYS[3], "" = missing), which the holder's fill is conditional on,
+// and 1 when it was granted over such a large value (its fill is a plain SET).
 const char* kLease = R"lua(
-if redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[3]) then
+local n = redis.call('STRLEN', KEYS[1])
+if n <= tonumber(ARGV[3]) then
   local v = redis.call('GET', KEYS[1])
   if v then return {'value', v, redis.call('PTTL', KEYS[1])} end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'granted'} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local large = 0
+  if n > 0 then large = 1 end
+  return {'granted', redis.call('GET', KEYS[3]) or '', large}
+end
 return {'held', redis.call('PTTL', KEYS[2])}
+)lua";
+
+// A lease fill (write_behind.h, "Lease fills"): the value (ARGV[1], PX
+// ARGV[2] unless "") is stored and the slot counter (KEYS[2]) bumped only if
+// the counter still holds ARGV[3] ("" = missing); else nothing is written.
+// The counter is in the key's slot (slots.h): one master runs it on a cluster.
+const char* kFill = R"lua(
+local c = redis.call('GET', KEYS[2]) or ''
+if c ~= ARGV[3] then return {'refused'} end
+if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1])
+else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+redis.call('INCR', KEYS[2])
+return {'ok'}
 )lua";
 
 const char* kRelease = R"lua(
@@ -123,6 +143,7 @@ const char* script_source(Script s) {
     case Script::release: return kRelease;
     case Script::clear_step: return kClearStep;
     case Script::get: return kGet;
+    case Script::fill: return kFill;
   }
   return "";
 }

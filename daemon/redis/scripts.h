@@ -11,9 +11,11 @@
 //   incr        KEYS: value key, its slot counter (slots.h); ARGV: delta high 32 bits (signed), low 32 bits
 //               -> {"ok", new value bytes (unwrapped), pttl, flags}
 //                  | {"missing"} | {"notint"} | {"range"}
-//   lease       KEYS: value key, lease key; ARGV: token, lease_ms, largest stored length to return
-//               -> {"value", stored bytes, pttl} | {"granted"} | {"held", pttl}
-//               (a longer value counts as none)
+//   lease       KEYS: value key, lease key, its slot counter; ARGV: token, lease_ms, largest stored length
+//               to return -> {"value", stored bytes, pttl} | {"granted", counter ("" = missing), large 0/1}
+//               | {"held", pttl} (a longer value counts as none: large = 1)
+//   fill        KEYS: value key, its slot counter; ARGV: stored bytes, PX ms ("" = none), expected counter
+//               ("" = missing) -> {"ok"} stored and counted | {"refused"} the counter moved: nothing written
 //   release     KEYS: lease key; ARGV: token -> 1 released | 0 not the holder
 //   clear_step  KEYS: the clear counter; ARGV: cursor, MATCH pattern, COUNT -> {next cursor, keys unlinked}
 //   get         KEYS: value key; ARGV: largest stored length to return
@@ -32,8 +34,8 @@
 
 namespace nearcache::redis {
 
-enum class Script { incr, lease, release, clear_step, get };
-inline constexpr size_t kScriptCount = 5;
+enum class Script { incr, lease, release, clear_step, get, fill };
+inline constexpr size_t kScriptCount = 6;
 const char* script_source(Script s);
 
 class Scripts {

@@ -272,6 +272,10 @@ Tier::Tier(uv_loop_t* loop, const Config& cfg, const Endpoint& ep, TableHooks ho
   queue_->set_on_acked([this](std::string_view key, uint64_t item_id) {
     if (hooks_.acked) hooks_.acked(key, item_id);
   });
+  queue_->set_on_fill_refused([this](std::string_view key, uint64_t item_id) {  // write_behind.h: Lease fills
+    reads_->invalidate(key);
+    if (hooks_.fill_refused) hooks_.fill_refused(key, item_id);
+  });
   reads_->set_coherent([this] { return inval_->coherent(); });
   reads_->set_install([this](std::string_view key, const Fetched& f) {
     if (f.kind != Fetched::Kind::hit) {
@@ -362,6 +366,18 @@ Enqueued Tier::set(std::string_view key, std::string_view value, uint8_t flags, 
   if (cluster_) return cluster_->set(key, value, flags, expiry_ms, item_id);
   reads_->invalidate(key);
   return queue_->set(key, value, flags, expiry_ms, item_id);
+}
+
+Enqueued Tier::fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                    uint64_t item_id, int64_t expected) {
+  if (cluster_) return cluster_->fill(key, value, flags, expiry_ms, item_id, expected);
+  reads_->invalidate(key);
+  return queue_->fill(key, value, flags, expiry_ms, item_id, expected);
+}
+
+int64_t Tier::fill_base(std::string_view key) {
+  if (cluster_) return cluster_->fill_base(key);
+  return repair_->base_counter(key_slot(cfg_.prefix + std::string(key)));
 }
 
 Enqueued Tier::del(std::string_view key) {

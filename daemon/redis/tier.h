@@ -67,6 +67,9 @@ class Tier final : public TierApi {
   // ---- after the local table applied a write (the reply may go out at once)
   Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
                uint64_t item_id) override;
+  Enqueued fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, uint64_t item_id,
+                int64_t expected) override;
+  int64_t fill_base(std::string_view key) override;
   Enqueued del(std::string_view key) override;
   Enqueued touch(std::string_view key, uint64_t expiry_ms) override;
   Enqueued clear(std::string_view prefix) override;

@@ -55,6 +55,9 @@ struct TableHooks {
   // (TierApi::set): if the key still holds that item, a restarted daemon may
   // adopt it (shm Writer::mark_synced(key, id)).
   std::function<void(std::string_view key, uint64_t item_id)> acked;
+  // Redis refused the lease fill this host queued for `key` with `item_id`
+  // (TierApi::fill): if the key still holds that item, drop it.
+  std::function<void(std::string_view key, uint64_t item_id)> fill_refused;
   // Remove every local entry whose Redis key (prefix + key) is in a slot
   // marked true (slots.h: kSlots entries), then serve again (repair.h).
   std::function<void(const std::vector<bool>& slots)> drop_slots;
@@ -101,6 +104,20 @@ class TierApi {
   // item_id names the local item the SET wrote (0: none); TableHooks::acked gets it back.
   virtual Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
                        uint64_t item_id) = 0;
+  // The SET that ends a lease this host holds, conditional on the key's slot
+  // counter still being `expected` (write_behind.h, Lease fills); refused:
+  // drop the local copy at once. A tier without conditional fills stores it.
+  virtual Enqueued fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                        uint64_t item_id, int64_t expected) {
+    (void)expected;
+    return set(key, value, flags, expiry_ms, item_id);
+  }
+  // What a lease decided on this host (Redis did not decide it) is
+  // conditional on: the key's slot counter in the last snapshot (repair.h).
+  virtual int64_t fill_base(std::string_view key) {
+    (void)key;
+    return kFillRefuse;
+  }
   virtual Enqueued del(std::string_view key) = 0;
   virtual Enqueued touch(std::string_view key, uint64_t expiry_ms) = 0;
   virtual Enqueued clear(std::string_view prefix) = 0;

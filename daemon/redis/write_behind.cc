@@ -72,6 +72,22 @@ Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t 
   return put(std::move(e));
 }
 
+Enqueued WriteBehind::fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                           uint64_t item_id, int64_t expected) {
+  if (!cfg_.conditional_fills || expected == kFillPlain) return set(key, value, flags, expiry_ms, item_id);
+  if (expected == kFillRefuse) {
+    st_.fills_refused_total++;
+    return Enqueued::refused;
+  }
+  Entry e{Entry::set, std::string(key)};
+  e.value = encode_value(value, flags, cfg_.value_format);
+  e.expiry = expiry_ms;
+  e.item = item_id;
+  e.fill = true;
+  e.expected = expected;
+  return put(std::move(e));
+}
+
 Enqueued WriteBehind::del(std::string_view key) { return put(Entry{Entry::del, std::string(key)}); }
 
 Enqueued WriteBehind::touch(std::string_view key, uint64_t expiry_ms) {
@@ -83,11 +99,17 @@ Enqueued WriteBehind::touch(std::string_view key, uint64_t expiry_ms) {
 Enqueued WriteBehind::put(Entry e) {
   st_.enqueued_total++;
   auto kit = keys_.find(e.key);
-  if (kit != keys_.end() && kit->second.has_latest && !kit->second.latest->sealed) {
+  // A fill goes behind the key's queued write, never in its place; it may
+  // replace a queued fill (Lease fills: accepted whenever the older one would be).
+  if (kit != keys_.end() && kit->second.has_latest && !kit->second.latest->sealed &&
+      (!e.fill || kit->second.latest->fill)) {
     It old = kit->second.latest;
     if (e.kind == Entry::touch) {
       if (old->kind == Entry::del) return st_.coalesced_total++, Enqueued::coalesced;  // nothing to touch
-      if (old->kind == Entry::set) e.kind = Entry::set, e.value = std::move(old->value), e.item = old->item;
+      if (old->kind == Entry::set) {
+        e.kind = Entry::set, e.value = std::move(old->value), e.item = old->item;
+        e.fill = old->fill, e.expected = old->expected;
+      }
     }
     e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
     Enqueued r = Enqueued::coalesced;
@@ -213,6 +235,9 @@ Pending WriteBehind::pending(std::string_view key, PendingValue* out) const {
     const Entry& e = *kit->second.latest;
     switch (e.kind) {
       case Entry::set:
+        // A fill is a copy of the database, not a write: a read asks Redis,
+        // behind it (after()), rather than serve what may be refused.
+        if (e.fill) break;
         if (e.expiry && e.expiry <= mono_ms()) return Pending::deleted;
         if (out) {
           // Queued by this host: "foreign" is a flags-0 value redis_value_format = 1 left bare.
@@ -337,6 +362,8 @@ void WriteBehind::adopt(HandedOp&& op) {
   e.item = op.item;
   e.asking = op.asking;
   e.glob = op.glob;
+  e.fill = op.fill;
+  e.expected = op.expected;
   e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
   append(std::move(e));
   pump();
@@ -363,6 +390,8 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
     op.item = e.item;
     op.asking = e.asking;
     op.glob = e.glob;
+    op.fill = e.fill;
+    op.expected = e.expected;
     to(std::move(op));
   }
   check_drain();
@@ -385,6 +414,8 @@ bool WriteBehind::cluster_redirect(It it, const std::string& err) {
     op.value = std::move(it->value);
     op.expiry = it->expiry;
     op.item = it->item;
+    op.fill = it->fill;  // the script runs on the key's master: its counter is in the key's slot
+    op.expected = it->expected;
     op.asking = rd.kind == Redirect::ask;
     landed(it->key);
     depth_--;
@@ -434,6 +465,7 @@ void WriteBehind::send_op(It it) {
   const std::string counter = slot_counter_key(cfg_.prefix, key_slot(k));
   // ASKING holds for the whole MULTI ... EXEC (Redis keeps the flag inside a transaction).
   if (it->asking && link_->ready()) link_->command({"ASKING"}, [](const Reply&) {});
+  if (it->fill && it->kind == Entry::set) return send_fill(it, k, counter, expired ? "1" : ms);
   if (!link_->ready() || !link_->command({"MULTI"}, [](const Reply&) {})) return requeue_front(inflight_.size() - 1);
   if (cluster_) flying_[it->key]++;
   // A command Redis refuses while queueing it (OOM, NOPERM) makes EXEC answer
@@ -453,21 +485,48 @@ void WriteBehind::send_op(It it) {
       err.assign(r.r->element[0]->str, r.r->element[0]->len);
     else if (err.empty() && r.r->type != REDIS_REPLY_ARRAY)
       err = "the transaction was not executed";
-    if (!err.empty() && cluster_ && cluster_redirect(it, err)) return pump();
-    if (cluster_)
-      if (auto f = flying_.find(it->key); f != flying_.end() && --f->second == 0) flying_.erase(f);
-    if (!err.empty()) {
-      refused(*it, err);
-    } else {
-      st_.flushed_total++;
-      // Redis has the value (or, sent expired as UNLINK, the local copy has expired too).
-      if (it->kind == Entry::set && it->item && on_acked_) on_acked_(it->key, it->item);
-    }
-    depth_--;
-    bytes_ -= it->bytes;
-    inflight_.erase(it);
-    pump();
+    answered(it, err);
   });
+}
+
+// A lease fill: the fill script stores and bumps only if the counter is
+// still `expected` (an expired one is stored with PX 1: under the same
+// condition nobody wrote since, so it replaces nothing newer).
+void WriteBehind::send_fill(It it, const std::string& k, const std::string& counter, const std::string& px) {
+  const std::string expected = it->expected == kFillMissing ? std::string() : std::to_string(it->expected);
+  const bool sent = link_->ready() && scripts_->eval(Script::fill, {k, counter}, {it->value, px, expected},
+                                                     [this, it](const Reply& r) {
+    if (r.failed() && !link_->ready()) return;  // lost: on_down puts it back in the queue
+    std::string err = r.is_error() ? r.error() : std::string();
+    const std::string_view answer = err.empty() ? str_at(r.r, 0) : std::string_view();
+    if (err.empty() && answer != "ok" && answer != "refused") err = "unexpected reply to the fill script";
+    answered(it, err, answer == "refused");
+  });
+  if (!sent) return requeue_front(inflight_.size() - 1);
+  st_.fills_total++;
+  if (cluster_) flying_[it->key]++;
+}
+
+// Redis answered an operation in flight: `err` is its error ("" = done),
+// fill_refused: a fill whose condition failed (nothing was written).
+void WriteBehind::answered(It it, const std::string& err, bool fill_refused) {
+  if (!err.empty() && cluster_ && cluster_redirect(it, err)) return pump();
+  if (cluster_)
+    if (auto f = flying_.find(it->key); f != flying_.end() && --f->second == 0) flying_.erase(f);
+  if (!err.empty()) {
+    refused(*it, err);
+  } else if (fill_refused) {
+    st_.fills_refused_total++;
+    if (on_fill_refused_) on_fill_refused_(it->key, it->item);
+  } else {
+    st_.flushed_total++;
+    // Redis has the value (or, sent expired as UNLINK, the local copy has expired too).
+    if (it->kind == Entry::set && it->item && on_acked_) on_acked_(it->key, it->item);
+  }
+  depth_--;
+  bytes_ -= it->bytes;
+  inflight_.erase(it);
+  pump();
 }
 
 // Moves the last `n`... (see on_down): entries from inflight_ back to the

@@ -38,6 +38,24 @@
 // A SET's EXEC answered without error calls on_acked(key, item_id): the
 // caller marks its local item as one Redis has (a warm restart keeps it).
 //
+// Lease fills. fill() queues the SET that ends a lease this host holds (the
+// value its holder read from the database) as the `fill` script (scripts.h):
+// it stores the value and bumps the slot counter only if the key's slot
+// counter still holds `expected` (the counter when the lease was granted:
+// the lease script's answer, or the last snapshot's for a lease decided on
+// this host, repair.h), else stores nothing and answers "refused": another
+// host wrote (or deleted) a key of the slot since, and the value read before
+// that write must not replace it. A refused fill calls on_fill_refused(key,
+// item_id) (the caller drops its copy if the key still holds that write)
+// and is counted. A fill keeps its place in the key's order: it never
+// replaces a queued write of its key (a refused fill must not take an earlier
+// write with it) but may replace a queued fill (a later lease's base is not
+// older), a later write replaces it (a TOUCH keeps it conditional). pending()
+// does not answer a queued fill: a read of the key goes to Redis behind it
+// (after()), so that a suspended table's host never serves a fill Redis may
+// refuse (the staleness bound).
+// redis_conditional_fills = false: plain SETs, as before.
+//
 // Read-your-writes. pending(key) says what this host last wrote to a key and
 // Redis may not have yet; after(key, fn) runs fn once every queued write to
 // the key is on the wire ahead of whatever fn sends (pipelining on one
@@ -71,7 +89,13 @@
 
 namespace nearcache::redis {
 
-enum class Enqueued { queued, coalesced, dropped };
+// refused: a lease fill with nothing to compare with (kFillRefuse), not queued.
+enum class Enqueued { queued, coalesced, dropped, refused };
+
+// `expected` of fill(): a counter value (>= 1), or one of these.
+inline constexpr int64_t kFillMissing = -1;  // the slot counter did not exist (missing then missing = unchanged)
+inline constexpr int64_t kFillPlain = -2;    // not conditional: a plain SET (a lease over a value too large to relay)
+inline constexpr int64_t kFillRefuse = -3;   // no counter known (no snapshot yet): refused at once
 enum class Pending { none, value, deleted, touched };
 
 struct PendingValue {
@@ -97,6 +121,8 @@ struct QueueStats {
   // Redis Cluster: operations answered MOVED / ASK (handed to another master's
   // queue) and TRYAGAIN / CLUSTERDOWN (retried after a backoff).
   uint64_t moved_total = 0, ask_total = 0, retried_total = 0;
+  uint64_t fills_total = 0;          // lease fills sent as the conditional script
+  uint64_t fills_refused_total = 0;  // ... that Redis (or the missing counter) refused
 };
 
 // An operation leaving one queue for another (Redis Cluster: redirections,
@@ -109,6 +135,8 @@ struct HandedOp {
   uint64_t item = 0;    // set: the caller's item id (on_acked)
   bool asking = false;  // ASK: send ASKING first on the new master
   bool glob = false;    // clear: key is a glob pattern (DELETE_PATTERN)
+  bool fill = false;    // set: a lease fill, conditional on `expected`
+  int64_t expected = 0;
 };
 
 class WriteBehind {
@@ -125,6 +153,9 @@ class WriteBehind {
   // handed back to on_acked when Redis acknowledges this SET.
   Enqueued set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
                uint64_t item_id = 0);
+  // A lease fill (see Lease fills): kFillPlain is set(), kFillRefuse is refused.
+  Enqueued fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms, uint64_t item_id,
+                int64_t expected);
   Enqueued del(std::string_view key);
   Enqueued touch(std::string_view key, uint64_t expiry_ms);
   // Removes every key under prefix + `prefix` from Redis ("" = this cache's whole prefix);
@@ -136,6 +167,10 @@ class WriteBehind {
   // Called when Redis acknowledged a SET (its MULTI/EXEC with the slot
   // counter) that carried an item_id: the value reached Redis.
   void set_on_acked(std::function<void(std::string_view key, uint64_t item_id)> fn) { on_acked_ = std::move(fn); }
+  // Called when a lease fill was refused (its counter moved): it never reached Redis.
+  void set_on_fill_refused(std::function<void(std::string_view key, uint64_t item_id)> fn) {
+    on_fill_refused_ = std::move(fn);
+  }
 
   // Redis Cluster (see the top): redirected operations, and the queue's side of routing.
   void set_on_redirect(std::function<void(HandedOp&&, const Redirect&)> fn) { on_redirect_ = std::move(fn); }
@@ -185,6 +220,8 @@ class WriteBehind {
     bool asking = false;           // cluster: ASKING before it (an ASK redirection)
     uint64_t not_before = 0;       // cluster: retry time (uv_now)
     bool glob = false;             // clear: key is a glob pattern (DELETE_PATTERN)
+    bool fill = false;             // set: a lease fill (the fill script), conditional on `expected`
+    int64_t expected = 0;
   };
   using It = std::list<Entry>::iterator;
   struct KeyState {
@@ -205,6 +242,8 @@ class WriteBehind {
   void pump();
   void pump_cluster();
   void send_op(It it);
+  void send_fill(It it, const std::string& k, const std::string& counter, const std::string& px);
+  void answered(It it, const std::string& err, bool fill_refused = false);
   bool cluster_redirect(It it, const std::string& err);
   void clear_step(It it);
   void on_up();
@@ -239,7 +278,7 @@ class WriteBehind {
   bool cluster_ = false;                             // a Redis Cluster master's part
   std::unordered_map<std::string, uint32_t> flying_;  // cluster: keys with an operation in flight
   uint64_t next_retry_ = 0;                           // cluster: earliest delayed retry (uv_now), 0 = none
-  std::function<void(std::string_view, uint64_t)> on_acked_;
+  std::function<void(std::string_view, uint64_t)> on_acked_, on_fill_refused_;
   uint64_t refusals_logged_ = 0;  // st_.failed_total at the last refusal log line
   Throttle drop_log_, fail_log_;
 };

@@ -193,7 +193,9 @@ def test_missing_counters_drop_their_slots(host, redis_server, tmp_path):
         assert ca.get(key(7)) == mp(7)
 
 
-def test_grace_zero_flushes_at_once_as_before(host, redis_server, tmp_path):
+def test_grace_zero_drops_and_suspends_until_invalidations_resume(host, redis_server, tmp_path):
+    """redis_stale_grace_ms = 0: the table is dropped at the loss and suspended for the whole gap, so
+    that what this host stores meanwhile (a fill another host's write may overtake) is not served."""
     with HoldingProxy(tmp_path, redis_server.socket) as proxy:
         a = host("a", url=proxy.url, redis_stale_grace_ms=0)
         b = host("b")
@@ -201,10 +203,19 @@ def test_grace_zero_flushes_at_once_as_before(host, redis_server, tmp_path):
         warm(ca, cb, b)
         cut_and_wait(proxy, a)
         assert all(shm(ca, key(i)) is None for i in range(N))
-        assert status(a)["redis_suspended"] == 0
+        st = status(a)
+        assert st["redis_suspended"] == 1
+        # Stored through A during the gap: in A's table, but neither readers nor the daemon serve it
+        # from there (the daemon answers from Redis, unreachable: a miss, or from A's own queue).
+        ca.set(b"gap", mp("during"))
+        assert shm(ca, b"gap") is None
+        assert ca.get(key(5)) is None
         proxy.heal()
+        wait_for(lambda: status(a)["redis_suspended"] == 0, 15, "a to serve again once invalidations resume")
         wait_coherent(a)
         assert ca.get(key(1)) == mp(1)
+        wait_flushed(a)
+        assert cb.get(b"gap") == mp("during")
 
 
 def test_grace_zero_after_a_warm_restart_drops_the_adopted_table_and_serves_again(host, redis_server):

@@ -356,14 +356,8 @@ bool WriteBehind::holds(std::string_view key) const {
 
 void WriteBehind::adopt(HandedOp&& op) {
   st_.enqueued_total++;
-  Entry e{op.kind == HandedOp::clear ? Entry::clear : Entry::Kind(op.kind), std::move(op.key)};
-  e.value = std::move(op.value);
-  e.expiry = op.expiry;
-  e.item = op.item;
-  e.asking = op.asking;
-  e.glob = op.glob;
-  e.fill = op.fill;
-  e.expected = op.expected;
+  Entry e{op.kind == HandedOp::clear ? Entry::clear : Entry::Kind(op.kind), ""};
+  static_cast<OpData&>(e) = std::move(op);
   e.bytes = e.key.size() + e.value.size() + kEntryOverhead;
   append(std::move(e));
   pump();
@@ -384,14 +378,7 @@ void WriteBehind::hand_over(const std::function<void(HandedOp&&)>& to) {
     bytes_ -= e.bytes;
     HandedOp op;
     op.kind = e.kind == Entry::clear ? HandedOp::clear : HandedOp::Kind(e.kind);
-    op.key = std::move(e.key);
-    op.value = std::move(e.value);
-    op.expiry = e.expiry;
-    op.item = e.item;
-    op.asking = e.asking;
-    op.glob = e.glob;
-    op.fill = e.fill;
-    op.expected = e.expected;
+    static_cast<OpData&>(op) = std::move(e);
     to(std::move(op));
   }
   check_drain();
@@ -410,12 +397,9 @@ bool WriteBehind::cluster_redirect(It it, const std::string& err) {
     (rd.kind == Redirect::moved ? st_.moved_total : st_.ask_total)++;
     HandedOp op;
     op.kind = HandedOp::Kind(it->kind);
-    op.key = it->key;
-    op.value = std::move(it->value);
-    op.expiry = it->expiry;
-    op.item = it->item;
-    op.fill = it->fill;  // the script runs on the key's master: its counter is in the key's slot
-    op.expected = it->expected;
+    // A fill keeps its condition: the script runs on the key's master, and
+    // its counter is in the key's slot.
+    static_cast<OpData&>(op) = *it;  // a copy: the key is still needed here (a rare path)
     op.asking = rd.kind == Redirect::ask;
     landed(it->key);
     depth_--;

@@ -127,16 +127,20 @@ struct QueueStats {
 
 // An operation leaving one queue for another (Redis Cluster: redirections,
 // a master that left the cluster, the switch to cluster mode).
-struct HandedOp {
-  enum Kind : uint8_t { set, del, touch, clear } kind = set;
+// What a queued operation carries, whichever queue holds it.
+struct OpData {
   std::string key;    // local key; the prefix for clear
   std::string value;  // set: the Redis value (value.h), already encoded
   uint64_t expiry = 0;
   uint64_t item = 0;    // set: the caller's item id (on_acked)
-  bool asking = false;  // ASK: send ASKING first on the new master
+  bool asking = false;  // cluster: ASK, send ASKING first on the new master
   bool glob = false;    // clear: key is a glob pattern (DELETE_PATTERN)
-  bool fill = false;    // set: a lease fill, conditional on `expected`
+  bool fill = false;    // set: a lease fill (the fill script), conditional on `expected`
   int64_t expected = 0;
+};
+
+struct HandedOp : OpData {
+  enum Kind : uint8_t { set, del, touch, clear } kind = set;
 };
 
 class WriteBehind {
@@ -204,24 +208,16 @@ class WriteBehind {
   Scripts* scripts() const { return scripts_; }
 
  private:
-  struct Entry {
+  struct Entry : OpData {
     enum Kind : uint8_t { set, del, touch, clear, call } kind;
-    Entry(Kind k, std::string k2) : kind(k), key(std::move(k2)) {}
-    std::string key;     // local key; the prefix for clear
-    std::string value;   // set: the Redis value (value.h)
-    uint64_t expiry = 0;
-    uint64_t item = 0;   // set: the caller's item id (on_acked)
+    Entry(Kind k, std::string k2) : kind(k) { key = std::move(k2); }
     size_t bytes = 0;
     bool sealed = false;  // a call entry for this key follows: never coalesce into it
     std::function<void(bool)> fn;  // call
     uint64_t deadline = 0;         // call
     std::string cursor = "0";      // clear
     int retries = 0;               // clear; cluster: TRYAGAIN/CLUSTERDOWN retries
-    bool asking = false;           // cluster: ASKING before it (an ASK redirection)
     uint64_t not_before = 0;       // cluster: retry time (uv_now)
-    bool glob = false;             // clear: key is a glob pattern (DELETE_PATTERN)
-    bool fill = false;             // set: a lease fill (the fill script), conditional on `expected`
-    int64_t expected = 0;
   };
   using It = std::list<Entry>::iterator;
   struct KeyState {

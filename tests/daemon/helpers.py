@@ -104,3 +104,33 @@ def small_tmpfs(directory, size: str = "20m"):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@contextlib.contextmanager
+def two_hosts_on_redis(tmp_path):
+    """A Redis and two daemons on it (hosts `a` and `b`, support.tier.FAST),
+    receiving invalidations: yields (redis, a, b); stops all three after."""
+    from support.nearcached import Daemon
+    from support.redis_server import RedisServer
+    from support.tier import FAST, wait_coherent
+
+    r = RedisServer(tmp_path)
+    made = []
+    try:
+        made += [Daemon(tmp_path, name=n, redis_url=r.url, **FAST) for n in ("a", "b")]
+        wait_coherent(*made)
+        yield r, made[0], made[1]
+    finally:
+        for d in made:
+            if d.proc and d.proc.poll() is None:
+                d.stop()
+        r.kill()
+
+
+def wait_snapshot(d, since: float, what: str) -> str:
+    """The path of `d`'s repair snapshot file, once saved after `since` (time.time())."""
+    from support.wait import wait_for
+
+    snap = d.segment + ".repair"
+    wait_for(lambda: os.path.exists(snap) and os.stat(snap).st_mtime > since + 0.05, 10, what)
+    return snap

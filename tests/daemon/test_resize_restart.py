@@ -11,7 +11,7 @@ import os
 import random
 import time
 
-from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs
+from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs, two_hosts_on_redis, wait_snapshot
 from support.nearcached import Daemon
 from support.rawproto import OK, SET, RawConn, mp
 from support.wait import wait_for
@@ -167,25 +167,16 @@ def test_with_a_redis_tier_the_copy_is_repaired_like_an_adopted_table(tmp_path):
     """Entries read from Redis are copied into the new table with the previous
     daemon's snapshot of the old one, and the first repair drops the slots
     another host wrote while this one was down."""
-    from support.redis_server import RedisServer
-    from support.tier import FAST, wait_coherent, wait_flushed
+    from support.tier import wait_coherent, wait_flushed
 
-    r = RedisServer(tmp_path)
-    a = b = None
-    try:
-        a = Daemon(tmp_path, name="a", redis_url=r.url, **FAST)
-        b = Daemon(tmp_path, name="b", redis_url=r.url, **FAST)
-        wait_coherent(a, b)
+    with two_hosts_on_redis(tmp_path) as (r, a, b):
         model = fill(b, 40)  # written through host b: host a reads them from Redis
         wait_flushed(b)
         c = client(a)
         assert all(c.get(k) == v for k, v in model.items())
         c.close()
         c.segment.close()
-        snap = a.segment + ".repair"
-        written = time.time()
-        wait_for(lambda: os.path.exists(snap) and os.stat(snap).st_mtime > written + 0.05, 10,
-                 "a snapshot saved after the reads")
+        wait_snapshot(a, time.time(), "a snapshot saved after the reads")
         a.stop()
         with RawConn(b.socket) as cb:  # while a is down, another host rewrites one key
             assert cb.call(SET, b"k20", mp("changed"), None)[1] == OK
@@ -203,8 +194,3 @@ def test_with_a_redis_tier_the_copy_is_repaired_like_an_adopted_table(tmp_path):
         c = client(a)
         assert all(c.get(k) == v for k, v in model.items())
         c.close()
-    finally:
-        for d in (a, b):
-            if d and d.proc and d.proc.poll() is None:
-                d.stop()
-        r.kill()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs
+from helpers import Probe, kill_under_flood, served_from_model, small_tmpfs, two_hosts_on_redis, wait_snapshot
 from support.nearcached import Daemon
 from support.rawproto import DELETE, GET, OK, SET, RawConn, mp
 from support.wait import wait_for
@@ -186,25 +186,17 @@ def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path)
     the repair against it, which drops the slots another host wrote while this one
     was down; past it they are suspended until the repair; without a snapshot they
     are dropped."""
-    from support.redis_server import RedisServer
-    from support.tier import FAST, wait_coherent, wait_flushed
-    r = RedisServer(tmp_path)
-    a = b = None
-    try:
-        a = Daemon(tmp_path, name="a", redis_url=r.url, **FAST)
-        b = Daemon(tmp_path, name="b", redis_url=r.url, **FAST)
-        wait_coherent(a, b)
+    from support.tier import wait_coherent, wait_flushed
+
+    with two_hosts_on_redis(tmp_path) as (r, a, b):
         model = fill(b, 40)  # written through host b: host a reads them from Redis
         wait_flushed(b)
         local = fill(a, 10, tag="local")  # k0..k9 rewritten on host a itself
         wait_flushed(a)
         model.update(local)
         assert read_all(a, model) == model
-        snap = a.segment + ".repair"
-        written = time.time()
         # A snapshot taken after those writes (one every 10 x redis_heartbeat_ms).
-        wait_for(lambda: os.path.exists(snap) and os.stat(snap).st_mtime > written + 0.05, 10,
-                 "a snapshot saved after the writes")
+        snap = wait_snapshot(a, time.time(), "a snapshot saved after the writes")
         a.kill()
         with RawConn(b.socket) as c:  # while a is down, another host rewrites one key
             assert c.call(SET, b"k20", mp("changed"), None)[1] == OK
@@ -248,8 +240,3 @@ def test_redis_tier_drops_unsynced_and_reconciles_what_came_from_redis(tmp_path)
         st = status(a)["start"]
         assert st["kept"] == 0 and st["dropped"]["unreconciled"] > 0, st
         assert read_all(a, model) == model
-    finally:
-        for d in (a, b):
-            if d and d.proc and d.proc.poll() is None:
-                d.stop()
-        r.kill()

@@ -58,6 +58,13 @@ inline std::unique_ptr<nearcache::shm::Writer> make_writer(const nearcache::shm:
   return w;
 }
 
+// A writer started on `o` (what a restarted daemon does) as `w`, its start
+// report as `rep`, which every failed check of the scope then shows.
+#define NC_RESTART(w, rep, o)                                   \
+  auto w = nctest::make_writer(o);                             \
+  const nearcache::shm::StartReport& rep = w->start_report(); \
+  INFO(rep.summary())
+
 // A reader process's hit region and the daemon's side of it, in one process:
 // lookups of the attached Reader are recorded, deliver() does what the
 // daemon's timer does (Engine::poll_hits) for this one region.

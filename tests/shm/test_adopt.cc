@@ -156,9 +156,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: a clean stop leaves a table the next writer
   CHECK(r.alive(monotonic_ms()));  // stopped, but readers serve until the heartbeat is stale
   CHECK(check_model(r, model, false) == model.size());
 
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.warm);
   CHECK(rep.clean_shutdown);
   CHECK(rep.kept == entries);
@@ -188,9 +186,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: after a crash (SIGKILL, no stop) every kept
   for (int i = 0; i < 3000; ++i) model["k:" + std::to_string(i)] = value_for(rng, i);
   churn(nullptr, nullptr, model, 30000, 3);
 
-  auto w = nctest::make_writer(o);
-  const StartReport& rep = w->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w, rep, o);
   CHECK(rep.warm);
   CHECK_FALSE(rep.clean_shutdown);
   CHECK(rep.kept > 1000);
@@ -218,9 +214,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: a bucket cut mid-write loses its entries an
     raw.bucket(b)->version = v0 + 1;  // odd: the writer died inside its seqlock
     for (uint32_t j = 0; j < kWaysPerBucket; ++j) in_bucket += raw.bucket(b)->way[j] != 0;
   }
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.odd_buckets == 1);
   CHECK(rep.dropped[size_t(Drop::odd_bucket)] == in_bucket);
   CHECK(rep.kept == model.size() - in_bucket);
@@ -244,9 +238,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: a corrupt way or item header is dropped, th
     raw.bucket(b[2])->way[w[2]] = make_way(0, raw.h()->data_bytes / kItemAlign + 5);  // past the data area
     raw.bucket(b[3])->way[w[3]] ^= uint64_t{1} << 60;                                  // wrong tag
   }
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.dropped[size_t(Drop::bad_item)] == 2);
   CHECK(rep.dropped[size_t(Drop::bad_way)] == 2);
   CHECK(rep.kept == model.size() - 4);
@@ -285,9 +277,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: ring fields behind the truth, or unreadable
     raw.ws()->main = {5, 7, 9};
     garbage = true;
   }
-  auto w = nctest::make_writer(o);
-  const StartReport& rep = w->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w, rep, o);
   CHECK(rep.warm);
   CHECK(rep.kept == entries);
   CHECK(rep.dropped_total() == 0);
@@ -307,9 +297,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: a CLEAR in progress at the crash is finishe
     w.clear_begin("p:");
     w.clear_step(5);  // a few buckets only
   });
-  auto w = nctest::make_writer(o);
-  const StartReport& rep = w->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w, rep, o);
   CHECK(rep.warm);
   CHECK(rep.kept == 2000);
   CHECK(rep.dropped[size_t(Drop::cleared)] > 400);
@@ -351,9 +339,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: a changed geometry starts cold in place, ol
     raw.h()->magic = 0;
     why_needle = "unreadable";
   }
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK_FALSE(rep.warm);
   CHECK(rep.reason.find(why_needle) != std::string::npos);
   CHECK(rep.reused_in_place);
@@ -396,9 +382,7 @@ TEST_CASE_METHOD(SmallTable, "adopt: with a Redis tier nothing adopted is kept, 
     auto w1 = nctest::make_writer(o);
     fill(*w1, 300);
   }
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.warm);
   CHECK(rep.kept == 0);
   CHECK(rep.dropped[size_t(Drop::unsynced)] == 300);
@@ -428,9 +412,7 @@ TEST_CASE_METHOD(SmallTable,
     CHECK_FALSE(w1->mark_synced("queued", 0));
   }
   o.redis_snapshot_generation = generation;  // the daemon's counter snapshot belongs to this table
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.warm);
   CHECK(rep.kept == 1);
   CHECK(rep.dropped[size_t(Drop::unsynced)] == 2);

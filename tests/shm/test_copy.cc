@@ -51,9 +51,7 @@ TEST_CASE("copy: a bigger segment_size keeps every live entry, its flags and TTL
   while (monotonic_ms() <= soon) usleep(1000);  // "soon" expires meanwhile
 
   o.segment_bytes = 8 << 20;
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK_FALSE(rep.warm);
   CHECK(rep.copied);
   CHECK(rep.reason.find("segment size changed") != std::string::npos);
@@ -107,9 +105,7 @@ TEST_CASE("copy: into a smaller table the main queue's newest entries are kept f
   w1.reset();
 
   o.segment_bytes = 1 << 20;
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.copied);
   CHECK(rep.kept > 1000);
   CHECK(rep.dropped[size_t(Drop::no_room)] > 0);
@@ -171,9 +167,7 @@ TEST_CASE("copy: what adoption would drop is dropped with its reason, and the ne
   }
   o.segment_bytes = 6 << 20;
   o.value_limit = 16 << 10;  // the "big:" values no longer fit
-  auto w2 = nctest::make_writer(o);
-  const StartReport& rep = w2->start_report();
-  INFO(rep.summary());
+  NC_RESTART(w2, rep, o);
   CHECK(rep.copied);
   CHECK(rep.odd_buckets == 1);
   CHECK(rep.dropped[size_t(Drop::odd_bucket)] == cut_entries);
@@ -213,9 +207,7 @@ TEST_CASE("copy: with a Redis tier only synced, reconciled entries are copied, t
   }
   SECTION("without a snapshot of the old table nothing from Redis is kept") {
     o.segment_bytes = 8 << 20;
-    auto w2 = nctest::make_writer(o);
-    const StartReport& rep = w2->start_report();
-    INFO(rep.summary());
+    NC_RESTART(w2, rep, o);
     CHECK(rep.copied);
     CHECK(rep.kept == 0);
     CHECK(rep.dropped[size_t(Drop::unsynced)] == 100);
@@ -227,9 +219,7 @@ TEST_CASE("copy: with a Redis tier only synced, reconciled entries are copied, t
     o.redis_snapshot_generation = g1;
     uint64_t g2 = 0;
     {
-      auto w2 = nctest::make_writer(o);
-      const StartReport& rep = w2->start_report();
-      INFO(rep.summary());
+      NC_RESTART(w2, rep, o);
       CHECK(rep.copied);
       CHECK(rep.kept == 101);
       CHECK(rep.dropped[size_t(Drop::unsynced)] == 100);

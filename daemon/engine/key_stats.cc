@@ -16,7 +16,7 @@ void KeyStats::configure(bool enabled, uint32_t depth, std::string_view separato
   separators_ = separators;
 }
 
-void KeyStats::rotate(uint64_t now) {
+void KeyStats::turn(uint64_t now) {
   if (!started_) {
     started_ = true;
     cur_start_ms_ = prev_start_ms_ = now;

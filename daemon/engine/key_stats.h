@@ -85,7 +85,11 @@ class KeyStats {
     uint64_t other_hits = 0, other_misses = 0;
     void clear() { keys.clear(), prefixes.clear(), other_hits = other_misses = 0; }
   };
-  void rotate(uint64_t now_ms);
+  // Every lookup checks the window; it turns once in kWindowMs.
+  void rotate(uint64_t now_ms) {
+    if (!started_ || now_ms >= cur_start_ms_ + kWindowMs) turn(now_ms);
+  }
+  void turn(uint64_t now_ms);
   HitsMisses* prefix_counts(std::string_view key);
   void count_prefix(HitsMisses* c, uint64_t hits, uint64_t misses);
   void shrink_keys();

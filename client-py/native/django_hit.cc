@@ -1,9 +1,9 @@
 // client-py/native/django_hit.cc — CacheCore (django_hit.h): get and get_many
 // served from shared memory, the native make_key + validate_key, and the
 // helpers the Python subclass calls (_nc_key, _nc_probe, _nc_decode, _nc_pack,
-// _nc_configure). Per hit: build the key, read_value (inline, segment.h),
-// unpack_buf (decoder.cc), after decompress_frame (compression.cc) for a
-// compressed value.
+// _nc_configure). Per hit: the size of this process's unacknowledged writes,
+// build the key, read_value (inline, segment.h), unpack_buf (decoder.cc),
+// after decompress_frame (compression.cc) for a compressed value.
 #include "django_hit.h"
 
 #include <cstdio>
@@ -42,6 +42,7 @@ struct CacheCore {
   PyObject* fallback;        // value -> pickle bytes, or None (PICKLE off)
   PyObject* loads;           // SERIALIZER loads for FLAG_SERIALIZED values, or None
   PyObject* decompress;      // (codec, frame) -> bytes for the codecs not done natively, or None
+  PyObject* writes;          // the Client's unacknowledged writes (a dict; nearcache.writes), or null
   bool allow_native;         // the subclass keeps Django's make_key/validate_key
   bool local_misses;         // LOCAL_MISSES: a definite miss (segment.h) is answered here
   bool native;               // keys are built here
@@ -105,7 +106,7 @@ PyObject* CacheCore_new(PyTypeObject* type, PyObject*, PyObject*) {
 }
 
 // The object references of a CacheCore, once for traverse and clear.
-#define CACHE_CORE_REFS(X) X(seg) X(key_prefix) X(version) X(key_func) X(default_key_func) X(fallback) X(loads) X(decompress)
+#define CACHE_CORE_REFS(X) X(seg) X(key_prefix) X(version) X(key_func) X(default_key_func) X(fallback) X(loads) X(decompress) X(writes)
 
 int CacheCore_traverse(CacheCore* self, visitproc visit, void* arg) {
 #define VISIT_REF(f) Py_VISIT(self->f);
@@ -252,14 +253,28 @@ bool parse_args(const char* fname, PyObject* const* args, Py_ssize_t nargs, PyOb
   return true;
 }
 
-// get(key, default=None, version=None)
-PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  static const char* const names[] = {"key", "default", "version"};
-  PyObject* a[3];
-  if (!parse_args("get", args, nargs, kwnames, names, 1, 3, a)) return nullptr;
-  PyObject* key = a[0];
-  PyObject* dflt = a[1] ? a[1] : Py_None;
-  PyObject* version = a[2] ? a[2] : Py_None;
+// Writes of this process the daemon has not acknowledged come before the
+// table: 1 when some are left after NearCache._nc_reap took the replies
+// already received, 0 when none (a dict size on the common path), -1 on error.
+int core_writes_pending(CacheCore* self) {
+  if (!self->writes || PyDict_GET_SIZE(self->writes) == 0) return 0;
+  PyObject* r = PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), s_reap);
+  if (!r) return -1;
+  const int none_left = PyObject_IsTrue(r);
+  Py_DECREF(r);
+  return none_left < 0 ? -1 : !none_left;
+}
+
+// A failure of the native path (a key for Django's own checks, a value that
+// does not decode: a SERIALIZER's loads or a COMPRESSOR may raise anything)
+// goes to the Python path, which says which; BaseExceptions propagate.
+bool retry_in_python() {
+  if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
+  PyErr_Clear();
+  return true;
+}
+
+PyObject* core_get(CacheCore* self, PyObject* key, PyObject* dflt, PyObject* version) {
   KeyBuf kb;
   KeyResult kr = core_build_key(self, key, version, &kb);
   if (kr == KeyResult::error) return nullptr;
@@ -272,7 +287,7 @@ PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs
     const ReadStatus s = read_value(r, kb.p, kb.n, &h);
     if (s == ReadStatus::hit) return core_decode(self, h.p, h.len, h.flags);
     code = lookup_code(r, s, kb.n);
-    // NearCache.get sends keys with writes of this process pending elsewhere.
+    // With writes of this process pending, get never comes here (core_writes_pending).
     if (self->local_misses && definite_miss(code)) {
       r->note_local_miss();
       return Py_NewRef(dflt);
@@ -289,13 +304,25 @@ PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs
   return r;
 }
 
-// get_many(keys, version=None): hits here, the rest by _nc_get_many_miss(pending, result, version).
-PyObject* CacheCore_get_many(CacheCore* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  static const char* const names[] = {"keys", "version"};
-  PyObject* a[2];
-  if (!parse_args("get_many", args, nargs, kwnames, names, 1, 2, a)) return nullptr;
-  PyObject* keys = a[0];
-  PyObject* version = a[1] ? a[1] : Py_None;
+// get(key, default=None, version=None)
+PyObject* CacheCore_get(CacheCore* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  static const char* const names[] = {"key", "default", "version"};
+  PyObject* a[3];
+  if (!parse_args("get", args, nargs, kwnames, names, 1, 3, a)) return nullptr;
+  PyObject* key = a[0];
+  PyObject* dflt = a[1] ? a[1] : Py_None;
+  PyObject* version = a[2] ? a[2] : Py_None;
+  PyObject* self_obj = reinterpret_cast<PyObject*>(self);
+  const int pending = core_writes_pending(self);
+  if (pending < 0) return nullptr;
+  if (pending) return PyObject_CallMethodObjArgs(self_obj, s_get_pending, key, dflt, version, nullptr);
+  PyObject* r = core_get(self, key, dflt, version);
+  if (!r && retry_in_python()) return PyObject_CallMethodObjArgs(self_obj, s_get_slow, key, dflt, version, nullptr);
+  return r;
+}
+
+// Hits here, the rest by _nc_get_many_miss(pending, result).
+PyObject* core_get_many(CacheCore* self, PyObject* keys, PyObject* version) {
   if (!self->native)
     return PyObject_CallMethodObjArgs(reinterpret_cast<PyObject*>(self), s_get_many_slow, keys, version, nullptr);
   PyObject* seq = PySequence_Fast(keys, "get_many() expects an iterable of keys");
@@ -362,6 +389,23 @@ fail:
   return nullptr;
 }
 
+// get_many(keys, version=None); with writes pending, or when the native path
+// fails, the Python path (_nc_get_many_slow) answers.
+PyObject* CacheCore_get_many(CacheCore* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  static const char* const names[] = {"keys", "version"};
+  PyObject* a[2];
+  if (!parse_args("get_many", args, nargs, kwnames, names, 1, 2, a)) return nullptr;
+  PyObject* keys = a[0];
+  PyObject* version = a[1] ? a[1] : Py_None;
+  PyObject* self_obj = reinterpret_cast<PyObject*>(self);
+  const int pending = core_writes_pending(self);
+  if (pending < 0) return nullptr;
+  PyObject* r = pending ? nullptr : core_get_many(self, keys, version);
+  if (pending || (!r && retry_in_python()))
+    return PyObject_CallMethodObjArgs(self_obj, s_get_many_slow, keys, version, nullptr);
+  return r;
+}
+
 // _nc_key(key, version=None) -> bytes, or None when the Python key path must be used.
 PyObject* CacheCore_key(CacheCore* self, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1 || nargs > 2) {
@@ -412,16 +456,23 @@ PyObject* CacheCore_decode(CacheCore* self, PyObject* const* args, Py_ssize_t na
 // _nc_pack(value) -> bytes: nearcache msgpack with this cache's pickle fallback.
 PyObject* CacheCore_pack(CacheCore* self, PyObject* value) { return packb_obj(value, self->fallback); }
 
-// _nc_configure(segment, allow_native, default_key_func, fallback, loads, local_misses=False, decompress=None)
+// _nc_configure(segment, allow_native, default_key_func, fallback, loads, local_misses=False, decompress=None,
+//               writes=None)
 PyObject* CacheCore_configure(CacheCore* self, PyObject* args) {
-  PyObject *seg, *dkf, *fallback, *loads, *decompress = Py_None;
+  PyObject *seg, *dkf, *fallback, *loads, *decompress = Py_None, *writes = Py_None;
   int allow, local_misses = 0;
-  if (!PyArg_ParseTuple(args, "OpOOO|pO", &seg, &allow, &dkf, &fallback, &loads, &local_misses, &decompress))
+  if (!PyArg_ParseTuple(args, "OpOOO|pOO", &seg, &allow, &dkf, &fallback, &loads, &local_misses, &decompress,
+                        &writes))
     return nullptr;
   if (seg != Py_None && !PyObject_TypeCheck(seg, &SegmentType)) {
     PyErr_SetString(PyExc_TypeError, "segment must be a nearcache._native.Segment or None");
     return nullptr;
   }
+  if (writes != Py_None && !PyDict_CheckExact(writes)) {
+    PyErr_SetString(PyExc_TypeError, "writes must be a dict or None");
+    return nullptr;
+  }
+  Py_XSETREF(self->writes, writes == Py_None ? nullptr : Py_NewRef(writes));
   Py_XSETREF(self->seg, seg == Py_None ? nullptr : reinterpret_cast<SegmentObject*>(Py_NewRef(seg)));
   Py_XSETREF(self->default_key_func, Py_NewRef(dkf));
   Py_XSETREF(self->fallback, Py_NewRef(fallback));

@@ -94,6 +94,8 @@ constexpr Interned kInterned[] = {
     {&s_get_slow, "_nc_get_slow"},
     {&s_get_many_miss, "_nc_get_many_miss"},
     {&s_get_many_slow, "_nc_get_many_slow"},
+    {&s_get_pending, "_nc_get_pending"},
+    {&s_reap, "_nc_reap"},
 };
 
 // {name: code} of the extension types.

@@ -55,7 +55,7 @@ inline PyObject* g_uuid_type = nullptr;
 inline PyObject* g_timezone_type = nullptr;  // datetime.timezone
 // Interned names (module.cc lists their text).
 inline PyObject *s_bytes, *s_key, *s_getinitargs, *s_validate_key;
-inline PyObject *s_get_miss, *s_get_slow, *s_get_many_miss, *s_get_many_slow;
+inline PyObject *s_get_miss, *s_get_slow, *s_get_many_miss, *s_get_many_slow, *s_get_pending, *s_reap;
 
 // zoneinfo.ZoneInfo, imported on first use (borrowed); nullptr with an
 // exception set when the import fails.

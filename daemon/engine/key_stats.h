@@ -61,20 +61,37 @@ class KeyStats {
   uint64_t span_ms(uint64_t now_ms);
 
  private:
+  // Keys are short and every daemon lookup hashes one: 8 bytes a step,
+  // multiply-mixed (the maps need spread only; chosen collisions cost at most
+  // kMaxKeys comparisons a lookup, as they did with std::hash's fixed seed).
   struct ViewHash {
     using is_transparent = void;
-    size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+    size_t operator()(std::string_view v) const;
   };
   template <typename V>
   using Map = std::unordered_map<std::string, V, ViewHash, std::equal_to<>>;
+  using HitsMisses = std::pair<uint64_t, uint64_t>;
+  // A key's hits and its prefix's counts in the same window (null: "(other)"),
+  // so that a hit of a known key is one lookup. Map nodes never move, the
+  // prefixes of a window are dropped only with its keys, and a key's prefix
+  // is fixed until configure() starts over.
+  struct KeyEntry {
+    uint64_t hits;
+    HitsMisses* prefix;
+  };
   struct Window {
-    Map<uint64_t> keys;
-    Map<std::pair<uint64_t, uint64_t>> prefixes;  // hits, misses
+    Map<KeyEntry> keys;
+    Map<HitsMisses> prefixes;
     uint64_t other_hits = 0, other_misses = 0;
     void clear() { keys.clear(), prefixes.clear(), other_hits = other_misses = 0; }
   };
-  void rotate(uint64_t now_ms);
-  void count_prefix(std::string_view key, uint64_t hits, uint64_t misses);
+  // Every lookup checks the window; it turns once in kWindowMs.
+  void rotate(uint64_t now_ms) {
+    if (!started_ || now_ms >= cur_start_ms_ + kWindowMs) turn(now_ms);
+  }
+  void turn(uint64_t now_ms);
+  HitsMisses* prefix_counts(std::string_view key);
+  void count_prefix(HitsMisses* c, uint64_t hits, uint64_t misses);
   void shrink_keys();
 
   bool enabled_ = true;

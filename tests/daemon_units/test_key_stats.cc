@@ -85,3 +85,42 @@ TEST_CASE("key stats off count nothing, and configure starts over") {
   ks.hit("a:b:c", 1, 0);
   CHECK(ks.prefixes(10, 0)[0].prefix == "a:b:");
 }
+
+TEST_CASE("a known key's hits reach its prefix in every window, after a shrink, and as (other)") {
+  KeyStats ks;
+  for (size_t i = 0; i < KeyStats::kMaxPrefixes; ++i) ks.hit("p" + std::to_string(i) + ":k", 1, 0);
+  ks.hit("late:k", 1, 0);  // the prefixes are full: (other), and stays so
+  ks.hit("late:k", 2, 0);
+  ks.hit("p0:k", 5, 0);
+  for (size_t i = 0; i < KeyStats::kMaxKeys; ++i) ks.hit("p1:" + std::to_string(i), 1, 0);  // shrinks
+  ks.hit("p0:k", 1, 0);
+  auto pre = ks.prefixes(1000, 0);
+  REQUIRE(pre.back().prefix == "(other)");
+  CHECK(pre.back().hits == 3);
+  CHECK(pre[0].prefix == "p1:");
+  CHECK(pre[0].hits == 1 + KeyStats::kMaxKeys);
+  CHECK(pre[1].prefix == "p0:");
+  CHECK(pre[1].hits == 7);
+  // Next window: p0:k counts in the new window's p0: (the old one still shows).
+  ks.hit("p0:k", 10, KeyStats::kWindowMs);
+  ks.miss("p0:x", KeyStats::kWindowMs);
+  ks.hit("p0:k", 10, 2 * KeyStats::kWindowMs);  // the first window is gone
+  pre = ks.prefixes(1000, 2 * KeyStats::kWindowMs);
+  REQUIRE(pre.size() == 1);
+  CHECK((pre[0].prefix == "p0:" && pre[0].hits == 20 && pre[0].misses == 1));
+  CHECK(ks.hot_keys(1, 2 * KeyStats::kWindowMs)[0].hits == 20);
+}
+
+TEST_CASE("keys of every length and byte order count apart") {
+  KeyStats ks;
+  std::string k;
+  for (size_t n = 0; n < 40; k += char('a' + n % 26), ++n) ks.hit(k, n + 1, 0);
+  ks.hit("ab", 100, 0);
+  ks.hit("ba", 200, 0);
+  const auto keys = ks.hot_keys(100, 0);
+  CHECK(keys.size() == 41);  // "ab" is one of the 40 (length 2: "ab"), "ba" is new
+  for (const auto& e : keys)
+    if (e.key == "ba") CHECK(e.hits == 200);
+    else if (e.key == "ab") CHECK(e.hits == 103);
+    else CHECK(e.hits == e.key.size() + 1);
+}

@@ -67,6 +67,7 @@ def _after_fork_in_child() -> None:
     _fork_epoch += 1
     for c in list(_live):
         c._wchan = None  # the child starts with no pending writes and opens its own channel
+        c._pending_writes.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -158,6 +159,9 @@ class Client:
         # sync_writes=False: set/set_many/delete_many do not wait (nearcache.writes); strict implies sync.
         self.sync_writes = bool(sync_writes) or self.strict
         self._wchan: WriteChannel | None = None
+        # The channel's pending writes (WriteChannel.pending): one dict for the Client's
+        # life, so that the native Django get checks its size without a Python call.
+        self._pending_writes: dict[bytes, tuple] = {}
         _live.add(self)
 
     @property

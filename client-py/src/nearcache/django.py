@@ -48,8 +48,6 @@ log = logging.getLogger("nearcache.django")
 
 _clients: dict[tuple, Client] = {}
 _clients_lock = threading.Lock()
-_core_get = _native.CacheCore.get
-_core_get_many = _native.CacheCore.get_many
 _MISS = object()
 
 
@@ -106,7 +104,7 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
         comp = o["COMPRESSOR"]  # nearcache.compression: values marked in their flags, read whatever it is
         self._nc_configure(self._client.segment if self._use_shm else None, native_keys, default_key_func,
                            self._serializer.fallback, self._serializer.loads or _raise_foreign, self._local_misses,
-                           comp.decompress if comp else decompress)
+                           comp.decompress if comp else decompress, self._client._pending_writes)
         if type(self._serializer) is not Serializer:
             self._encode = self._serializer.dumps
         if comp:
@@ -177,34 +175,27 @@ class NearCache(_native.CacheCore, RedisAPI, BaseCache):
                 return _native.MISS, None
         return UNAVAILABLE, None
 
-    # -- get and get_many: the native hit path, with its failures as misses ---
-    def get(self, key, default=None, version=None):
-        ch = self._client._wchan
-        if ch is not None and ch.pending and not ch.reap():  # this process's unacknowledged writes come first
-            kb = self._key(key, version)   # built (and validated) once
-            found, e = self._client.pending(kb)
-            if found and e is None:          # a pending delete
-                return default
-            st, value = self._probe(kb)
-            if st == HIT:
-                return value
-            return self._nc_get_miss(kb, default, st)
-        try:
-            return _core_get(self, key, default, version)
-        except Exception:  # a key for Django's own checks, or a value that does not decode (a
-            # SERIALIZER's loads or a COMPRESSOR class may raise anything): the Python path says which
-            return self._nc_get_slow(key, default, version)
-
-    def get_many(self, keys, version=None):
-        ch = self._client._wchan
-        if ch is not None and ch.pending and not ch.reap():
-            return self._nc_get_many_slow(keys, version)
-        try:
-            return _core_get_many(self, keys, version)
-        except Exception:  # as in get
-            return self._nc_get_many_slow(keys, version)
-
     # -- hooks of the native get/get_many --------------------------------------
+    # get and get_many are CacheCore's: no Python frame on a hit. Their failures
+    # (a key for Django's own checks, a value that does not decode) go to
+    # _nc_get_slow / _nc_get_many_slow, which say which.
+    def _nc_reap(self) -> bool:
+        """Called by the native get/get_many when this process has unacknowledged writes:
+        takes the replies already received; True when none is left pending."""
+        ch = self._client._wchan
+        return ch is None or ch.reap()
+
+    def _nc_get_pending(self, key, default, version):
+        """The native get's answer while this process's writes are unacknowledged: they come first."""
+        kb = self._key(key, version)   # built (and validated) once
+        found, e = self._client.pending(kb)
+        if found and e is None:          # a pending delete
+            return default
+        st, value = self._probe(kb)
+        if st == HIT:
+            return value
+        return self._nc_get_miss(kb, default, st)
+
     def _nc_get_miss(self, kb: bytes, default, status: int):
         if status in DEFINITE_MISSES and self._local_misses:  # no write of this process pending: _probe
             self._client.segment.local_miss()

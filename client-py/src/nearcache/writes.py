@@ -51,7 +51,7 @@ class WriteChannel:
 
     def __init__(self, client):
         self.client = client
-        self.pending: dict[bytes, tuple] = {}
+        self.pending: dict[bytes, tuple] = client._pending_writes  # the Client's, read by the native get
         self.counters = {"writes": 0, "failed": 0, "skipped": 0}
         self._lock = threading.Lock()            # numbering + sending + pending updates
         self._acked = threading.Condition(threading.Lock())

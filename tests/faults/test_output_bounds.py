@@ -135,9 +135,24 @@ def test_a_flood_of_big_sets_does_not_hold_up_the_others(tmp_path):
         b.start()
         flood = RawConn(d.socket, timeout=60)
         frame = b"".join(pack(SET, i + 1, b"f%d" % (i % 64), b"y" * MIB, None) for i in range(64))
-        sender = threading.Thread(target=lambda: [flood.send_raw(frame) for _ in range(n // 64)], daemon=True)
+        # At least n SETs, and for as long as the bystander needs to ask its
+        # share of GETs (a fast daemon finishes n before it has asked enough).
+        sent, deadline = [0], time.monotonic() + 60
+
+        def send():
+            while (sent[0] < n // 64 or b.checks <= 60) and time.monotonic() < deadline:
+                sent[0] += 1  # before the send: the reader below waits for its replies
+                flood.send_raw(frame)
+
+        sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        replies = flood.recv_n(n // 64 * 64)
+        replies, frames = [], 0
+        while frames < sent[0] or sender.is_alive():
+            if frames < sent[0]:
+                replies += flood.recv_n(64)
+                frames += 1
+            else:
+                time.sleep(0.001)
         sender.join(10)
         check_bystander(b.finish())
         assert all(r[1] == OK for r in replies)

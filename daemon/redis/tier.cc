@@ -137,10 +137,11 @@ void Tier::read_map(Link& l, Link::Done done) {
     if (!cluster_) cluster_found(map);
     else cluster_->apply(map);
   };
-  const bool sent = l.command({"CLUSTER", "SHARDS"}, [this, &l, done, use](const Reply& r) {
+  const bool sent = l.command({"CLUSTER", "SHARDS"}, [&l, done, use](const Reply& r) {
     SlotMap map;
     std::string err;
-    if (!r.is_error() && parse_cluster_shards(r.r, l.endpoint().host, l.endpoint().tls, &map, &err) && map.covered()) return use(map);
+    const Endpoint& at = l.endpoint();
+    if (!r.is_error() && parse_cluster_shards(r.r, at.host, at.tls, &map, &err) && map.covered()) return use(map);
     if (r.failed()) return done(false, r.error());
     const bool sent2 = l.command({"CLUSTER", "SLOTS"}, [&l, done, use](const Reply& r2) {
       SlotMap m2;

@@ -39,6 +39,8 @@ struct FakeTier : redis::TierApi {
   std::deque<std::pair<std::string, redis::AtomicFn>> atomics;  // pending ADD/INCR/LEASE/wait_lease
   std::vector<uint64_t> cancelled;
   uint64_t local_decisions = 0, next_wait = 1;
+  uint64_t last_item = 0;         // the item id the last fill() carried
+  int64_t snapshot_counter = 42;  // fill_base(): the last snapshot's counter
 
   FakeTier() { cfg.wait_ms = 50; }
 
@@ -46,6 +48,14 @@ struct FakeTier : redis::TierApi {
     calls.push_back("set " + std::string(k) + "=" + std::string(v));
     return redis::Enqueued::queued;
   }
+  // A lease fill: recorded with the counter it is conditional on, and the item.
+  redis::Enqueued fill(std::string_view k, std::string_view v, uint8_t, uint64_t, uint64_t item,
+                       int64_t expected) override {
+    calls.push_back("fill " + std::string(k) + "=" + std::string(v) + " @" + std::to_string(expected));
+    last_item = item;
+    return redis::Enqueued::queued;
+  }
+  int64_t fill_base(std::string_view) override { return snapshot_counter; }
   redis::Enqueued del(std::string_view k) override {
     calls.push_back("del " + std::string(k));
     return redis::Enqueued::queued;
@@ -426,6 +436,57 @@ TEST_CASE("engine+redis: redis_down = local decides on this host when the tier c
     CHECK(f.local("late") == "v");
     CHECK(f.tier.local_decisions == 5);
   }
+}
+
+TEST_CASE("engine+redis: the lease holder's SET is the fill, conditional on the lease's counter") {
+  Fixture f;
+  Session* s = f.h.connect();
+  Session* other = f.h.connect();
+  s->pid = 100, other->pid = 200;
+  f.h.send(s, op(Op::lease), 1, Bin{"k"}, 1000, 0);
+  redis::AtomicResult granted = result(Kind::granted);
+  granted.fill_base = 7;  // the slot counter when Redis granted it
+  f.tier.answer(granted);
+  REQUIRE(code_of(f.h.one(s)) == int(Code::leased));
+
+  SECTION("from the holder") {
+    f.h.call(s, op(Op::set), Bin{"k"}, Bin{"filled"}, nil);
+    CHECK(f.tier.called("fill k=filled @7"));
+    CHECK_FALSE(f.tier.called("set k=filled"));
+    CHECK(f.local("k") == "filled");
+    CHECK(f.tier.last_item == f.h.writer->item_id("k"));
+    // Refused in Redis: another host wrote the slot since; the copy goes.
+    f.tier.hooks.fill_refused("k", f.tier.last_item);
+    CHECK(f.local("k").empty());
+  }
+  SECTION("from the holder's process on another connection (the Python client's write channel)") {
+    Session* channel = f.h.connect();
+    channel->pid = 100;
+    f.h.call(channel, op(Op::set), Bin{"k"}, Bin{"filled"}, nil);
+    CHECK(f.tier.called("fill k=filled @7"));
+  }
+  SECTION("from another process: a plain write, and it ends the lease") {
+    f.h.call(other, op(Op::set), Bin{"k"}, Bin{"theirs"}, nil);
+    CHECK(f.tier.called("set k=theirs"));
+    CHECK(f.tier.calls.end() == std::find_if(f.tier.calls.begin(), f.tier.calls.end(),
+                                             [](const std::string& c) { return c.rfind("fill ", 0) == 0; }));
+  }
+  SECTION("a refusal after a newer local write keeps the newer value") {
+    f.h.call(s, op(Op::set), Bin{"k"}, Bin{"filled"}, nil);
+    const uint64_t fill_item = f.tier.last_item;
+    f.h.call(other, op(Op::set), Bin{"k"}, Bin{"newer"}, nil);
+    f.tier.hooks.fill_refused("k", fill_item);
+    CHECK(f.local("k") == "newer");
+  }
+}
+
+TEST_CASE("engine+redis: a lease decided on this host fills against the last snapshot's counter") {
+  Fixture f;
+  Session* s = f.h.connect();
+  f.tier.up = false;  // Redis does not decide: redis_down = local
+  CHECK(code_of(f.h.call(s, op(Op::lease), Bin{"l"}, 1000, 0)) == int(Code::leased));
+  f.h.call(s, op(Op::set), Bin{"l"}, Bin{"v"}, nil);
+  CHECK(f.tier.called("fill l=v @42"));
 }
 
 TEST_CASE("engine+redis: redis_down = error answers UNAVAILABLE with why") {

@@ -48,9 +48,11 @@ struct FakeTier : redis::TierApi {
     calls.push_back("set " + std::string(k) + "=" + std::string(v));
     return redis::Enqueued::queued;
   }
-  // A lease fill: recorded with the counter it is conditional on, and the item.
-  redis::Enqueued fill(std::string_view k, std::string_view v, uint8_t, uint64_t, uint64_t item,
+  // A lease fill: recorded with the counter it is conditional on, and the
+  // item; one that is to be a plain SET (kFillPlain) is one, as in the tier.
+  redis::Enqueued fill(std::string_view k, std::string_view v, uint8_t fl, uint64_t e, uint64_t item,
                        int64_t expected) override {
+    if (expected == redis::kFillPlain) return set(k, v, fl, e, item);
     calls.push_back("fill " + std::string(k) + "=" + std::string(v) + " @" + std::to_string(expected));
     last_item = item;
     return redis::Enqueued::queued;

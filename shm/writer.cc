@@ -560,7 +560,7 @@ void Writer::note_move(uint64_t from, uint64_t to) {
   }
 }
 
-bool Writer::mark_synced(std::string_view key, uint64_t id) {
+bool Writer::holds(std::string_view key, uint64_t id) {
   const uint64_t now = item_id(key);
   if (id == 0 || now == 0) return false;
   // The write `id` named, wherever the eviction policy moved it since (each
@@ -570,6 +570,11 @@ bool Writer::mark_synced(std::string_view key, uint64_t id) {
     if (it == moves_.end() || steps == kMaxMoves) return false;  // replaced by a newer write, or forgotten
     id = it->second;
   }
+  return true;
+}
+
+bool Writer::mark_synced(std::string_view key, uint64_t id) {
+  if (!holds(key, id)) return false;
   mark_synced(key);
   return true;
 }

@@ -185,10 +185,12 @@ class Writer {
   // moves of unsynced items (old id -> new id, the newest kMaxMoves), so an
   // acknowledgement carrying the old id still finds the write it names.
   uint64_t item_id(std::string_view key);
-  // mark_synced when `key` still holds the item `id` names, or the item it
-  // was moved to (following remembered moves); false otherwise: gone,
-  // replaced, or moved so long ago that the move was forgotten (the item
-  // then stays unsynced, the safe side: adoption drops it).
+  // `key` still holds the write `id` named: that item, or the item it was
+  // moved to (following remembered moves); false: gone, replaced, or moved
+  // so long ago that the move was forgotten.
+  bool holds(std::string_view key, uint64_t id);
+  // mark_synced when holds(key, id); false otherwise (the item then stays
+  // unsynced, the safe side: adoption drops it).
   bool mark_synced(std::string_view key, uint64_t id);
   static constexpr size_t kMaxMoves = 16384;
   // Caches "no such key" until expiry_ms (0 = never): readers answer

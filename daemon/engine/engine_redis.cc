@@ -187,7 +187,7 @@ void Engine::fill_refused(std::string_view key, uint64_t item_id) {
   // Another host wrote the key's slot since the lease: the value this host
   // read from the database may be older than that write. Not served here
   // either (a newer local write of the key stays); the next read reads through.
-  if (item_id == 0 || w_->item_id(key) != item_id) return;
+  if (!w_->holds(key, item_id)) return;  // the fill's write, wherever eviction moved it
   w_->del(key);
   waits_.wrote(key);
 }

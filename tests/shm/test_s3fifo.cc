@@ -238,6 +238,10 @@ TEST_CASE("s3fifo: a moved item keeps its write-behind acknowledgement (the old 
   REQUIRE(p.has("replaced"));
   REQUIRE(p.w->set("replaced", "newer", 0, 0) == Status::ok);
 
+  // holds(): what a refused lease fill asks before dropping the key's copy.
+  CHECK(p.w->holds("twice", twice_id));
+  CHECK_FALSE(p.w->holds("replaced", replaced_id));
+  CHECK_FALSE(p.w->holds("moved", moved_id));
   CHECK(p.w->mark_synced("twice", twice_id));  // small -> main -> main: followed twice
   CHECK_FALSE(p.w->mark_synced("replaced", replaced_id));
   CHECK_FALSE(p.w->mark_synced("moved", moved_id));  // gone

@@ -63,13 +63,18 @@ void WriteBehind::close(std::function<void()> closed) {
 
 // ------------------------------------------------------------ queueing
 
-Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
-                          uint64_t item_id) {
+WriteBehind::Entry WriteBehind::set_entry(std::string_view key, std::string_view value, uint8_t flags,
+                                          uint64_t expiry_ms, uint64_t item_id) const {
   Entry e{Entry::set, std::string(key)};
   e.value = encode_value(value, flags, cfg_.value_format);
   e.expiry = expiry_ms;
   e.item = item_id;
-  return put(std::move(e));
+  return e;
+}
+
+Enqueued WriteBehind::set(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                          uint64_t item_id) {
+  return put(set_entry(key, value, flags, expiry_ms, item_id));
 }
 
 Enqueued WriteBehind::fill(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
@@ -79,10 +84,7 @@ Enqueued WriteBehind::fill(std::string_view key, std::string_view value, uint8_t
     st_.fills_refused_total++;
     return Enqueued::refused;
   }
-  Entry e{Entry::set, std::string(key)};
-  e.value = encode_value(value, flags, cfg_.value_format);
-  e.expiry = expiry_ms;
-  e.item = item_id;
+  Entry e = set_entry(key, value, flags, expiry_ms, item_id);
   e.fill = true;
   e.expected = expected;
   return put(std::move(e));

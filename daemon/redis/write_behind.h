@@ -227,6 +227,9 @@ class WriteBehind {
     uint32_t calls = 0;       // call entries of the key in fifo_
   };
 
+  // A SET's entry: the value encoded for Redis (value.h).
+  Entry set_entry(std::string_view key, std::string_view value, uint8_t flags, uint64_t expiry_ms,
+                  uint64_t item_id) const;
   Enqueued put(Entry e);
   void append(Entry&& e);
   void remove_queued(It it);
